@@ -873,12 +873,12 @@ class Scheduler:
     def _end_jobs(self, now: float) -> None:
         """Emit the JOB_ENDED of each lanes job that ended whose home this peer is
         (`members.home`), in our mesh stream (it is no lane part), once: not while the state
-        holds a JOB_ENDED of the job (ours, folded at once, or another member's: the
-        earliest wins), so not again after a restart either. Looked at only once an event
-        of the job (or of the live peers) was noted since the last look (`_lanes_moved`),
-        and emitted only once the job stayed finished here for end_grace_s (the other
-        members' last lane events reach the home by then: a push, a pair round), made again
-        from the fold then."""
+        holds a JOB_ENDED of the job (ours, folded at once, or another member's: the fold's
+        `end_rank` picks one), so not again after a restart either. Looked at only once an
+        event of the job (or of the live peers) was noted since the last look
+        (`_lanes_moved`), and emitted only once the job stayed finished here for
+        end_grace_s (the other members' last lane events reach the home by then: a push, a
+        pair round), made again from the fold then."""
         st = self.state
         me = self.peer_id
         for job in list(self._lanes_moved):

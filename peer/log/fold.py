@@ -25,7 +25,7 @@ import itertools
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, KeysView, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any, cast
 
@@ -46,6 +46,7 @@ from peer.log.events import (
     JobMembers,
     JobSubmitted,
     Member,
+    Output,
     Partial,
     Progress,
     Provide,
@@ -674,6 +675,11 @@ class MeshState:
     # peer that is no member of it come from there (review r2 F3, F4). Not told by a
     # `refold`, which takes again the ends it was told of.
     on_end: Callable[[Event], None] | None = None
+    # Job -> task -> the earliest output (by its TASK_DONE's order) among the outputs of the
+    # job's JOB_ENDEDs folded (`_end_outputs`, a listing's once folded): what `end_body`
+    # shows of the winning one, so that a non-member names the output a member's fold does
+    # (first-wins) when two homes cut apart each ended the job. It leaves with the job.
+    end_outputs: dict[str, dict[str, Output]] = field(default_factory=dict)
     # Partial replication enabled (`lanes-v1`, not announced yet: docs/design/partial-
     # replication.md): until then `members` and JOB_MEMBERS/JOB_ENDED are held, not folded
     # (as before they had types: one JOB_ENDED of any member would otherwise set cache
@@ -745,7 +751,7 @@ class MeshState:
         """Empty `job`'s entries of the tables keyed by the job alone (it is deleted or
         compacted)."""
         for per_job in (self.jobs, self.cancelled, self.members_of, self.ended, self.unended,
-                        self.listed, self._unjoined):
+                        self.listed, self.end_outputs, self._unjoined):
             per_job.pop(job, None)
         self._lanes_tasks.pop(job, None)
 
@@ -1211,16 +1217,24 @@ class MeshState:
             for table in (self.heads, self.floors, self.evicted, self.beyond):
                 table.pop(origin, None)
             self.sums.forget(origin)
-        for per_job in (self.members_of, self.ended, self.listed):
+        for per_job in (self.members_of, self.ended, self.listed, self.end_outputs):
             per_job.pop(job, None)
         return origins
 
     def end_body(self, ev: Event) -> JobEnded:
         """JOB_ENDED `ev`'s body as folded: with the outputs and producers of its `listing`
-        once `fold_listing` folded them, else as the event says (none while listed)."""
+        once `fold_listing` folded them, else as the event says (none while listed); the
+        job's winning one (`ended`) with each task's earliest output of its JOB_ENDEDs
+        folded (`end_outputs`)."""
         b = ev.body_as(JobEnded)
         got = self.listed.get(b.job) if b.listing is not None else None
-        return got[1] if got is not None and got[0] == ev.id else b
+        if got is not None and got[0] == ev.id:
+            b = got[1]
+        won, merged = self.ended.get(b.job), self.end_outputs.get(b.job)
+        if won is None or won.id != ev.id or not merged:
+            return b
+        outputs = {t: merged.get(t, o) for t, o in b.outputs.items()}
+        return b if outputs == b.outputs else replace(b, outputs=outputs)
 
     def unlisted(self, job: str) -> str | None:
         """The `listing` CID of `job`'s JOB_ENDED (the winning one) while its outputs are
@@ -1543,6 +1557,10 @@ def _end_outputs(s: MeshState, ev: Event, b: JobEnded) -> None:
     AHEAD at a time: the keys and CIDs of each slice that memory misses are looked up in
     the job index at once (`Tiered.ahead`), most of them fresh, not one query each."""
     made: dict[str, Order] = {}  # CID -> the earliest order of an output of it
+    merged = s.end_outputs.setdefault(b.job, {})
+    for task, o in b.outputs.items():  # (order-free: the least by order)
+        if (cur := merged.get(task)) is None or o[2:] < cur[2:]:
+            merged[task] = o
     outputs = list(b.outputs.values())
     for i in range(0, len(outputs), AHEAD):
         part = outputs[i:i + AHEAD]

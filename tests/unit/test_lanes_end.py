@@ -265,3 +265,31 @@ def test_the_fold_tells_on_end_of_each_end_it_takes_and_a_refold_keeps_the_liste
     assert s.ended[JOB].origin == B and told == [ended(C), ended(B, hlc=250)]
     s.apply(ended(A))  # (later: it does not)
     assert told == [ended(C), ended(B, hlc=250)]
+
+
+def test_of_two_homes_ends_the_one_with_fewest_failed_tasks_wins_in_any_order() -> None:
+    """(Review r1 of session 45, M5: two homes cut apart each ended the job.) The end with
+    the fewest failed tasks is the job's whatever order they came in, and it names each
+    task's earliest output of the ends folded (a member's fold's first-wins TASK_DONE). On
+    4f5ca2e the earlier by (hlc, origin, seq) won: A's `failed`, one task and no output."""
+    two = {"name": "w", "splits": "implicit", "tasks": [
+        {"name": n, "call": "c", "params": {}, "depends": []} for n in ("t", "u")]}
+    sub = Event(A, 1, 100, EventType.JOB_SUBMITTED, {"job": JOB, "workflow": two,
+                                                     "local": False, "claimed": False,
+                                                     "members": [A, B]})
+    early_u = ["k2", OTHER_CID, 150, lane(A, JOB), 1]  # (u done on both sides: A's first)
+    failed = Event(A, 2, 300, EventType.JOB_ENDED, {
+        "job": JOB, "state": "failed", "n_tasks": 2, "end": 300, "outputs": {"u": early_u},
+        "producers": {}, "failed": {"t": "flaky"}, "digest": "0" * 32})
+    done_ = Event(B, 1, 400, EventType.JOB_ENDED, {
+        "job": JOB, "state": "done", "n_tasks": 2, "end": 400,
+        "outputs": {"t": ["k", CID, 200, lane(B, JOB), 1],
+                    "u": ["k2", CID, 250, lane(B, JOB), 2]},
+        "producers": {}, "failed": {}, "digest": "0" * 32})
+    for order in itertools.permutations([sub, failed, done_]):
+        s = lanes_fold(list(order), me=C)
+        assert s.ended[JOB] is done_
+        b = s.end_body(done_)
+        assert b.state == "done" and {t: o.cid for t, o in b.outputs.items()} == {
+            "t": CID, "u": OTHER_CID}
+        assert s.outputs["k2"] == OTHER_CID

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from peer.http.views import elsewhere_entry, held_elsewhere, job_view
 from peer.ipfs.store import StoreConfig
 from peer.jobs import members
 from peer.jobs.claims import task_status
@@ -888,5 +889,53 @@ async def test_the_holder_of_a_per_item_tasks_input_comes_first_for_its_chunks()
         h.runner.finish(h.runner.running[0], duration_s=0.01)  # a short call
         await mesh.settle()  # no time passes
         assert len(h.runner.running) == 2  # its next chunk, and one queued behind it
+    finally:
+        await mesh.close()
+
+
+def answer(mesh: JobMesh, pid: str, job: str) -> tuple[str, dict[str, str]]:
+    """What a user asking peer `pid` for `job`'s list entry reads: its state and outputs."""
+    st = mesh[pid].state
+    entry = (elsewhere_entry(st, job) if held_elsewhere(st, job, pid)
+             else job_view(st, job, CFG.max_attempts, detail=False))
+    return entry["state"], entry["outputs"]
+
+
+@pytest.mark.parametrize("lanes", [True, False])
+async def test_after_a_partition_every_peer_reports_one_result_of_the_job(lanes: bool) -> None:
+    """(Review r1 of session 45, M5.) Members p0 | p1 cut apart, the non-member p2 with p1:
+    w0 fails every attempt on p0's side and is done on p1's; each side's home ends the job
+    (p0 `failed`, p1 `done`). After the heal every peer reports the job `done` with the same
+    outputs, as every peer does with lanes off (the reference: each folds both sides' task
+    events). On 4f5ca2e p0's `failed` JOB_ENDED (the earlier by (hlc, origin, seq)) won on
+    every peer: the non-member reported `failed`, the members `done`."""
+    mesh = JobMesh(3, CATALOG, CFG, lanes=lanes)
+    p0, p1, p2 = mesh.peers
+    tasks = writes(4)
+    try:
+        job = mesh.submit(p0, tasks, members=[p0, p1] if lanes else None)
+        await mesh.settle()
+        mesh.partition({p0}, {p1, p2})
+        for _ in range(80):
+            for key in list(mesh[p0].runner.running):
+                if "w0" in key:
+                    mesh[p0].runner.fail(key, kind="error", error="flaky")
+                else:
+                    mesh[p0].runner.finish(key)
+            for pid in (p1, p2):
+                for key in list(mesh[pid].runner.running):
+                    mesh[pid].runner.finish(key)
+            await mesh.advance(1.0)
+        assert answer(mesh, p0, job)[0] == "failed" and answer(mesh, p1, job)[0] == "done"
+        if lanes:
+            ends = {e.origin: e.payload["state"] for e in mesh.sent(EventType.JOB_ENDED)}
+            assert ends == {p0: "failed", p1: "done"}  # (the case looked at)
+        mesh.heal()
+        await finish_all(mesh, rounds=30)
+        answers = {pid: answer(mesh, pid, job) for pid in mesh.peers}
+        assert answers[p0][0] == "done" and set(answers[p0][1]) == {t["name"] for t in tasks}
+        assert answers == dict.fromkeys(mesh.peers, answers[p0])
+        if lanes:
+            assert {mesh[pid].state.ended[job].origin for pid in mesh.peers} == {p1}
     finally:
         await mesh.close()
