@@ -215,8 +215,9 @@ class EndListings:
     `end_flaw`; hostile input) is logged once, naming the job and the CID, and not read
     again for that JOB_ENDED (another one naming it is checked anew: the verdict depends on
     the event too; a restart reads it once more): the job stays as before (in memory,
-    ended, no record). `waiting_long` counts those neither folded nor refused for
-    LONG_WAIT_S or more (not admitted yet, not served, or failing)."""
+    ended, no record) until the horizon past its end, when the compactor makes its record
+    without the outputs (`Compactor.bare`). `waiting_long` counts those neither folded nor
+    refused for LONG_WAIT_S or more (not admitted yet, not served, or failing)."""
 
     def __init__(self, state: MeshState, store: Readable,
                  wanted: Callable[[], Mapping[str, str]], rescan: Callable[[Event], None],
@@ -355,7 +356,8 @@ class EndListings:
             self.waits[(job, cid)] = (self.clock() + for_s, MAX_RETRY_S)
         if not again:
             log.warning("job %s: the listing %s of its JOB_ENDED is refused: %s (the job "
-                        "stays in memory, ended, no record made of it%s)", job, cid, why,
+                        "stays in memory, ended, until the horizon, then recorded without "
+                        "its outputs%s)", job, cid, why,
                         f"; fetched again every {for_s:.0f} s" if for_s < math.inf else "")
 
     def _too_large(self, job: str, cid: str, ev: Event) -> int:

@@ -149,7 +149,8 @@ def lanes_part(m: Mapping[str, int], job: str) -> tuple[dict[str, int], dict[str
     return mesh, lanes
 
 
-def ended_record(submitted: Event, ended: Event, body: JobEnded | None = None) -> Finished:
+def ended_record(submitted: Event, ended: Event, body: JobEnded | None = None,
+                 unlisted: str | None = None) -> Finished:
     """A lanes job's compact record as a peer that holds none of its lanes makes it (design
     docs/design/partial-replication.md, section 3): from its JOB_SUBMITTED and its JOB_ENDED
     alone, in the form of `Finished` (the list entry and record of peer.http.views, each
@@ -157,14 +158,18 @@ def ended_record(submitted: Event, ended: Event, body: JobEnded | None = None) -
     compare (`job_digest3`: the submission's order, the end, the state and the computed
     tasks' outputs, as `record_facts` lists them) equal a member's when the JOB_ENDED says
     what the member's record does (its emission's rule; its `digest` is not checked here).
-    `body`: the JOB_ENDED's as folded, with its listing's outputs (`MeshState.end_body`)."""
+    `body`: the JOB_ENDED's as folded, with its listing's outputs (`MeshState.end_body`).
+    `unlisted`: the CID of its listing, never folded by the horizon (`Compactor._end_of`):
+    the record has no outputs and says so (`outputs_unlisted`); a task neither failed nor
+    cancelled of a job ended `done` is shown done, with no output."""
     b = ended.body_as(JobEnded) if body is None else body
     wf = submitted.body_as(JobSubmitted).workflow
     tasks = []
     for t in wf["tasks"]:
         out = b.outputs.get(t["name"])
         state = "done" if out is not None else "failed" if t["name"] in b.failed else (
-            "cancelled" if b.state == "cancelled" else "pending")
+            "cancelled" if b.state == "cancelled" else
+            "done" if unlisted is not None and b.state == "done" else "pending")
         tasks.append({"name": t["name"], "state": state,
                       "progress": 1.0 if out is not None else 0.0,
                       "output": None if out is None else out.cid, "cid": t.get("cid"),
@@ -176,6 +181,8 @@ def ended_record(submitted: Event, ended: Event, body: JobEnded | None = None) -
         "duration_s": (end_ms - submitted_ms) / 1000,
         "progress": round(sum(t["progress"] for t in tasks) / max(len(tasks), 1), 4),
         "outputs": {t["name"]: t["output"] for t in tasks if t["output"]}}
+    if unlisted is not None:
+        record["outputs_unlisted"] = unlisted
     summary = {**record, "tasks": [{k: t[k] for k in ("name", "state", "progress")}
                                    for t in tasks]}
     record.update(tasks=tasks, workflow=wf)
@@ -330,8 +337,10 @@ class Compactor:
         self.overdue: set[str] = set()
         # Lanes jobs whose record is to be made of a JOB_ENDED whose outputs are in a listing
         # not folded yet -> its CID (`_end_of`): fetched, read and folded by the node
-        # (peer.jobs.ending.EndListings), then scanned again (`note`)
+        # (peer.jobs.ending.EndListings), then scanned again (`note`); past the horizon
+        # from its end, made without them (`bare`: review r1 of session 45, M4)
         self.unlisted: dict[str, str] = {}
+        self.bare: dict[str, str] = {}  # job -> the listing CID its record goes without
         self.floors: dict[str, int] = index.floors()  # origin -> highest seq dropped
         self.beyond = False  # an event was held past a gap since the last pass
         self.sweep = False  # a JOB_DELETED of a job not compacted since the last pass
@@ -506,6 +515,7 @@ class Compactor:
         self.unfolded.pop(job, None)
         self.overdue.discard(job)
         self.unlisted.pop(job, None)
+        self.bare.pop(job, None)
 
     def _end_of(self, job: str) -> tuple[int, int] | None:
         """`ended_of` of a job replicated in full; a lanes job ends here once its JOB_ENDED
@@ -516,11 +526,15 @@ class Compactor:
         whose outputs are in a `listing` makes a record only once that is folded
         (`MeshState.fold_listing`; until then `unlisted` names it, and the record would show
         every task pending and no output): meanwhile the job stays in memory, ended (its
-        list entry from the JOB_ENDED: peer.http.views)."""
+        list entry from the JOB_ENDED: peer.http.views), until the horizon past its end:
+        then its record is made without the outputs (`bare`; one refused for good, or never
+        served, kept every ended job in memory for ever on every peer that makes its record
+        of the JOB_ENDED: review r1 of session 45, M4)."""
         st = self.state
         self.unfolded.pop(job, None)
         self.overdue.discard(job)
         self.unlisted.pop(job, None)
+        self.bare.pop(job, None)
         if job not in st.members_of:
             return self.ended_of(job)
         ev = st.ended.get(job)
@@ -535,19 +549,25 @@ class Compactor:
                 self.unfolded[job] = b.end  # (scanned again at the horizon: `_due`)
                 return None
         if (listing := st.unlisted(job)) is not None:
-            self.unlisted[job] = listing
-            return None
+            if not past_horizon(b.end, self.now_hlc(), self.cfg):
+                self.unlisted[job] = listing  # (scanned again at the horizon: `_due`)
+                return None
+            self.bare[job] = listing
         if st.member_of(job, self.me):
             self.overdue.add(job)
         return b.end, b.n_tasks
 
     def _due(self) -> None:
-        """The jobs of `unfolded` past the horizon are scanned again (`_end_of`)."""
-        if self.unfolded:
+        """The jobs of `unfolded` and `unlisted` past the horizon are scanned again
+        (`_end_of`)."""
+        if self.unfolded or self.unlisted:
             now = self.now_hlc()
             due = [j for j, end in self.unfolded.items() if past_horizon(end, now, self.cfg)]
             for job in due:
                 del self.unfolded[job]
+            ended = self.state.ended
+            due += [j for j in self.unlisted if (ev := ended.get(j)) is not None
+                    and past_horizon(ev.body_as(JobEnded).end, now, self.cfg)]
             self.dirty.update(due)
 
     def _record_of(self, job: str) -> Finished | None:
@@ -555,7 +575,8 @@ class Compactor:
         None if none is held."""
         ended = self.state.ended.get(job)
         return None if ended is None else ended_record(self.state.jobs[job], ended,
-                                                       self.state.end_body(ended))
+                                                       self.state.end_body(ended),
+                                                       self.bare.get(job))
 
     def _by_ended(self, job: str) -> bool:
         """Is `job`'s record its JOB_ENDED's: a lanes job we are no member of, or one whose

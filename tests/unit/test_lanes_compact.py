@@ -483,3 +483,36 @@ def test_a_late_task_event_of_a_compacted_lanes_job_goes_nowhere(
         assert node.state.heads[me] == mesh + 1 and node.late_lane_events == 3
     finally:
         node.log.close()
+
+
+def test_a_non_member_compacts_a_job_whose_listing_never_folds_at_the_horizon(
+        tmp_path: Path) -> None:
+    """Review r1 of session 45, M4: a JOB_ENDED whose `listing` is refused for good or never
+    served kept its job in memory for ever on every non-member (on 4f5ca2e: still held past
+    the horizon). Past the horizon from its end the record is made of the JOB_ENDED's own
+    fields, without outputs, and says so (`outputs_unlisted`). Fake clock."""
+    node = _node(tmp_path)
+    try:
+        job = "j0000000000c4"
+        node.emit(EventType.JOB_SUBMITTED, {"job": job, "workflow": WORKFLOW,
+                                            "members": [OTHER]})
+        node.flush()
+        ev = _ended_by_other(node, job, {"listing": OUT["t0"]})
+        now = [ev.hlc]
+        node.compactor.now_hlc = lambda: now[0]
+        node.catchup.compact()
+        assert node.compactor.unlisted == {job: OUT["t0"]}  # (fetched meanwhile: EndListings)
+        now[0] += int(node.compact_cfg.horizon_s * 1000 - 1) << 16
+        node.catchup.compact()
+        assert job not in node.state.compacted and job in node.state.jobs
+        now[0] += 1 << 16  # the horizon
+        node.catchup.compact()
+        assert job in node.state.compacted and job not in node.state.jobs
+        assert not node.compactor.unlisted and not node.compactor.bare
+        record: Any = node.index.record(job)
+        assert record["state"] == "done" and record["outputs"] == {}
+        assert record["outputs_unlisted"] == OUT["t0"]
+        assert [(t["state"], t["output"]) for t in record["tasks"]] == [
+            ("done", None) for _ in TASKS]
+    finally:
+        node.log.close()
