@@ -56,6 +56,8 @@ def _node(d: Path) -> Node:
     node.listeners[:] = [node.compactor.note]  # no scheduler: this is about the log
     node.live_peers = dict  # type: ignore[method-assign,assignment]
     node.end_listings.clock = FakeClock()  # (its back-off's: `_later`)
+    node.compactor.now_hlc = lambda: END + (60_000 << 16)  # (a minute past END: within the
+    # horizon, past which a listing not folded is given up: `Compactor.bare`)
     _fold(node, Event(OTHER, 1, SUBMITTED, EventType.JOB_SUBMITTED,
                       {"job": JOB, "workflow": WORKFLOW, "members": [OTHER]}))
     return node
