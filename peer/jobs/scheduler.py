@@ -285,11 +285,12 @@ class Scheduler:
         self._wake.set()
 
     def hold_claims(self, held: bool) -> None:
-        """While `held` (this peer's event log cannot take its events), claim no new chunk:
-        a claim would stay in memory, unseen by the other peers, who would claim and run the
-        chunk too (review r1 M3). What is ours goes on: runs already claimed, and the chunks
-        our own JOB_SUBMITTED claims (`_implied_here`); their outcomes wait in memory with
-        our other events. Released, the tasks held back are looked at again at once."""
+        """While `held` (this peer's event log cannot take its events), claim no new chunk,
+        split no task and add no member (spread, takeover): each would stay in memory,
+        unseen by the other peers, who would do it too (review r1 M3, r2 M3). What is ours
+        goes on: runs already claimed, and the chunks our own JOB_SUBMITTED claims
+        (`_implied_here`); their outcomes wait in memory with our other events. Released,
+        the tasks held back are looked at again at once."""
         self.claims_held = held
         if not held:
             self._dirty.update(self._held_back)
@@ -1128,6 +1129,9 @@ class Scheduler:
             # to split a quarter of them twice (every duplicate split a wasted event, its
             # claims' runs killed).
             return
+        if self.claims_held:  # (a split or a cached TASK_DONE would wait unseen in memory,
+            self._held_back[(job, task)] = None  # while others split it too: review r2 M3)
+            return
         input_cid = self.planner.input(job, spec)
         key = self.planner.key(job, task, tdef, spec, input_cid)
         cached = self.planner.cached_output(key) if spec.cache else None
@@ -1326,8 +1330,9 @@ class Scheduler:
         """Scale-out (design 5.3): JOB_MEMBERS `add` of the next live peers that run the job's
         calls, when its ready, unclaimed chunks hold more work than spread_s per slot of the
         live members, or are any while no live member has a usable slot
-        (`members.spread_to`)."""
-        if not members.running(self.state, job, self.cfg.max_attempts):
+        (`members.spread_to`). Not while claims are held (`hold_claims`: the add would wait
+        unseen, review r2 M3)."""
+        if self.claims_held or not members.running(self.state, job, self.cfg.max_attempts):
             return
         capable = self._capable(job)
         if capable.keys() <= self.state.members_of[job]:  # no one to add: its work not counted
@@ -1375,9 +1380,9 @@ class Scheduler:
         wait_s = self._split_wait_s(job) + self.cfg.tick_s
         at = members.takeover_at(job, self.state, self.peer_id, callers, since,
                                  self.cfg.lease_s, wait_s)
-        if (at is None or now < at
-                or not members.running(self.state, job, self.cfg.max_attempts)):
-            return
+        if (at is None or now < at or self.claims_held  # (the add would wait unseen: the
+                or not members.running(self.state, job, self.cfg.max_attempts)):  # next
+            return  # rank takes it over; review r2 M3)
         if callers[self.peer_id] <= 0:  # (its turn, passed: the same rank a round later)
             self._orphaned[job] = since + len(callers) * wait_s
             return
