@@ -113,10 +113,13 @@ def _write_new(tmp: Path, data: bytes, what: str) -> None:
 
 def _write_all(f: io.FileIO, data: bytes) -> None:
     """Write all of `data` (an unbuffered write may write less and say so: at a file size
-    limit, EFBIG comes only at the next one; before, a block cut short was kept)."""
+    limit, EFBIG comes only at the next one; before, a block cut short was kept). A write
+    that writes nothing is an error (EIO), not a loop for ever (review r2 L1)."""
     view = memoryview(data)
     while view:
-        view = view[f.write(view):]
+        if not (n := f.write(view)):
+            raise OSError(errno.EIO, "a write wrote nothing", f.name)
+        view = view[n:]
 
 
 # A block file without its owner's write bit is *marked*: not known durable (one put in

@@ -173,6 +173,7 @@ class Replicator:
         self.replicated = RecentSet()  # replicated here (a memo: _wanted decides)
         self._queue: dict[str, tuple[str, int]] = {}  # cid -> (producer, attempt) to fetch
         self._drainer: asyncio.Task[None] | None = None
+        self._closed = False  # (`close`d: nothing is queued after)
         self._retries: dict[str, asyncio.TimerHandle] = {}  # cid -> its next attempt
 
     def on_event(self, ev: Event) -> None:
@@ -251,6 +252,8 @@ class Replicator:
         return n
 
     def _enqueue(self, cid: str, producer: str, attempt: int) -> None:
+        if self._closed:
+            return
         self._queue[cid] = (producer, attempt)
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain(), name="replicate")
@@ -341,6 +344,7 @@ class Replicator:
         return pinned
 
     async def close(self) -> None:
+        self._closed = True  # (an end folded after this starts no drain: review r2 L4)
         if self._watch is not None:
             self._watch.cancel()
             await asyncio.gather(self._watch, return_exceptions=True)

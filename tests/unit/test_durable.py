@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import io
 import logging
 import random
 import resource
@@ -22,6 +23,7 @@ from peer.cids import parse_cid
 from peer.config import PeerConfig
 from peer.errors import IntegrityError, StorageFull, StoreError, StoreUnwritable, disk_full
 from peer.errors_http import Surface, status_of
+from peer.ipfs.blocks import _write_all
 from peer.ipfs.embedded import EmbeddedStore
 from peer.jobs.claims import chunk_exhausted
 from peer.log import Event, EventLog, EventType, FailureKind
@@ -1349,3 +1351,16 @@ def test_adding_on_a_failing_disk_is_store_unwritable_and_leaves_nothing(
     assert status_of(StoreUnwritable("x"), Surface.API) == 503
     assert not list(store.blocks.keys())
     assert b"".join(store.cat(store.add_path(src))) == b"y" * 5000
+
+
+def test_a_block_write_that_writes_nothing_is_an_error_not_a_loop(tmp_path: Path) -> None:
+    """An unbuffered write may write less than asked (`_write_all` writes the rest); one that
+    writes nothing (a FUSE file system may) is EIO naming the file, not a loop for ever at
+    full CPU (review r2 L1)."""
+    class Stuck(io.FileIO):
+        def write(self, b: object) -> int:
+            return 0
+
+    with Stuck(tmp_path / "block", "wb") as f, pytest.raises(OSError) as got:
+        _write_all(f, b"data")
+    assert got.value.errno == errno.EIO and str(got.value.filename) == str(tmp_path / "block")

@@ -159,3 +159,13 @@ async def test_an_output_told_again_while_its_retry_waits_is_not_fetched_twice()
     r.on_event(done(CIDS[0], 1))
     assert r._queue == {}
     await r.close()
+
+
+async def test_nothing_is_queued_once_the_replicator_is_closed() -> None:
+    """An output told after `close` (the node closes the replicator before its last flushes
+    and folds) starts no drain nobody would await or cancel (review r2 L4)."""
+    f = Fakes(M, [P, M])
+    r = Replicator(M, 2, lambda: f.live, lambda c: {P}, f, f, f.emit, batch_window_s=0.0)
+    await r.close()
+    r.on_event(done(CIDS[0], 1))
+    assert r._drainer is None and r._queue == {}
