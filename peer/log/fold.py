@@ -1081,9 +1081,13 @@ class MeshState:
         for origin, seq in self.events.keys() - fresh.events.keys():  # left memory now (a
             self.sums.touch(origin, seq)  # deleted job's events waiting for their sweep)
         fresh.sums = self.sums  # the same events are held: their digests stay right
-        on_end = self.on_end  # (told of the ends taken, not of those taken again here)
+        on_end, before = self.on_end, {j: e.id for j, e in self.ended.items()}
         self.__dict__.update(fresh.__dict__)
-        self.on_end = on_end
+        self.on_end = on_end  # (told of an end this refold took that was not the job's
+        if on_end is not None:  # before, not of those taken again: review r2 L5)
+            for job, ev in self.ended.items():
+                if before.get(job) != ev.id:
+                    on_end(ev)
         return failed
 
     def content_sum(self, scope: Collection[str] | None = None) -> str:

@@ -293,3 +293,21 @@ def test_of_two_homes_ends_the_one_with_fewest_failed_tasks_wins_in_any_order() 
         assert b.state == "done" and {t: o.cid for t, o in b.outputs.items()} == {
             "t": CID, "u": OTHER_CID}
         assert s.outputs["k2"] == OTHER_CID
+
+
+def test_a_refold_that_takes_another_end_tells_on_end_of_it() -> None:
+    """A refold (run to drop a replaced loser) that takes another JOB_ENDED for the job's
+    end tells `on_end` of it; before, the replicator of a non-member heard of it only at its
+    next rescan (review r2 L5). One it takes again is not told twice."""
+    told: list[Event] = []
+    s = MeshState(lanes_on=True, me=C)
+    s.on_end = told.append
+    early = ended(B, hlc=250)
+    fold([submitted([A, B]), ended(A), early], s)
+    assert s.ended[JOB] == early
+    told.clear()
+    s.refold()
+    assert told == []
+    del s.events[early.id]  # (as a replaced event leaves the held ones)
+    s.refold()
+    assert s.ended[JOB] == ended(A) and told == [ended(A)]
