@@ -1081,14 +1081,20 @@ class MeshState:
         for origin, seq in self.events.keys() - fresh.events.keys():  # left memory now (a
             self.sums.touch(origin, seq)  # deleted job's events waiting for their sweep)
         fresh.sums = self.sums  # the same events are held: their digests stay right
-        on_end, before = self.on_end, {j: e.id for j, e in self.ended.items()}
+        before = {j: e.id for j, e in self.ended.items()}
+        on_end = self.on_end
         self.__dict__.update(fresh.__dict__)
-        self.on_end = on_end  # (told of an end this refold took that was not the job's
-        if on_end is not None:  # before, not of those taken again: review r2 L5)
+        self.on_end = on_end
+        self._tell_new_ends(before)
+        return failed
+
+    def _tell_new_ends(self, before: Mapping[str, tuple[str, int]]) -> None:
+        """`on_end` told of each job's end a refold took that was not its end `before` (not
+        of those taken again: review r2 L5)."""
+        if self.on_end is not None:
             for job, ev in self.ended.items():
                 if before.get(job) != ev.id:
-                    on_end(ev)
-        return failed
+                    self.on_end(ev)
 
     def content_sum(self, scope: Collection[str] | None = None) -> str:
         """One digest of the held contents of the mesh origins (no `scope`) or of the lanes

@@ -250,8 +250,9 @@ def test_a_non_member_replicates_only_outputs_of_the_job_ended_the_fold_took() -
 def test_the_fold_tells_on_end_of_each_end_it_takes_and_a_refold_keeps_the_listener() -> None:
     """`MeshState.on_end` (the replicator's, on a node: review r2 F3, F4) is told of a
     JOB_ENDED when the fold takes it for its job's end: not while it is held, but once what
-    it waited for comes; of one that beats it later too. A `refold` tells it nothing and
-    keeps it (the node's replicator must hear of the ends taken after one)."""
+    it waited for comes; of one that beats it later too. A `refold` that takes the same ends
+    tells it nothing and keeps it (the node's replicator must hear of the ends taken after
+    one)."""
     told: list[Event] = []
     s = MeshState(lanes_on=True, me=C)
     s.on_end = told.append
