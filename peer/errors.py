@@ -141,6 +141,13 @@ def disk_full(exc: BaseException) -> bool:
 
 
 def disk_failing(exc: BaseException) -> bool:
-    """True if `exc` is an OSError of a write the disk refused other than for room (EIO,
-    EROFS, EFBIG): told as StoreUnwritable, not as a bug."""
-    return isinstance(exc, OSError) and exc.errno in _FAILING_ERRNOS
+    """True if `exc`, or an exception it was raised from, is an OSError the disk gave other
+    than for room (EIO, EROFS, EFBIG): told as StoreUnwritable, not as a bug."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _FAILING_ERRNOS:
+            return True
+        e = e.__cause__ or e.__context__
+    return False

@@ -114,10 +114,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             full = StorageFull("the peer's disk is full: free space and retry")
             return _answer(http_error(full, Surface.API))
         if disk_failing(e):  # (read-only, failing: what failed is named where it is known)
-            log.warning("%s %s: the disk does not take writes: %s", request.method,
-                        request.path, e)
-            failing = StoreUnwritable(f"the peer's disk does not take writes ({e}): nothing "
-                                      "was kept; retry once it does")
+            log.warning("%s %s: the disk failed: %s", request.method, request.path, e)
+            kept = "" if request.method in ("GET", "HEAD") else ": nothing was kept"
+            failing = StoreUnwritable(f"the peer's disk failed ({e}){kept}; retry once it "
+                                      "works")
             return _answer(http_error(failing, Surface.API))
         log.exception("unhandled error in %s %s", request.method, request.path)
         return _answer(unexpected(Surface.API))

@@ -21,7 +21,14 @@ import pytest
 
 from peer.cids import parse_cid
 from peer.config import PeerConfig
-from peer.errors import IntegrityError, StorageFull, StoreError, StoreUnwritable, disk_full
+from peer.errors import (
+    IntegrityError,
+    StorageFull,
+    StoreError,
+    StoreUnwritable,
+    disk_failing,
+    disk_full,
+)
 from peer.errors_http import Surface, status_of
 from peer.ipfs.blocks import _write_all
 from peer.ipfs.embedded import EmbeddedStore
@@ -101,6 +108,22 @@ def test_disk_full_is_recognised_through_wrapping() -> None:
     assert not disk_full(OSError(errno.EACCES, "denied"))
     assert not disk_full(ValueError("no"))
     assert status_of(StorageFull("full"), Surface.API) == 507
+
+
+def test_a_failing_disk_is_recognised_through_wrapping() -> None:
+    """As `disk_full`: an EIO a library wraps (e.g. aiohttp's payload errors) is still told
+    as a failing disk, not a 500 (review r2 L2)."""
+    for code in (errno.EIO, errno.EROFS, errno.EFBIG):
+        assert disk_failing(OSError(code, "failed"))
+        try:
+            try:
+                raise OSError(code, "failed")
+            except OSError as e:
+                raise RuntimeError("the payload could not be written") from e
+        except RuntimeError as wrapped:
+            assert disk_failing(wrapped)
+    assert not disk_failing(OSError(errno.ENOSPC, "full"))
+    assert not disk_failing(ValueError("no"))
 
 
 class _Stats:
