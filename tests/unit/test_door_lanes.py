@@ -6,6 +6,7 @@ counted, and never stored nor folded. A fake log store and a fake wall clock."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -268,11 +269,13 @@ def test_with_lanes_on_lane_refusals_are_counted_under_the_lanes_peer() -> None:
 
 
 def test_replay_keeps_the_lane_rows_of_a_job_whose_submission_the_log_quarantined(
-        tmp_path: Path) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Review r3 N2: a JOB_SUBMITTED row that the log's own load sets aside (a damaged
     payload) was not counted: its compacted job's lane rows were deleted as orphans while
     the row sat in the quarantine, restorable, its lanes not. Kept now (its job cannot be
-    read: no lane row is deleted), at this start and the next (it is still quarantined)."""
+    read: no lane row is deleted, and the log says why), at this start and the next (it is
+    still quarantined)."""
+    caplog.set_level(logging.INFO, "banzai.log")
     log = EventLog(tmp_path / "e.sqlite")
     sub = event(EventType.JOB_SUBMITTED, {"job": JOB, "workflow": {"tasks": []}}, origin=P)
     log.append([sub, event(EventType.CLAIM, chunk())])
@@ -285,6 +288,8 @@ def test_replay_keeps_the_lane_rows_of_a_job_whose_submission_the_log_quarantine
         assert log.quarantined() == 1
         assert [e.id for e in log.load()] == [(LANE, 1)]
     log.close()
+    said = [r.getMessage() for r in caplog.records if "cannot be read" in r.getMessage()]
+    assert len(said) == 2 and "of 1 jobs" in said[0]  # (once a start: review r2 L3)
 
 
 def test_replay_keeps_the_lane_rows_of_a_compacted_job_whose_submission_is_set_aside() -> None:
