@@ -157,6 +157,8 @@ def test_fuzzed_frames_leave_the_mesh_up_converged_and_working(mesh: Mesh) -> No
         for p in mesh.peers:
             assert p.proc.poll() is None, p.output[-3000:]
         hs = until_converged(mesh)
+    if "lanes" in hs[0]["log"]:  # (its lanes check compared a lanes job: not vacuous)
+        assert lanes_members(mesh.peers[0].data_dir / "events.sqlite")
     frames_in = sum(h["gossip"]["frames_in"] - b["gossip"]["frames_in"]
                     for h, b in zip(hs, before, strict=True))
     assert frames_in >= sent  # every fuzzed frame was taken in (and more: the peers' own)
