@@ -863,6 +863,8 @@ class Compactor:
         for job in left:  # (after the delete: if it raised, they are dropped later)
             del self.leaving[job]
             self.waiting.pop(job, None)
+            self.forgot(self.state.forget_lanes(job))  # (a deleted lanes job's: review r1
+            # of session 45, L5: its lane tables stayed until a restart)
         self.jobless.dropped(free)
         for job in jobs:  # (a lanes job of ours: lane state bounded by the jobs not dropped)
             self.forgot(self.state.forget_lanes(job))

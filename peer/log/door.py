@@ -22,6 +22,7 @@ from peer.log.events import (
     MAX_OWN_SEQ,
     Event,
     EventType,
+    JobEnded,
     JobMembers,
 )
 from peer.log.fold import MeshState
@@ -39,6 +40,9 @@ Closed = Callable[[str], bool]
 # JOB_SUBMITTED as a lanes job; anyone once it left memory); None: a job we know no such
 # JOB_SUBMITTED of
 Adders = Callable[[str], Container[str] | None]
+# job -> its members while we hold its JOB_SUBMITTED as a lanes job (MeshState.lanes_members);
+# None: no lanes job here (none, not yet, or gone)
+Members = Callable[[str], Container[str] | None]
 
 
 @dataclass(frozen=True)
@@ -219,12 +223,14 @@ class Door:
     (`lanes_off`): from peers, never stored; from disk, left there unfolded (`replay`).
     `lane_closed` says which jobs' lanes were dropped here (a member's straggling outcome
     that comes after is refused: `lane_closed`).
-    `adders` (with lanes) says who may add anyone to a job's members (`_members_problem`)."""
+    `adders` (with lanes) says who may add anyone to a job's members (`_members_problem`);
+    `members` the members of a lanes job we hold (`lane_peer`, `lane_stream`)."""
 
     def __init__(self, cfg: DoorConfig, hlc: HLC, store: LogStore,
                  checks: Mapping[EventType, Check] | None = None,
                  member_of: MemberOf | None = None,
-                 lane_closed: Closed | None = None, adders: Adders | None = None) -> None:
+                 lane_closed: Closed | None = None, adders: Adders | None = None,
+                 members: Members | None = None) -> None:
         self.cfg = cfg
         self.hlc = hlc
         self.store = store
@@ -232,6 +238,7 @@ class Door:
         self.member_of = member_of
         self.lane_closed = lane_closed
         self.adders = adders
+        self.members = members
         self.refused = Refusals(cfg.max_origins_counted)
         self.unknown = UnknownCap(cfg.max_unknown_events_per_origin,
                                   cfg.max_unknown_bytes_per_origin)
@@ -248,13 +255,21 @@ class Door:
         if "/" in ev.origin:  # (no peer's own stream has one: peer.log.ids)
             lane = lane_of(ev.origin)
             if lane is not None:
-                why = self._lane_problem(ev, lane[1], stored)
+                why = self._lane_problem(ev, lane, stored)
                 if why is not None:
                     return why
+        elif ev.type in LANE_TYPES and self.members is not None and not stored:
+            why = self._stream_problem(ev)
+            if why is not None:
+                return why
         if ev.type is EventType.JOB_MEMBERS and self.adders is not None and not stored:
             why = self._members_problem(ev)
             if why is not None:
                 return why
+        if (ev.type is EventType.JOB_ENDED and self.adders is not None and not stored
+                and self.adders(ev.body_as(JobEnded).job) is None):
+            return (f"ended_job: a JOB_ENDED of job {ev.body_as(JobEnded).job}, no lanes job we "
+                    "hold (as `members_job`: anti-entropy brings it again once we hold it)")
         check = self.checks.get(ev.type)
         if check is not None:
             try:
@@ -263,13 +278,17 @@ class Door:
                 return f"body: {e!s:.200}"
         return None
 
-    def _lane_problem(self, ev: Event, job: str, stored: bool) -> str | None:
-        """Why an event of `job`'s lane must not be stored or folded, or None: a lane holds
-        its job's task events only (`lane_type`, `lane_job`: every part's, for a TURN), and
-        only a member of the job holds them (`not_member`; a stored one is not asked: the
-        job's membership is folded with it, later steps of LANES_FEATURE), and only until the
-        job's lanes were dropped here (`lane_closed`, likewise); with lanes off, none
+    def _lane_problem(self, ev: Event, lane: tuple[str, str], stored: bool) -> str | None:
+        """Why an event of lane `lane` (peer, job) must not be stored or folded, or None: a
+        lane holds its job's task events only (`lane_type`, `lane_job`: every part's, for a
+        TURN), and only a member of the job holds them (`not_member`; a stored one is not
+        asked: the job's membership is folded with it, later steps of LANES_FEATURE), only
+        until the job's lanes were dropped here (`lane_closed`, likewise), and only of the
+        lane of a member (`lane_peer`, likewise; the fold holds one until its peer is a
+        member: peer.log.fold `_task_fold`, and anti-entropy brings it again once the
+        JOB_MEMBERS adding it is held, as `members_job`); with lanes off, none
         (`lanes_off`)."""
+        peer, job = lane
         if ev.type not in LANE_TYPES:
             return f"lane_type: a {ev.type.name} in a lane of job {job} (task events only)"
         for i, part in enumerate(ev.singles):
@@ -287,8 +306,26 @@ class Door:
                     "dropped here (the job is compacted)")
         if not stored and not self.member_of(job):
             return f"not_member: an event of the lane of job {job}, which we are no member of"
+        members = self.members(job) if self.members is not None and not stored else None
+        if members is not None and peer not in members:
+            return (f"lane_peer: an event of the lane of peer {shown_origin(peer)} of job "
+                    f"{job}, which is no member of it")
         return None
 
+    def _stream_problem(self, ev: Event) -> str | None:
+        """Why a task event (or TURN) in a peer's own stream must not be stored or folded,
+        or None: one of a lanes job we hold travels in its members' lanes only (`lane_stream`:
+        no honest peer makes one, peer.log.fold `_task_fold` never folds one; review r1 of
+        session 45, H1). A job that is no lanes job here, or not here yet, passes (the fold
+        holds the event until its JOB_SUBMITTED comes)."""
+        for part in ev.singles:
+            job = getattr(part.body, "job", None)
+            if (part.type in LANE_PARTS and type(job) is str and self.members is not None
+                    and self.members(job) is not None):
+                return (f"lane_stream: a {part.type.name} of lanes job {job} in the stream of "
+                        f"{shown_origin(ev.origin)} (a lanes job's task events travel in its "
+                        "members' lanes)")
+        return None
     def _members_problem(self, ev: Event) -> str | None:
         """Why a JOB_MEMBERS must not be stored or folded, or None (design section 3): it is
         of a lanes job we hold the JOB_SUBMITTED of (`members_job`: else a JOB_MEMBERS would

@@ -64,7 +64,7 @@ from peer.log.events import (
     part_event,
 )
 from peer.log.jobless import jobless
-from peer.log.lanes import SEPARATOR, in_scope, lane_of, peer_of
+from peer.log.lanes import LANE_PARTS, SEPARATOR, in_scope, lane_of, peer_of
 
 Order = tuple[int, str, int]  # (hlc, origin, seq): the order of every conflict rule
 _MISSING = object()
@@ -696,6 +696,15 @@ class MeshState:
     # `end_refusal` reads it, not the winning one's, so that a JOB_ENDED once folded stays
     # so whatever comes)
     _lanes_tasks: dict[str, set[str]] = field(default_factory=dict)
+    # Job -> the task events (parts) of it held, not folded (`_task_fold`: a lanes job's
+    # count only from its members' lanes): in the lane of a peer not a member yet, or in a
+    # mesh stream before the job's JOB_SUBMITTED (it may be a lanes job). Folded once a
+    # JOB_SUBMITTED or JOB_MEMBERS admits them (`_tasks_due`), let go if it shows them a
+    # lanes job's in a mesh stream; as stragglers once the job is deleted (`_job_deleted`).
+    _untasked: dict[str, list[Event]] = field(default_factory=dict)
+    # Job -> the peers its JOB_SUBMITTEDs name as `members` (grow-only): their JOB_ENDEDs
+    # rank before those of peers that added themselves (`end_rank`)
+    _homes: dict[str, set[str]] = field(default_factory=dict)
     # Origin -> every seq up to here is held or was set aside on purpose (an unknown type's
     # event past its cap, a quarantined own event): the heads count them as held.
     floors: dict[str, int] = field(default_factory=dict)
@@ -751,7 +760,8 @@ class MeshState:
         """Empty `job`'s entries of the tables keyed by the job alone (it is deleted or
         compacted)."""
         for per_job in (self.jobs, self.cancelled, self.members_of, self.ended, self.unended,
-                        self.listed, self.end_outputs, self._unjoined):
+                        self.listed, self.end_outputs, self._unjoined, self._untasked,
+                        self._homes):
             per_job.pop(job, None)
         self._lanes_tasks.pop(job, None)
 
@@ -761,6 +771,23 @@ class MeshState:
         JOB_MEMBERS are not here yet)."""
         members = self.members_of.get(job)
         return members is None or peer in members
+
+    def lanes_members(self, job: str) -> AbstractSet[str] | None:
+        """The members of `job` if it is a lanes job here (a JOB_SUBMITTED of it with
+        `members` folded, lanes on), else None (the door's `members`)."""
+        return self.members_of.get(job, set()) if job in self._lanes_tasks else None
+
+    def ended_for(self, job: str, peer: str) -> bool:
+        """Has `job` ended for `peer`'s scheduler: a JOB_ENDED of it folded, by a peer its
+        JOB_SUBMITTEDs name as `members` (its home, a replica), or `peer` is none of those?
+        Such a member runs on past the end of a peer that added itself (review r1 of session
+        45, H2 (c): one ended any job for everyone), and its home's JOB_ENDED then ranks
+        first (`end_rank`)."""
+        ev = self.ended.get(job)
+        if ev is None:
+            return False
+        homes = self._homes.get(job, ())
+        return ev.origin in homes or peer not in homes
 
     def runs(self, job: str) -> bool:
         """Does the peer of this state (`me`) hold `job`'s lanes, and so fold and run its
@@ -811,10 +838,14 @@ class MeshState:
         # A job in `jobs` is neither deleted nor compacted (both take it out, whatever comes
         # later): its events skip the two tests, which may ask the job index.
         live = job is not None and job in self.jobs
+        gone = not live and job is not None and bool(self.deleted or self.compacted) and (
+            job in self.deleted or job in self.compacted)
+        if (self.lanes_on and job is not None and not gone and ev.type in LANE_PARTS
+                and not _task_fold(self, ev, job)):
+            return
         _APPLY[type(b)](self, ev, b)
-        if not live and job is not None and (self.deleted or self.compacted) and (
-                job in self.deleted or job in self.compacted):
-            _forget(self, ev, job)
+        if gone:
+            _forget(self, ev, cast(str, job))
 
     def record(self, ev: Event) -> None:
         """Record an event as held (its parts folded already), moving its origin's head."""
@@ -1378,6 +1409,8 @@ def _job(s: MeshState, ev: Event, b: JobSubmitted) -> None:
             s.members_of.setdefault(b.job, set()).update(b.members)  # grow-only)
             s._lanes_tasks.setdefault(b.job, set()).update(
                 str(t["name"]) for t in b.workflow["tasks"])
+            _rank_homes(s, b.job, b.members)
+        _tasks_due(s, b.job)
         _ends_due(s, b.job)
         if not s.runs(b.job):  # no implicit split nor implied claim: a JOB_MEMBERS
             s._unjoined.setdefault(b.job, []).append(ev)  # adding us makes them
@@ -1437,7 +1470,43 @@ def _job_members(s: MeshState, ev: Event, b: JobMembers) -> None:
     if s.me in b.add:  # we joined: the implicit splits and claims the job's make
         for sub in s._unjoined.pop(b.job, ()):
             _implied(s, sub, sub.body_as(JobSubmitted))
+    _tasks_due(s, b.job)
     _ends_due(s, b.job)
+
+
+def _task_fold(s: MeshState, ev: Event, job: str) -> bool:
+    """May task event `ev` (a part) of live `job` be folded now (with lanes on)? A lanes
+    job's task events count only from the lanes of its members (review r1 of session 45,
+    H1: one TASK_DONE of a non-member won its task, and the home's JOB_ENDED naming it was
+    refused, so the job never ended on a non-member nor was compacted anywhere): one in a
+    lane whose peer is no member (yet), or ordered before the (winning) JOB_SUBMITTED's (a
+    backdated one would win its task, and `end_refusal` refuse the home's JOB_ENDED naming
+    it), is held in `_untasked`, folded once a JOB_SUBMITTED or JOB_MEMBERS admits it; one
+    in a mesh stream is never folded once the job is known to be a lanes job, and held
+    until its JOB_SUBMITTED is here (it may be one). Every input only grows (members, lanes
+    jobs) or gets earlier (the winning JOB_SUBMITTED), so the fold stays order-free; and a
+    home's JOB_ENDED made from its fold (peer.jobs.ending.job_ended) names only outputs
+    `end_refusal` admits."""
+    lane = lane_of(ev.origin) if SEPARATOR in ev.origin else None
+    if lane is None:
+        if job in s._lanes_tasks:
+            return False  # (no honest peer makes one: an older one plans no lanes job)
+        if job in s.jobs:
+            return True
+    elif lane[1] != job:
+        return False  # (refused at the door, stored or not)
+    elif (lane[0] in s.members_of.get(job, ()) and (sub := s.jobs.get(job)) is not None
+          and sub.order < ev.order):
+        return True
+    s._untasked.setdefault(job, []).append(ev)
+    return False
+
+
+def _tasks_due(s: MeshState, job: str) -> None:
+    """Fold the task events of `job` held in `_untasked` that may be folded now (those
+    still held are held again: `_task_fold`)."""
+    for ev in s._untasked.pop(job, ()):
+        s.fold_only(ev)
 
 
 def end_refusal(s: MeshState, ev: Event, b: JobEnded) -> str | None:
@@ -1458,6 +1527,8 @@ def end_refusal(s: MeshState, ev: Event, b: JobEnded) -> str | None:
         return "its job's JOB_SUBMITTED with `members` is not here"
     if ev.origin not in members:
         return f"its origin {ev.origin} is no member of the job"
+    if not sub.order < ev.order:  # (review r1 of session 45, H2 (a): backdated)
+        return "its order is not after its job's JOB_SUBMITTED's"
     if (flaw := end_flaw(ev, b)) is not None:
         return flaw
     if not b.outputs.keys() <= tasks:
@@ -1533,17 +1604,21 @@ def _ends_due(s: MeshState, job: str) -> None:
         del s.unended[job]
 
 
-def end_rank(ev: Event) -> tuple[int, bool, int, str, int]:
-    """How JOB_ENDED `ev` ranks among its job's (`_end`: the lowest is the job's): by its
-    failed tasks (fewest first), then `done` before any other state, then (hlc, origin,
-    seq). Two homes cut apart each end the job from what their side folded; their merged
-    fold has every output of both (a task done stays done) and fails only what failed on
-    every side, so the end whose tasks' outcomes the members' merged folds report ranks
-    first (design docs/design/partial-replication.md, section 3: one result per job on
-    every peer). A key of the event alone: the winner is the least of those folded,
-    whatever order they came in."""
+def end_rank(s: MeshState, ev: Event) -> tuple[bool, int, bool, int, str, int]:
+    """How JOB_ENDED `ev` ranks among its job's (`_end`: the lowest is the job's). First,
+    one of a peer its job's JOB_SUBMITTEDs name as `members` (`_homes`): a peer that added
+    itself (an orphan takeover, or a hostile one: review r1 of session 45, H2 (b)) ends the
+    job only where no such member did. Then by its failed tasks (fewest first), then `done`
+    before any other state, then (hlc, origin, seq): two homes cut apart each end the job
+    from what their side folded; their merged fold has every output of both (a task done
+    stays done) and fails only what failed on every side, so the end whose tasks' outcomes
+    the members' merged folds report ranks first (design docs/design/partial-replication.md,
+    section 3: one result per job on every peer; review r1 M5). Monotone: `_homes` only
+    grows (`_rank_homes`), the rest is a key of the event alone, so the winner is the least
+    of those folded, whatever order they came in."""
     b = ev.body_as(JobEnded)
-    return len(b.failed), b.state != "done", *ev.order
+    return (ev.origin not in s._homes.get(b.job, ()), len(b.failed), b.state != "done",
+            *ev.order)
 
 
 def _end(s: MeshState, ev: Event, b: JobEnded) -> None:
@@ -1555,11 +1630,29 @@ def _end(s: MeshState, ev: Event, b: JobEnded) -> None:
     `listing` is folded once fetched and read: `MeshState.fold_listing`; until then its
     keys miss.) `on_end` is told if `ev` is the job's end."""
     cur = s.ended.get(b.job)
-    if cur is None or end_rank(ev) < end_rank(cur):
+    if cur is None or end_rank(s, ev) < end_rank(s, cur):
         s.ended[b.job] = ev
     _end_outputs(s, ev, b)
     if s.on_end is not None and s.ended[b.job] is ev:
         s.on_end(ev)
+
+
+def _rank_homes(s: MeshState, job: str, members: Iterable[str]) -> None:
+    """`members` are named by a JOB_SUBMITTED of `job` (`_homes`): a JOB_ENDED of one
+    folded already (a rival JOB_SUBMITTED's member, which had added itself) may rank first
+    now: it is offered again (`_end`'s rank alone, its outputs are in)."""
+    homes = s._homes.setdefault(job, set())
+    new = [m for m in members if m not in homes]
+    homes.update(new)
+    cur = s.ended.get(job)
+    for m in new if cur is not None else ():
+        for ev in list(s.by_origin.get(m, {}).values()):
+            if (ev.type is EventType.JOB_ENDED and ev.body_as(JobEnded).job == job
+                    and end_rank(s, ev) < end_rank(s, s.ended[job])
+                    and end_refusal(s, ev, ev.body_as(JobEnded)) is None):
+                s.ended[job] = ev
+                if s.on_end is not None:  # (as `_end` tells it)
+                    s.on_end(ev)
 
 
 def _end_outputs(s: MeshState, ev: Event, b: JobEnded) -> None:
@@ -1717,11 +1810,14 @@ def _job_deleted(s: MeshState, ev: Event, b: JobDeleted) -> None:
         s.deletions += 1
     if cur is None or ev.order < tuple(cur):
         s.deleted[b.job] = ev.order
+    held = s._untasked.pop(b.job, ())
     s._unlist(b.job)  # (as `_forget`: a job in `jobs` is never a deleted one)
     for table in (s.splits, s.task_done, s.partials):
         for k in [k for k in table if k[0] == b.job]:
             del table[k]
     s.chunks.drop_job(b.job)
+    for part in held:  # stragglers now, as those that come after the JOB_DELETED: order-free
+        s.fold_only(part)
 
 
 def _forget(s: MeshState, ev: Event, job: str) -> None:

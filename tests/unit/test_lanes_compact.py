@@ -516,3 +516,21 @@ def test_a_non_member_compacts_a_job_whose_listing_never_folds_at_the_horizon(
             ("done", None) for _ in TASKS]
     finally:
         node.log.close()
+
+
+def test_a_deleted_lanes_job_s_lane_tables_leave_with_its_rows(tmp_path: Path) -> None:
+    """(Review r1 of session 45, L5: on 4f5ca2e a deleted lanes job's lanes, heads and
+    per-peer index stayed in memory until a restart, once its rows left the log.)"""
+    node = _node(tmp_path)
+    try:
+        node.emit(EventType.JOB_DELETED, {"job": J1, "reason": "test"})
+        node.flush()
+        later = node.hlc.now() + ((7 * 86_400_000 + 1) << 16)  # (past the horizon)
+        node.compactor.now_hlc = lambda: later  # type: ignore[method-assign]
+        for _ in range(3):  # (the sweep, then the drop)
+            node.catchup.compact()
+        assert _lane_rows(node) == []
+        assert _lane_state(node, J1) == {}
+        assert node.peer_id not in node.state.peer_lanes
+    finally:
+        node.log.close()

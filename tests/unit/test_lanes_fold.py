@@ -220,25 +220,49 @@ def entries(s: MeshState, cids: set[str] | None = None) -> tuple[Any, ...]:
 # -- (b) members and ends fold order-free --------------------------------------------------
 
 
+X = "d4" * 8  # a peer that adds itself (review r1 of session 45, H1 and H2)
+
+
+def hostile(job: str, member: MeshState) -> list[Event]:
+    """What a peer that is no member (`X`, then self-added) and a faulty member make of lanes
+    job `job` (submitted at hlc 10 by PEERS[0]): task events in mesh streams (never folded),
+    one in the lane of a peer added by nobody, one backdated before the JOB_SUBMITTED, and
+    JOB_ENDEDs of `X`: one earlier than the members' (ranks after them: it added itself), one
+    backdated before the JOB_SUBMITTED (held: `end_refusal`)."""
+    a = PEERS[0]
+    return [task_done(a, 9, job, "t0", "k0", "cid-bad", hlc=11),  # (a member's mesh stream)
+            task_done(X, 9, job, "t1", "k1", "cid-bad", hlc=11),
+            task_done(lane("e5" * 8, job), 1, job, "t2", "k2", "cid-bad", hlc=11),
+            task_done(lane(a, job), 9, job, "t3", "k3", "cid-bad", hlc=9),
+            job_members(X, 1, job, [X]), job_ended(X, 2, 500, job, member),
+            Event(X, 3, 5, EventType.JOB_ENDED,
+                  {"job": job, "state": "failed", "n_tasks": 4, "end": 5, "outputs": {},
+                   "producers": {}, "failed": {}, "digest": "f" * 32})]
+
+
 @settings(max_examples=150, deadline=None)
 @given(lane_dones(JOBS[0]), st.lists(st.integers(0, 2**32), min_size=2, max_size=2),
        st.data())
 def test_a_members_fold_is_one_state_whatever_the_order_and_duplicates(
         dones: list[Event], seeds: list[int], data: st.DataObject) -> None:
+    """(Session 45, review r1 H1 and H2: with `hostile`'s events, on 4f5ca2e a task event
+    of a non-member wins its task and its cache key, and `X`'s JOB_ENDED ends the job.)"""
     job, (a, b, c) = JOBS[0], PEERS
-    member = lanes_fold([submitted(a, 1, job, [a, b]), *dones])
+    member = lanes_fold([submitted(a, 1, job, [a, b]), job_members(b, 1, job, [c]), *dones])
     mesh = [submitted(a, 1, job, [a, b]), job_members(b, 1, job, [c]),
             job_members(c, 1, job, [c, b]),
             job_ended(a, 2, 1000, job, member), job_ended(b, 2, 999, job, member)]
-    evs = mesh + dones
+    evs = mesh + dones + hostile(job, member)
     dups = data.draw(st.lists(st.sampled_from(evs), max_size=6))
     states = [lanes_fold(shuffled(evs + dups, seed)) for seed in seeds]
     for s in states:
-        assert s.members_of == {job: {a, b, c}}
-        assert s.member_of(job, c) and not s.member_of(job, "d4" * 8)
-        assert s.member_of(JOBS[1], "d4" * 8)  # a job without members: everyone's
-        assert s.ended[job].id == (b, 2)  # the earliest by (hlc, origin, seq)
+        assert s.members_of == {job: {a, b, c, X}}
+        assert s.member_of(job, c) and not s.member_of(job, "e5" * 8)
+        assert s.member_of(JOBS[1], "e5" * 8)  # a job without members: everyone's
+        assert s.ended[job].id == (b, 2)  # a submission member's first, by (hlc, origin, seq)
+        assert list(s.unended[job]) == [(X, 3)]  # (before its JOB_SUBMITTED: held)
         assert entries(s) == entries(states[0]) == entries(member)
+        assert s.task_done == member.task_done
 
 
 def test_a_job_submitted_without_members_has_none_and_a_deleted_job_forgets_them() -> None:
