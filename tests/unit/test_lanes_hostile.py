@@ -1,0 +1,176 @@
+"""Review r1 of session 45 (H1, H2, L6): what a peer that is no member of a lanes job, or
+one that added itself, can do to it. The real fold and door (wired as `Node` wires it, on a
+real `MeshState`), and the in-memory job mesh (real schedulers and fold, fake clock)."""
+
+from __future__ import annotations
+
+import itertools
+
+from peer.jobs.ending import job_ended
+from peer.jobs.sim import JobMesh
+from peer.log import Event, EventType, JobEnded, MeshState, fold
+from peer.log.clock import HLC
+from peer.log.door import Door, DoorConfig
+from peer.log.fold import end_refusal
+from peer.log.lanes import lane
+from tests.unit.test_members_sim import CATALOG, CFG, done, finish_all, writes
+
+H, R, X = "a1" * 8, "b2" * 8, "c3" * 8  # home, replica, a peer that is no member
+J, NOJOB = "j" + "0" * 11 + "1", "j" + "f" * 12
+GOOD = "bafkreiaheqdfvsfwin2qysg2nd3n4upuu7oyiwtnuvai2oi3lesbeuh42q"
+BAD = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+WF = {"name": "w", "tasks": [{"name": "t0", "call": "c", "params": {}, "depends": []}]}
+SUB = Event(H, 1, 1000, EventType.JOB_SUBMITTED, {"job": J, "workflow": WF, "members": [H, R]})
+
+
+def task_done(origin: str, seq: int, hlc: int, output: str = GOOD) -> Event:
+    return Event(origin, seq, hlc, EventType.TASK_DONE,
+                 {"job": J, "task": "t0", "output": output, "cached": False, "key": "k0"})
+
+
+def ended(origin: str, seq: int, hlc: int, out: Event | None = None) -> Event:
+    outputs = {} if out is None else {"t0": ["k0", out.payload["output"], out.hlc, out.origin,
+                                             out.seq]}
+    return Event(origin, seq, hlc, EventType.JOB_ENDED,
+                 {"job": J, "state": "done" if out else "failed", "n_tasks": 1, "end": hlc,
+                  "outputs": outputs, "producers": {}, "failed": {}, "digest": "0" * 32})
+
+
+def lanes_fold(events: list[Event], me: str) -> MeshState:
+    return fold(events, MeshState(lanes_on=True, me=me))
+
+
+REAL = task_done(lane(R, J), 1, 2000)
+STRAYS = [task_done(X, 1, 1500, BAD), task_done(lane(X, J), 1, 1500, BAD)]
+
+
+def test_a_non_members_task_event_never_wins_a_lanes_jobs_task_in_any_order() -> None:
+    """(On 4f5ca2e the stray wins t0 and the home's JOB_ENDED naming it is refused: the job
+    never ends on a non-member.) Ours: the member's TASK_DONE wins, the end is folded."""
+    end = ended(H, 2, 3000, REAL)
+    for stray in STRAYS:
+        for order in itertools.permutations([SUB, stray, REAL, end]):
+            for me in (H, X):
+                s = lanes_fold(list(order), me)
+                assert s.task_done[(J, "t0")].id == REAL.id
+                assert s.ended[J].id == end.id and s.outputs["k0"] == GOOD
+                assert not s.unended
+
+
+def test_a_lane_event_is_held_until_a_job_members_makes_its_peer_a_member() -> None:
+    stray = STRAYS[1]
+    s = lanes_fold([SUB, stray], H)
+    assert (J, "t0") not in s.task_done and s._untasked[J] == [stray]
+    s.apply(Event(R, 1, 1200, EventType.JOB_MEMBERS, {"job": J, "add": [X]}))
+    assert s.task_done[(J, "t0")].id == stray.id and not s._untasked
+
+
+def test_a_task_event_before_its_job_submitted_is_held_until_it_comes() -> None:
+    """A mesh stream's: folded if the job is no lanes job, never if it is one."""
+    plain = Event(H, 1, 1000, EventType.JOB_SUBMITTED, {"job": J, "workflow": WF})
+    for sub, folded in ((plain, True), (SUB, False)):
+        s = lanes_fold([STRAYS[0]], H)
+        assert (J, "t0") not in s.task_done and s._untasked[J] == [STRAYS[0]]
+        s.apply(sub)
+        assert ((J, "t0") in s.task_done) is folded and not s._untasked
+
+
+def test_a_member_s_task_event_backdated_before_the_job_submitted_does_not_count() -> None:
+    """(A self-added member's backdated TASK_DONE won the task, and `end_refusal` then held
+    the home's JOB_ENDED naming it for good.)"""
+    early = task_done(lane(R, J), 2, 900, BAD)
+    s = lanes_fold([SUB, early, REAL], H)
+    assert s.task_done[(J, "t0")].id == REAL.id
+    payload = job_ended(s, J, 3)
+    assert payload is not None
+    ev = Event(H, 2, 3000, EventType.JOB_ENDED, payload)
+    assert end_refusal(s, ev, ev.body_as(JobEnded)) is None  # the home's own end is taken
+
+
+def test_a_backdated_or_self_added_job_ended_does_not_end_the_job() -> None:
+    """(On 4f5ca2e `X`'s JOB_ENDED at hlc 2 ends the job on every peer, whatever the order.)"""
+    add = Event(X, 1, 1100, EventType.JOB_MEMBERS, {"job": J, "add": [X]})
+    backdated, early = ended(X, 2, 2), ended(X, 3, 1200)
+    real_end = ended(H, 2, 3000, REAL)
+    assert "not after its job's JOB_SUBMITTED" in (
+        end_refusal(lanes_fold([SUB, add], H), backdated, backdated.body_as(JobEnded)) or "")
+    for order in itertools.permutations([SUB, add, backdated, early, REAL, real_end]):
+        for me in (H, R, "d4" * 8):
+            s = lanes_fold(list(order), me)
+            assert s.ended[J].id == real_end.id and list(s.unended[J]) == [backdated.id]
+    s = lanes_fold([SUB, add, early], H)
+    assert s.ended[J].id == early.id  # (no member of the submission ended it: X's counts)
+    assert not s.ended_for(J, H) and s.ended_for(J, X)  # (the home runs on, X stops)
+
+
+def door(s: MeshState, me: str) -> Door:
+    """A door wired as `Node` wires it (lanes on) to state `s` of peer `me`."""
+    return Door(DoorConfig(), HLC(), store=None,  # type: ignore[arg-type]
+                member_of=lambda j: j in s.jobs and s.member_of(j, me),
+                lane_closed=lambda j: False,
+                adders=lambda j: [p for p in s.members_of.get(j, ())] if j in s.jobs
+                and j in s.members_of else None,
+                members=s.lanes_members)
+
+
+def test_the_door_refuses_a_lanes_jobs_task_events_outside_its_members_lanes() -> None:
+    """(On 4f5ca2e each of these is admitted.)"""
+    s = lanes_fold([SUB], H)
+    d = door(s, H)
+    why = {name: (d.problem(ev) or "admitted").split(":")[0] for name, ev in {
+        "mesh": STRAYS[0], "lane": STRAYS[1], "turn": Event(
+            X, 2, 1500, EventType.TURN, {"parts": [[EventType.TASK_DONE.value,
+                                                     STRAYS[0].payload]]}),
+        "ended": Event(X, 3, 1500, EventType.JOB_ENDED,
+                       {**ended(X, 3, 1500).payload, "job": NOJOB}),
+        "member": REAL, "home's end": ended(H, 2, 3000, REAL)}.items()}
+    assert why == {"mesh": "lane_stream", "lane": "lane_peer", "turn": "lane_stream",
+                   "ended": "ended_job", "member": "admitted", "home's end": "admitted"}
+    s.apply(Event(R, 1, 1200, EventType.JOB_MEMBERS, {"job": J, "add": [X]}))
+    assert d.problem(STRAYS[1]) is None  # (anti-entropy brings it again: taken now)
+    plain = Event(H, 2, 1000, EventType.JOB_SUBMITTED, {"job": NOJOB, "workflow": WF})
+    s.apply(plain)  # a job without members: a task event in a mesh stream, as before
+    assert d.problem(Event(X, 1, 1500, EventType.TASK_DONE, {
+        **STRAYS[0].payload, "job": NOJOB})) is None
+
+
+async def test_a_stray_task_done_does_not_keep_a_lanes_job_from_ending() -> None:
+    """(Review r1's sim: on 4f5ca2e the job never ends on any peer.)"""
+    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
+    p0, p1, p2 = mesh.peers
+    tasks = writes(4)
+    try:
+        job = mesh.submit(p0, tasks, members=[p0, p1])
+        await mesh.settle()
+        mesh.emit(p2, EventType.TASK_DONE, {"job": job, "task": "w0", "output": GOOD,
+                                            "cached": False})
+        await finish_all(mesh, rounds=30)
+        assert done(mesh, p0, job, tasks) and done(mesh, p1, job, tasks)
+        for p in (p0, p1, p2):
+            st = mesh[p].state
+            assert job in st.ended and not st.unended
+            assert st.ended[job].origin == p0
+    finally:
+        await mesh.close()
+
+
+async def test_a_self_added_peer_s_job_ended_does_not_stop_the_members() -> None:
+    """(Review r1's sim: on 4f5ca2e the members stop mid-way, the job ends `failed`, X's.)"""
+    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
+    p0, p1, p2 = mesh.peers
+    tasks = writes(4)
+    try:
+        job = mesh.submit(p0, tasks, members=[p0, p1])
+        await mesh.settle()
+        mesh.emit(p2, EventType.JOB_MEMBERS, {"job": job, "add": [p2]})
+        mesh.deliver()
+        mesh.emit(p2, EventType.JOB_ENDED, {"job": job, "state": "failed", "n_tasks": 4,
+                                            "end": 1, "outputs": {}, "producers": {},
+                                            "failed": {}, "digest": "f" * 32})
+        await finish_all(mesh, rounds=30)
+        assert done(mesh, p0, job, tasks) and done(mesh, p1, job, tasks)
+        for p in (p0, p1, p2):
+            end = mesh[p].state.ended[job]
+            assert (end.origin, end.payload["state"]) == (p0, "done")
+    finally:
+        await mesh.close()
