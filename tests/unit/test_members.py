@@ -16,6 +16,7 @@ from peer.jobs import members
 from peer.jobs.spec import from_obj, with_splits
 from peer.log import Event, EventType, MeshState
 from peer.log.fold import fold
+from peer.log.lanes import lane
 from peer.rendezvous import rendezvous
 from tasks import registry
 
@@ -135,12 +136,14 @@ def test_spread_to_nobody_without_open_chunks_even_with_no_usable_member_slot() 
 
 
 def chunk_event(typ: EventType, seq: int, chunk: int, attempt: int = 0, **more: Any) -> Event:
-    return Event(A, seq, 100 + seq, typ, {"job": JOB, "task": "t", "chunk": chunk,
-                                          "attempt": attempt, "split": [A, 2], **more})
+    """A chunk event of member A (in its lane: a lanes job's task events count only there)."""
+    return Event(lane(A, JOB), seq, 100 + seq, typ, {"job": JOB, "task": "t", "chunk": chunk,
+                                                     "attempt": attempt,
+                                                     "split": [lane(A, JOB), 2], **more})
 
 
 def test_open_chunks_counts_the_ready_unclaimed_chunks_of_split_tasks() -> None:
-    split = Event(A, 2, 50, EventType.TASK_SPLIT, {
+    split = Event(lane(A, JOB), 2, 50, EventType.TASK_SPLIT, {
         "job": JOB, "task": "t", "input": None, "chunks": [[] for _ in range(5)]})
     s = state(submitted(members_=[A, B]), split,
               chunk_event(EventType.CLAIM, 3, 0),  # held
@@ -176,7 +179,7 @@ def test_a_job_runs_until_it_is_cancelled_ended_or_done() -> None:
     assert not members.running(state(), JOB, 3)
     assert not members.running(state(sub, Event(B, 1, 30, EventType.JOB_CANCELLED,
                                                  {"job": JOB, "reason": ""})), JOB, 3)
-    assert not members.running(state(sub, Event(B, 1, 30, EventType.TASK_DONE, {
+    assert not members.running(state(sub, Event(lane(B, JOB), 1, 30, EventType.TASK_DONE, {
         "job": JOB, "task": "t", "output": CID})), JOB, 3)
 
 

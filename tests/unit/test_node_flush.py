@@ -112,6 +112,8 @@ async def test_a_loop_turn_of_task_events_is_one_turn_event(tmp_path: Path) -> N
     heard: list[Event] = []
     node.listeners.append(heard.append)
     node.live_peers = dict  # type: ignore[method-assign,assignment]
+    node.state.apply(Event("s" * 16, 1, 1, EventType.JOB_SUBMITTED, {  # (a peer emits task
+        "job": "j", "workflow": {"name": "w", "tasks": []}}))  # events of jobs it holds only)
     got = await _turn(node, (EventType.CLAIM, _claim(0)), (EventType.CLAIM, _claim(1)),
                       (EventType.TASK_DONE, {"job": "j", "task": "t9", "output": "c"}))
     assert [e.type for e in got] == [EventType.TURN] and got[0].seq == 1

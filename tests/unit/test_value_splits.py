@@ -302,8 +302,9 @@ async def test_two_homes_of_a_lanes_job_end_it_twice_and_every_peer_keeps_one_en
     gone and p1 took the job over. Two peers are its home then: p1 by this release's count
     (the first live member that runs the job) and p2 by its own (the first live member).
     Both emit a JOB_ENDED, of the same payload (made from the same lane events); every peer,
-    p0 back too, keeps the same one (the first by order), and nothing else is doubled: each
-    task done once, no member added but p1, p2 still running nothing. The cost is one
+    p0 back too, keeps the same one (p2's: a peer its JOB_SUBMITTED names ranks first,
+    review r1 of session 45, H2 (b)), and nothing else is doubled: each task done once,
+    no member added but p1, p2 still running nothing. The cost is one
     extra JOB_ENDED."""
     m = JobMesh(3, CATALOG, LANES_CFG, slots=2, lanes=True, valueless={"2" * 16})
     p0, p1, p2 = m.peers
@@ -326,8 +327,8 @@ async def test_two_homes_of_a_lanes_job_end_it_twice_and_every_peer_keeps_one_en
         assert same[0] == same[1] and same[0]["state"] == "done"
         m.heal()
         await m.advance(1.0)
-        first = min(ends, key=lambda e: e.order)
-        assert all(m[p].state.ended[job].id == first.id for p in m.peers)
+        first = next(e for e in ends if e.origin == p2)  # a submission member's end ranks
+        assert all(m[p].state.ended[job].id == first.id for p in m.peers)  # first (r1 H2 b)
         assert len({str(sorted(m[p].state.outputs.items())) for p in m.peers}) == 1
         runs = [(e.payload["task"], e.payload["chunk"]) for e in m.sent(EventType.CHUNK_DONE,
                                                                          job=job)]
