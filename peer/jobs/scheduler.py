@@ -264,7 +264,7 @@ class Scheduler:
             self.emit(EventType.CHUNK_FAILED, payload)
         self._dirty.update(self.planner.active_tasks())
         st = self.state
-        self._lanes_live = {j for j in st.members_of if _running(st, j, self.peer_id)}
+        self._lanes_live = {j for j in st.members_of if _running(st, j)}
         self._lanes_moved = set(self._lanes_live)
         self._wait_to_join(self._lanes_live)
 
@@ -684,7 +684,7 @@ class Scheduler:
     def _note_lanes(self, job: str) -> None:
         """`_note` of an event of lanes job `job` (folded): it is running here
         (`_lanes_live`) and moved (`_lanes_moved`: `_end_jobs` looks at it), or not."""
-        if _running(self.state, job, self.peer_id):
+        if _running(self.state, job):
             self._lanes_live.add(job)
             self._lanes_moved.add(job)
         else:
@@ -930,10 +930,9 @@ class Scheduler:
         if job not in st.jobs or job in st.cancelled or (job, task) in st.task_done:
             return
         if (not st.member_of(job, self.peer_id) or job in self._joining
-                or st.ended_for(job, self.peer_id)):  # a lanes job whose lanes are not here
-            return  # (yet: no claim of it either, it would run them again), or that ended
-            # (its JOB_ENDED held, lanes on only) with our fold behind: every run of it would
-            # be wasted (not one a peer that added itself ended: `MeshState.ended_for`)
+                or job in st.ended):  # a lanes job whose lanes are not here (yet: no claim
+            return  # of it either, it would run them again), or that ended (its JOB_ENDED
+            # held, lanes on only) with our fold behind: every run of it would be wasted
         if (job, task) in self._cannot:  # for good (this peer's catalog and kinds are fixed):
             return  # what follows would find that again (and walk its failed chunks first)
         wf = self.workflow(job)
@@ -1305,7 +1304,7 @@ class Scheduler:
             for gone in [j for j in table if j not in self._lanes_live]:
                 del table[gone]
         for job in list(self._lanes_live):
-            if not _running(st, job, self.peer_id):  # (compacted or deleted: no event says so)
+            if not _running(st, job):  # (compacted or deleted: no event says so here)
                 self._lanes_live.discard(job)
                 self._added.discard(job)
                 continue
@@ -2010,8 +2009,7 @@ class Scheduler:
         task.add_done_callback(self._bg.discard)
 
 
-def _running(state: MeshState, job: str, me: str) -> bool:
-    """Is lanes job `job` held, with members, neither cancelled nor ended here (for us:
-    `MeshState.ended_for`)?"""
+def _running(state: MeshState, job: str) -> bool:
+    """Is lanes job `job` held, with members, neither cancelled nor ended here?"""
     return (job in state.members_of and job in state.jobs and job not in state.cancelled
-            and not state.ended_for(job, me))
+            and job not in state.ended)

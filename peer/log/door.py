@@ -24,6 +24,7 @@ from peer.log.events import (
     EventType,
     JobEnded,
     JobMembers,
+    JobSubmitted,
 )
 from peer.log.fold import MeshState
 from peer.log.lanes import LANE_PARTS, LANE_TYPES, lane_of, owned_by, shown_origin
@@ -244,6 +245,10 @@ class Door:
                                   cfg.max_unknown_bytes_per_origin)
         self.quarantined = 0  # by this run
         self._warn = _RateLimited(cfg.log_every_s)
+        # Job -> the peers the events of the batch `admit` checks name its members (none
+        # folded yet: `_named`)
+        self._batch: dict[str, set[str]] = {}
+        self._batch_jobs: set[str] = set()  # (those of them a JOB_SUBMITTED names members of)
 
     def problem(self, ev: Event, *, stored: bool = False) -> str | None:
         """Why `ev` must not be stored or folded, or None. A stored event's clock is not
@@ -267,7 +272,8 @@ class Door:
             if why is not None:
                 return why
         if (ev.type is EventType.JOB_ENDED and self.adders is not None and not stored
-                and self.adders(ev.body_as(JobEnded).job) is None):
+                and self.adders(ev.body_as(JobEnded).job) is None
+                and ev.body_as(JobEnded).job not in self._batch_jobs):
             return (f"ended_job: a JOB_ENDED of job {ev.body_as(JobEnded).job}, no lanes job we "
                     "hold (as `members_job`: anti-entropy brings it again once we hold it)")
         check = self.checks.get(ev.type)
@@ -307,7 +313,7 @@ class Door:
         if not stored and not self.member_of(job):
             return f"not_member: an event of the lane of job {job}, which we are no member of"
         members = self.members(job) if self.members is not None and not stored else None
-        if members is not None and peer not in members:
+        if members is not None and peer not in members and peer not in self._batch.get(job, ()):
             return (f"lane_peer: an event of the lane of peer {shown_origin(peer)} of job "
                     f"{job}, which is no member of it")
         return None
@@ -326,6 +332,7 @@ class Door:
                         f"{shown_origin(ev.origin)} (a lanes job's task events travel in its "
                         "members' lanes)")
         return None
+
     def _members_problem(self, ev: Event) -> str | None:
         """Why a JOB_MEMBERS must not be stored or folded, or None (design section 3): it is
         of a lanes job we hold the JOB_SUBMITTED of (`members_job`: else a JOB_MEMBERS would
@@ -360,6 +367,8 @@ class Door:
     def admit(self, events: Iterable[Event]) -> list[Event]:
         """The events fit to store and fold; the others are refused (counted, logged)."""
         out: list[Event] = []
+        events = list(events)
+        self._batch, self._batch_jobs = _named(events)
         for ev in events:
             reason = self.problem(ev)
             if reason is None:
@@ -473,3 +482,25 @@ class Door:
                 "quarantine": dict(self.store.quarantine_health()),
                 "unknown": {"events": events, "bytes": size, "dropped": self.unknown.dropped},
                 "max_clock_drift_s": self.cfg.max_clock_drift_s}
+
+
+def _named(events: Sequence[Event]) -> tuple[dict[str, set[str]], set[str]]:
+    """Job -> the peers these events (one batch: a frame, a sync's answer) name its members,
+    by a JOB_SUBMITTED's `members` or a JOB_MEMBERS's `add`: the door checks a batch before
+    any of it is folded, and an honest one holds a job's JOB_SUBMITTED with its JOB_ENDED
+    (`ended_job`), or a taker's JOB_MEMBERS with its first lane events (`lane_peer`; session
+    45, helper h: refused, they came back only through anti-entropy); and the jobs of those
+    JOB_SUBMITTEDs. Unchecked: the fold holds the lane events of a peer no JOB_MEMBERS it
+    folds admits (peer.log.fold `_task_fold`)."""
+    named: dict[str, set[str]] = {}
+    jobs: set[str] = set()
+    for ev in events:
+        if ev.type is EventType.JOB_SUBMITTED:
+            b = ev.body_as(JobSubmitted)
+            if b.members is not None:
+                named.setdefault(b.job, set()).update(b.members)
+                jobs.add(b.job)
+        elif ev.type is EventType.JOB_MEMBERS:
+            m = ev.body_as(JobMembers)
+            named.setdefault(m.job, set()).update(m.add)
+    return named, jobs

@@ -777,18 +777,6 @@ class MeshState:
         `members` folded, lanes on), else None (the door's `members`)."""
         return self.members_of.get(job, set()) if job in self._lanes_tasks else None
 
-    def ended_for(self, job: str, peer: str) -> bool:
-        """Has `job` ended for `peer`'s scheduler: a JOB_ENDED of it folded, by a peer its
-        JOB_SUBMITTEDs name as `members` (its home, a replica), or `peer` is none of those?
-        Such a member runs on past the end of a peer that added itself (review r1 of session
-        45, H2 (c): one ended any job for everyone), and its home's JOB_ENDED then ranks
-        first (`end_rank`)."""
-        ev = self.ended.get(job)
-        if ev is None:
-            return False
-        homes = self._homes.get(job, ())
-        return ev.origin in homes or peer not in homes
-
     def runs(self, job: str) -> bool:
         """Does the peer of this state (`me`) hold `job`'s lanes, and so fold and run its
         tasks? (Any job but a lanes job it is no member of.)"""
