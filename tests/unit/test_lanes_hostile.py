@@ -152,3 +152,17 @@ async def test_a_stray_task_done_does_not_keep_a_lanes_job_from_ending() -> None
     finally:
         await mesh.close()
 
+
+
+def test_the_door_admits_a_batch_whose_job_members_or_job_submitted_comes_with_it() -> None:
+    """A taker's first frame holds its JOB_MEMBERS and its first lane events, a sync's answer
+    a job's JOB_SUBMITTED and its JOB_ENDED: the door checks the batch before folding any of
+    it (on 8ac2b8d the lane events were refused, `lane_peer`, the end `ended_job`)."""
+    s = lanes_fold([SUB], H)
+    d = door(s, H)
+    add = Event(X, 1, 1100, EventType.JOB_MEMBERS, {"job": J, "add": [X]})
+    assert d.admit([add, STRAYS[1]]) == [add, STRAYS[1]]
+    t = lanes_fold([], "d4" * 8)
+    end = ended(H, 2, 3000, REAL)
+    assert door(t, "d4" * 8).admit([SUB, end]) == [SUB, end]
+    assert door(t, "d4" * 8).admit([end]) == []  # (alone: `ended_job`, as before)
