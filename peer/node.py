@@ -295,8 +295,7 @@ class Node:
                 ev.body_as(JobSubmitted).workflow)},
             member_of=self._holds_lanes if lanes else None,
             lane_closed=self._lanes_closed if lanes else None,
-            adders=self._adders if lanes else None,
-            members=(lambda job: self.state.lanes_members(job)) if lanes else None)
+            adders=self._adders if lanes else None)
         replayed: list[Event] = []  # what the replay let leave memory (deleted jobs' events
         self.state.on_evict = replayed.append  # among them: the compactor drops them later)
         # What leaves memory is served from the log, from the replay on (jobless events a

@@ -41,9 +41,6 @@ Closed = Callable[[str], bool]
 # JOB_SUBMITTED as a lanes job; anyone once it left memory); None: a job we know no such
 # JOB_SUBMITTED of
 Adders = Callable[[str], Container[str] | None]
-# job -> its members while we hold its JOB_SUBMITTED as a lanes job (MeshState.lanes_members);
-# None: no lanes job here (none, not yet, or gone)
-Members = Callable[[str], Container[str] | None]
 
 
 @dataclass(frozen=True)
@@ -224,14 +221,18 @@ class Door:
     (`lanes_off`): from peers, never stored; from disk, left there unfolded (`replay`).
     `lane_closed` says which jobs' lanes were dropped here (a member's straggling outcome
     that comes after is refused: `lane_closed`).
-    `adders` (with lanes) says who may add anyone to a job's members (`_members_problem`);
-    `members` the members of a lanes job we hold (`lane_peer`, `lane_stream`)."""
+    `adders` (with lanes) says who may add anyone to a job's members (`_members_problem`).
+    A lanes job's task event from the lane of a peer that is no member (yet), or from a
+    peer's own stream, is admitted: the fold holds it unfolded (peer.log.fold `_task_fold`),
+    whatever order its JOB_MEMBERS comes in (a refusal here, session 45 helper f's
+    `lane_peer` and `lane_stream`, hung on the order events came in: a taker's lane before
+    its lazily pushed JOB_MEMBERS waited for anti-entropy, and peers that got a stray before
+    and after its JOB_SUBMITTED held different events of that stream for good: review r3)."""
 
     def __init__(self, cfg: DoorConfig, hlc: HLC, store: LogStore,
                  checks: Mapping[EventType, Check] | None = None,
                  member_of: MemberOf | None = None,
-                 lane_closed: Closed | None = None, adders: Adders | None = None,
-                 members: Members | None = None) -> None:
+                 lane_closed: Closed | None = None, adders: Adders | None = None) -> None:
         self.cfg = cfg
         self.hlc = hlc
         self.store = store
@@ -239,16 +240,14 @@ class Door:
         self.member_of = member_of
         self.lane_closed = lane_closed
         self.adders = adders
-        self.members = members
         self.refused = Refusals(cfg.max_origins_counted)
         self.unknown = UnknownCap(cfg.max_unknown_events_per_origin,
                                   cfg.max_unknown_bytes_per_origin)
         self.quarantined = 0  # by this run
         self._warn = _RateLimited(cfg.log_every_s)
-        # Job -> the peers the events of the batch `admit` checks name its members (none
-        # folded yet: `_named`)
-        self._batch: dict[str, set[str]] = {}
-        self._batch_jobs: set[str] = set()  # (those of them a JOB_SUBMITTED names members of)
+        # The lanes jobs whose JOB_SUBMITTED is in the batch `admit` checks (none folded yet:
+        # `_submitted_in`)
+        self._batch_jobs: set[str] = set()
 
     def problem(self, ev: Event, *, stored: bool = False) -> str | None:
         """Why `ev` must not be stored or folded, or None. A stored event's clock is not
@@ -263,10 +262,6 @@ class Door:
                 why = self._lane_problem(ev, lane, stored)
                 if why is not None:
                     return why
-        elif ev.type in LANE_TYPES and self.members is not None and not stored:
-            why = self._stream_problem(ev)
-            if why is not None:
-                return why
         if ev.type is EventType.JOB_MEMBERS and self.adders is not None and not stored:
             why = self._members_problem(ev)
             if why is not None:
@@ -289,12 +284,10 @@ class Door:
         lane holds its job's task events only (`lane_type`, `lane_job`: every part's, for a
         TURN), and only a member of the job holds them (`not_member`; a stored one is not
         asked: the job's membership is folded with it, later steps of LANES_FEATURE), only
-        until the job's lanes were dropped here (`lane_closed`, likewise), and only of the
-        lane of a member (`lane_peer`, likewise; the fold holds one until its peer is a
-        member: peer.log.fold `_task_fold`, and anti-entropy brings it again once the
-        JOB_MEMBERS adding it is held, as `members_job`); with lanes off, none
-        (`lanes_off`)."""
-        peer, job = lane
+        until the job's lanes were dropped here (`lane_closed`, likewise); with lanes off,
+        none (`lanes_off`). One of the lane of a peer that is no member (yet) is admitted,
+        and held by the fold until a JOB_MEMBERS adds it (peer.log.fold `_task_fold`)."""
+        job = lane[1]
         if ev.type not in LANE_TYPES:
             return f"lane_type: a {ev.type.name} in a lane of job {job} (task events only)"
         for i, part in enumerate(ev.singles):
@@ -312,25 +305,6 @@ class Door:
                     "dropped here (the job is compacted)")
         if not stored and not self.member_of(job):
             return f"not_member: an event of the lane of job {job}, which we are no member of"
-        members = self.members(job) if self.members is not None and not stored else None
-        if members is not None and peer not in members and peer not in self._batch.get(job, ()):
-            return (f"lane_peer: an event of the lane of peer {shown_origin(peer)} of job "
-                    f"{job}, which is no member of it")
-        return None
-
-    def _stream_problem(self, ev: Event) -> str | None:
-        """Why a task event (or TURN) in a peer's own stream must not be stored or folded,
-        or None: one of a lanes job we hold travels in its members' lanes only (`lane_stream`:
-        no honest peer makes one, peer.log.fold `_task_fold` never folds one; review r1 of
-        session 45, H1). A job that is no lanes job here, or not here yet, passes (the fold
-        holds the event until its JOB_SUBMITTED comes)."""
-        for part in ev.singles:
-            job = getattr(part.body, "job", None)
-            if (part.type in LANE_PARTS and type(job) is str and self.members is not None
-                    and self.members(job) is not None):
-                return (f"lane_stream: a {part.type.name} of lanes job {job} in the stream of "
-                        f"{shown_origin(ev.origin)} (a lanes job's task events travel in its "
-                        "members' lanes)")
         return None
 
     def _members_problem(self, ev: Event) -> str | None:
@@ -368,7 +342,7 @@ class Door:
         """The events fit to store and fold; the others are refused (counted, logged)."""
         out: list[Event] = []
         events = list(events)
-        self._batch, self._batch_jobs = _named(events)
+        self._batch_jobs = _submitted_in(events)
         for ev in events:
             reason = self.problem(ev)
             if reason is None:
@@ -484,23 +458,10 @@ class Door:
                 "max_clock_drift_s": self.cfg.max_clock_drift_s}
 
 
-def _named(events: Sequence[Event]) -> tuple[dict[str, set[str]], set[str]]:
-    """Job -> the peers these events (one batch: a frame, a sync's answer) name its members,
-    by a JOB_SUBMITTED's `members` or a JOB_MEMBERS's `add`: the door checks a batch before
-    any of it is folded, and an honest one holds a job's JOB_SUBMITTED with its JOB_ENDED
-    (`ended_job`), or a taker's JOB_MEMBERS with its first lane events (`lane_peer`; session
-    45, helper h: refused, they came back only through anti-entropy); and the jobs of those
-    JOB_SUBMITTEDs. Unchecked: the fold holds the lane events of a peer no JOB_MEMBERS it
-    folds admits (peer.log.fold `_task_fold`)."""
-    named: dict[str, set[str]] = {}
-    jobs: set[str] = set()
-    for ev in events:
-        if ev.type is EventType.JOB_SUBMITTED:
-            b = ev.body_as(JobSubmitted)
-            if b.members is not None:
-                named.setdefault(b.job, set()).update(b.members)
-                jobs.add(b.job)
-        elif ev.type is EventType.JOB_MEMBERS:
-            m = ev.body_as(JobMembers)
-            named.setdefault(m.job, set()).update(m.add)
-    return named, jobs
+def _submitted_in(events: Sequence[Event]) -> set[str]:
+    """The lanes jobs whose JOB_SUBMITTED (one with `members`) is among these events (one
+    batch: a frame, a sync's answer): the door checks a batch before any of it is folded,
+    and an honest one may hold a job's JOB_SUBMITTED and its JOB_ENDED (`ended_job`;
+    session 45, helper h: refused, the end came back only through anti-entropy)."""
+    return {b.job for ev in events if ev.type is EventType.JOB_SUBMITTED
+            and (b := ev.body_as(JobSubmitted)).members is not None}

@@ -772,11 +772,6 @@ class MeshState:
         members = self.members_of.get(job)
         return members is None or peer in members
 
-    def lanes_members(self, job: str) -> AbstractSet[str] | None:
-        """The members of `job` if it is a lanes job here (a JOB_SUBMITTED of it with
-        `members` folded, lanes on), else None (the door's `members`)."""
-        return self.members_of.get(job, set()) if job in self._lanes_tasks else None
-
     def runs(self, job: str) -> bool:
         """Does the peer of this state (`me`) hold `job`'s lanes, and so fold and run its
         tasks? (Any job but a lanes job it is no member of.)"""

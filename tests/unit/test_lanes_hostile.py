@@ -108,12 +108,14 @@ def door(s: MeshState, me: str) -> Door:
                 member_of=lambda j: j in s.jobs and s.member_of(j, me),
                 lane_closed=lambda j: False,
                 adders=lambda j: [p for p in s.members_of.get(j, ())] if j in s.jobs
-                and j in s.members_of else None,
-                members=s.lanes_members)
+                and j in s.members_of else None)
 
 
-def test_the_door_refuses_a_lanes_jobs_task_events_outside_its_members_lanes() -> None:
-    """(On 4f5ca2e each of these is admitted.)"""
+def test_the_door_admits_a_lanes_jobs_stray_task_events_and_the_fold_holds_them() -> None:
+    """A lanes job's task events outside its members' lanes are admitted (a refusal hung on
+    the order events came in: review r3 of session 45, R3-2, R3-3) and never folded while
+    their peer is no member; a JOB_ENDED of a job nobody submitted is refused (L6; on
+    4f5ca2e it was admitted and held for ever)."""
     s = lanes_fold([SUB], H)
     d = door(s, H)
     why = {name: (d.problem(ev) or "admitted").split(":")[0] for name, ev in {
@@ -123,10 +125,13 @@ def test_the_door_refuses_a_lanes_jobs_task_events_outside_its_members_lanes() -
         "ended": Event(X, 3, 1500, EventType.JOB_ENDED,
                        {**ended(X, 3, 1500).payload, "job": NOJOB}),
         "member": REAL, "home's end": ended(H, 2, 3000, REAL)}.items()}
-    assert why == {"mesh": "lane_stream", "lane": "lane_peer", "turn": "lane_stream",
+    assert why == {"mesh": "admitted", "lane": "admitted", "turn": "admitted",
                    "ended": "ended_job", "member": "admitted", "home's end": "admitted"}
+    for ev in STRAYS:
+        s.apply(ev)
+    assert (J, "t0") not in s.task_done  # (held: X is no member, and a mesh stream's never)
     s.apply(Event(R, 1, 1200, EventType.JOB_MEMBERS, {"job": J, "add": [X]}))
-    assert d.problem(STRAYS[1]) is None  # (anti-entropy brings it again: taken now)
+    assert s.task_done[(J, "t0")].origin == STRAYS[1].origin  # (X's lane, now a member's)
     plain = Event(H, 2, 1000, EventType.JOB_SUBMITTED, {"job": NOJOB, "workflow": WF})
     s.apply(plain)  # a job without members: a task event in a mesh stream, as before
     assert d.problem(Event(X, 1, 1500, EventType.TASK_DONE, {
@@ -157,11 +162,13 @@ async def test_a_stray_task_done_does_not_keep_a_lanes_job_from_ending() -> None
 def test_the_door_admits_a_batch_whose_job_members_or_job_submitted_comes_with_it() -> None:
     """A taker's first frame holds its JOB_MEMBERS and its first lane events, a sync's answer
     a job's JOB_SUBMITTED and its JOB_ENDED: the door checks the batch before folding any of
-    it (on 8ac2b8d the lane events were refused, `lane_peer`, the end `ended_job`)."""
+    it (on 8ac2b8d the lane events were refused, `lane_peer`, the end `ended_job`); a lane
+    event whose JOB_MEMBERS comes later is admitted too (the fold holds it)."""
     s = lanes_fold([SUB], H)
     d = door(s, H)
     add = Event(X, 1, 1100, EventType.JOB_MEMBERS, {"job": J, "add": [X]})
     assert d.admit([add, STRAYS[1]]) == [add, STRAYS[1]]
+    assert d.admit([STRAYS[1]]) == [STRAYS[1]]
     t = lanes_fold([], "d4" * 8)
     end = ended(H, 2, 3000, REAL)
     assert door(t, "d4" * 8).admit([SUB, end]) == [SUB, end]
