@@ -51,6 +51,10 @@ DURABLE_TYPES = frozenset({EventType.JOB_SUBMITTED, EventType.JOB_CANCELLED,
                            EventType.JOB_DELETED, EventType.PROVIDE})
 BATCH_COLUMNS = "id, signer, origin, first, hashes, key, admit, sig"
 LOGGED_SKIPS = 10  # rows quarantined by one load that are logged one by one (then a total)
+# A probe after a failed write writes twice that write's size (its rows: payloads and this
+# much per row for the other columns), at most this: `probe`
+ROW_OVERHEAD_BYTES = 64
+PROBE_MAX_BYTES = 16 << 20
 ORIGIN_ROWS_PER_DELETE = 10_000  # rows of an origin `delete_origins` drops per transaction
 # A row the quarantine holds already is not added again: an event whose fold raises is not
 # held, so anti-entropy brings it again, round after round. (The unary + drops e.seq's
@@ -191,6 +195,7 @@ class EventLog:
         self._dir_synced = False
         self._sync_lock = threading.Lock()  # one `sync` at a time, from any thread
         self._failed_syncs = 0
+        self._unwritten_bytes = 0  # what a `probe` writes: the writes failed since one landed
         self._write_epoch = 0
         self._batch_ids: dict[bytes, int] = {}  # signature -> batches.id
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -296,29 +301,44 @@ class EventLog:
         """One transaction of `INSERT OR <conflict>` rows (`sync`: set the synchronous
         level first; None keeps it). Failures as `append` says."""
         self._write_epoch = self._failed_syncs
+        rows: list[tuple[object, ...]] = []
         try:
             if sync is not None:
                 self._sync(sync)
             self._db.execute("BEGIN")
+            rows = self._rows(events)
             self._db.executemany(
                 f"INSERT OR {conflict} INTO events (origin, seq, hlc, type, payload, batch) "
-                "VALUES (?, ?, ?, ?, ?, ?)", self._rows(events))
+                "VALUES (?, ?, ?, ?, ?, ?)", rows)
             self._db.execute("COMMIT")
         except BaseException as e:
+            self._unwritten_bytes = min(PROBE_MAX_BYTES, max(self._unwritten_bytes, 2 * sum(
+                len(str(r[4])) + ROW_OVERHEAD_BYTES for r in rows)))  # (str: len ~ bytes)
             self._failed(e)
             raise
+        self._unwritten_bytes = 0  # (a write that succeeds: what a probe is to prove)
 
     def probe(self) -> None:
-        """Write one small row (meta `write_probe`: the time, so that a page changes) in a
-        transaction, not synced: does the log take writes? Failures as `append`'s."""
+        """Does the log take writes again, as large as the largest that failed since the last
+        probe that succeeded? One small row (meta `write_probe`: the time, so that a page
+        changes) and, after a failed write, a blob twice its rows' size (at most
+        PROBE_MAX_BYTES: indexes grow too) committed then deleted, not synced. A small write
+        alone proves nothing on a full disk or at a file size limit: it fits in the space
+        the files have, where a merge that grows them fails (review r2 of session 45, M2:
+        health and claims flapped every retry). Failures as `append`'s."""
         try:
             self._db.execute("BEGIN")
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('write_probe', ?)",
                              (str(time.time_ns()),))
+            if self._unwritten_bytes:
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('write_room', "
+                                 "zeroblob(?))", (self._unwritten_bytes,))
             self._db.execute("COMMIT")
+            self._db.execute("DELETE FROM meta WHERE k = 'write_room'")
         except BaseException as e:
             self._failed(e)
             raise
+        self._unwritten_bytes = 0
 
     def _failed(self, e: BaseException) -> None:
         """End a failed write (rolled back) and raise StorageFull (a full disk) or

@@ -1387,3 +1387,35 @@ def test_a_block_write_that_writes_nothing_is_an_error_not_a_loop(tmp_path: Path
     with Stuck(tmp_path / "block", "wb") as f, pytest.raises(OSError) as got:
         _write_all(f, b"data")
     assert got.value.errno == errno.EIO and str(got.value.filename) == str(tmp_path / "block")
+
+
+def test_the_probe_fails_while_a_write_as_large_as_the_one_that_failed_would(
+        tmp_path: Path) -> None:
+    """Review r2 of session 45, M2: a nearly full disk (RLIMIT_FSIZE at the files' current
+    sizes: writes into the space they have succeed, growing them fails, as on a full ext4).
+    The probe rewrote one meta row, which fits, and said the log took writes while every
+    merge that grows it failed: health and claims flapped every retry. Now it writes as much
+    as the write that failed: it fails while that would, and succeeds once the limit goes."""
+    log = EventLog(tmp_path / "e.sqlite")
+    pay = {"job": "j0000000000e1", "task": "t", "chunk": 0, "attempt": 0, "x": "y" * 300}
+
+    def claims(first: int, n: int) -> list[Event]:
+        return [Event(ORIGIN, s, s << 16, EventType.CLAIM, dict(pay))
+                for s in range(first, first + n)]
+
+    log.append(claims(1, 3000), sync=False)
+    log._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    room = max(p.stat().st_size for p in tmp_path.iterdir())
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (room, hard))
+    try:
+        with pytest.raises(StoreError, match="disk I/O error"):
+            log.append(claims(3001, 6000), sync=False)
+        with pytest.raises(StoreError, match="disk I/O error"):
+            log.probe()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    log.probe()
+    log.append(claims(3001, 6000), sync=False)  # (as the probe said)
+    assert len(list(log.load())) == 9000
+    log.close()
