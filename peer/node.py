@@ -930,13 +930,17 @@ class Node:
     def _note_outage(self) -> None:
         """The scheduler claims nothing new while the log fails our writes or fsyncs
         (`Scheduler.hold_claims`: its claim path reads one flag), and again once it takes
-        them. Called wherever `write_error` or `_sync_error` is set or cleared."""
+        them. Called wherever `write_error` or `_sync_error` is set or cleared. As it ends,
+        the inline outputs whose write failed meanwhile are written again (noted as held
+        before the tasks held back are looked at again: on a peer alone, their readers)."""
         held = self.write_error is not None or self._sync_error is not None
         if held != self.scheduler.claims_held:
             if held:
                 log.info("no new claims while the event log cannot be written")
             else:
                 log.info("claims resume: the event log takes writes again")
+                if self.inline is not None:
+                    self.inline.write_again()
             self.scheduler.hold_claims(held)
 
     def _probe(self) -> None:

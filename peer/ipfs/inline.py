@@ -46,6 +46,9 @@ MAX_ENTRIES = 16  # files and directories of an output that may ride inline
 # the characters they hold (CID texts and base64: 4/3 of their blocks' bytes and more) plus
 # BLOCK_OVERHEAD a block and CARRIED_OVERHEAD an entry, so that no entry is free.
 STAGED_MAX_BYTES = 4 << 20
+# Blocks whose write failed, kept in memory to be written again when the disk takes writes
+# (`write_again`), at most this much (the oldest go first: the next start restores them)
+UNWRITTEN_MAX_BYTES = 4 << 20
 CARRIED_OVERHEAD = 256  # an entry's objects (its Carried, tuples, the table's slot), about
 BLOCK_OVERHEAD = 160  # a block's: its key's and text's str objects, its slot in the mapping
 
@@ -354,6 +357,10 @@ class InlineBlocks:
         self.restaged = 0  # of those, written here when this peer needed them
         self.failed = 0  # writes that failed (disk full): the next start restores them all
         self._held = RecentSet()
+        # Writes that failed (their blocks, roots), oldest first, and their blocks' size:
+        # written again by `write_again` (under `_queue_lock`)
+        self._unwritten: list[tuple[Mapping[Cid, bytes], list[str]]] = []
+        self._unwritten_bytes = 0
         # Blocks (and roots) asked to be written while a write is queued or under way: the
         # writer takes them all at its next pass, one store call (one lock) for the lot.
         # Each write asked for is numbered (`_asked`, from 1); `_landed`: the last one landed
@@ -406,13 +413,14 @@ class InlineBlocks:
 
     def store_blocks(self, blocks: Mapping[Cid, bytes], output: str | None) -> None:
         """Serve `blocks` now and write them (and pin `output`) in the background."""
-        roots = [output] if output else []
+        self._store(blocks, [output] if output else [])
+
+    def _store(self, blocks: Mapping[Cid, bytes], roots: list[str]) -> None:
         if self.background is None:
             try:
                 self.store.keep_inline(blocks, roots)
             except (OSError, StoreError):
-                self.failed += 1
-                self.forget(roots)
+                self._failed(blocks, roots)
                 raise
             return
         self.store.stage_inline(blocks)
@@ -442,12 +450,11 @@ class InlineBlocks:
                 self.store.keep_inline(blocks, roots)
             except Exception as e:  # a full disk (served by other peers later), or a bug: the
                 # writer goes on (else `_writing` stays set and every run waits for ever)
-                self.failed += 1  # racing increments may lose a count, never all
                 bug = not isinstance(e, (OSError, StoreError))
                 log.log(logging.ERROR if bug else logging.WARNING,
                         "inline blocks of %d output(s) not written: %s", len(batch), e,
                         exc_info=bug)
-                self.forget(roots)
+                self._failed(blocks, roots)
             finally:  # landed or failed: its waiters (runs) resume either way
                 self._settle(batch[-1][2])
 
@@ -462,6 +469,34 @@ class InlineBlocks:
         self.forget([r for _, rs, _ in batch for r in rs])
         if batch:
             self._settle(batch[-1][2])
+
+    def _failed(self, blocks: Mapping[Cid, bytes], roots: list[str]) -> None:
+        """A write failed: its outputs are not held here after all (`forget`), its blocks
+        kept (bounded) to be written again once the disk takes writes (`write_again`)."""
+        self.failed += 1  # racing increments may lose a count, never all
+        self.forget(roots)
+        size = sum(len(data) for data in blocks.values())
+        with self._queue_lock:
+            self._unwritten.append((blocks, roots))
+            self._unwritten_bytes += size
+            while self._unwritten_bytes > UNWRITTEN_MAX_BYTES:
+                old, _ = self._unwritten.pop(0)
+                self._unwritten_bytes -= sum(len(data) for data in old.values())
+
+    def write_again(self) -> int:
+        """Write again (noted as held: served now, written in the background) the blocks
+        whose write failed, once the disk takes writes: on a peer alone, an output whose
+        write failed in an outage was held nowhere until a restart, and the task reading
+        it waited for a peer to fetch it from for ever (review r2 of session 45, M1).
+        Returns how many writes were asked again; one that fails again is kept again."""
+        with self._queue_lock:
+            again, self._unwritten, self._unwritten_bytes = self._unwritten, [], 0
+        for blocks, roots in again:
+            for r in roots:
+                self.note(r)
+            with contextlib.suppress(OSError, StoreError):  # (kept again: `_failed`)
+                self._store(blocks, roots)
+        return len(again)
 
     def holds(self, cid: str) -> bool:
         return cid in self._held

@@ -188,8 +188,9 @@ def test_a_peer_whose_log_cannot_be_written_claims_no_new_work_and_loses_no_even
     claimed on, its CLAIMs kept in memory and unseen, so another peer would claim and run
     the same chunks. Now it claims nothing new: the job kept runs its first task (claimed by
     its own JOB_SUBMITTED) and waits at the second, whose view says why; health says so;
-    an upload is a 503 naming what failed (it was a 500). Once writes work again the task
-    is looked at again, health is 200, and every event is in the log after a kill -9."""
+    an upload is a 503 naming what failed (it was a 500). Once writes work again health is
+    200, the task runs (its input, written again), and every event is in the log after a
+    kill -9."""
     peer = start_peer(tmp_path / "p", "--slots", "1", "--no-mdns", "--max-attempts", "1",
                       timeout_s=START_S)
     wf = [{"call": "ECHO", "args": ["first"]}, {"call": "ECHO", "args": ["second"]}]
@@ -220,15 +221,14 @@ def test_a_peer_whose_log_cannot_be_written_claims_no_new_work_and_loses_no_even
         status, health = API.api("GET", f"{peer.url}/api/health")
         assert health["durability"]["claims_held"] is False, health
 
-        def looked_again() -> dict[str, Any] | None:
+        def second_done() -> dict[str, Any] | None:
             second = _view(peer, job.group(1))["tasks"][1]
-            return None if second["waiting"] == b["waiting"] else second
+            return second if second["state"] == "done" else None
 
-        _until(looked_again, "the task held back is not looked at again")
-        # (Not awaited: its claim and run. The first task's output was an inline block
-        # whose write failed in the outage: it is not written again before a restart, so
-        # the second task waits for a peer to fetch it from. Left to the lead, see the
-        # session 45 report.)
+        # (The first task's output was an inline block whose write failed in the outage:
+        # it was held nowhere until a restart, and the second task waited for a peer to
+        # fetch it from, on a mesh of one: review r2 of session 45, M1.)
+        _until(second_done, "the task held back does not run once writes work again")
     finally:
         peer.kill()
     log = EventLog(tmp_path / "p" / "events.sqlite")  # what a restart would read: every
