@@ -94,17 +94,22 @@ def test_a_failed_append_rolls_back_and_leaves_the_connection_usable(
     again.close()
 
 
+def _raised_from(cause: OSError) -> BaseException:
+    """An error raised from `cause`, as a layer above wraps one."""
+    try:
+        try:
+            raise cause
+        except OSError as e:
+            raise StoreError("cannot add x") from e
+    except StoreError as wrapped:
+        return wrapped
+
+
 def test_disk_full_is_recognised_through_wrapping() -> None:
     assert disk_full(OSError(errno.ENOSPC, "No space left on device"))
     assert disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"))
     assert disk_full(_sqlite_full())
-    try:
-        try:
-            raise OSError(errno.ENOSPC, "full")
-        except OSError as e:
-            raise StoreError("cannot add x") from e
-    except StoreError as wrapped:
-        assert disk_full(wrapped)
+    assert disk_full(_raised_from(OSError(errno.ENOSPC, "full")))
     assert not disk_full(OSError(errno.EACCES, "denied"))
     assert not disk_full(ValueError("no"))
     assert status_of(StorageFull("full"), Surface.API) == 507
@@ -115,13 +120,7 @@ def test_a_failing_disk_is_recognised_through_wrapping() -> None:
     as a failing disk, not a 500 (review r2 L2)."""
     for code in (errno.EIO, errno.EROFS, errno.EFBIG):
         assert disk_failing(OSError(code, "failed"))
-        try:
-            try:
-                raise OSError(code, "failed")
-            except OSError as e:
-                raise RuntimeError("the payload could not be written") from e
-        except RuntimeError as wrapped:
-            assert disk_failing(wrapped)
+        assert disk_failing(_raised_from(OSError(code, "failed")))
     assert not disk_failing(OSError(errno.ENOSPC, "full"))
     assert not disk_failing(ValueError("no"))
 
