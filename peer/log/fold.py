@@ -672,8 +672,8 @@ class MeshState:
     # Told of each JOB_ENDED as the fold takes it for its job's end (`_end`: when it comes,
     # or once what it waited for in `unended` comes) and as its `listing` folds
     # (`fold_listing`): the node's replicator, whose copies of a lanes job's outputs on a
-    # peer that is no member of it come from there (review r2 F3, F4). Not told by a
-    # `refold`, which takes again the ends it was told of.
+    # peer that is no member of it come from there (review r2 F3, F4). A `refold` tells
+    # it only of an end it took that was not the job's before (`_tell_new_ends`).
     on_end: Callable[[Event], None] | None = None
     # Job -> task -> the earliest output (by its TASK_DONE's order) among the outputs of the
     # job's JOB_ENDEDs folded (`_end_outputs`, a listing's once folded): what `end_body`
