@@ -845,10 +845,7 @@ class Node:
                 kept = self._flushes[origin] = deque(maxlen=FLUSHES_KEPT)
             kept.append((first, last, epoch))
         if self.write_error is not None:
-            log.warning("the event log is writable again: %d queued events written",
-                        len(events))
-            self.write_error = None
-            self._note_outage()
+            self._writable_again(f"{len(events)} queued events written")
         self._send(events, epoch)
 
     def _send(self, events: list[Event], epoch: int) -> None:
@@ -943,6 +940,12 @@ class Node:
                     self.inline.write_again()
             self.scheduler.hold_claims(held)
 
+    def _writable_again(self, how: str) -> None:
+        """A write outage ends: `how` a write showed the log takes writes again."""
+        log.warning("the event log is writable again: %s", how)
+        self.write_error = None
+        self._note_outage()
+
     def _probe(self) -> None:
         """A write outage of received events alone (nothing of ours queued to retry): one
         small write (`EventLog.probe`) shows whether the log takes writes again, and ends the
@@ -953,9 +956,7 @@ class Node:
         except Exception:  # (the outage was logged as it began)
             self._retry_later()
             return
-        log.warning("the event log is writable again: a probe write succeeded")
-        self.write_error = None
-        self._note_outage()
+        self._writable_again("a probe write succeeded")
 
     def refusal(self) -> StoreError | None:
         """Why a new change is refused before it is made (nothing kept, a resend is safe):
@@ -1071,9 +1072,7 @@ class Node:
             self._write_failed(e, received=len(received))
             raise
         if received and self.write_error is not None and not self._unflushed:
-            log.warning("the event log is writable again: received events stored")
-            self.write_error = None
-            self._note_outage()
+            self._writable_again("received events stored")
 
     def _not_replica(self, ev: Event) -> bool:
         """With lanes on: is received `ev` the JOB_SUBMITTED of a lanes job whose `members` do
