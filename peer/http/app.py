@@ -240,7 +240,7 @@ async def submit(request: web.Request) -> web.Response:
         answer = _answer(http_error(refused, Surface.API))
         answer.headers["Retry-After"] = str(REFUSED_RETRY_AFTER_S)
         return answer
-    job = new_job_id()
+    job = new_job_id(node.state.knows_job)
     members = node.lanes_members(job, wf)  # a lanes job's (its workflow then says so)
     if members is not None:
         wf = dataclasses.replace(wf, lanes=True)

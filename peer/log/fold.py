@@ -777,6 +777,14 @@ class MeshState:
         tasks? (Any job but a lanes job it is no member of.)"""
         return self.me is None or self.member_of(job, self.me)
 
+    def knows_job(self, job: str) -> bool:
+        """Does any event here name `job`: live, compacted or deleted (the job index answers
+        for those not in memory), or only heard of (an event held for a JOB_SUBMITTED not
+        here yet)? A new submission must not take its id (peer.log.ids.new_job_id)."""
+        return any(job in table for table in (
+            self.jobs, self.cancelled, self.members_of, self.unended, self._untasked,
+            self.deleted, self.compacted))
+
     def holds(self, ev_id: tuple[str, int]) -> bool:
         """Is this event held (in memory, on disk, or set aside on purpose below a head)?"""
         return ev_id in self.events or ev_id[1] <= self.heads.get(ev_id[0], 0)
