@@ -702,9 +702,11 @@ class MeshState:
     # JOB_SUBMITTED or JOB_MEMBERS admits them (`_tasks_due`), let go if it shows them a
     # lanes job's in a mesh stream; as stragglers once the job is deleted (`_job_deleted`).
     _untasked: dict[str, list[Event]] = field(default_factory=dict)
-    # Job -> the peers its JOB_SUBMITTEDs name as `members` (grow-only): their JOB_ENDEDs
-    # rank before those of peers that added themselves (`end_rank`)
-    _homes: dict[str, set[str]] = field(default_factory=dict)
+    # Job -> the JOB_ENDEDs of it folded (those `end_refusal` admitted: a set that only
+    # grows), by id: its end (`ended`) is the least of them by `end_rank`, which reads the
+    # winning JOB_SUBMITTED's `members`; when an earlier one wins, the least is taken again
+    # (`_rerank`). They leave with the job.
+    _ends: dict[str, dict[tuple[str, int], Event]] = field(default_factory=dict)
     # Origin -> every seq up to here is held or was set aside on purpose (an unknown type's
     # event past its cap, a quarantined own event): the heads count them as held.
     floors: dict[str, int] = field(default_factory=dict)
@@ -761,7 +763,7 @@ class MeshState:
         compacted)."""
         for per_job in (self.jobs, self.cancelled, self.members_of, self.ended, self.unended,
                         self.listed, self.end_outputs, self._unjoined, self._untasked,
-                        self._homes):
+                        self._ends):
             per_job.pop(job, None)
         self._lanes_tasks.pop(job, None)
 
@@ -1249,7 +1251,8 @@ class MeshState:
             for table in (self.heads, self.floors, self.evicted, self.beyond):
                 table.pop(origin, None)
             self.sums.forget(origin)
-        for per_job in (self.members_of, self.ended, self.listed, self.end_outputs):
+        for per_job in (self.members_of, self.ended, self._ends, self.listed,
+                        self.end_outputs):
             per_job.pop(job, None)
         return origins
 
@@ -1394,13 +1397,15 @@ def _order(e: Event) -> tuple[int, str, int]:
 
 
 def _job(s: MeshState, ev: Event, b: JobSubmitted) -> None:
+    was = s.jobs.get(b.job)
     s._first(s.jobs, b.job, ev)
     if s.lanes_on:
         if b.members is not None:  # a lanes job (every JOB_SUBMITTED's: order-free,
             s.members_of.setdefault(b.job, set()).update(b.members)  # grow-only)
             s._lanes_tasks.setdefault(b.job, set()).update(
                 str(t["name"]) for t in b.workflow["tasks"])
-            _rank_homes(s, b.job, b.members)
+        if was is not None and s.jobs[b.job] is ev:  # an earlier rival won: its members
+            _rerank(s, b.job)  # rank first now (`end_rank`)
         _tasks_due(s, b.job)
         _ends_due(s, b.job)
         if not s.runs(b.job):  # no implicit split nor implied claim: a JOB_MEMBERS
@@ -1597,29 +1602,39 @@ def _ends_due(s: MeshState, job: str) -> None:
 
 def end_rank(s: MeshState, ev: Event) -> tuple[bool, int, bool, int, str, int]:
     """How JOB_ENDED `ev` ranks among its job's (`_end`: the lowest is the job's). First,
-    one of a peer its job's JOB_SUBMITTEDs name as `members` (`_homes`): a peer that added
-    itself (an orphan takeover, or a hostile one: review r1 of session 45, H2 (b)) ends the
-    job only where no such member did. Then by its failed tasks (fewest first), then `done`
-    before any other state, then (hlc, origin, seq): two homes cut apart each end the job
-    from what their side folded; their merged fold has every output of both (a task done
-    stays done) and fails only what failed on every side, so the end whose tasks' outcomes
-    the members' merged folds report ranks first (design docs/design/partial-replication.md,
-    section 3: one result per job on every peer; review r1 M5). Monotone: `_homes` only
-    grows (`_rank_homes`), the rest is a key of the event alone, so the winner is the least
-    of those folded, whatever order they came in."""
+    one of a peer its job's winning JOB_SUBMITTED names as `members` (`_homes`): a peer that
+    added itself (an orphan takeover, or a hostile one: review r1 of session 45, H2 (b)), or
+    that a losing rival JOB_SUBMITTED names (review r3, R3-1: any member can send one),
+    ends the job only where no such member did. Then by its failed tasks (fewest first),
+    then `done` before any other state, then (hlc, origin, seq): two homes cut apart each
+    end the job from what their side folded; their merged fold has every output of both (a
+    task done stays done) and fails only what failed on every side, so the end whose tasks'
+    outcomes the members' merged folds report ranks first (design docs/design/partial-
+    replication.md, section 3: one result per job on every peer; review r1 M5). The winning
+    JOB_SUBMITTED only gets earlier, and when it changes `_rerank` takes the least of the
+    JOB_ENDEDs folded again; the rest is a key of the event alone: the winner is the least
+    of those folded by the winning JOB_SUBMITTED's members, whatever order they came in."""
     b = ev.body_as(JobEnded)
-    return (ev.origin not in s._homes.get(b.job, ()), len(b.failed), b.state != "done",
-            *ev.order)
+    return (ev.origin not in _homes(s, b.job), len(b.failed), b.state != "done", *ev.order)
+
+
+def _homes(s: MeshState, job: str) -> tuple[str, ...]:
+    """The peers `job`'s winning JOB_SUBMITTED names as `members` (none if it names none, or
+    is not here): those whose JOB_ENDEDs rank first (`end_rank`)."""
+    sub = s.jobs.get(job)
+    return () if sub is None else sub.body_as(JobSubmitted).members or ()
 
 
 def _end(s: MeshState, ev: Event, b: JobEnded) -> None:
-    """The JOB_ENDED of least `end_rank` is the job's (`ended`). Its outputs enter
+    """The JOB_ENDED of least `end_rank` is the job's (`ended`; each one folded is kept,
+    `_ends`, for `_rerank`). Its outputs enter
     the cache by the orders of the TASK_DONEs they carry (the first-wins rule of
     `_merge_first`), and the peers that hold them the providers, each as of the earliest
     order of an output of its CID (else the JOB_ENDED's): on a peer that holds no lane of
     the job, the same entries as on a member, which folded those TASK_DONEs. (An output
     `listing` is folded once fetched and read: `MeshState.fold_listing`; until then its
     keys miss.) `on_end` is told if `ev` is the job's end."""
+    s._ends.setdefault(b.job, {})[ev.id] = ev
     cur = s.ended.get(b.job)
     if cur is None or end_rank(s, ev) < end_rank(s, cur):
         s.ended[b.job] = ev
@@ -1628,22 +1643,21 @@ def _end(s: MeshState, ev: Event, b: JobEnded) -> None:
         s.on_end(ev)
 
 
-def _rank_homes(s: MeshState, job: str, members: Iterable[str]) -> None:
-    """`members` are named by a JOB_SUBMITTED of `job` (`_homes`): a JOB_ENDED of one
-    folded already (a rival JOB_SUBMITTED's member, which had added itself) may rank first
-    now: it is offered again (`_end`'s rank alone, its outputs are in)."""
-    homes = s._homes.setdefault(job, set())
-    new = [m for m in members if m not in homes]
-    homes.update(new)
-    cur = s.ended.get(job)
-    for m in new if cur is not None else ():
-        for ev in list(s.by_origin.get(m, {}).values()):
-            if (ev.type is EventType.JOB_ENDED and ev.body_as(JobEnded).job == job
-                    and end_rank(s, ev) < end_rank(s, s.ended[job])
-                    and end_refusal(s, ev, ev.body_as(JobEnded)) is None):
-                s.ended[job] = ev
-                if s.on_end is not None:  # (as `_end` tells it)
-                    s.on_end(ev)
+def _rerank(s: MeshState, job: str) -> None:
+    """An earlier JOB_SUBMITTED of `job` won (review r3 of session 45, R3-1): `end_rank`
+    reads its `members` now, so the job's end is the least of its JOB_ENDEDs folded
+    (`_ends`) again (their outputs are in already: `_end_outputs` merges every one folded,
+    whatever its rank), and `on_end` is told if it changed (as `_end` tells it). Rare: no
+    honest peer sends a second JOB_SUBMITTED of a job (job ids are random), so the JOB_ENDEDs
+    walked are those of a job under attack (or an id collision)."""
+    ends = s._ends.get(job)
+    if not ends:
+        return
+    won = min(ends.values(), key=lambda e: end_rank(s, e))
+    if s.ended.get(job) is not won:
+        s.ended[job] = won
+        if s.on_end is not None:
+            s.on_end(won)
 
 
 def _end_outputs(s: MeshState, ev: Event, b: JobEnded) -> None:

@@ -165,6 +165,25 @@ def test_a_held_job_ended_leaves_with_its_job() -> None:
     assert s.unended == {}
 
 
+def test_the_job_endeds_folded_leave_with_their_job() -> None:
+    """Each JOB_ENDED folded is kept while its job lives (`MeshState._ends`: the job's end is
+    taken again among them when an earlier JOB_SUBMITTED wins, review r3 of session 45,
+    R3-1), and leaves with it: deleted, compacted, its lanes forgotten (`forget_lanes`); a
+    straggler of a compacted job is kept by none."""
+    evs = [submitted([A, B]), done(), ended(A), ended(B, hlc=250)]
+    for leave in ("delete", "compact", "forget"):
+        s = lanes_fold(evs)
+        assert set(s._ends[JOB]) == {(A, 2), (B, 1)} and s.ended[JOB].origin == B
+        if leave == "delete":
+            s.apply(Event(A, 3, 400, EventType.JOB_DELETED, {"job": JOB, "reason": "x"}))
+        elif leave == "compact":
+            s.compact([JOB])
+            s.apply(ended(C, hlc=500))
+        else:
+            s.forget_lanes(JOB)
+        assert s._ends == {} and s.ended == {}, leave
+
+
 def test_lanes_off_fold_no_job_ended_whoever_made_it() -> None:
     s = fold([submitted([A, B]), ended(A)], MeshState(me=A))
     assert JOB not in s.ended and not s.unended and "k" not in s.outputs
@@ -287,7 +306,13 @@ def test_of_two_homes_ends_the_one_with_fewest_failed_tasks_wins_in_any_order() 
         "outputs": {"t": ["k", CID, 200, lane(B, JOB), 1],
                     "u": ["k2", CID, 250, lane(B, JOB), 2]},
         "producers": {}, "failed": {}, "digest": "0" * 32})
-    for order in itertools.permutations([sub, failed, done_]):
+    # (and with a later rival JOB_SUBMITTED of C naming itself, alone or with an end of C's
+    # that is earlier than B's: on 5c96899 C ranked as a submission member and its end won,
+    # review r3 of session 45, R3-1)
+    rival = Event(C, 1, 120, EventType.JOB_SUBMITTED, {**sub.payload, "members": [C]})
+    c_end = Event(C, 2, 350, EventType.JOB_ENDED, {**done_.payload, "end": 350})
+    for order in itertools.chain(*(itertools.permutations([sub, failed, done_, *more])
+                                   for more in ([], [rival], [rival, c_end]))):
         s = lanes_fold(list(order), me=C)
         assert s.ended[JOB] is done_
         b = s.end_body(done_)

@@ -252,16 +252,28 @@ def test_a_members_fold_is_one_state_whatever_the_order_and_duplicates(
     mesh = [submitted(a, 1, job, [a, b]), job_members(b, 1, job, [c]),
             job_members(c, 1, job, [c, b]),
             job_ended(a, 2, 1000, job, member), job_ended(b, 2, 999, job, member)]
-    evs = mesh + dones + hostile(job, member)
+    # X's rival JOB_SUBMITTED of the job naming itself (review r3, R3-1): none, later than
+    # the real one (loses: on 5c96899 it made X's end, the earliest, the job's), or
+    # backdated before it (wins the job: docs/security.md, what is not protected)
+    rival_hlc = data.draw(st.sampled_from([None, 20, 5]))
+    rival = [] if rival_hlc is None else [
+        Event(X, 4, rival_hlc, EventType.JOB_SUBMITTED,
+              {"job": job, "workflow": WORKFLOW, "members": [X]})]
+    evs = mesh + dones + hostile(job, member) + rival
     dups = data.draw(st.lists(st.sampled_from(evs), max_size=6))
     states = [lanes_fold(shuffled(evs + dups, seed)) for seed in seeds]
     for s in states:
         assert s.members_of == {job: {a, b, c, X}}
         assert s.member_of(job, c) and not s.member_of(job, "e5" * 8)
         assert s.member_of(JOBS[1], "e5" * 8)  # a job without members: everyone's
-        assert s.ended[job].id == (b, 2)  # a submission member's first, by (hlc, origin, seq)
         assert list(s.unended[job]) == [(X, 3)]  # (before its JOB_SUBMITTED: held)
-        assert entries(s) == entries(states[0]) == entries(member)
+        assert (entries(s), s.task_done, s.ended) == (
+            entries(states[0]), states[0].task_done, states[0].ended)
+        if rival_hlc == 5:  # X's JOB_SUBMITTED is the job's: its member's end is first
+            assert s.jobs[job].origin == X and s.ended[job].id == (X, 2)
+            continue
+        assert s.ended[job].id == (b, 2)  # a submission member's first, by (hlc, origin, seq)
+        assert entries(s) == entries(member)
         assert s.task_done == member.task_done
 
 

@@ -102,6 +102,48 @@ def test_a_backdated_or_self_added_job_ended_does_not_end_the_job() -> None:
     assert s.ended[J].id == early.id  # (no member of the submission ended it: X's counts)
 
 
+def rival(hlc: int, members: list[str]) -> Event:
+    """A hostile member's JOB_SUBMITTED of job `J` (its id read off the real one's), at
+    `hlc`: later than `SUB`'s (1000) loses the job to it, earlier wins it."""
+    return Event(X, 5, hlc, EventType.JOB_SUBMITTED, {"job": J, "workflow": WF,
+                                                       "members": members})
+
+
+def test_a_later_rival_job_submitted_does_not_rank_its_members_first_in_any_order() -> None:
+    """(Review r3 of session 45, R3-1: on 5c96899 the members of every JOB_SUBMITTED of the
+    job ranked first, so `X`'s end, earlier than the home's, ended the job on every peer.)
+    The winning JOB_SUBMITTED's members rank first; `on_end` was last told of the end taken,
+    whatever order the events came in (the rival naming the home too: its end was folded
+    while the rival won, and is the job's once `SUB` wins)."""
+    real_end, x_end = ended(H, 2, 3000, REAL), ended(X, 6, 2500, REAL)
+    for members in ([X], [X, H, R]):
+        for order in itertools.permutations([SUB, rival(1100, members), REAL, real_end,
+                                             x_end]):
+            for me in (H, X):
+                told: list[Event] = []
+                s = MeshState(lanes_on=True, me=me)
+                s.on_end = told.append
+                fold(list(order), s)
+                assert s.ended[J].id == real_end.id and told[-1] is s.ended[J]
+                assert s.members_of[J] == {H, R, X} and not s.unended
+
+
+def test_a_backdated_rival_job_submitted_wins_the_job_alike_in_any_order() -> None:
+    """What stays open (docs/security.md, "What is not protected"): a rival ordered before
+    `SUB` wins the job on every peer, its members rank first, and so `X`'s end is the
+    job's; the fold is one state whatever the order, with or without `X`'s end."""
+    real_end, x_end = ended(H, 2, 3000, REAL), ended(X, 6, 2500, REAL)
+    for evs, won in (([SUB, rival(900, [X, R]), REAL, real_end, x_end], x_end),
+                     ([SUB, rival(900, [X, R]), REAL, real_end], real_end)):
+        for order in itertools.permutations(evs):
+            told: list[Event] = []
+            s = MeshState(lanes_on=True, me=H)
+            s.on_end = told.append
+            fold(list(order), s)
+            assert s.jobs[J].origin == X and s.ended[J].id == won.id and told[-1] is s.ended[J]
+            assert s.members_of[J] == {H, R, X} and s.task_done[(J, "t0")].id == REAL.id
+
+
 def door(s: MeshState, me: str) -> Door:
     """A door wired as `Node` wires it (lanes on) to state `s` of peer `me`."""
     return Door(DoorConfig(), HLC(), store=None,  # type: ignore[arg-type]
