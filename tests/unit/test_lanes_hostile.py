@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
 from peer.jobs.ending import job_ended
 from peer.jobs.sim import JobMesh
 from peer.log import Event, EventType, JobEnded, MeshState, fold
@@ -142,6 +144,22 @@ def test_a_backdated_rival_job_submitted_wins_the_job_alike_in_any_order() -> No
             fold(list(order), s)
             assert s.jobs[J].origin == X and s.ended[J].id == won.id and told[-1] is s.ended[J]
             assert s.members_of[J] == {H, R, X} and s.task_done[(J, "t0")].id == REAL.id
+
+
+@pytest.mark.xfail(strict=True, reason="open (docs/security.md, What is not protected): a "
+                   "rival JOB_SUBMITTED naming `members` makes a job submitted without them a "
+                   "lanes job, and a task event of a mesh stream counts only if folded before")
+def test_a_rival_naming_members_of_a_plain_job_does_not_change_its_fold() -> None:
+    """What is left of a rival's `members` (session 46, helper a): a job every peer holds in
+    full (its JOB_SUBMITTED names no `members`: fewer tasks than lanes_min_job_tasks) becomes
+    a lanes job of `X` alone on every peer that folds `X`'s rival; a TASK_DONE in the home's
+    stream folded before the rival stays folded, one after it is never: two peers holding
+    the same events fold two states."""
+    plain = Event(H, 1, 1000, EventType.JOB_SUBMITTED, {"job": J, "workflow": WF})
+    done_ = task_done(H, 2, 2000)
+    states = [lanes_fold(list(order), H)
+              for order in itertools.permutations([plain, done_, rival(1100, [X])])]
+    assert all(s.task_done == states[0].task_done for s in states)
 
 
 def door(s: MeshState, me: str) -> Door:
