@@ -29,7 +29,7 @@ from peer.jobs.retention import ended_hlc, finished_at
 from peer.jsontext import loads
 from peer.log import Event, JobSubmitted, MeshState, TaskDone
 from peer.log.events import MAX_LABEL_CHARS, MAX_MEMBERS, JobEnded
-from peer.log.fold import end_flaw, end_inputs
+from peer.log.fold import end_flaw, end_inputs, end_merit, end_rank
 from peer.log.ids import is_peer_id
 from peer.log.snapframe import job_digest3, outputs_sha
 
@@ -110,6 +110,35 @@ def job_ended(state: MeshState, job: str, max_attempts: int) -> dict[str, Any] |
             "producers": producers, "failed": failed,
             "digest": job_digest3(job, sub.hlc, sub.origin, sub.seq, end, st,
                                   outputs_sha(made))}
+
+
+def better_end(state: MeshState, job: str, me: str, max_attempts: int,
+               ) -> dict[str, Any] | None:
+    """The JOB_ENDED payload member `me`'s fold makes of ended lanes job `job` now
+    (`job_ended`) if it ranks strictly before the job's winning end (`fold.end_merit`:
+    fewer failed tasks, or as few and `done` where the winner is not); else None: no
+    JOB_ENDED of the job is folded here, the job left memory (compacted or deleted: a
+    thin row, no fold to make an end of), `me` holds no lane of it, or its end would tie
+    or rank after. Why (design section 3, session 46 helper b; review r1 M5's crossing
+    case): members cut apart each end the job from their side's fold; after the heal a
+    member's merged fold may fail fewer tasks than every side's end did (each side did
+    what the other failed), and only a new end tells the peers that hold no lane. Each
+    end this returns, once folded, lowers the winner's merit here, which has at most
+    2 × (tasks + 1) × 2 values: a member that emits what this returns emits a bounded
+    number of ends (one per crossing, as a rule), and one that ties is never returned
+    (no loop). Costs no walk of the tasks when the winner already ranks first by merit
+    (a submission member's `done` with no failed task: the common end)."""
+    won = state.ended.get(job)
+    if won is None or job not in state.jobs or me not in state.members_of.get(job, ()):
+        return None
+    best = end_rank(state, won)[:3]
+    if best == (False, 0, False):
+        return None  # (nothing ranks before it)
+    payload = job_ended(state, job, max_attempts)
+    if payload is None or end_merit(state, job, me, len(payload["failed"]),
+                                    payload["state"]) >= best:
+        return None
+    return payload
 
 
 def framed(payload: dict[str, Any], max_bytes: int, stored: Callable[[bytes], str],

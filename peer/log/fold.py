@@ -1615,7 +1615,16 @@ def end_rank(s: MeshState, ev: Event) -> tuple[bool, int, bool, int, str, int]:
     JOB_ENDEDs folded again; the rest is a key of the event alone: the winner is the least
     of those folded by the winning JOB_SUBMITTED's members, whatever order they came in."""
     b = ev.body_as(JobEnded)
-    return (ev.origin not in _homes(s, b.job), len(b.failed), b.state != "done", *ev.order)
+    return (*end_merit(s, b.job, ev.origin, len(b.failed), b.state), *ev.order)
+
+
+def end_merit(s: MeshState, job: str, origin: str, failed: int, state: str,
+              ) -> tuple[bool, int, bool]:
+    """`end_rank` without the order: what a JOB_ENDED of `job` from `origin` with `failed`
+    failed tasks and `state` ranks by before its order breaks a tie. A member whose fold
+    would end the job with a merit strictly below its winning end's emits that end
+    (peer.jobs.ending.better_end: each such end lowers it, so they are few)."""
+    return origin not in _homes(s, job), failed, state != "done"
 
 
 def _homes(s: MeshState, job: str) -> tuple[str, ...]:

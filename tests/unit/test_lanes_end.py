@@ -14,13 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hs
 
 from peer.config import PeerConfig
 from peer.ipfs.replicate import made_outputs
-from peer.jobs.ending import job_ended
+from peer.jobs.ending import better_end, job_ended
 from peer.jobs.retention import finished_at
 from peer.log import Event, EventType, JobEnded, MeshState, fold
-from peer.log.fold import end_flaw, end_refusal
+from peer.log.fold import end_flaw, end_merit, end_rank, end_refusal
 from peer.log.lanes import lane
 from peer.node import Node
 
@@ -337,3 +339,148 @@ def test_a_refold_that_takes_another_end_tells_on_end_of_it() -> None:
     del s.events[early.id]  # (as a replaced event leaves the held ones)
     s.refold()
     assert s.ended[JOB] == ended(A) and told == [ended(A)]
+
+
+# -- a member's better end after a partition (session 46, helper b: review r1 M5's (1)) -------
+
+TWO = {"name": "w", "tasks": [{"name": n, "call": "c", "params": {}, "depends": []}
+                              for n in ("t", "u")]}
+
+
+def side(peer: str, does: str, fails: str, hlc: int) -> list[Event]:
+    """`peer`'s lane events of a side of a partition: it splits both tasks, does `does` and
+    fails `fails` for good (a non-retryable error), from `hlc` on."""
+    ln = lane(peer, JOB)
+    return [Event(ln, 1, hlc, EventType.TASK_SPLIT, {"job": JOB, "task": does, "input": None,
+                                                      "chunks": [[]], "kept": {}}),
+            Event(ln, 2, hlc + 1, EventType.TASK_SPLIT, {"job": JOB, "task": fails,
+                                                          "input": None, "chunks": [[]],
+                                                          "kept": {}}),
+            Event(ln, 3, hlc + 2, EventType.TASK_DONE, {"job": JOB, "task": does,
+                                                         "output": CID, "key": "k" + does,
+                                                         "cached": False}),
+            Event(ln, 4, hlc + 3, EventType.CHUNK_FAILED, {
+                "job": JOB, "task": fails, "split": [ln, 2], "chunk": 0, "attempt": 0,
+                "kind": "error", "error": "flaky"})]
+
+
+def two_sub() -> Event:
+    return Event(A, 1, 100, EventType.JOB_SUBMITTED, {"job": JOB, "workflow": TWO,
+                                                      "local": False, "claimed": False,
+                                                      "members": [A, B]})
+
+
+def end_of(events: list[Event], origin: str, seq: int, hlc: int, me: str) -> Event:
+    """The JOB_ENDED `origin` makes from `me`'s fold of `events` (`job_ended`)."""
+    payload = job_ended(lanes_fold(events, me=me), JOB, 3)
+    assert payload is not None
+    return Event(origin, seq, hlc, EventType.JOB_ENDED, payload)
+
+
+def crossing() -> tuple[list[Event], Event, Event]:
+    """Members A | B cut apart: A's side did t and failed u, B's the reverse; each ended
+    the job `failed` from its side. Every event, and the two ends."""
+    a_side, b_side = side(A, "t", "u", 110), side(B, "u", "t", 120)
+    a_end = end_of([two_sub(), *a_side], A, 2, 300, A)
+    b_end = end_of([two_sub(), *b_side], B, 1, 310, B)
+    return [two_sub(), *a_side, *b_side, a_end, b_end], a_end, b_end
+
+
+def test_a_member_whose_merged_fold_fails_fewer_tasks_than_every_end_makes_a_better_one(
+        ) -> None:
+    """Each side's end fails one task; a member's merged fold fails none: its end (`done`)
+    ranks before the winner, and once folded nothing ranks before it (no loop), on the
+    member and on the peer that holds no lane (which reports it). On 5c96899 no peer made
+    another end: the non-member reported A's `failed` for good."""
+    events, a_end, b_end = crossing()
+    assert (a_end.payload["failed"], b_end.payload["failed"]) == ({"u": "flaky"},
+                                                                  {"t": "flaky"})
+    for order in itertools.permutations([events[:9], [a_end], [b_end]]):
+        s = lanes_fold([e for part in order for e in part], me=A)
+        assert s.ended[JOB] is a_end  # (as few failed: the earlier)
+        better = better_end(s, JOB, A, 3)
+        assert better is not None and (better["state"], better["failed"]) == ("done", {})
+        assert set(better["outputs"]) == {"t", "u"}
+    again = Event(A, 3, 400, EventType.JOB_ENDED, better)
+    s.apply(again)
+    assert s.ended[JOB] is again and better_end(s, JOB, A, 3) is None
+    assert better_end(lanes_fold([*events, again], me=B), JOB, B, 3) is None
+    far = lanes_fold([two_sub(), a_end, b_end, again], me=C)  # (mesh streams only)
+    assert far.ended[JOB] is again and far.end_body(again).state == "done"
+
+
+def test_no_better_end_where_it_would_tie_none_is_ended_or_we_hold_no_lane() -> None:
+    """A fold whose end ties with the winner by merit makes none (a side's own fold, or a
+    second end of the same merit); nor one of a job not ended here, nor of a job compacted
+    or deleted here (no fold of it to make one of), nor a peer that holds no lane."""
+    events, a_end, _ = crossing()
+    a_only = lanes_fold([two_sub(), *events[1:5], a_end], me=A)
+    assert better_end(a_only, JOB, A, 3) is None  # (its own side: a tie)
+    assert better_end(lanes_fold(events[:9], me=A), JOB, A, 3) is None  # (not ended)
+    assert better_end(lanes_fold(events, me=C), JOB, C, 3) is None  # (no lane held)
+    s = lanes_fold(events, me=A)
+    s.apply(Event(A, 3, 500, EventType.JOB_DELETED, {"job": JOB, "reason": ""}))
+    assert better_end(s, JOB, A, 3) is None
+
+
+def test_a_peer_that_added_itself_makes_no_end_before_a_submission_members() -> None:
+    """A member that added itself (orphan takeover) ranks after any end of a submission
+    member (`end_rank`'s first key), however few tasks its end fails: it makes none."""
+    events, _, _ = crossing()
+    added = Event(B, 5, 130, EventType.JOB_MEMBERS, {"job": JOB, "add": [C]})
+    s = lanes_fold([*events, added], me=C)
+    assert C in s.members_of[JOB] and job_ended(s, JOB, 3)["failed"] == {}
+    assert better_end(s, JOB, C, 3) is None
+    assert better_end(lanes_fold([*events, added], me=A), JOB, A, 3) is not None
+
+
+def test_a_cancelled_job_gets_a_better_end_only_if_it_fails_fewer_tasks() -> None:
+    """(Decided, session 46 helper b: review r1 M5's (2).) A cancelled job's fold fails no
+    task (`task_failed`), so a member makes an end of it only before a winner that failed
+    some (one made on a side the cancel had not reached); ends that fail none tie by merit
+    whatever each saw done: the earlier stays (its outputs are what a non-member shows)."""
+    events, _, _ = crossing()
+    cancel = Event(A, 3, 320, EventType.JOB_CANCELLED, {"job": JOB, "reason": ""})
+    s = lanes_fold([*events, cancel], me=A)
+    better = better_end(s, JOB, A, 3)
+    assert better is not None and better["failed"] == {}
+    assert better["state"] == "done"  # (both tasks are done in the merged fold)
+    one = lanes_fold([two_sub(), *events[1:5], cancel], me=A)  # (t done, u cancelled)
+    cancelled = Event(A, 4, 330, EventType.JOB_ENDED, job_ended(one, JOB, 3))
+    assert (cancelled.payload["state"], cancelled.payload["failed"]) == ("cancelled", {})
+    s = lanes_fold([*events[:9], cancel, cancelled], me=A)
+    assert end_rank(s, cancelled)[:3] == (False, 0, True)
+    assert better_end(s, JOB, A, 3) is not None  # (every task done here: `done` is first)
+    early = lanes_fold([two_sub(), cancel], me=A)  # (cancelled before anything was done)
+    bare = Event(A, 4, 330, EventType.JOB_ENDED, job_ended(early, JOB, 3))
+    assert (bare.payload["state"], bare.payload["outputs"]) == ("cancelled", {})
+    s = lanes_fold([two_sub(), *events[1:5], cancel, bare], me=A)  # (t done here, u not)
+    assert job_ended(s, JOB, 3)["outputs"].keys() == {"t"}
+    assert better_end(s, JOB, A, 3) is None  # (a tie by merit: open case (2) stays)
+
+
+_SIDES = (side(A, "t", "u", 110), side(B, "u", "t", 120))
+
+
+@settings(max_examples=60, deadline=None)
+@given(a_held=hs.integers(0, 4), b_held=hs.integers(0, 4), ends=hs.sets(hs.sampled_from("ab")),
+       me=hs.sampled_from((A, B)))
+def test_a_better_end_once_folded_ranks_first_and_none_follows(
+        a_held: int, b_held: int, ends: set[str], me: str) -> None:
+    """Whatever part of each side's lane events a member holds and whichever ends are
+    folded: a better end ranks strictly before the winner by merit, and once folded it is
+    the winner and no further end is made (so a member emits at most one per merit a fold
+    of it can reach: bounded, and none that ties)."""
+    _, a_end, b_end = crossing()
+    events = [two_sub(), *_SIDES[0][:a_held], *_SIDES[1][:b_held],
+              *([a_end] if "a" in ends else []), *([b_end] if "b" in ends else [])]
+    s = lanes_fold(events, me=me)
+    better = better_end(s, JOB, me, 3)
+    if better is None:
+        return
+    won = s.ended[JOB]
+    merit = end_merit(s, JOB, me, len(better["failed"]), better["state"])
+    assert merit < end_rank(s, won)[:3]
+    s.apply(Event(me, 10, 1000, EventType.JOB_ENDED, better))
+    assert s.ended[JOB].origin == me and not s.unended
+    assert better_end(s, JOB, me, 3) is None
