@@ -20,7 +20,7 @@ from peer.ipfs.inline import InlineBlocks
 from peer.ipfs.store import Listings
 from peer.jobs import claims, kinds, members, placement
 from peer.jobs.claims import AttemptKey, Standing, task_failed
-from peer.jobs.ending import framed, job_ended
+from peer.jobs.ending import better_end, framed, job_ended
 from peer.jobs.leases import Leases
 from peer.jobs.live import LiveRecords
 from peer.jobs.locality import Locality
@@ -190,8 +190,16 @@ class Scheduler:
         self._ending: dict[str, float] = {}
         # Lanes jobs whose JOB_ENDED this home emitted in this run that the fold refused for
         # good (`fold.end_flaw`: a bug, or a clock set back past an output's): not emitted
-        # again until a restart (each would be refused alike, one every end_grace_s)
+        # again until a restart (each would be refused alike, one every end_grace_s); kept
+        # while the job is ended here (`_better_ends` reads it), until it leaves memory
         self._end_refused: set[str] = set()
+        # Ended lanes jobs we are a member of (`_better_ends`, design section 3, session 46
+        # helper b): those an event was noted of since the last look (our fold of them may
+        # now make an end that ranks before their winning one: `ending.better_end`), and
+        # those whose fold here does -> since when (emitted by their home once it did for
+        # end_grace_s; looked at again when the live peers change: a takeover)
+        self._reend: set[str] = set()
+        self._better: dict[str, float] = {}
         self._spread_at: dict[str, float] = {}
         self._orphaned: dict[str, float] = {}
         # Lanes jobs a JOB_MEMBERS added us to whose lanes are not held yet as of the add
@@ -259,13 +267,17 @@ class Scheduler:
     def recover(self) -> None:
         """Fail the claims this peer held before a restart (their runs died with it: they
         are retried) and mark every active task for evaluation (but those of lanes jobs an
-        add made it a member of that it ran none of: it joins them again, `_wait_to_join`)."""
+        add made it a member of that it ran none of: it joins them again, `_wait_to_join`).
+        The ended lanes jobs in memory we are a member of are looked at once by
+        `_better_ends` (a better end whose grace a restart cut short is not lost: its
+        grace is in memory only); a job whose winning end fails no task costs no walk."""
         for payload in claims.restart_failures(self.state, self.peer_id):
             self.emit(EventType.CHUNK_FAILED, payload)
         self._dirty.update(self.planner.active_tasks())
         st = self.state
         self._lanes_live = {j for j in st.members_of if _running(st, j)}
         self._lanes_moved = set(self._lanes_live)
+        self._reend = {j for j in st.ended if self.peer_id in st.members_of.get(j, ())}
         self._wait_to_join(self._lanes_live)
 
     async def close(self) -> None:
@@ -692,7 +704,11 @@ class Scheduler:
             self._lanes_moved.discard(job)
             self._added.discard(job)
             self._ending.pop(job, None)
-            self._end_refused.discard(job)
+            st = self.state
+            if job not in st.ended:
+                self._end_refused.discard(job)
+            elif self.peer_id in st.members_of.get(job, ()):  # (our fold of it may have
+                self._reend.add(job)  # moved past its end: `_better_ends`)
 
     def _note_task(self, ev: Event, p: Mapping[str, Any]) -> None:
         """`_note` of an event about a task or one of its chunks."""
@@ -824,6 +840,11 @@ class Scheduler:
         for keys in (self._assembly_failed, self._lonely, self._cannot,
                      self._partial_fetching):
             keys.difference_update([k for k in keys if left(k)])
+        for job in [j for j in {*self._end_refused, *self._reend, *self._better}
+                    if j in st.compacted or j in st.deleted]:  # (`_better_ends`' tables)
+            self._end_refused.discard(job)
+            self._reend.discard(job)
+            self._better.pop(job, None)
         self.planner.sweep(lambda job: job in st.compacted or job in st.deleted)
 
     def _turns(self) -> set[TaskKey]:
@@ -854,14 +875,17 @@ class Scheduler:
         those this peer is the home of (`_end_jobs`), spread them, take orphans over
         (`_lanes_round`). A change of the live peers may change a job's home or orphan it:
         then every one is looked at again."""
-        if not self._lanes_live and not self._spread_at and not self._orphaned:
+        if (not self._lanes_live and not self._spread_at and not self._orphaned
+                and not self._reend and not self._better):
             return
         live = frozenset([*self._peers(), self.peer_id])
         if live != self._lanes_peers:
             self._lanes_peers = live
             self._lanes_moved |= self._lanes_live
+            self._reend.update(self._better)
         moved = set(self._lanes_moved)
         self._end_jobs(now)
+        self._better_ends(now)
         self._lanes_round(moved, now)
 
     def _holding(self, job: str) -> frozenset[str]:
@@ -907,6 +931,51 @@ class Scheduler:
             except Exception:  # a bug must not stop the scheduler (retried next tick)
                 self._lanes_moved.add(job)
                 log.exception("ending job %s", job)
+
+    def _better_ends(self, now: float) -> None:
+        """Emit another JOB_ENDED of each ended lanes job whose fold here now makes an end
+        that ranks strictly before its winning one (`ending.better_end`; design section 3,
+        session 46 helper b: members cut apart each ended the job from their side, and the
+        merged fold fails fewer tasks than any side's end), if this peer is its home
+        (`members.home`, as `_end_jobs`), once its fold did so for end_grace_s (the lane
+        events of the heal keep coming meanwhile: the end is made from the fold then).
+        Looked at only once an event of the job was noted since the last look (`_reend`:
+        a TASK_DONE, another end folded), or the live peers changed for one whose fold
+        here did (`_better`: a home taking over from one gone before it emitted), so no
+        tick walks the ended jobs. Two homes at once (each sees the other gone) emit two
+        ends that tie by merit: the earlier wins, and neither is emitted again (a tie is
+        no better). Not while our own JOB_ENDED of the job is held unfolded or was refused
+        for good (`_end_refused`)."""
+        st, me = self.state, self.peer_id
+        look, self._reend = self._reend, set()
+        for job in look:
+            try:
+                payload = (None if job in self._end_refused or any(
+                    e.origin == me for e in st.unended.get(job, {}).values())
+                           else better_end(st, job, me, self.cfg.max_attempts))
+                if payload is None:
+                    self._better.pop(job, None)
+                    continue
+                since = self._better.setdefault(job, now)
+                if members.home(job, st, self._holding(job)) != me:
+                    continue  # (kept in `_better`: looked at again if the live peers change)
+                if now - since < self.cfg.end_grace_s:
+                    self._reend.add(job)  # (looked at again next tick)
+                    continue
+                del self._better[job]
+                won = st.ended[job]
+                ev = self.emit(EventType.JOB_ENDED, framed(
+                    payload, self.cfg.max_split_bytes // 4, self.planner.stored))
+                log.info("%s: our fold of it makes an end before its JOB_ENDED %s (%d failed "
+                         "tasks, not %d): ended again, %s", job, won.id,
+                         len(payload["failed"]), len(won.payload["failed"]), ev.id)
+                if (flaw := end_flaw(ev, ev.body_as(JobEnded))) is not None:
+                    self._end_refused.add(job)
+                    log.error("%s: our JOB_ENDED %s is refused for good: %s (not "
+                              "emitted again until a restart)", job, ev.id, flaw)
+            except Exception:  # a bug must not stop the scheduler (retried next tick)
+                self._reend.add(job)
+                log.exception("ending job %s again", job)
 
     def _fail_task(self, key: TaskKey, error: str) -> None:
         """Fail a task for good (a non-retryable error in its first unfinished chunk)."""

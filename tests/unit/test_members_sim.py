@@ -939,3 +939,163 @@ async def test_after_a_partition_every_peer_reports_one_result_of_the_job(lanes:
             assert {mesh[pid].state.ended[job].origin for pid in mesh.peers} == {p1}
     finally:
         await mesh.close()
+
+
+async def cut_and_run(mesh: JobMesh, fails: dict[str, str], rounds: int = 80) -> None:
+    """Run every live peer's chunks for `rounds` seconds, failing every attempt of task
+    `fails[pid]` on peer `pid` (its other chunks finish)."""
+    for _ in range(rounds):
+        for pid, p in mesh.peers.items():
+            for key in list(p.runner.running):
+                if pid in fails and fails[pid] in key:
+                    p.runner.fail(key, kind="error", error="flaky")
+                else:
+                    p.runner.finish(key)
+        await mesh.advance(1.0)
+
+
+@pytest.mark.parametrize("lanes", [True, False])
+async def test_after_a_crossing_partition_every_peer_reports_the_job_done(lanes: bool) -> None:
+    """(Session 46, helper b: review r1 M5's open case (1).) Members p0 | p1 cut apart, the
+    non-member p2 with p1: p0's side does w0 and fails w1, p1's side the reverse, so each
+    home ends the job `failed` with one failed task. After the heal every member's merged
+    fold says both done, no end does: the home (p0) emits another from its fold, `done`,
+    which ranks first on every peer (`end_rank`: fewer failed), and only one (it ties with
+    nothing later). With lanes off (the reference) every peer folds both sides' task
+    events. On 5c96899 the members reported `done`, the non-member `failed`."""
+    mesh = JobMesh(3, CATALOG, CFG, lanes=lanes)
+    p0, p1, p2 = mesh.peers
+    tasks = writes(4)
+    try:
+        job = mesh.submit(p0, tasks, members=[p0, p1] if lanes else None)
+        await mesh.settle()
+        mesh.partition({p0}, {p1, p2})
+        await cut_and_run(mesh, {p0: "w1", p1: "w0", p2: "w0"})
+        assert answer(mesh, p0, job)[0] == "failed" and answer(mesh, p1, job)[0] == "failed"
+        if lanes:
+            ends = [(e.origin, e.payload["state"], sorted(e.payload["failed"]))
+                    for e in mesh.sent(EventType.JOB_ENDED)]
+            assert sorted(ends) == [(p0, "failed", ["w1"]), (p1, "failed", ["w0"])]
+        mesh.heal()
+        await finish_all(mesh, rounds=30)
+        answers = {pid: answer(mesh, pid, job) for pid in mesh.peers}
+        assert answers[p0][0] == "done" and set(answers[p0][1]) == {t["name"] for t in tasks}
+        assert answers == dict.fromkeys(mesh.peers, answers[p0])
+        if lanes:
+            [better] = [e for e in mesh.sent(EventType.JOB_ENDED) if not e.payload["failed"]]
+            assert (better.origin, better.payload["state"], better.payload["failed"]) == (
+                p0, "done", {})
+            assert {mesh[pid].state.ended[job].id for pid in mesh.peers} == {better.id}
+            await finish_all(mesh, rounds=10)
+            assert len(mesh.sent(EventType.JOB_ENDED)) == 3  # (no end ties and goes out)
+    finally:
+        await mesh.close()
+
+
+async def crossed(mesh: JobMesh) -> str:
+    """Submit 4 tasks at p0 (members p0, p1), cut p0 from p1 and p2, run each side until its
+    home ended the job `failed` (p0's side fails w1, p1's w0), heal, and deliver for a
+    second (the members' merged folds fail no task, every end fails one): the job."""
+    p0, p1, p2 = mesh.peers
+    job = mesh.submit(p0, writes(4), members=[p0, p1])
+    await mesh.settle()
+    mesh.partition({p0}, {p1, p2})
+    await cut_and_run(mesh, {p0: "w1", p1: "w0", p2: "w0"})
+    assert len(mesh.sent(EventType.JOB_ENDED)) == 2
+    mesh.heal()
+    await mesh.advance(1.0)
+    assert mesh[p0].sched._better.keys() == mesh[p1].sched._better.keys() == {job}
+    return job
+
+
+def the_better_end(mesh: JobMesh, job: str) -> tuple[str, str] | None:
+    """The origin and state of the one JOB_ENDED sent that fails no task (None if none
+    was), which every live peer took for the job's end."""
+    better = [e for e in mesh.sent(EventType.JOB_ENDED, job=job) if not e.payload["failed"]]
+    if not better:
+        return None
+    [ev] = better
+    assert {mesh[pid].state.ended[job].id for pid in mesh.peers
+            if pid not in mesh.silent} == {ev.id}
+    return ev.origin, ev.payload["state"]
+
+
+async def test_after_a_crossing_partition_the_next_member_ends_the_job_if_the_home_is_gone(
+        ) -> None:
+    """The home (p0) leaves within end_grace_s of the heal, before its better end went
+    out: p1, whose fold makes the same end, is home once p0 is no longer live (the live
+    peers changed: `_better` is looked at again) and emits it. (On 5c96899 no member
+    ended the job again.)"""
+    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
+    p0, p1, _ = mesh.peers
+    try:
+        job = await crossed(mesh)
+        mesh.silent.add(p0)
+        await finish_all(mesh, rounds=30)
+        assert the_better_end(mesh, job) == (p1, "done")
+    finally:
+        await mesh.close()
+
+
+async def test_after_a_crossing_partition_a_home_restarted_in_its_grace_ends_the_job(
+        ) -> None:
+    """A home restarted between the heal and its better end (the grace is in memory only)
+    looks at the ended jobs it is a member of once, at `recover`, and emits it then."""
+    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
+    p0, _, _ = mesh.peers
+    try:
+        job = await crossed(mesh)
+        await mesh.restart(p0)
+        await finish_all(mesh, rounds=10)
+        assert the_better_end(mesh, job) == (p0, "done")
+    finally:
+        await mesh.close()
+
+
+async def test_an_ended_job_is_looked_at_again_only_when_an_event_of_it_is_noted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cost (session 46, helper b): once the better end is out and folded, the ticks
+    that look at the running lanes jobs (a second job's, its runs held) walk no ended job
+    (`ending.better_end` is not called), however many pass."""
+    import peer.jobs.scheduler as scheduler
+    calls: list[str] = []
+
+    def counted(state: MeshState, job: str, me: str, max_attempts: int) -> Any:
+        calls.append(me)
+        return better(state, job, me, max_attempts)
+
+    better = scheduler.better_end
+    monkeypatch.setattr(scheduler, "better_end", counted)
+    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
+    try:
+        job = await crossed(mesh)
+        await finish_all(mesh, rounds=10)
+        assert the_better_end(mesh, job) is not None
+        p0, p1, _ = mesh.peers
+        fresh = [{**t, "params": {"files": 1, "tag": "x"}} for t in writes(1)]  # (no hit)
+        second = mesh.submit(p0, fresh, members=[p0, p1])
+        await mesh.settle()
+        calls.clear()
+        for _ in range(30):  # (its runs go on: it stays running, `_lanes_tick` looks)
+            await mesh.advance(1.0)
+        assert calls == [] and second in mesh[p0].sched._lanes_live
+        assert all(not mesh[pid].sched._better and not mesh[pid].sched._reend
+                   for pid in mesh.peers)
+    finally:
+        await mesh.close()
+
+
+async def test_after_a_crossing_partition_a_job_deleted_meanwhile_is_not_ended_again() -> None:
+    """A job deleted within end_grace_s of the heal (its record gone: no fold of it left)
+    gets no other end, and leaves the members' tables of ended jobs (`_sweep_gone`)."""
+    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
+    p0, p1, _ = mesh.peers
+    try:
+        job = await crossed(mesh)
+        mesh.emit(p1, EventType.JOB_DELETED, {"job": job, "reason": "test"})
+        await finish_all(mesh, rounds=10)
+        assert the_better_end(mesh, job) is None
+        assert all(job in mesh[pid].state.deleted for pid in mesh.peers)
+        assert not mesh[p0].sched._better and not mesh[p1].sched._better
+    finally:
+        await mesh.close()
