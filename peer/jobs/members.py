@@ -2,15 +2,17 @@
 5.4): whether a job is big enough to be one, its members in order, its home (who splits its
 tasks without input, assembles and ends it), when it spreads to more peers (scale-out), what
 a peer it adds waits for before it runs any of the job (the members' lanes as of the add)
-and when a non-member takes it over (orphan takeover). Pure functions of the workflow, the
-mesh state, the live peers and a time passed in; a job without `members` (or any job while
-lanes are off, `MeshState.lanes_on`) has none of this.
+and when a non-member takes it over (orphan takeover: once no member keeps it going,
+`kept_until`). Pure functions of the workflow, the mesh state, the live peers (their
+heartbeats) and a time passed in; a job without `members` (or any job while lanes are off,
+`MeshState.lanes_on`) has none of this.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Collection, Iterable, Mapping
+from typing import Any
 
 from peer.jobs.claims import Standing, standing
 from peer.jobs.retention import finished_at
@@ -52,11 +54,18 @@ def ordered(state: MeshState, job: str) -> list[str]:
     JOB_MEMBERS came in). Empty for a job that is no lanes job here (lanes off, no
     `members`, its JOB_SUBMITTED not held)."""
     held = state.members_of.get(job) if state.lanes_on else None
-    sub = state.jobs.get(job) if held is not None else None
-    if held is None or sub is None:
+    if held is None or job not in state.jobs:
         return []
-    first = list(dict.fromkeys(sub.body_as(JobSubmitted).members or ()))
+    first = named(state, job)
     return first + rendezvous(job, [p for p in held if p not in first])
+
+
+def named(state: MeshState, job: str) -> list[str]:
+    """The members of lanes job `job` that its (winning) JOB_SUBMITTED names in `members`,
+    in that order (the submission members: the home first, then the replicas); empty if it
+    is not held."""
+    sub = state.jobs.get(job)
+    return [] if sub is None else list(dict.fromkeys(sub.body_as(JobSubmitted).members or ()))
 
 
 def home(job: str, state: MeshState, live: Collection[str]) -> str | None:
@@ -187,17 +196,56 @@ def first_adds(state: MeshState, me: str, jobs: Collection[str],
             for job, ev in first.items()}
 
 
+def cannot_claim(info: Mapping[str, Any]) -> bool:
+    """Does a live peer's heartbeat `info` say it can start no run: no usable slot (`slots`
+    0: given-up workers hold every one, its executor wedged), or no free slot (`free_slots`
+    0) with fewer runs than slots (`running`): it holds its claims back, its log unwritable
+    (`Node.local_info`; a busy peer's runs fill its slots: it is not one). A heartbeat
+    without these (an earlier release) or of odd types says nothing: False."""
+    slots, free, runs = info.get("slots"), info.get("free_slots"), info.get("running")
+    if type(slots) is not int:
+        return False
+    return slots <= 0 or (type(free) is int and free <= 0 and isinstance(runs, list)
+                          and len(runs) < slots)
+
+
+def kept_until(job: str, state: MeshState, live: Collection[str], stuck: Mapping[str, float],
+               seen: Mapping[str, float], now: float, window_s: float) -> float:
+    """Until when lanes job `job` is kept going by one of its members, as a non-member
+    judges it (orphan takeover, design 5.4; review r1 M3, session 46): math.inf while a
+    member its JOB_SUBMITTED names (`named`) is live and can claim (not in `stuck`: live
+    peers that `cannot_claim` -> since when); else `window_s` past the last sign that a
+    live member keeps it: a run of the job in its heartbeat (`seen`: member -> when), for a
+    member no JOB_SUBMITTED names the time it was first judged so (`seen`, else `now`: an
+    added member gets a window to claim), for a named one since when it cannot claim;
+    -math.inf if no member is live (or no lanes job). A live member that added itself and
+    runs nothing of the job (or a named one that can claim nothing) keeps it no longer
+    than that: the job is taken over (`takeover_at`)."""
+    first = set(named(state, job))
+    out = -math.inf
+    for p in ordered(state, job):
+        if p not in live:
+            continue
+        if p in first:
+            if (since := stuck.get(p)) is None:
+                return math.inf
+            out = max(out, since + window_s, seen.get(p, -math.inf) + window_s)
+        else:
+            out = max(out, seen.get(p, now) + window_s)
+    return out
+
+
 def takeover_at(job: str, state: MeshState, me: str, live: Collection[str],
                 orphaned_s: float, lease_s: float, wait_s: float) -> float | None:
     """When `me`, a live peer that is no member of lanes job `job`, adds itself to its
-    members (orphan takeover, design 5.4): `lease_s` after no member was live any more (at
-    `orphaned_s`), and its rank among the live peers that are no members (`live`: those
-    that run at least one of the job's calls, `me` included, whatever their usable slots: a
-    rank that moves as they change lets two peers see their turn at once) by rendezvous
-    hash of the job × `wait_s` more. None if `me` is a member, a member is live, or no
-    lanes job."""
+    members (orphan takeover, design 5.4) once no member keeps the job going (`kept_until`,
+    the caller's to ask): `lease_s` after that began (at `orphaned_s`), and its rank among
+    the live peers that are no members (`live`: those that run at least one of the job's
+    calls, `me` included, whatever their usable slots: a rank that moves as they change lets
+    two peers see their turn at once; a live member that keeps nothing going is no rank) by
+    rendezvous hash of the job × `wait_s` more. None if `me` is a member, or no lanes job."""
     order = ordered(state, job)
-    if not order or me in order or any(p in live for p in order):
+    if not order or me in order:
         return None
-    ranked = rendezvous(job, {*live, me})
+    ranked = rendezvous(job, {*live, me} - set(order))
     return orphaned_s + lease_s + ranked.index(me) * wait_s

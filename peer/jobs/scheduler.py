@@ -10,7 +10,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Coroutine, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from itertools import islice
 from typing import Any, TypeVar
@@ -183,7 +183,7 @@ class Scheduler:
         # the live peers of the last tick; since when this home saw one finished (its
         # JOB_ENDED waits end_grace_s); when this home last looked at spreading one (or
         # first saw it running: its first look is spread_s after), and since
-        # when no member of one was live here
+        # when no member of one kept it going here (`members.kept_until`)
         self._lanes_live: set[str] = set()
         self._lanes_moved: set[str] = set()
         self._lanes_peers: frozenset[str] = frozenset()
@@ -202,6 +202,15 @@ class Scheduler:
         self._better: dict[str, float] = {}
         self._spread_at: dict[str, float] = {}
         self._orphaned: dict[str, float] = {}
+        # Orphan takeover judges a member by whether it keeps the job going (review r1 M3,
+        # session 46; `members.kept_until`): of lanes jobs we are no member of that no named
+        # member keeps going, member -> its last sign of doing so (a run of the job in its
+        # heartbeat, `heard`; an added one's first look here); when to look at such a job
+        # again (its members' window runs out); live peers that can claim nothing
+        # (`members.cannot_claim`: no usable slot, or claims held back) -> since when
+        self._kept_seen: dict[str, dict[str, float]] = {}
+        self._judge_at: dict[str, float] = {}
+        self._stuck: dict[str, float] = {}
         # Lanes jobs a JOB_MEMBERS added us to whose lanes are not held yet as of the add
         # (`_join`): until when we wait for them, the heads to reach, and the add's HLC
         self._joining: dict[str, tuple[float, dict[str, int], int]] = {}
@@ -326,6 +335,11 @@ class Scheduler:
             w = c.winner(ak.attempt, self.state.split_id(ak.job, ak.task))
             if w is not None and peer_of(w.origin) == peer:
                 self._claim_seen[ak] = now
+        if reported and self._kept_seen:  # (a member's run of a job we judge: it keeps it)
+            for ak in reported:
+                seen = self._kept_seen.get(ak.job)
+                if seen is not None and peer in self.state.members_of.get(ak.job, ()):
+                    seen[peer] = now
 
     def gone(self, peer: str) -> None:
         """`peer` announced that it leaves the mesh: its claims lapse now, not after their
@@ -883,6 +897,10 @@ class Scheduler:
             self._lanes_peers = live
             self._lanes_moved |= self._lanes_live
             self._reend.update(self._better)
+        stuck = {p for p, i in self._peers().items() if members.cannot_claim(i)}
+        if stuck != self._stuck.keys():  # (a named member that can claim nothing keeps a
+            self._stuck = {p: self._stuck.get(p, now) for p in stuck}  # job a window only)
+            self._lanes_moved |= self._lanes_live
         moved = set(self._lanes_moved)
         self._end_jobs(now)
         self._better_ends(now)
@@ -1369,7 +1387,7 @@ class Scheduler:
         live, that stays so). Live members and peers added: those that run the job
         (`_holding`, `_capable`)."""
         st = self.state
-        for table in (self._spread_at, self._orphaned):
+        for table in (self._spread_at, self._orphaned, self._kept_seen, self._judge_at):
             for gone in [j for j in table if j not in self._lanes_live]:
                 del table[gone]
         for job in list(self._lanes_live):
@@ -1382,18 +1400,46 @@ class Scheduler:
                 live = self._holding(job)
                 if self.peer_id in held:
                     self._orphaned.pop(job, None)  # (added meanwhile: by us or its home)
+                    self._kept_seen.pop(job, None)
+                    self._judge_at.pop(job, None)
                     if now - self._spread_at.setdefault(job, now) >= self.cfg.spread_s:
                         self._spread_at[job] = now
                         if members.home(job, st, live) == self.peer_id:
                             self._spread(job)
-                elif job not in moved and job not in self._orphaned:
+                elif (job not in moved and job not in self._orphaned
+                      and self._judge_at.get(job, math.inf) > now):
                     continue
-                elif any(p in live for p in held):
+                elif self._kept(job, live, now):
                     self._orphaned.pop(job, None)
                 else:
                     self._take_over(job, now)
             except Exception:  # a bug (or a peer's odd heartbeat) must not stop the round
                 log.exception("looking at lanes job %s's members", job)
+
+    def _kept(self, job: str, live: Collection[str], now: float) -> bool:
+        """Does a live member keep lanes job `job` (we are no member) going now
+        (`members.kept_until`; review r1 M3, session 46)? While a named member that can claim
+        is live, yes, and nothing is noted; else its members' signs are (`_kept_seen`: an
+        added member not judged yet gets `lease_s` from now to show a run of the job in its
+        heartbeat) and the job is looked at again when the last of them runs out
+        (`_judge_at`), as no event need come then."""
+        seen = self._kept_seen.get(job, {})
+        until = members.kept_until(job, self.state, live, self._stuck, seen, now,
+                                   self.cfg.lease_s)
+        if until == math.inf:
+            self._kept_seen.pop(job, None)
+            self._judge_at.pop(job, None)
+            return True
+        seen = self._kept_seen.setdefault(job, seen)
+        first = members.named(self.state, job)
+        for p in self.state.members_of[job]:
+            if p not in first and p in live:  # (once: coming back live gives no new window)
+                seen.setdefault(p, now)
+        if until > now:
+            self._judge_at[job] = until
+            return True
+        self._judge_at.pop(job, None)
+        return False
 
     def _spread(self, job: str) -> None:
         """Scale-out (design 5.3): JOB_MEMBERS `add` of the next live peers that run the job's

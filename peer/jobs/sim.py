@@ -367,7 +367,9 @@ class JobMesh:
         """Every peer hears from every peer it is linked to (its load; renewing its leases)."""
         for b, p in self.peers.items():
             info: dict[str, Any] = {"calls": sorted(self.catalog), "slots": p.runner.slots,
-                                    "free_slots": p.sched.free_slots,
+                                    # (as Node.local_info: none while claims are held)
+                                    "free_slots": 0 if p.sched.claims_held
+                                    else p.sched.free_slots,
                                     "running": [list(k) for k in p.sched.running],
                                     "features": self._features(b)}
             self._info[b] = self.tamper(b, info) if self.tamper else info

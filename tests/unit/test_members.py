@@ -162,15 +162,80 @@ def test_takeover_comes_a_lease_after_the_members_went_then_one_wait_per_rank() 
     first, second = rendezvous(JOB, [C, D])
     assert members.takeover_at(JOB, s, first, {C, D}, 100.0, 10.0, 0.5) == 110.0
     assert members.takeover_at(JOB, s, second, {C, D}, 100.0, 10.0, 0.5) == 110.5
-    assert members.takeover_at(JOB, s, C, {B, C, D}, 100.0, 10.0, 0.5) is None  # B is live
+    # (Whether a member keeps the job going is `kept_until`'s: a live member that keeps
+    # nothing going is no rank, session 46)
+    assert members.takeover_at(JOB, s, first, {B, C, D}, 100.0, 10.0, 0.5) == 110.0
     assert members.takeover_at(JOB, s, A, {A, C}, 100.0, 10.0, 0.5) is None  # a member
     assert members.takeover_at(JOB, state(submitted()), C, {C}, 100.0, 10.0, 0.5) is None
 
 
 def test_a_takeover_folded_makes_the_taker_a_member_and_stops_the_others() -> None:
     s = state(submitted(members_=[A, B]), added([C], origin=C))
-    assert members.takeover_at(JOB, s, D, {C, D}, 100.0, 10.0, 0.5) is None  # C is live
-    assert members.home(JOB, s, {C, D}) == C
+    assert members.takeover_at(JOB, s, C, {C, D}, 100.0, 10.0, 0.5) is None  # a member now
+    assert members.kept_until(JOB, s, {C, D}, {}, {}, 100.0, 10.0) == 110.0  # C is live:
+    assert members.home(JOB, s, {C, D}) == C  # a lease to show it runs the job
+
+
+# -- who keeps a job going: kept_until, cannot_claim (review r1 M3, session 46) -----------
+
+def test_a_live_named_member_that_can_claim_keeps_the_job_for_good() -> None:
+    s = state(submitted(members_=[A, B]), added([C], origin=C))
+    assert members.kept_until(JOB, s, {B, C, D}, {}, {C: 0.0}, 500.0, 10.0) == math.inf
+    assert members.kept_until(JOB, s, {D}, {}, {}, 500.0, 10.0) == -math.inf  # none live
+    assert members.kept_until(JOB, state(submitted()), {A}, {}, {}, 500.0, 10.0) == -math.inf
+
+
+def test_a_self_added_member_keeps_the_job_a_lease_past_its_last_run_seen() -> None:
+    """A peer that added itself (no JOB_SUBMITTED names it) and stays live keeps the job
+    only `window_s` past the last sign that it runs it: its first look (`seen` missing:
+    `now`), then each run of the job its heartbeats report (the caller's `seen`). On
+    5c96899 any live member kept it for good: one that ran nothing held the job (r1 M3)."""
+    s = state(submitted(members_=[A, B]), added([C], origin=C))
+    assert members.kept_until(JOB, s, {C, D}, {}, {}, 100.0, 10.0) == 110.0  # (first look)
+    assert members.kept_until(JOB, s, {C, D}, {}, {C: 100.0}, 130.0, 10.0) == 110.0  # over
+    assert members.kept_until(JOB, s, {C, D}, {}, {C: 125.0}, 130.0, 10.0) == 135.0  # a run
+    s2 = state(submitted(members_=[A, B]), added([C], origin=C), added([D], origin=D, seq=2))
+    assert members.kept_until(JOB, s2, {C, D}, {}, {C: 100.0, D: 120.0}, 130.0, 10.0) == 130.0
+
+
+def test_a_named_member_that_can_claim_nothing_keeps_the_job_a_lease_past_since_then() -> None:
+    """A named member at 0 usable slots or holding its claims back (its log unwritable):
+    `window_s` past since when it is so, or past its last run of the job seen."""
+    s = state(submitted(members_=[A, B]))
+    assert members.kept_until(JOB, s, {A, C}, {A: 50.0}, {}, 100.0, 10.0) == 60.0
+    assert members.kept_until(JOB, s, {A, C}, {A: 50.0}, {A: 95.0}, 100.0, 10.0) == 105.0
+    assert members.kept_until(JOB, s, {A, B, C}, {A: 50.0}, {}, 100.0, 10.0) == math.inf  # B
+
+
+@given(st.sets(st.sampled_from([A, B, C, D])), st.sets(st.sampled_from([A, B])),
+       st.dictionaries(st.sampled_from([A, B, C, D]), st.floats(0, 200)),
+       st.floats(0, 200), st.sampled_from([0.0, 1.0, 10.0]))
+def test_a_job_is_kept_for_good_only_by_a_live_named_member_that_can_claim(
+        live: set[str], stuck_named: set[str], seen: dict[str, float], now: float,
+        window_s: float) -> None:
+    s = state(submitted(members_=[A, B]), added([C], origin=C))
+    stuck = {p: 0.0 for p in stuck_named}
+    got = members.kept_until(JOB, s, live, stuck, seen, now, window_s)
+    assert (got == math.inf) == any(p in live and p not in stuck for p in (A, B))
+    if got < math.inf:  # the last sign of a live member, a window on; none: -inf
+        signs = [*(0.0 for p in stuck_named if p in live),
+                 *(seen[p] for p in (A, B) if p in live and p in seen),
+                 *([seen.get(C, now)] if C in live else [])]
+        assert got == (max(signs) + window_s if signs else -math.inf)
+    assert D not in s.members_of[JOB] and got == members.kept_until(
+        JOB, s, live - {D}, stuck, seen, now, window_s)  # (a non-member keeps nothing)
+
+
+def test_a_peer_that_can_start_no_run_is_told_by_its_heartbeat() -> None:
+    assert members.cannot_claim({"slots": 0, "free_slots": 0, "running": []})  # wedged
+    # its log unwritable: no free slot reported, fewer runs than slots
+    assert members.cannot_claim({"slots": 2, "free_slots": 0, "running": [["j", "t", 0, 0]]})
+    assert not members.cannot_claim(  # busy: its runs fill its slots
+        {"slots": 2, "free_slots": 0, "running": [["j", "t", 0, 0], ["k", "t", 0, 0]]})
+    assert not members.cannot_claim({"slots": 2, "free_slots": 1, "running": []})
+    assert not members.cannot_claim({})  # (an earlier release's, or odd: says nothing)
+    assert not members.cannot_claim({"slots": "0", "free_slots": 0, "running": []})
+    assert not members.cannot_claim({"slots": 2, "free_slots": 0, "running": None})
 
 
 def test_a_job_runs_until_it_is_cancelled_ended_or_done() -> None:

@@ -396,6 +396,137 @@ async def test_a_peer_that_runs_none_of_an_orphaned_jobs_calls_does_not_tick_for
         await mesh.close()
 
 
+# -- a live member that keeps nothing going (review r1 M3, session 46) ---------------------
+
+async def test_a_live_peer_that_added_itself_and_runs_nothing_does_not_hold_an_orphaned_job(
+        ) -> None:
+    """Review r1 M3: the members gone, a peer adds itself to the job (any peer may: the door
+    lets a non-member add itself) and stays live but runs nothing (hostile, or its executor
+    or log broken). On 5c96899 it was a live member: no one else took the job over and it
+    never finished. It keeps the job a lease past its add; then the other non-member's
+    takeover turn comes, it adds itself and the job is done there."""
+    mesh = JobMesh(4, CATALOG, CFG, lanes=True)
+    p0, p1, p2, p3 = mesh.peers
+    try:
+        job = mesh.submit(p0, CHAIN, members=[p0, p1])
+        await mesh.settle()
+        idle, other = rendezvous(job, [p2, p3])  # (the idle one would come first)
+        mesh[idle].sched.catalog = {}  # (it runs no call: it claims nothing)
+        mesh.silent.update((p0, p1))
+        mesh.emit(idle, EventType.JOB_MEMBERS, {"job": job, "add": [idle]})
+        added_at = mesh.clock()
+        await finish_all(mesh, rounds=60)
+        adds = sorted(mesh.sent(EventType.JOB_MEMBERS), key=lambda e: e.hlc)
+        assert [(e.origin, e.payload["add"]) for e in adds] == [(idle, [idle]), (other, [other])]
+        # (a lease to show a run, then the orphan's lease: no sooner)
+        assert adds[1].hlc >> 16 >= (added_at + 2 * CFG.lease_s) * 1000
+        assert done(mesh, other, job, CHAIN) and mesh[idle].runner.started == []
+    finally:
+        await mesh.close()
+
+
+async def test_a_peer_that_took_an_orphaned_job_over_and_runs_it_is_not_displaced() -> None:
+    """The honest taker runs the job's chunks (one 1 s run after another, 30 s of work): its
+    heartbeats report runs of the job, so the other non-member never adds itself, however
+    long the job runs past the taker's first lease."""
+    mesh = JobMesh(4, CATALOG, replace(CFG, spread_s=1e9), lanes=True)  # (no scale-out)
+    p0, p1, *_ = mesh.peers
+    tasks = writes(30)
+    try:
+        job = mesh.submit(p0, tasks, members=[p0, p1])
+        await mesh.settle()
+        mesh.silent.update((p0, p1))
+        await finish_all(mesh, duration_s=1.0, rounds=80)
+        [joined] = mesh.sent(EventType.JOB_MEMBERS)
+        taker = joined.origin
+        assert joined.payload["add"] == [taker]
+        assert done(mesh, taker, job, tasks) and len(mesh[taker].runner.started) >= len(tasks)
+    finally:
+        await mesh.close()
+
+
+async def test_an_honest_taker_gets_a_lease_to_claim_before_anyone_looks_past_it() -> None:
+    """The taker's first claim comes late: its one slot runs another job's chunk for 15 s
+    after its add. It keeps the job a lease past its add, and the other non-member waits the
+    orphan's lease after that before its turn: the taker's runs of the job are reported by
+    then, and the other never adds itself."""
+    mesh = JobMesh(4, CATALOG, CFG, lanes=True)
+    p0, p1, p2, p3 = mesh.peers
+    try:
+        job = mesh.submit(p0, CHAIN, members=[p0, p1])
+        await mesh.settle()
+        taker = rendezvous(job, [p2, p3])[0]
+        mesh.submit(taker, [{"name": "long", "call": "T_WRITE", "params": {"files": 3}}],
+                    members=[taker])
+        await mesh.settle()
+        [long_run] = mesh[taker].runner.running
+        mesh.silent.update((p0, p1))
+        while not mesh.sent(EventType.JOB_MEMBERS, job=job):
+            await mesh.advance(0.5)
+        for _ in range(30):  # 15 s: the taker's slot stays busy
+            await mesh.advance(0.5)
+        assert mesh.sent(EventType.JOB_MEMBERS, job=job)[-1].origin == taker
+        mesh[taker].runner.finish(long_run)
+        await mesh.settle()
+        await finish_all(mesh, duration_s=1.0, rounds=30)
+        assert [e.origin for e in mesh.sent(EventType.JOB_MEMBERS, job=job)] == [taker]
+        assert done(mesh, taker, job, CHAIN)
+    finally:
+        await mesh.close()
+
+
+async def test_a_named_member_whose_log_takes_nothing_does_not_hold_its_job_for_ever() -> None:
+    """The job's one live member holds its claims back (its log unwritable: its heartbeat
+    says no free slot with fewer runs than slots) once its run of the first task ended: it
+    can claim nothing more. On 5c96899 it was live, so no one took the job over while the
+    outage lasted; now it keeps the job a lease past since then, and the non-member takes
+    it over and finishes it."""
+    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
+    p0, p1, p2 = mesh.peers
+    try:
+        job = mesh.submit(p0, CHAIN, members=[p0, p1])
+        await mesh.settle()
+        [run] = mesh[p0].runner.running
+        mesh.silent.add(p1)
+        mesh[p0].sched.hold_claims(True)
+        mesh[p0].runner.finish(run)
+        held_at = mesh.clock()
+        for _ in range(15):
+            await mesh.advance(1.0)
+        assert mesh.sent(EventType.JOB_MEMBERS) == []  # (within its lease, then the orphan's)
+        await finish_all(mesh, rounds=30)
+        [joined] = mesh.sent(EventType.JOB_MEMBERS)
+        assert (joined.origin, joined.payload["add"]) == (p2, [p2])
+        assert joined.hlc >> 16 >= (held_at + 2 * CFG.lease_s) * 1000
+        assert done(mesh, p2, job, CHAIN)
+    finally:
+        await mesh.close()
+
+
+async def test_a_named_member_busy_with_another_jobs_run_holds_its_job() -> None:
+    """An honest busy member: its one slot runs another job's chunk for a minute (no free
+    slot, but its runs fill its slots: it can claim, once one ends). Nobody takes its job
+    over."""
+    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
+    p0, p1, _ = mesh.peers
+    try:
+        mesh.submit(p0, [{"name": "long", "call": "T_WRITE", "params": {"files": 3}}],
+                    members=[p0])
+        await mesh.settle()
+        [long_run] = mesh[p0].runner.running
+        mesh.silent.add(p1)
+        job = mesh.submit(p0, CHAIN, members=[p0, p1])
+        for _ in range(60):
+            await mesh.advance(1.0)
+        assert mesh.sent(EventType.JOB_MEMBERS) == []
+        mesh[p0].runner.finish(long_run)
+        await mesh.settle()
+        await finish_all(mesh, rounds=10)
+        assert done(mesh, p0, job, CHAIN) and mesh.sent(EventType.JOB_MEMBERS) == []
+    finally:
+        await mesh.close()
+
+
 async def test_a_non_member_looks_at_a_running_jobs_members_only_when_something_moved(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """(Review r1, risk 4: on 99be419 every peer ordered the members of every running lanes
