@@ -1381,11 +1381,14 @@ class Scheduler:
         spread_s a job, first spread_s after it was first seen running here: a job its
         members finish within spread_s stays on them, whatever its backlog at the start
         seemed from one run's duration); a non-member that runs one of its calls adds
-        itself when no member has been live for lease_s, after its rank × split wait
-        (`_take_over`), looked at only once the job `moved` (an event of it, a change of
-        the live peers) or while it is orphaned here (its members only grow: while one is
-        live, that stays so). Live members and peers added: those that run the job
-        (`_holding`, `_capable`)."""
+        itself when no member has kept it going for lease_s (`_kept`: a live named member
+        that can claim keeps it for good, another live member a lease past its last run
+        seen; review r1 M3, session 46), after its rank × split wait (`_take_over`), looked
+        at only once the job `moved` (an event of it, a change of the live peers or of those
+        that can claim nothing), while it is orphaned here, or when its members' window runs
+        out (`_judge_at`; none while a named member keeps it: its members only grow, so that
+        stays so until the peers change). Live members and peers added: those that run the
+        job (`_holding`, `_capable`)."""
         st = self.state
         for table in (self._spread_at, self._orphaned, self._kept_seen, self._judge_at):
             for gone in [j for j in table if j not in self._lanes_live]:
@@ -1475,7 +1478,7 @@ class Scheduler:
         return float(s) if isinstance(s, (int, float)) else 0.0
 
     def _take_over(self, job: str, now: float) -> None:
-        """Orphan takeover (design 5.4): no member of the job is live here (since
+        """Orphan takeover (design 5.4): no member of the job keeps it going here (since
         `_orphaned`); once lease_s and this peer's rank × (split wait + a tick: each peer
         sees its turn up to a tick late, and the one before must be heard first) have
         passed (`members.takeover_at`), JOB_MEMBERS `add: [self]`, and the job runs here
@@ -1502,7 +1505,7 @@ class Scheduler:
             self._orphaned[job] = since + len(callers) * wait_s
             return
         del self._orphaned[job]
-        log.warning("%s: no member live for over %.0f s: taking the job over", job,
+        log.warning("%s: no member kept it going for over %.0f s: taking the job over", job,
                     now - since)
         self.emit(EventType.JOB_MEMBERS, {"job": job, "add": [self.peer_id]})
 
