@@ -93,6 +93,7 @@ from peer.log import (
 from peer.log.compact import CompactConfig, Compactor, Finished
 from peer.log.conflicts import ConflictRule
 from peer.log.events import MAX_REVOKED_LANES
+from peer.log.flaps import Flaps
 from peer.log.jobindex import SPOOL_DIR, JobIndex, read_outputs, read_provided
 from peer.log.lanes import (
     LANE_PARTS,
@@ -410,6 +411,10 @@ class Node:
         self._unacked: set[str] = set()
         self._sync_error: Exception | None = None  # why events in _rewrite are not on disk
         self.write_error: BanzaiError | None = None  # why the queued events are not on disk
+        # Which lines of a flapping outage are logged (review r1 M2's second half, session
+        # 46): the clock they are timed by (monotonic; a fake one in tests)
+        self.outage_clock: Callable[[], float] = time.monotonic
+        self._write_flaps, self._sync_flaps = Flaps(), Flaps()
         self._retry: asyncio.TimerHandle | None = None
         self._log_closed = False
         self._bg: set[asyncio.Task[None]] = set()
@@ -896,11 +901,12 @@ class Node:
         merge could not store that many received events (not kept, not retried: anti-entropy
         brings them again); /api/health says so until the next write that succeeds, a probe
         of the retry's included (`_probe`). Claims are held meanwhile (`_note_outage`)."""
-        if self.write_error is None:
+        if self.write_error is None and (
+                flaps := self._write_flaps.start(self.outage_clock())) is not None:
             what = (f"{received} received events (not kept: sent again by anti-entropy)"
                     if received else f"{len(self._unflushed)} events (kept queued, retried "
                     f"every {WRITE_RETRY_S:g} s)")
-            log.error("cannot write %s to the log: %s", what, e,
+            log.error("cannot write %s to the log: %s%s", what, e, flaps,
                       exc_info=not isinstance(e, BanzaiError))
         cause = e.message if isinstance(e, BanzaiError) else str(e)
         if received:
@@ -932,17 +938,22 @@ class Node:
         before the tasks held back are looked at again: on a peer alone, their readers)."""
         held = self.write_error is not None or self._sync_error is not None
         if held != self.scheduler.claims_held:
-            if held:
+            # (not logged while an outage flaps: `Flaps`)
+            said = not (self._write_flaps.quiet or self._sync_flaps.quiet)
+            if held and said:
                 log.info("no new claims while the event log cannot be written")
-            else:
-                log.info("claims resume: the event log takes writes again")
+            elif not held:
+                if said:
+                    log.info("claims resume: the event log takes writes again")
                 if self.inline is not None:
                     self.inline.write_again()
             self.scheduler.hold_claims(held)
 
     def _writable_again(self, how: str) -> None:
-        """A write outage ends: `how` a write showed the log takes writes again."""
-        log.warning("the event log is writable again: %s", how)
+        """A write outage ends: `how` a write showed the log takes writes again (logged
+        unless the outage was a flap: `Flaps`)."""
+        if (flaps := self._write_flaps.end(self.outage_clock())) is not None:
+            log.warning("the event log is writable again: %s%s", how, flaps)
         self.write_error = None
         self._note_outage()
 
@@ -980,12 +991,23 @@ class Node:
 
     def _retry_flush(self) -> None:
         self._retry = None
+        self._still_out()
         self.flush()
         if self.write_error is not None and not self._unflushed and not self._log_closed:
             self._probe()
         # (also with nothing to rewrite: an fsync that ends the outage, acknowledges)
         if (self._rewrite or self._unacked or self._sync_error) and not self.closed:
             self._resync()
+
+    def _still_out(self) -> None:
+        """An outage that began as a flap (not logged: `Flaps`) and lasts: logged once its
+        window has passed, so that the log's last word is not that the log works."""
+        now = self.outage_clock()
+        if self.write_error is not None and (flaps := self._write_flaps.still(now)) is not None:
+            log.error("the event log still cannot be written: %s%s", self.write_error.message,
+                      flaps)
+        if self._sync_error is not None and (flaps := self._sync_flaps.still(now)) is not None:
+            log.error("the event log still cannot be fsynced: %s%s", self._sync_error, flaps)
 
     def written(self, ev: Event) -> None:
         """Flush; raise the write's error (StorageFull when the disk is full) unless our
@@ -1168,7 +1190,8 @@ class Node:
                 gen.waiter[1].set_result(None)
         self._note_unsynced()
         if self._sync_error is not None and not self._rewrite:
-            log.warning("the event log syncs again: events rewritten and fsynced")
+            if (flaps := self._sync_flaps.end(self.outage_clock())) is not None:
+                log.warning("the event log syncs again: events rewritten and fsynced%s", flaps)
             self._sync_error = None
             self._note_outage()
         if self.gossip is not None and acked:
@@ -1203,9 +1226,10 @@ class Node:
         self._note_unsynced()
         if self._outbox:
             self._push()
-        if self._sync_error is None:
+        if self._sync_error is None and (
+                flaps := self._sync_flaps.start(self.outage_clock())) is not None:
             log.error("cannot fsync the event log (%d events rewritten and retried every %g "
-                      "s): %s", len(self._rewrite), WRITE_RETRY_S, e)
+                      "s): %s%s", len(self._rewrite), WRITE_RETRY_S, e, flaps)
         self._sync_error = e
         self._note_outage()
         self._retry_later()

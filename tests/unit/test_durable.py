@@ -34,6 +34,7 @@ from peer.ipfs.blocks import _write_all
 from peer.ipfs.embedded import EmbeddedStore
 from peer.jobs.claims import chunk_exhausted
 from peer.log import Event, EventLog, EventType, FailureKind
+from peer.log.flaps import FLAP_WINDOW_S
 from peer.log.sqlite import SyncTainted
 from peer.mesh.membership import Membership
 from peer.mesh.swim import Member, State, Swim, SwimConfig, SwimNet
@@ -1418,3 +1419,74 @@ def test_the_probe_fails_while_a_write_as_large_as_the_one_that_failed_would(
     log.append(claims(3001, 6000), sync=False)  # (as the probe said)
     assert len(list(log.load())) == 9000
     log.close()
+
+
+async def test_a_disk_that_fails_every_other_merge_logs_a_window_s_lines_once(
+        node: Node, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review r1 M2's second half (session 46): a larger merge fails, a smaller one stores,
+    and every such flap logged its four lines again (the failure, claims held, writable
+    again, claims resume): a disk failing every other write logged without bound. Now the
+    first outage's lines, then nothing within FLAP_WINDOW_S but counts (a fake clock); the
+    next start after it names them, and a flap that lasts is said by the retry timer."""
+    caplog.set_level(logging.INFO, logger="banzai.node")
+    node._loop = asyncio.get_running_loop()
+    now = [1000.0]
+    node.outage_clock = lambda: now[0]
+    node.gossip.acknowledge = lambda origins: None  # type: ignore[attr-defined]
+    disk = _Disk(node)
+    seq = [1]
+
+    def flap(times: int) -> None:
+        for _ in range(times):
+            disk.full = True
+            with pytest.raises(StorageFull):
+                node.merge(_events(seq[0], 2))  # (not kept)
+            now[0] += 0.1
+            disk.full = False
+            node.merge(_events(seq[0], 1))  # stores: the outage ends
+            seq[0] += 1
+            now[0] += 0.1
+
+    def lines() -> list[str]:
+        got = [r.getMessage() for r in caplog.records if r.name == "banzai.node"]
+        caplog.clear()
+        return got
+
+    flap(100)
+    said = lines()
+    assert len(said) == 4, said  # (each of the 100 logged these four)
+    assert said[0].startswith("cannot write 2 received events") and said[1:] == [
+        "no new claims while the event log cannot be written",
+        "the event log is writable again: received events stored",
+        "claims resume: the event log takes writes again"]
+    assert node.scheduler.claims_held is False
+    now[0] += FLAP_WINDOW_S
+    flap(1)
+    said = lines()
+    assert len(said) == 4 and said[0].endswith(
+        "(99 more outages in the last 80 s, not logged each: it flaps)"), said
+    flap(1)  # (a flap again)
+    disk.full = True
+    with pytest.raises(StorageFull):
+        node.merge(_events(seq[0], 2))
+    assert lines() == [] and node.scheduler.claims_held is True
+    probe = node.log.probe
+
+    def probe_as_the_disk() -> None:  # (`_Disk` fails appends only)
+        if disk.full:
+            raise StorageFull("cannot write the event log: the disk is full")
+        probe()
+
+    monkeypatch.setattr(node.log, "probe", probe_as_the_disk)
+    await _retried(node)  # the probe fails too: the log still says "writable again"
+    assert lines() == []
+    now[0] += FLAP_WINDOW_S
+    await _retried(node)
+    assert lines() == ["the event log still cannot be written: the peer cannot store received "
+                       "events (cannot write the event log: the disk is full): they are stored "
+                       "as anti-entropy brings them again, once the log takes writes (2 more "
+                       "outages in the last 60 s, not logged each: it flaps)"]
+    disk.full = False
+    await _retried(node)
+    assert lines() == ["the event log is writable again: a probe write succeeded",
+                       "claims resume: the event log takes writes again"]
