@@ -455,6 +455,14 @@ class InlineBlocks:
                         "inline blocks of %d output(s) not written: %s", len(batch), e,
                         exc_info=bug)
                 self._failed(blocks, roots)
+            else:  # the store takes writes: those that failed go again, in this writer's
+                # next pass (queued by `write_again`: `_writing` is set). Else, with the log
+                # writable all along, only a log outage's end or a restart wrote them
+                # (session 46, helper e)
+                if self.has_unwritten:
+                    n = self.write_again()
+                    log.info("inline blocks of %d earlier write(s) that failed are written "
+                             "again: the block store takes writes", n)
             finally:  # landed or failed: its waiters (runs) resume either way
                 self._settle(batch[-1][2])
 
@@ -483,12 +491,20 @@ class InlineBlocks:
                 old, _ = self._unwritten.pop(0)
                 self._unwritten_bytes -= sum(len(data) for data in old.values())
 
+    @property
+    def has_unwritten(self) -> bool:
+        """Blocks whose write failed wait to be written again (`write_again`)."""
+        return bool(self._unwritten)
+
     def write_again(self) -> int:
         """Write again (noted as held: served now, written in the background) the blocks
         whose write failed, once the disk takes writes: on a peer alone, an output whose
         write failed in an outage was held nowhere until a restart, and the task reading
         it waited for a peer to fetch it from for ever (review r2 of session 45, M1).
-        Returns how many writes were asked again; one that fails again is kept again."""
+        Called as a log outage ends (peer.node), after a write of the writer's that
+        succeeds, and by InlineOutputs' retry timer. Returns how many writes were asked
+        again; one that fails again is kept again. Any thread: the writer's too, whose
+        next pass then takes them."""
         with self._queue_lock:
             again, self._unwritten, self._unwritten_bytes = self._unwritten, [], 0
         for blocks, roots in again:

@@ -29,6 +29,12 @@ INLINE_MARK_S = 300.0
 # (issue 12). Meanwhile the blocks are served from memory (`stage_inline`); the log is
 # their durable copy either way.
 INLINE_WRITE_WAIT_S = 0.01
+# Inline writes that failed while the event log took writes (the block store alone failed:
+# no log outage ends to write them again, peer.node `_note_outage`) are written again this
+# long after, the wait doubling up to INLINE_AGAIN_MAX_S while they fail again (each failed
+# pass logs a line), back to the first once none waits (`again`; session 46, helper e).
+INLINE_AGAIN_S = 5.0
+INLINE_AGAIN_MAX_S = 300.0
 
 
 class DurableKeeper(Keeper, Protocol):
@@ -137,9 +143,10 @@ class InlineOutputs:
         await asyncio.wrap_future(done)
 
     def start(self) -> None:
-        """Restore in the background, then mark the writes durable every INLINE_MARK_S."""
+        """Restore in the background, then mark the writes durable every INLINE_MARK_S, and
+        write again the writes that failed (`again_every`)."""
         loop = asyncio.get_running_loop()
-        for coro in (self.restore(), self.mark_every()):
+        for coro in (self.restore(), self.mark_every(), self.again_every()):
             task = loop.create_task(coro)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -170,6 +177,28 @@ class InlineOutputs:
         while True:
             await asyncio.sleep(INLINE_MARK_S)
             await self.mark_durable(closing=False)
+
+    async def again_every(self) -> None:
+        """Write again the inline writes that failed while the peer runs (`again`): with the
+        log writable all along, on a peer alone, an output whose write failed was held
+        nowhere until a restart (a write of the writer's that succeeds writes them too, but
+        none may come: the runs wait for that output)."""
+        wait = INLINE_AGAIN_S
+        while True:
+            await asyncio.sleep(wait)
+            wait = await self.again(wait)
+
+    async def again(self, wait_s: float) -> float:
+        """One retry: the inline writes that failed (if any) are asked again and landed;
+        returns the retry's next wait: doubled after `wait_s` (at most INLINE_AGAIN_MAX_S)
+        while some still fail, INLINE_AGAIN_S once none waits."""
+        if not self.blocks.has_unwritten:
+            return INLINE_AGAIN_S
+        self.blocks.write_again()
+        await self.landed()
+        if not self.blocks.has_unwritten:
+            return INLINE_AGAIN_S
+        return min(wait_s * 2, INLINE_AGAIN_MAX_S)
 
     async def mark_durable(self, closing: bool = True) -> None:
         """Make the store's unsynced inline writes durable, then move the marker to the log's

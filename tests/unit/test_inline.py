@@ -25,11 +25,11 @@ from hypothesis import strategies as st
 from peer import cids
 from peer.cids import Cid, parse_cid
 from peer.config import PeerConfig
-from peer.errors import IntegrityError, NotFound
+from peer.errors import IntegrityError, NotFound, StorageFull
 from peer.ipfs import inline, inlinemark
 from peer.ipfs.embedded import EmbeddedStore
 from peer.ipfs.fetch import Fetcher
-from peer.ipfs.inlineoutputs import InlineOutputs
+from peer.ipfs.inlineoutputs import INLINE_AGAIN_MAX_S, INLINE_AGAIN_S, InlineOutputs
 from peer.ipfs.replicate import Replicator, is_replica, replica_peers
 from peer.log import ChunkDone, Event, EventType
 from peer.log.lanes import lane
@@ -1055,8 +1055,8 @@ def test_a_bug_in_one_write_does_not_stop_the_writer(tmp_path: Path) -> None:
     second, b2 = _small(tmp_path, "o2")
     ib.on_event(_done("other", second, inline.encode(b2)))
     assert later, "a new pass was asked for"
-    later.pop()()
-    assert keeper.calls == 2 and ib.holds(second) and ib.failed == 1
+    later.pop()()  # the second's write, then the first's again (the store takes writes)
+    assert keeper.calls == 3 and ib.holds(second) and ib.holds(first) and ib.failed == 1
 
 
 class _FullKeeper(FakeKeeper):
@@ -1081,6 +1081,72 @@ def test_an_output_whose_background_write_failed_is_no_longer_held_or_complete(
         assert ib.holds(cid) and marked == [cid]
         later.pop()()
     assert ib.failed == 1 and not ib.holds(cid) and marked == []
+
+
+class _FailingKeeper(FakeKeeper):
+    """Its writes fail while `full` (the block store alone: the log takes writes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.full = True
+
+    def keep_inline(self, blocks: Mapping[Cid, bytes], roots: Iterable[str]) -> None:
+        if self.full:
+            raise OSError(28, "No space left on device")
+        super().keep_inline(blocks, roots)
+
+
+def test_a_write_that_failed_is_written_again_by_the_next_write_that_succeeds(
+        tmp_path: Path) -> None:
+    """Session 46, helper e: the block store alone failed (the log took writes, so no log
+    outage ended to write them again): the blocks kept were written only at a restart.
+    Now the writer's next write that succeeds writes them again, in its next pass."""
+    later: list[Any] = []
+    marked: list[str] = []
+    keeper = _FailingKeeper()
+    ib = inline.InlineBlocks("me", keeper, 1024, marked.append,  # type: ignore[arg-type]
+                             background=later.append, unmark=marked.remove)
+    first, b1 = _small(tmp_path, "o1")
+    ib.on_event(_done("other", first, inline.encode(b1)))
+    later.pop()()  # fails: kept, not held
+    assert ib.failed == 1 and not ib.holds(first) and ib.has_unwritten
+    keeper.full = False
+    second, b2 = _small(tmp_path, "o2")
+    ib.on_event(_done("other", second, inline.encode(b2)))
+    later.pop()()  # written, then the first again in the same pass
+    assert later == [] and not ib._writing and not ib.has_unwritten
+    assert ib.holds(first) and ib.holds(second) and marked == [second, first]
+    assert keeper.pins == [second, first] and set(b1) <= set(keeper.blocks)
+
+
+async def test_a_write_that_failed_is_written_again_by_the_retry_once_the_store_takes_them(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A peer alone, its log writable: an output whose write failed was held nowhere until
+    a restart, and the run reading it waited for ever. The retry (`again`, every
+    INLINE_AGAIN_S, doubling while it fails) writes it once the store takes writes."""
+    a, ablocks = _small(tmp_path, "a")
+    n = _peer(tmp_path / "peer", opened)
+    io = _outputs(n)
+    await io.restore()
+    full = [True]
+    keep = n.store.keep_inline
+
+    def keep_unless_full(blocks: Mapping[Cid, bytes], roots: Iterable[str]) -> None:
+        if full[0]:
+            raise StorageFull("the block store's disk is full")
+        keep(blocks, roots)
+
+    monkeypatch.setattr(n.store, "keep_inline", keep_unless_full)
+    n.merge([_done_by(1, a, ablocks)])
+    await io.landed()
+    assert n.write_error is None and io.blocks.failed == 1 and not io.blocks.holds(a)
+    assert await io.again(INLINE_AGAIN_S) == 2 * INLINE_AGAIN_S  # fails again: kept again
+    assert await io.again(INLINE_AGAIN_MAX_S) == INLINE_AGAIN_MAX_S
+    assert a not in n.store.pins()
+    full[0] = False
+    assert await io.again(INLINE_AGAIN_MAX_S) == INLINE_AGAIN_S
+    assert a in n.store.pins() and io.blocks.holds(a) and not io.blocks.has_unwritten
+    assert await io.again(INLINE_AGAIN_S) == INLINE_AGAIN_S  # (nothing to write)
 
 
 def test_last_pending_finds_the_write_under_an_input_and_bounds_its_walk(
