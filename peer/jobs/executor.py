@@ -39,6 +39,7 @@ from collections.abc import Callable, Coroutine, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as ready
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -370,9 +371,7 @@ class Executor:
             if w.job is not None and w.job.kill_kind is None:
                 w.job.kill_kind = ExitKind.CANCELLED
             self._kill(w)
-        # (a worker given up, before or during this wait, is `gone` though it may never exit)
-        while waits := [*self._tasks, *(w.gone for w in self._workers if not w.gone.done())]:
-            await asyncio.wait(waits)
+        await self._all_gone()
         loop = self._running_loop()
         for w in self._workers:  # given up, alive: not watched nor joined any more (its exit,
             loop.remove_reader(w.proc.sentinel)  # if it comes, would start a join after the
@@ -392,6 +391,23 @@ class Executor:
         if self._remove_base is not None:
             self._remove_base()
         self._closed = True
+
+    async def _all_gone(self) -> None:
+        """For `close`: return once every worker is joined, or given up, and the tasks done."""
+        while True:
+            # (a worker given up, before or during this wait, is `gone` though it may never
+            # exit)
+            while waits := [*self._tasks,
+                            *(w.gone for w in self._workers if not w.gone.done())]:
+                await asyncio.wait(waits)
+            # One given up that has exited, its exit not heard yet (the loop has not turned
+            # since: so when every worker was given up, nothing above waits) is reaped as
+            # any other, not left "running" with its pipes open (session 46)
+            exited = [w for w in self._workers if w.alive and _exited(w.proc)]
+            if not exited:
+                return
+            for w in exited:
+                self._on_exit(w)
 
     async def run(
         self,
@@ -915,6 +931,11 @@ def _signal(w: _Worker, sig: signal.Signals) -> None:
             os.killpg(pid, sig)
         elif w.alive:
             os.kill(pid, sig)
+
+
+def _exited(proc: BaseProcess) -> bool:
+    """Whether `proc` has exited (its sentinel is readable), without waiting."""
+    return bool(ready([proc.sentinel], 0))
 
 
 def _unread(conn: Connection) -> bool:

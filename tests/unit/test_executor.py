@@ -1443,6 +1443,37 @@ async def test_runs_fail_at_once_while_workers_given_up_hold_every_slot(
         await _killed_given_up(ex, pids)
 
 
+async def test_a_close_reaps_the_workers_given_up_that_exited_unheard(
+        make_executor: MakeExecutor, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Every worker given up (one slot, two of them), then both exit, and `close` runs before
+    the loop has heard it (no turn since; on a loaded machine the forkserver reports exits
+    late): with nothing else to wait for, close left both "running", their pipes open (the
+    fixture's fd check fails). Now it reaps them (session 46)."""
+    ex = await make_executor(slots=1, stuck_after_s=0.2)
+    signal_worker = executor._signal  # no worker's SIGKILL arrives; the test's own ends them
+    monkeypatch.setattr(executor, "_signal",
+                        lambda w, sig: None if sig == signal.SIGKILL else signal_worker(w, sig))
+    pids = []
+    try:
+        for key in "ab":
+            pids.append(await _worker_pid(ex, f"pid-{key}"))
+            await asyncio.wait_for(ex.run(key, T + "stubborn", 60, timeout_s=0.3), 20)
+        assert (ex.slots, ex.given_up_workers) == (0, 2) and not ex._tasks
+        sentinels = [w.proc.sentinel for w in ex._workers]
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        for _ in range(2):  # (blocks the loop: their exit is not heard before close)
+            sentinels = [s for s in sentinels if s not in multiprocessing.connection.wait(
+                sentinels, 20)]
+        assert sentinels == []
+        await ex.close()
+        assert ex.given_up_workers == 0
+        assert not [r for r in caplog.records if "left running" in r.getMessage()]
+    finally:
+        await _killed_given_up(ex, pids)
+
+
 EXIT_SCRIPT = """
 import asyncio, os, signal, sys
 from peer.jobs import executor
