@@ -12,6 +12,8 @@ import re
 import resource
 import secrets
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -238,6 +240,44 @@ def test_a_peer_whose_log_cannot_be_written_claims_no_new_work_and_loses_no_even
         log.close()
     assert job.group(1) in state.jobs
     assert state.task_done[(job.group(1), a["name"])].payload["output"] == a["output"]
+
+
+def _read(url: str) -> tuple[int, bytes]:
+    """GET `url`: its status and body (0 if it did not answer within 10 s)."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, b""
+    except OSError:
+        return 0, b""
+
+
+def test_an_inline_output_whose_block_write_failed_is_written_once_the_store_takes_writes(
+        tmp_path: Path) -> None:
+    """Session 46, helper e: the block store alone full (its own tmpfs; the log writable all
+    along, so no log outage ends): an inline output whose write failed was held nowhere (on
+    a mesh of one: unreadable, and a task reading it failed) until a restart. Now a retry
+    writes it once space is freed, and the gateway serves it, with no restart."""
+    d = tmp_path / "p"
+    d.mkdir(mode=0o700)
+    with mounted_tmpfs(d / "store", TMPFS_BYTES) as store:
+        peer = start_peer(d, "--slots", "1", "--no-mdns", timeout_s=START_S)
+        try:
+            ballast = store / "ballast"
+            _fill(ballast)
+            job = API.submit(peer.url, [{"call": "ECHO", "args": ["kept"]}])
+            out = API.wait(peer.url, job)["outputs"]["echo"]
+            _until(lambda: "inline blocks of 1 output(s) not written" in (
+                tmp_path / "p.log").read_text(), "the inline write did not fail")
+            status, health = API.api("GET", f"{peer.url}/api/health")
+            assert health["durability"]["write_error"] is None, (status, health)  # log: fine
+            assert _read(f"{peer.url}/ipfs/{out}")[0] != 200  # held nowhere
+            ballast.unlink()  # space is freed
+            _until(lambda: _read(f"{peer.url}/ipfs/{out}") == (200, b"kept"),
+                   "the output is not written again once the store takes writes")
+        finally:
+            peer.kill()
 
 
 @pytest.fixture
