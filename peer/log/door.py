@@ -31,6 +31,7 @@ from peer.log.lanes import LANE_PARTS, LANE_TYPES, lane_of, owned_by, shown_orig
 
 log = logging.getLogger("banzai.log")
 LANES_OFF = "lanes_off"  # the refusal of a lane event while lanes are off
+ENDED_JOB = "ended_job"  # the refusal of a JOB_ENDED of no lanes job we hold
 
 OTHER = "other"  # the counter of every origin beyond the tracked ones
 Check = Callable[[Event], object]  # raises BanzaiError or ValueError to refuse an event
@@ -245,8 +246,10 @@ class Door:
                                   cfg.max_unknown_bytes_per_origin)
         self.quarantined = 0  # by this run
         self._warn = _RateLimited(cfg.log_every_s)
-        # The lanes jobs whose JOB_SUBMITTED is in the batch `admit` checks (none folded yet:
-        # `_submitted_in`)
+        # The lanes jobs whose JOB_SUBMITTED (one with `members`) the door admitted in the
+        # batch `admit` is checking (none folded yet): a JOB_ENDED of one is no `ended_job`.
+        # Empty outside `admit` (session 46, helper g: it trusted a JOB_SUBMITTED merely in
+        # the batch, one refused too, and outlived the batch: review r1 F7).
         self._batch_jobs: set[str] = set()
 
     def problem(self, ev: Event, *, stored: bool = False) -> str | None:
@@ -269,7 +272,7 @@ class Door:
         if (ev.type is EventType.JOB_ENDED and self.adders is not None and not stored
                 and self.adders(ev.body_as(JobEnded).job) is None
                 and ev.body_as(JobEnded).job not in self._batch_jobs):
-            return (f"ended_job: a JOB_ENDED of job {ev.body_as(JobEnded).job}, no lanes job we "
+            return (f"{ENDED_JOB}: a JOB_ENDED of job {ev.body_as(JobEnded).job}, no lanes job we "
                     "hold (as `members_job`: anti-entropy brings it again once we hold it)")
         check = self.checks.get(ev.type)
         if check is not None:
@@ -340,16 +343,30 @@ class Door:
 
     def admit(self, events: Iterable[Event]) -> list[Event]:
         """The events fit to store and fold; the others are refused (counted, logged)."""
-        out: list[Event] = []
-        events = list(events)
-        self._batch_jobs = _submitted_in(events)
-        for ev in events:
-            reason = self.problem(ev)
-            if reason is None:
-                out.append(ev)
-            else:
-                self.refuse(ev.origin, reason)
-        return out
+        out: list[tuple[int, Event]] = []
+        later: list[tuple[int, Event]] = []  # JOB_ENDEDs refused as `ended_job` at first
+        self._batch_jobs = set()
+        try:
+            for i, ev in enumerate(events):
+                reason = self.problem(ev)
+                if reason is None:
+                    out.append((i, ev))
+                    self._batch_jobs.update(_lanes_job_of(ev))
+                elif reason.startswith(ENDED_JOB + ":"):
+                    later.append((i, ev))  # (its JOB_SUBMITTED may come after it)
+                else:
+                    self.refuse(ev.origin, reason)
+            if later:  # once: every JOB_SUBMITTED admitted in the batch is known now
+                for i, ev in later:
+                    again = self.problem(ev)
+                    if again is None:
+                        out.append((i, ev))
+                    else:
+                        self.refuse(ev.origin, again)
+                out.sort(key=lambda pair: pair[0])  # (in batch order, as before)
+        finally:
+            self._batch_jobs = set()
+        return [ev for _, ev in out]
 
     def fold(self, state: MeshState, events: Sequence[Event]) -> list[Event]:
         """Fold stored events; returns those that were new (an unknown type's too: it is held
@@ -458,10 +475,11 @@ class Door:
                 "max_clock_drift_s": self.cfg.max_clock_drift_s}
 
 
-def _submitted_in(events: Sequence[Event]) -> set[str]:
-    """The lanes jobs whose JOB_SUBMITTED (one with `members`) is among these events (one
-    batch: a frame, a sync's answer): the door checks a batch before any of it is folded,
-    and an honest one may hold a job's JOB_SUBMITTED and its JOB_ENDED (`ended_job`;
-    session 45, helper h: refused, the end came back only through anti-entropy)."""
-    return {b.job for ev in events if ev.type is EventType.JOB_SUBMITTED
-            and (b := ev.body_as(JobSubmitted)).members is not None}
+def _lanes_job_of(ev: Event) -> tuple[str, ...]:
+    """The lanes job `ev` submits, if it is a JOB_SUBMITTED with `members` (admitted in a
+    batch, it waives `ended_job` for that batch's JOB_ENDEDs of it: a sync's answer may
+    hold a job's JOB_SUBMITTED and its JOB_ENDED; session 45, helper h: refused, the end came
+    back only through anti-entropy)."""
+    if ev.type is EventType.JOB_SUBMITTED and (b := ev.body_as(JobSubmitted)).members is not None:
+        return (b.job,)
+    return ()

@@ -233,3 +233,27 @@ def test_the_door_admits_a_batch_whose_job_members_or_job_submitted_comes_with_i
     end = ended(H, 2, 3000, REAL)
     assert door(t, "d4" * 8).admit([SUB, end]) == [SUB, end]
     assert door(t, "d4" * 8).admit([end]) == []  # (alone: `ended_job`, as before)
+
+
+def test_a_job_ended_is_waived_only_by_a_job_submitted_the_door_admits_in_its_batch() -> None:
+    """`ended_job` is waived for a batch's JOB_SUBMITTED only once the door admits it (review
+    r1 of session 46, F7: on 061057e a JOB_SUBMITTED refused by the node's check let its
+    JOB_ENDED in, held in `unended` for ever), in either order within the batch; and the
+    waiver ends with the batch (`_batch_jobs` outlived `admit`: `Conflicts.settle` asks
+    `problem` between batches)."""
+    t = lanes_fold([], "d4" * 8)
+    end = ended(H, 2, 3000, REAL)
+
+    def refuse_workflow(ev: Event) -> None:  # as Node's JOB_SUBMITTED check refusing one
+        raise ValueError("workflow: unknown call")
+
+    d = door(t, "d4" * 8)
+    d.checks[EventType.JOB_SUBMITTED] = refuse_workflow
+    assert d.admit([SUB, end]) == [] and d.admit([end, SUB]) == []
+    assert d.refused.as_dict()  # (both counted)
+    for ev in d.admit([SUB, end]):
+        t.apply(ev)
+    assert not t.unended
+    ok = door(t, "d4" * 8)
+    assert ok.admit([end, SUB]) == [end, SUB]  # (the end first: checked again after the pass)
+    assert ok.problem(end) is not None  # (the waiver ended with its batch)
