@@ -94,6 +94,7 @@ from peer.log.compact import CompactConfig, Compactor, Finished
 from peer.log.conflicts import ConflictRule
 from peer.log.events import MAX_REVOKED_LANES
 from peer.log.flaps import Flaps
+from peer.log.fold import GoneLanes
 from peer.log.jobindex import SPOOL_DIR, JobIndex, read_outputs, read_provided
 from peer.log.lanes import (
     LANE_PARTS,
@@ -495,6 +496,13 @@ class Node:
         self.state.tier(**self.index.lookups(), deleted=self.index.tombstone,
                         some_deleted=self.index.deleted_any(),
                         read_max=self.compact_cfg.read_back_entries)
+        self.state.gone_lookup = self._gone_lanes  # (review r1 of session 46, F1)
+
+    def _gone_lanes(self, job: str) -> GoneLanes | None:
+        """What the job index knows of compacted lanes job `job` that decides its late task
+        events (peer.log.fold `_gone_task_fold`), None if it knows none."""
+        got = self.index.lanes_of(job)
+        return None if got is None else GoneLanes(True, frozenset(got[0]), got[1])
 
     def _after_replay(self) -> None:
         """Events that left memory (or the log) are served from disk (what the replay folded

@@ -377,6 +377,81 @@ _NONE: Mapping[int, None] = MappingProxyType({})  # (an index's keys when it hol
 _CHANGES = itertools.count(1)
 
 
+class Untasked:
+    """A live job's task events held, not folded (`_task_fold`): those of mesh streams (held
+    until a JOB_SUBMITTED of the job is here, then folded or let go for good) and those of
+    each lane's peer, ordered by their order (`_order`). A lane event is admitted once its
+    peer is a member and the winning JOB_SUBMITTED is ordered before it: as the winner only
+    gets earlier, those a change admits are the latest of their peer's, a suffix taken at
+    one bisection (`take_after`), so that a JOB_MEMBERS re-checks only the peers it adds and
+    each held event is folded once (session 46, helper g: review r1 F5, every held event was
+    re-folded at each JOB_SUBMITTED and JOB_MEMBERS, N x M folds on the loop). One ordered
+    before the winner is kept, not let go: a rival JOB_SUBMITTED ordered earlier still may
+    come and admit it."""
+
+    __slots__ = ("lanes", "mesh")
+
+    def __init__(self) -> None:
+        self.mesh: list[Event] = []
+        self.lanes: dict[str, list[Event]] = {}  # lane's peer -> its events, by order
+
+    def hold(self, ev: Event, peer: str | None) -> None:
+        """Hold `ev`, of a mesh stream (`peer` None) or of `peer`'s lane."""
+        if peer is None:
+            self.mesh.append(ev)
+        else:
+            bisect.insort_right(self.lanes.setdefault(peer, []), ev, key=_order)
+
+    def take_mesh(self) -> list[Event]:
+        """The mesh streams' events held; they are no longer."""
+        out, self.mesh = self.mesh, []
+        return out
+
+    def take_after(self, peer: str, after: Order) -> list[Event]:
+        """`peer`'s lane events held ordered after `after`; they are no longer."""
+        held = self.lanes.get(peer)
+        if not held or not after < _order(held[-1]):  # (none after: one comparison)
+            return []
+        i = bisect.bisect_right(held, after, key=_order)
+        out = held[i:]
+        del held[i:]
+        if not held:
+            del self.lanes[peer]
+        return out
+
+    def __iter__(self) -> Iterator[Event]:
+        yield from self.mesh
+        for held in self.lanes.values():
+            yield from held
+
+    def __len__(self) -> int:
+        return len(self.mesh) + sum(map(len, self.lanes.values()))
+
+
+@dataclass(frozen=True)
+class GoneLanes:
+    """What decides a compacted or deleted job's task events (`_gone_task_fold`) as its
+    live fold decided them (`_task_fold`): is it a lanes job (a JOB_SUBMITTED of it named
+    `members`), its members (united with every JOB_MEMBERS's `add`), and its winning
+    JOB_SUBMITTED's order (None: none was folded). Kept as the job leaves memory
+    (`MeshState._unlist`; session 46, helper g: review r1 F1)."""
+
+    lanes: bool
+    members: frozenset[str]
+    sub: Order | None
+
+    def united(self, other: GoneLanes) -> GoneLanes:
+        """Both known of the same job: every input only grows or gets earlier."""
+        subs = [o for o in (self.sub, other.sub) if o is not None]
+        return GoneLanes(self.lanes or other.lanes, self.members | other.members,
+                         min(subs) if subs else None)
+
+
+# Gone jobs whose `GoneLanes` memory keeps (the first in going first; a job index answers
+# for a compacted one beyond: `MeshState.gone_lookup`): one costs about 0.5 KB.
+GONE_LANES_MAX = 16384
+
+
 def _split_key(k: ChunkKey) -> SplitKey:
     return (k.job, k.task, k.split_origin, k.split_seq)
 
@@ -701,7 +776,13 @@ class MeshState:
     # mesh stream before the job's JOB_SUBMITTED (it may be a lanes job). Folded once a
     # JOB_SUBMITTED or JOB_MEMBERS admits them (`_tasks_due`), let go if it shows them a
     # lanes job's in a mesh stream; as stragglers once the job is deleted (`_job_deleted`).
-    _untasked: dict[str, list[Event]] = field(default_factory=dict)
+    _untasked: dict[str, Untasked] = field(default_factory=dict)
+    # Job -> what decides its task events once it is compacted or deleted (`GoneLanes`: a
+    # lanes job's or a job's with members), kept as it leaves memory, at most
+    # GONE_LANES_MAX; `gone_lookup` (the job index: a compacted job's record) answers for
+    # one not here, None without it
+    _gone_lanes: OrderedDict[str, GoneLanes] = field(default_factory=OrderedDict)
+    gone_lookup: Callable[[str], GoneLanes | None] | None = None
     # Job -> the JOB_ENDEDs of it folded (those `end_refusal` admitted: a set that only
     # grows), by id: its end (`ended`) is the least of them by `end_rank`, which reads the
     # winning JOB_SUBMITTED's `members`; when an earlier one wins, the least is taken again
@@ -760,12 +841,35 @@ class MeshState:
 
     def _unlist(self, job: str) -> None:
         """Empty `job`'s entries of the tables keyed by the job alone (it is deleted or
-        compacted)."""
+        compacted); what decides its task events from now on is kept (`_gone`)."""
+        lanes = job in self._lanes_tasks
+        members = self.members_of.get(job)
+        sub = self.jobs.get(job)
+        if lanes or members:
+            self._gone(job, GoneLanes(lanes, frozenset(members or ()),
+                                      None if sub is None else sub.order))
         for per_job in (self.jobs, self.cancelled, self.members_of, self.ended, self.unended,
                         self.listed, self.end_outputs, self._unjoined, self._untasked,
                         self._ends):
             per_job.pop(job, None)
         self._lanes_tasks.pop(job, None)
+
+    def _gone(self, job: str, facts: GoneLanes) -> None:
+        """Keep `facts` of gone `job` (united with those known: `gone_lanes`)."""
+        old = self.gone_lanes(job)
+        table = self._gone_lanes
+        table[job] = facts if old is None else old.united(facts)
+        table.move_to_end(job)
+        while len(table) > GONE_LANES_MAX:
+            table.popitem(last=False)
+
+    def gone_lanes(self, job: str) -> GoneLanes | None:
+        """What decides compacted or deleted `job`'s task events (`GoneLanes`), None if
+        nothing is known of it (a job without members, or one gone long ago: GONE_LANES_MAX)."""
+        got = self._gone_lanes.get(job)
+        if got is None and self.gone_lookup is not None:
+            got = self.gone_lookup(job)
+        return got
 
     def member_of(self, job: str, peer: str) -> bool:
         """Does `peer` hold `job`'s lanes? Every peer does of a job without members (one
@@ -833,8 +937,8 @@ class MeshState:
         live = job is not None and job in self.jobs
         gone = not live and job is not None and bool(self.deleted or self.compacted) and (
             job in self.deleted or job in self.compacted)
-        if (self.lanes_on and job is not None and not gone and ev.type in LANE_PARTS
-                and not _task_fold(self, ev, job)):
+        if (self.lanes_on and job is not None and ev.type in LANE_PARTS
+                and not (_gone_task_fold if gone else _task_fold)(self, ev, job)):
             return
         _APPLY[type(b)](self, ev, b)
         if gone:
@@ -918,7 +1022,9 @@ class MeshState:
         replay, or a JOB_DELETED: the events of a deleted job held before it)."""
         new = set(jobs)  # (the job index holds them already: asking it tells nothing)
         self.compacted |= new
+        held: list[Event] = []
         for job in new:
+            held += self._untasked.get(job, ())
             self._unlist(job)
         if new:
             for table in (self.splits, self.task_done, self.partials):
@@ -926,6 +1032,8 @@ class MeshState:
                     del table[k]
             for job in new:
                 self.chunks.drop_job(job)
+        for part in held:  # decided as if they came now, as at a deletion (`_job_deleted`)
+            self.fold_only(part)
         out = self.compactable(())
         for ev in out:
             self._evict_one(ev)
@@ -1077,7 +1185,9 @@ class MeshState:
                           archive=self.archive, on_evict=self.on_evict,
                           deletions=self.deletions, jobless_window=self.jobless_window,
                           gaps_filled=self.gaps_filled, entered=self.entered,
-                          lanes_on=self.lanes_on, me=self.me)
+                          lanes_on=self.lanes_on, me=self.me,
+                          _gone_lanes=OrderedDict(self._gone_lanes),
+                          gone_lookup=self.gone_lookup)
         for name in ("outputs", "_outputs_src", "cache", "_cache_src", "providers", "deleted"):
             old, new = getattr(self, name), getattr(fresh, name)
             if isinstance(old, Tiered) and isinstance(new, Tiered):
@@ -1466,7 +1576,7 @@ def _job_members(s: MeshState, ev: Event, b: JobMembers) -> None:
     if s.me in b.add:  # we joined: the implicit splits and claims the job's make
         for sub in s._unjoined.pop(b.job, ()):
             _implied(s, sub, sub.body_as(JobSubmitted))
-    _tasks_due(s, b.job)
+    _tasks_due(s, b.job, b.add)
     _ends_due(s, b.job)
 
 
@@ -1494,14 +1604,50 @@ def _task_fold(s: MeshState, ev: Event, job: str) -> bool:
     elif (lane[0] in s.members_of.get(job, ()) and (sub := s.jobs.get(job)) is not None
           and sub.order < ev.order):
         return True
-    s._untasked.setdefault(job, []).append(ev)
+    held = s._untasked.get(job)
+    if held is None:
+        held = s._untasked[job] = Untasked()
+    held.hold(ev, None if lane is None else lane[0])
     return False
 
 
-def _tasks_due(s: MeshState, job: str) -> None:
-    """Fold the task events of `job` held in `_untasked` that may be folded now (those
-    still held are held again: `_task_fold`)."""
-    for ev in s._untasked.pop(job, ()):
+def _gone_task_fold(s: MeshState, ev: Event, job: str) -> bool:
+    """May task event `ev` (a part) of compacted or deleted `job` be folded (with lanes on;
+    its per-job effects are then forgotten, `_forget`: what stays is its cache entries,
+    outputs and providers)? As `_task_fold` decided while the job was live, by what is kept
+    of it (`GoneLanes`), but nothing is held: a mesh stream's, unless it was a lanes job; a
+    lane's, if its peer was a member and the winning JOB_SUBMITTED is ordered before it.
+    Without a record of the job (no JOB_SUBMITTED of it came before it went, or it went long
+    ago) a mesh stream's is folded (a job replicated in full, as before lanes), a lane's is
+    not (session 46, helper g: review r1 F1; a non-member's backdated TASK_DONE dropped
+    while the job was live was folded once it was gone: the output cache then depended on
+    the order events came in, and a hostile peer got its output into every cache by sending
+    late)."""
+    facts = s.gone_lanes(job)
+    lane = lane_of(ev.origin) if SEPARATOR in ev.origin else None
+    if lane is None:
+        return facts is None or not facts.lanes
+    return (lane[1] == job and facts is not None and lane[0] in facts.members
+            and facts.sub is not None and facts.sub < ev.order)
+
+
+def _tasks_due(s: MeshState, job: str, peers: Iterable[str] | None = None) -> None:
+    """Fold the task events of `job` held in `_untasked` that a JOB_SUBMITTED (`peers`
+    None) or a JOB_MEMBERS adding `peers` may admit: once a JOB_SUBMITTED is here, every
+    mesh stream's (folded, or let go: `_task_fold`), and of the lanes of the members
+    re-checked those ordered after the winning JOB_SUBMITTED (`Untasked.take_after`)."""
+    held = s._untasked.get(job)
+    sub = s.jobs.get(job)
+    if held is None or sub is None:
+        return
+    due = held.take_mesh()
+    members = s.members_of.get(job, set())
+    for peer in (held.lanes.keys() & members if peers is None
+                 else [p for p in dict.fromkeys(peers) if p in members]):
+        due += held.take_after(peer, sub.order)
+    if not held:
+        del s._untasked[job]
+    for ev in due:
         s.fold_only(ev)
 
 
@@ -1824,14 +1970,14 @@ def _job_deleted(s: MeshState, ev: Event, b: JobDeleted) -> None:
         s.deletions += 1
     if cur is None or ev.order < tuple(cur):
         s.deleted[b.job] = ev.order
-    held = s._untasked.pop(b.job, ())
+    held = list(s._untasked.get(b.job, ()))
     s._unlist(b.job)  # (as `_forget`: a job in `jobs` is never a deleted one)
     for table in (s.splits, s.task_done, s.partials):
         for k in [k for k in table if k[0] == b.job]:
             del table[k]
     s.chunks.drop_job(b.job)
-    for part in held:  # stragglers now, as those that come after the JOB_DELETED: order-free
-        s.fold_only(part)
+    for part in held:  # stragglers now, decided as those that come after the JOB_DELETED
+        s.fold_only(part)  # (`_gone_task_fold`; compaction likewise: `compact`): order-free
 
 
 def _forget(s: MeshState, ev: Event, job: str) -> None:

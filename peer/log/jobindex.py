@@ -366,6 +366,21 @@ class JobIndex:
             raise self._unknown_view(job, "record" if keys else "keys")
         return rec
 
+    def lanes_of(self, job: str) -> tuple[list[str], tuple[int, str, int]] | None:
+        """A compacted lanes job's members and its JOB_SUBMITTED's order, as its summary names
+        them (peer.log.compact: a lanes job's record and summary name its members); None if
+        it is no compacted lanes job here, or its row does not read back (left out, logged).
+        What the fold decides a compacted job's late task events by (MeshState.gone_lookup:
+        session 46, helper g)."""
+        row = self._one(f"SELECT {KEY_COLUMNS}, summary FROM job_index WHERE job = ?", (job,))
+        if row is None or not self._keys_ok(row):
+            return None
+        summary = self._column(_job(job), "summary", row[6], _of_job(job))
+        members = None if summary is None else summary.get("members")
+        if not (isinstance(members, list) and all(type(p) is str for p in members)):
+            return None
+        return members, (row[1], row[2], row[3])
+
     def _unknown_view(self, job: str, column: str) -> DataError:
         """The DataError of a job whose row is there but whose `column` does not read back
         (the API's 503: the list shows the job, its view is not known)."""

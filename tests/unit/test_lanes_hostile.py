@@ -62,7 +62,7 @@ def test_a_non_members_task_event_never_wins_a_lanes_jobs_task_in_any_order() ->
 def test_a_lane_event_is_held_until_a_job_members_makes_its_peer_a_member() -> None:
     stray = STRAYS[1]
     s = lanes_fold([SUB, stray], H)
-    assert (J, "t0") not in s.task_done and s._untasked[J] == [stray]
+    assert (J, "t0") not in s.task_done and list(s._untasked[J]) == [stray]
     s.apply(Event(R, 1, 1200, EventType.JOB_MEMBERS, {"job": J, "add": [X]}))
     assert s.task_done[(J, "t0")].id == stray.id and not s._untasked
 
@@ -72,7 +72,7 @@ def test_a_task_event_before_its_job_submitted_is_held_until_it_comes() -> None:
     plain = Event(H, 1, 1000, EventType.JOB_SUBMITTED, {"job": J, "workflow": WF})
     for sub, folded in ((plain, True), (SUB, False)):
         s = lanes_fold([STRAYS[0]], H)
-        assert (J, "t0") not in s.task_done and s._untasked[J] == [STRAYS[0]]
+        assert (J, "t0") not in s.task_done and list(s._untasked[J]) == [STRAYS[0]]
         s.apply(sub)
         assert ((J, "t0") in s.task_done) is folded and not s._untasked
 
