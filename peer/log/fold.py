@@ -447,6 +447,9 @@ class GoneLanes:
                          min(subs) if subs else None)
 
 
+# What is known of a gone job without members (decided as without a record: `gone_lanes`)
+NO_LANES = GoneLanes(False, frozenset(), None)
+
 # Gone jobs whose `GoneLanes` memory keeps (the first in going first; a job index answers
 # for a compacted one beyond: `MeshState.gone_lookup`): one costs about 0.5 KB.
 GONE_LANES_MAX = 16384
@@ -857,18 +860,25 @@ class MeshState:
     def _gone(self, job: str, facts: GoneLanes) -> None:
         """Keep `facts` of gone `job` (united with those known: `gone_lanes`)."""
         old = self.gone_lanes(job)
+        self._keep_gone(job, facts if old is None else old.united(facts))
+
+    def _keep_gone(self, job: str, facts: GoneLanes) -> None:
         table = self._gone_lanes
-        table[job] = facts if old is None else old.united(facts)
+        table[job] = facts
         table.move_to_end(job)
         while len(table) > GONE_LANES_MAX:
             table.popitem(last=False)
 
     def gone_lanes(self, job: str) -> GoneLanes | None:
         """What decides compacted or deleted `job`'s task events (`GoneLanes`), None if
-        nothing is known of it (a job without members, or one gone long ago: GONE_LANES_MAX)."""
+        nothing is known of it (a job without members, or one gone long ago: GONE_LANES_MAX).
+        What `gone_lookup` answers is kept, its "none" too (as NO_LANES, which decides
+        alike): a replay's events of a compacted job replicated in full ask it once, not
+        one query each."""
         got = self._gone_lanes.get(job)
         if got is None and self.gone_lookup is not None:
             got = self.gone_lookup(job)
+            self._keep_gone(job, NO_LANES if got is None else got)
         return got
 
     def member_of(self, job: str, peer: str) -> bool:

@@ -182,3 +182,19 @@ def test_a_node_reads_a_compacted_lanes_jobs_members_and_order_from_its_job_inde
         assert OUT["t0"] != BAD
     finally:
         node.log.close()
+
+
+def test_the_job_index_is_asked_once_per_gone_job_not_once_per_event() -> None:
+    """A replay folds a compacted job's events still in the log: a job replicated in full
+    has no record of members, and that "none" is kept too (NO_LANES), not asked again."""
+    asked: list[str] = []
+
+    def lookup(job: str) -> GoneLanes | None:
+        asked.append(job)
+        return None
+
+    s = state(gone_lookup=lookup)
+    s.compacted.add(J)
+    plain = Event(H, 1, 1000, EventType.JOB_SUBMITTED, {"job": J, "workflow": WF})
+    fold([plain, *(task_done(H, 2 + i, 2000 + i, GOOD) for i in range(20))], s)
+    assert asked == [J] and cache(s) == (GOOD, {GOOD: frozenset({H})})
