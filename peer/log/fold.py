@@ -778,7 +778,8 @@ class MeshState:
     # count only from its members' lanes): in the lane of a peer not a member yet, or in a
     # mesh stream before the job's JOB_SUBMITTED (it may be a lanes job). Folded once a
     # JOB_SUBMITTED or JOB_MEMBERS admits them (`_tasks_due`), let go if it shows them a
-    # lanes job's in a mesh stream; as stragglers once the job is deleted (`_job_deleted`).
+    # lanes job's in a mesh stream (`Untasked`: by lane peer and order); once the job is
+    # deleted or compacted, decided as the events that come after (`_gone_task_fold`).
     _untasked: dict[str, Untasked] = field(default_factory=dict)
     # Job -> what decides its task events once it is compacted or deleted (`GoneLanes`: a
     # lanes job's or a job's with members), kept as it leaves memory, at most
