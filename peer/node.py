@@ -95,6 +95,7 @@ from peer.log.conflicts import ConflictRule
 from peer.log.events import MAX_REVOKED_LANES
 from peer.log.flaps import Flaps
 from peer.log.fold import GoneLanes
+from peer.log.ids import BOUND_FEATURE, SELF_ID_CHARS, hex_digits, new_job_id
 from peer.log.jobindex import SPOOL_DIR, JobIndex, read_outputs, read_provided
 from peer.log.lanes import (
     LANE_PARTS,
@@ -166,7 +167,7 @@ Listener = Callable[[Event], None]
 # leave past the grace once every member announces it, docs/architecture.md, Compaction,
 # item 9)
 FEATURES = (BATCH_FEATURE, SNAPSHOT_FEATURE, SPLITS_FEATURE, DONE_FEATURE, LOCAL_FEATURE,
-            CLAIMED_FEATURE, FIXNONCE_FEATURE, TOMB_FEATURE, ARGSPLITS_FEATURE)
+            CLAIMED_FEATURE, FIXNONCE_FEATURE, TOMB_FEATURE, ARGSPLITS_FEATURE, BOUND_FEATURE)
 # we understand
 WRITE_RETRY_S = 0.5  # a failed write of the log is retried this often (and at every flush),
 # and a failed fsync of received events (rewritten first)
@@ -785,6 +786,17 @@ class Node:
         every member folds the claims it implies (CLAIMED_FEATURE), and none of the tasks is
         in the cache (`Scheduler.claims_first`)."""
         return self._all_announce(CLAIMED_FEATURE) and self.scheduler.claims_first(job, wf)
+
+    def new_job_id(self) -> str:
+        """A new job's id (peer.log.ids.new_job_id), none the fold knows: bound to us (it
+        names us: no other member's JOB_SUBMITTED of it counts, session 46 helper f) while
+        every member the fold knows (live or not, unless revoked) and every live peer
+        announces BOUND_FEATURE (`Scheduler.every_member`: a peer of the previous release
+        would take a bound id for no lanes job's, and one away now may come back), and our id
+        is self-certifying (one of 0.1.0 certifies no key); else unbound, as before."""
+        bound = (hex_digits(self.peer_id, SELF_ID_CHARS)
+                 and self.scheduler.every_member(BOUND_FEATURE))
+        return new_job_id(self.state.knows_job, submitter=self.peer_id if bound else None)
 
     def lanes_members(self, job: str, wf: Workflow) -> list[str] | None:
         """The `members` of our JOB_SUBMITTED of `wf` as `job` (docs/design/

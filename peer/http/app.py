@@ -63,7 +63,6 @@ from peer.jobs.placement import json_type
 from peer.jobs.spec import parse, resolve_images, with_splits
 from peer.log import ChunkDone, Event, EventType, JobSubmitted, TaskDone
 from peer.log.events import MAX_CHUNKS
-from peer.log.ids import new_job_id
 from peer.log.snapframe import CONTENT_TYPE as SNAPSHOT_TYPE_V3
 
 log = logging.getLogger("banzai.api")
@@ -240,7 +239,7 @@ async def submit(request: web.Request) -> web.Response:
         answer = _answer(http_error(refused, Surface.API))
         answer.headers["Retry-After"] = str(REFUSED_RETRY_AFTER_S)
         return answer
-    job = new_job_id(node.state.knows_job)
+    job = node.new_job_id()  # (bound to us while every member takes bound ids)
     members = node.lanes_members(job, wf)  # a lanes job's (its workflow then says so)
     if members is not None:
         wf = dataclasses.replace(wf, lanes=True)

@@ -168,6 +168,7 @@ class Host(Protocol):
     async def submitted(self, ev: Event) -> int: ...  # live peers that hold `ev` (bounded wait)
     def implicit_splits(self) -> bool: ...  # every live peer folds implicit splits
     def arg_splits(self) -> bool: ...  # and splits by values (ARG_SPLITS)
+    def new_job_id(self) -> str: ...  # a new job's id (bound to us while all take bound ids)
     def lanes_members(self, job: str, wf: Workflow) -> list[str] | None: ...  # its `members`
     def local_first(self, job: str, wf: Workflow) -> bool: ...  # JOB_SUBMITTED's `local`
     def claims_first(self, job: str, wf: Workflow) -> bool: ...  # and `claimed` (with `local`)

@@ -27,6 +27,7 @@ from peer.log.events import (
     JobSubmitted,
 )
 from peer.log.fold import MeshState
+from peer.log.ids import submitter_problem
 from peer.log.lanes import LANE_PARTS, LANE_TYPES, lane_of, owned_by, shown_origin
 
 log = logging.getLogger("banzai.log")
@@ -265,6 +266,10 @@ class Door:
                 why = self._lane_problem(ev, lane, stored)
                 if why is not None:
                     return why
+        if ev.type is EventType.JOB_SUBMITTED and not stored:  # (a stored one: the fold
+            why = submitter_problem(ev.origin, ev.body_as(JobSubmitted).job)  # skips it)
+            if why is not None:
+                return why
         if ev.type is EventType.JOB_MEMBERS and self.adders is not None and not stored:
             why = self._members_problem(ev)
             if why is not None:

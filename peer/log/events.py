@@ -756,8 +756,8 @@ def _lane_seqs(kind: str, p: Mapping[str, Any], name: str) -> Mapping[str, int]:
     v = _map(kind, p, name, MAX_REVOKED_LANES)
     for job, seq in v.items():
         if not is_job_id(job):
-            raise _bad(kind, f"{name} (a key)", "a job id ('j' and 12 lowercase hex digits)",
-                       job)
+            raise _bad(kind, f"{name} (a key)", "a job id ('j' and 12 lowercase hex digits, "
+                       "maybe '.' and a peer id)", job)
         if not _is_int(seq, 0, MAX_CLOCK):
             raise _bad(kind, f"{name}.{job}", f"an integer from 0 to {MAX_CLOCK}", seq)
     return v

@@ -63,6 +63,7 @@ from peer.log.events import (
     implied_done,
     part_event,
 )
+from peer.log.ids import submitter_problem
 from peer.log.jobless import jobless
 from peer.log.lanes import LANE_PARTS, SEPARATOR, in_scope, lane_of, peer_of
 
@@ -1518,6 +1519,8 @@ def _order(e: Event) -> tuple[int, str, int]:
 
 
 def _job(s: MeshState, ev: Event, b: JobSubmitted) -> None:
+    if submitter_problem(ev.origin, b.job) is not None:  # a rival of a bound id (session 46,
+        return  # helper f): the door refuses it; one stored is held, never folded
     was = s.jobs.get(b.job)
     s._first(s.jobs, b.job, ev)
     if s.lanes_on:

@@ -24,7 +24,8 @@ def lane(peer: str, job: str) -> str:
     """The origin of `peer`'s lane of `job`; ValueError if either is not of its form."""
     if not (is_peer_id(peer) and is_job_id(job)):
         raise ValueError(f"no lane of peer {peer!r:.40} and job {job!r:.40}: a peer id is 16 or "
-                         "20 lowercase hex digits, a job id 'j' and 12")
+                         "20 lowercase hex digits, a job id 'j' and 12 (maybe '.' and a peer "
+                         "id: peer.log.ids)")
     return peer + SEPARATOR + job
 
 
