@@ -34,6 +34,7 @@ from peer.log import (
     facts,
 )
 from peer.log.clock import FakeClock
+from peer.log.ids import bind
 from peer.log.lanes import LANE_PARTS, lane, lane_of
 from peer.log.turns import TurnBuilder
 from tasks.registry import TaskDef
@@ -273,7 +274,8 @@ class JobMesh:
                  lanes: bool = False) -> None:
         self.catalog = catalog
         # Partial replication on (docs/design/partial-replication.md; `MeshState.lanes_on`):
-        # peer and job ids of their real forms (a lane is named by both), a submission names
+        # peer and job ids of their real forms (a lane is named by both; job ids bound to
+        # their submitters, self-certifying peer ids: session 46, helper f), a submission names
         # its `members`, a member's task events of a lanes job go to its lane of the job, and
         # a peer that is no member drops them as they come (its door's `not_member`, counted
         # in `SimPeer.refused`; kept back while it does not know the job yet, as job
@@ -308,7 +310,7 @@ class JobMesh:
         self._jobs = 0
         self._info: dict[str, Mapping[str, Any]] = {}  # peer -> its last heartbeat's info
         for i in range(n):
-            self._add(f"{i:x}" * 16 if lanes else f"p{i}", slots, auto)
+            self._add(f"{i:x}" * 20 if lanes else f"p{i}", slots, auto)
         if members:
             for pid in self.peers:
                 self.announce(pid)
@@ -501,7 +503,8 @@ class JobMesh:
         `members`: a lanes job's, its home first (default with `lanes`: `pid` and the next
         peer)."""
         self._jobs += 1
-        job = f"j{self._jobs:012x}" if self.lanes else f"j{self._jobs}"
+        # (with lanes, bound to `pid`, as Node's while every member takes them: peer.log.ids)
+        job = bind(f"j{self._jobs:012x}", pid) if self.lanes else f"j{self._jobs}"
         wf = from_obj({"name": "sim", "tasks": tasks}, self.catalog)
         if implicit is None:
             implicit = pid not in self.old and all(

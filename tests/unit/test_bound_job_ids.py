@@ -15,6 +15,7 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
+from peer.config import PeerConfig
 from peer.log import Event, EventType, MeshState, fold
 from peer.log.clock import HLC
 from peer.log.door import Door, DoorConfig
@@ -198,3 +199,60 @@ async def test_a_submission_of_a_bound_mesh_is_named_by_a_bound_id_the_api_serve
         unbound = (await r.json())["job"]
         assert r.status == 201 and is_job_id(unbound) and submitter_of(unbound) is None
     assert node.state.knows_job(bound) and node.state.knows_job(unbound)
+
+
+# -- lanes, compaction, the job index, deletion: keyed by a bound id ------------------------------
+def test_a_bound_lanes_job_is_compacted_indexed_deleted_and_known_after_a_restart(
+        tmp_path: Path) -> None:
+    """A lanes job named by a bound id (its lane "<peer>/j<hex>.<peer>"): its lanes leave the
+    log once it is compacted, its record is the job index's under its id, a straggler of
+    its lane is refused (`lane_closed`), a rival of it (a stored row) is skipped after a
+    restart, and its JOB_DELETED deletes it; the peer knows it throughout."""
+    from tests.unit.test_lanes_compact import OUT, TASKS, WORKFLOW, _end, _lane_rows
+
+    node = Node(PeerConfig(data_dir=tmp_path, slots=1, mdns=False, compact_recent_tasks=0),
+                lanes=True)
+    try:
+        node.listeners[:] = [node.compactor.note]
+        node.live_peers = dict  # type: ignore[method-assign,assignment]
+        me = node.peer_id
+        job = bind("j" + "b" * 12, me)
+        node.emit(EventType.JOB_SUBMITTED, {"job": job, "workflow": WORKFLOW, "members": [me]})
+        for t in TASKS:
+            node.emit(EventType.TASK_DONE, {"job": job, "task": t, "output": OUT[t]})
+        node.flush()
+        assert _lane_rows(node) == [(lane(me, job), 1), (lane(me, job), 2)]
+        _end(node, job)
+        assert node.catchup.compact().jobs == [job] and _lane_rows(node) == []
+        assert node.index.record(job)["members"] == [me]  # type: ignore[index]
+        late = Event(lane(me, job), 3, node.hlc.now(), EventType.CLAIM, {
+            "job": job, "task": "t0", "split": ["x", 1], "chunk": 0, "attempt": 1})
+        assert node.merge([late]) == [] and node.door.refused.by_reason == {"lane_closed": 1}
+        node.janitor.delete_job(job)
+        node.flush()
+        node.log.close()
+        node = Node(PeerConfig(data_dir=tmp_path, slots=1, mdns=False,
+                               compact_recent_tasks=0), lanes=True)
+        assert node.state.knows_job(job) and job in node.state.deleted
+        assert job not in node.state.jobs and _lane_rows(node) == []
+    finally:
+        node.log.close()
+
+
+def test_a_stored_rival_of_a_bound_id_is_skipped_at_replay(tmp_path: Path) -> None:
+    """A rival row on disk (written by a release that did not check, or by hand) is held,
+    never folded: after a restart the job is its submitter's."""
+    node = Node(PeerConfig(data_dir=tmp_path, slots=1, mdns=False), lanes=True)
+    try:
+        sub = node.emit(EventType.JOB_SUBMITTED, {"job": bind("j" + "c" * 12, node.peer_id),
+                                                  "workflow": WF})
+        node.flush()
+        job = sub.payload["job"]
+        bad = Event(X, 1, 1000, EventType.JOB_SUBMITTED, {"job": job, "workflow": WF})
+        assert node.merge([bad]) == [] and node.door.refused.by_reason == {"job_submitter": 1}
+        node.log.append([bad])  # (past the door: as a row of an older release's log)
+        node.log.close()
+        node = Node(PeerConfig(data_dir=tmp_path, slots=1, mdns=False), lanes=True)
+        assert node.state.jobs[job].id == sub.id
+    finally:
+        node.log.close()

@@ -176,7 +176,7 @@ async def test_lanes_off_a_job_runs_on_every_peer_as_before() -> None:
     p0 = next(iter(mesh.peers))
     tasks = writes(12)
     try:
-        job = mesh.submit(p0, tasks, members=["0" * 16, "1" * 16])
+        job = mesh.submit(p0, tasks, members=["0" * 20, "1" * 20])
         await finish_all(mesh, duration_s=5.0, rounds=40)
         assert done(mesh, p0, job, tasks) and all(mesh[p].runner.started for p in mesh.peers)
         assert mesh.sent(EventType.JOB_MEMBERS) == []

@@ -271,7 +271,7 @@ async def test_a_lanes_job_whose_only_live_member_runs_none_of_it_is_taken_over(
     live member, so the job looked held, nobody took it over while p2 lived and it stalled.
     p1 takes it over after lease_s now, runs it and ends it (its home: the first live member
     that runs it, not p2, the first in its members' order); p2 still runs none of it."""
-    m = JobMesh(3, CATALOG, LANES_CFG, slots=2, lanes=True, valueless={"2" * 16})
+    m = JobMesh(3, CATALOG, LANES_CFG, slots=2, lanes=True, valueless={"2" * 20})
     p0, p1, p2 = m.peers
     try:
         job = _lanes_job(m, p0, [p0, p2])
@@ -306,7 +306,7 @@ async def test_two_homes_of_a_lanes_job_end_it_twice_and_every_peer_keeps_one_en
     review r1 of session 45, H2 (b)), and nothing else is doubled: each task done once,
     no member added but p1, p2 still running nothing. The cost is one
     extra JOB_ENDED."""
-    m = JobMesh(3, CATALOG, LANES_CFG, slots=2, lanes=True, valueless={"2" * 16})
+    m = JobMesh(3, CATALOG, LANES_CFG, slots=2, lanes=True, valueless={"2" * 20})
     p0, p1, p2 = m.peers
     try:
         job = _lanes_job(m, p0, [p0, p2])
@@ -345,7 +345,7 @@ async def test_a_lanes_job_spreads_only_to_peers_that_run_it() -> None:
     calls, p2 among them although it runs none of an "args" job (splits-v1 without
     argsplits-v1): a member whose slots counted as the members' and ran nothing. Only p1
     is added now."""
-    m = JobMesh(3, CATALOG, LANES_CFG, slots=1, lanes=True, valueless={"2" * 16})
+    m = JobMesh(3, CATALOG, LANES_CFG, slots=1, lanes=True, valueless={"2" * 20})
     p0, p1, p2 = m.peers
     try:
         job = _lanes_job(m, p0, [p0])
