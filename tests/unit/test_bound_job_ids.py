@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from peer.config import PeerConfig
-from peer.log import Event, EventType, MeshState, fold
+from peer.log import Event, EventType, MeshState, Revoke, fold
 from peer.log.clock import HLC
 from peer.log.door import Door, DoorConfig
 from peer.log.ids import (
@@ -256,3 +256,12 @@ def test_a_stored_rival_of_a_bound_id_is_skipped_at_replay(tmp_path: Path) -> No
         assert node.state.jobs[job].id == sub.id
     finally:
         node.log.close()
+
+
+def test_a_revoke_names_a_bound_jobs_lane_bound() -> None:
+    """REVOKE's `lanes_after` is keyed by job ids: a bound one is read (the previous release
+    refuses such a REVOKE: its `is_job_id` knows no bound id; no bound id is made while a
+    member of it is known and not revoked)."""
+    ev = Event(H, 2, 2000, EventType.REVOKE,
+               {"peer": X, "after": 3, "reason": "r", "lanes_after": {J: 4}})
+    assert dict(ev.body_as(Revoke).lanes_after) == {J: 4}

@@ -410,8 +410,8 @@ INVALID: list[tuple[EventType, dict[str, Any], str, str]] = [
     (T.REVOKE, _with(T.REVOKE, lanes_after={"": 1}), "payload.lanes_after (a key)",
      "expected a string of 1 to 256 characters, got ''"),
     (T.REVOKE, _with(T.REVOKE, lanes_after={f"{P16}/j0123456789ab": 1}),
-     "payload.lanes_after (a key)", "expected a job id ('j' and 12 lowercase hex digits), "
-                                    f"got '{P16}/j0123456789ab'"),
+     "payload.lanes_after (a key)", "expected a job id ('j' and 12 lowercase hex digits, "
+                                    f"maybe '.' and a peer id), got '{P16}/j0123456789ab'"),
     (T.REVOKE, _with(T.REVOKE, lanes_after={"j0123456789ab": -1}),
      "payload.lanes_after.j0123456789ab", f"expected an integer from 0 to {2**63 - 1}, got -1"),
     (T.REVOKE, _with(T.REVOKE, lanes_after={"j0123456789ab": 2**63}),
