@@ -5,7 +5,9 @@ JOB_SUBMITTED's `members` unfolded (each runs its own default: lanes off), joins
 this release running theirs (lanes on since session 44) while a lanes job runs, and leaves. The
 lanes job goes on on its members (the old peer keeps it as a newer peer's job and runs none of
 it: `"lanes": 1`); jobs submitted while it is live, and after it left (its MEMBER without
-lanes-v1 is still known, not revoked), are held in full by every peer; the old peer crashes on
+lanes-v1 is still known, not revoked), are held in full by every peer, and named by unbound
+ids (the lanes job, submitted before it came, by a bound one: boundids-v1, session 46
+helper f); the old peer crashes on
 nothing, quarantines and refuses nothing, and opens its data dir again with every row.
 
 The old peer runs the code of that commit (`git archive`; the test is skipped where the
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from peer.log.ids import submitter_of
 from tests.conftest import PeerProc, start_peer, stop_peers
 from tests.helpers import get_json as get
 from tests.helpers import post_json as post
@@ -92,11 +95,13 @@ def test_a_peer_of_an_earlier_release_joins_a_lanes_mesh_mid_job_and_leaves(
         held = post(f"{l0.url}/api/jobs", [*_job(TASKS), {"call": "T_SLEEP", "args": [HOLD_S]}])
         lanes_job = held["job"]
         assert get(f"{l0.url}/api/jobs/{lanes_job}")["workflow"].get("lanes") == 1
+        assert submitter_of(lanes_job) == _peer_id(l0)  # (bound: every member announces it)
         old.append(p := start_old())
         wait_mesh([*lanes, p], 3)
         assert get(f"{l0.url}/api/jobs/{lanes_job}")["state"] == "running"  # (joined mid-job)
         old_id = _peer_id(p)
         while_live = post(f"{l0.url}/api/jobs", _job(TASKS))["job"]
+        assert submitter_of(while_live) is None  # (unbound while an old peer is live)
         assert {_state(q, while_live) for q in [*lanes, p]} == {"done"}
         assert {_state(q, lanes_job) for q in lanes} == {"done"}
         _same_heads([*lanes, p])  # (the old peer holds the lanes job's JOB_ENDED too)
@@ -109,6 +114,7 @@ def test_a_peer_of_an_earlier_release_joins_a_lanes_mesh_mid_job_and_leaves(
         assert p.proc.returncode == 0, p.output[-3000:]
         wait_mesh(lanes, 2)
         after = post(f"{l0.url}/api/jobs", _job(TASKS))["job"]  # (its MEMBER is still known)
+        assert submitter_of(after) is None
         assert {_state(q, after) for q in lanes} == {"done"}
         assert all("members" not in _entries(q)[after] for q in lanes)
         kept = _rows(p)
