@@ -131,9 +131,10 @@ def test_a_later_rival_job_submitted_does_not_rank_its_members_first_in_any_orde
 
 
 def test_a_backdated_rival_job_submitted_wins_the_job_alike_in_any_order() -> None:
-    """What stays open (docs/security.md, "What is not protected"): a rival ordered before
-    `SUB` wins the job on every peer, its members rank first, and so `X`'s end is the
-    job's; the fold is one state whatever the order, with or without `X`'s end."""
+    """What stays open for an unbound id as `J` (docs/security.md, "What is not protected";
+    closed for bound ids: test_bound_job_ids.py): a rival ordered before `SUB` wins the job
+    on every peer, its members rank first, and so `X`'s end is the job's; the fold is one
+    state whatever the order, with or without `X`'s end."""
     real_end, x_end = ended(H, 2, 3000, REAL), ended(X, 6, 2500, REAL)
     for evs, won in (([SUB, rival(900, [X, R]), REAL, real_end, x_end], x_end),
                      ([SUB, rival(900, [X, R]), REAL, real_end], real_end)):
@@ -146,13 +147,14 @@ def test_a_backdated_rival_job_submitted_wins_the_job_alike_in_any_order() -> No
             assert s.members_of[J] == {H, R, X} and s.task_done[(J, "t0")].id == REAL.id
 
 
-@pytest.mark.xfail(strict=True, reason="open (docs/security.md, What is not protected): a "
+@pytest.mark.xfail(strict=True, reason="open for unbound ids (docs/security.md): a "
                    "rival JOB_SUBMITTED naming `members` makes a job submitted without them a "
                    "lanes job, and a task event of a mesh stream counts only if folded before")
 def test_a_rival_naming_members_of_a_plain_job_does_not_change_its_fold() -> None:
-    """What is left of a rival's `members` (session 46, helper a): a job every peer holds in
-    full (its JOB_SUBMITTED names no `members`: fewer tasks than lanes_min_job_tasks) becomes
-    a lanes job of `X` alone on every peer that folds `X`'s rival; a TASK_DONE in the home's
+    """What is left of a rival's `members` (session 46, helper a), for an unbound id (a bound
+    one: test_bound_job_ids.py, closed): a job every peer holds in full (its JOB_SUBMITTED
+    names no `members`: fewer tasks than lanes_min_job_tasks) becomes a lanes job of `X`
+    alone on every peer that folds `X`'s rival; a TASK_DONE in the home's
     stream folded before the rival stays folded, one after it is never: two peers holding
     the same events fold two states."""
     plain = Event(H, 1, 1000, EventType.JOB_SUBMITTED, {"job": J, "workflow": WF})
