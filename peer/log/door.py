@@ -224,6 +224,8 @@ class Door:
     `lane_closed` says which jobs' lanes were dropped here (a member's straggling outcome
     that comes after is refused: `lane_closed`).
     `adders` (with lanes) says who may add anyone to a job's members (`_members_problem`).
+    A JOB_SUBMITTED of a bound job id from another origin than the peer the id names is
+    refused (`job_submitter`, peer.log.ids: with or without lanes; session 46, helper f).
     A lanes job's task event from the lane of a peer that is no member (yet), or from a
     peer's own stream, is admitted: the fold holds it unfolded (peer.log.fold `_task_fold`),
     whatever order its JOB_MEMBERS comes in (a refusal here, session 45 helper f's
