@@ -55,6 +55,7 @@ LOGGED_SKIPS = 10  # rows quarantined by one load that are logged one by one (th
 # much per row for the other columns), at most this: `probe`
 ROW_OVERHEAD_BYTES = 64
 PROBE_MAX_BYTES = 16 << 20
+PROBE_CACHE_KIB = 64  # the page cache while a probe writes that: all but this much spills
 ORIGIN_ROWS_PER_DELETE = 10_000  # rows of an origin `delete_origins` drops per transaction
 # A row the quarantine holds already is not added again: an event whose fold raises is not
 # held, so anti-entropy brings it again, round after round. (The unary + drops e.seq's
@@ -247,6 +248,11 @@ class EventLog:
         cols = {r[1] for r in self._db.execute("PRAGMA table_info(events)")}
         if "batch" not in cols:
             self._db.execute("ALTER TABLE events ADD COLUMN batch INTEGER")
+        # The blob of a probe of session 45 whose DELETE failed on a full disk (review r1 of
+        # session 46, F10; `probe` commits none now): up to PROBE_MAX_BYTES of the file
+        if self._db.execute("SELECT 1 FROM meta WHERE k = 'write_room'").fetchone():
+            self._db.execute("DELETE FROM meta WHERE k = 'write_room'")
+            log.info("%s: dropped a probe's leftover meta row write_room", self.path)
 
     def _batch_id(self, b: Batch) -> int:
         """The row id of `b`, inserted if new (inside the caller's transaction)."""
@@ -320,25 +326,45 @@ class EventLog:
 
     def probe(self) -> None:
         """Does the log take writes again, as large as the largest that failed since the last
-        probe that succeeded? One small row (meta `write_probe`: the time, so that a page
-        changes) and, after a failed write, a blob twice its rows' size (at most
-        PROBE_MAX_BYTES: indexes grow too) committed then deleted, not synced. A small write
-        alone proves nothing on a full disk or at a file size limit: it fits in the space
-        the files have, where a merge that grows them fails (review r2 of session 45, M2:
-        health and claims flapped every retry). Failures as `append`'s."""
+        probe that succeeded? After a failed write, a blob twice its rows' size (at most
+        PROBE_MAX_BYTES: indexes grow too) written in a transaction that is rolled back, the
+        page cache cut to PROBE_CACHE_KIB meanwhile so that SQLite spills the blob's pages
+        into the WAL as it goes (the WAL must grow by that much: the proof); then one small
+        row committed (meta `write_probe`: the time, so that a page changes), not synced. A
+        small write alone proves nothing on a full disk or at a file size limit: it fits in
+        the space the files have, where a merge that grows them fails (review r2 of session
+        45, M2: health and claims flapped every retry).
+
+        Nothing of the blob is ever committed (session 46, review r1 F10): committed then
+        deleted, as until then, it held the room it had proven once its DELETE failed on a
+        really full disk (the probe failed, the blob stayed in the log for good), and even
+        when the DELETE landed its pages stayed in the file as free pages that a checkpoint
+        writes into the database file: room taken from the disk until `vacuum`. Rolled
+        back, the frames it wrote stay in the WAL file unused, and the write that failed,
+        retried next, reuses them. Failures as `append`'s."""
         try:
-            self._db.execute("BEGIN")
+            if self._unwritten_bytes:
+                self._room(self._unwritten_bytes)
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('write_probe', ?)",
                              (str(time.time_ns()),))
-            if self._unwritten_bytes:
-                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('write_room', "
-                                 "zeroblob(?))", (self._unwritten_bytes,))
-            self._db.execute("COMMIT")
-            self._db.execute("DELETE FROM meta WHERE k = 'write_room'")
         except BaseException as e:
             self._failed(e)
             raise
         self._unwritten_bytes = 0
+
+    def _room(self, size: int) -> None:
+        """Write `size` bytes of zeros through SQLite into the WAL (the pages spilled out of
+        a cache of PROBE_CACHE_KIB: `probe`) and roll them back; sqlite3.Error if the WAL
+        cannot grow that much (SQLITE_FULL on a full disk)."""
+        cache = int(self._db.execute("PRAGMA cache_size").fetchone()[0])
+        self._db.execute(f"PRAGMA cache_size=-{PROBE_CACHE_KIB}")
+        try:
+            self._db.execute("BEGIN")
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('write_room', zeroblob(?))",
+                             (size,))
+        finally:
+            self._rollback()
+            self._db.execute(f"PRAGMA cache_size={cache}")
 
     def _failed(self, e: BaseException) -> None:
         """End a failed write (rolled back) and raise StorageFull (a full disk) or

@@ -1,0 +1,146 @@
+"""The event log on a disk without room: the write probe after a failed write (session 46,
+review r1 F10) and opening the log on a full disk. The tests that need a really full disk
+mount a small tmpfs (root: skipped with the reason elsewhere)."""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+from pathlib import Path
+
+import pytest
+
+from peer.errors import StorageFull, StoreError
+from peer.log import Event, EventLog, EventType
+from tests.integration.tmpfs import mounted_tmpfs
+
+ORIGIN = "a" * 16
+PAY = {"job": "j0000000000e1", "task": "t", "chunk": 0, "attempt": 0, "x": "y" * 300}
+
+
+def _claims(first: int, n: int) -> list[Event]:
+    return [Event(ORIGIN, s, s << 16, EventType.CLAIM, dict(PAY))
+            for s in range(first, first + n)]
+
+
+def _provides(first: int, n: int) -> list[Event]:
+    return [Event(ORIGIN, s, 1000 + s, EventType.PROVIDE,
+                  {"cids": [f"c{s}-{i}" + "x" * 200 for i in range(4)]})
+            for s in range(first, first + n)]
+
+
+def _meta_keys(log: EventLog) -> set[str]:
+    return {k for (k,) in log.db.execute("SELECT k FROM meta")}
+
+
+def _pages(log: EventLog) -> int:
+    return int(log.db.execute("PRAGMA page_count").fetchone()[0])
+
+
+def test_a_probe_after_a_failed_write_leaves_nothing_of_its_blob(tmp_path: Path) -> None:
+    """Until session 46 the probe committed its blob (twice the failed write) and deleted
+    it after: the database kept the blob's pages as free pages (the checkpoint writes them
+    into the file: room taken until `vacuum`), and if the DELETE failed the row stayed
+    (review r1 F10). Now the blob is rolled back: no row, the file no larger, but the WAL
+    did grow by the blob's size (the proof the probe is for)."""
+    log = EventLog(tmp_path / "e.sqlite")
+    log.append(_claims(1, 3000), sync=False)
+    log.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    room = max(p.stat().st_size for p in tmp_path.iterdir())
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (room, hard))  # (Python ignores SIGXFSZ)
+    try:
+        with pytest.raises(StoreError, match="disk I/O error"):
+            log.append(_claims(3001, 6000), sync=False)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    log.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # (the failed write's frames go)
+    pages = _pages(log)
+    log.probe()
+    assert "write_room" not in _meta_keys(log)
+    assert _pages(log) == pages  # (until session 46: + the blob's pages, free)
+    wal = Path(f"{log.path}-wal").stat().st_size
+    assert wal >= 0.9 * 2 * 6000 * len(str(PAY)), wal  # its rows' size, twice
+    log.append(_claims(3001, 6000), sync=False)
+    assert len(list(log.load())) == 9000
+    log.close()
+
+
+def test_a_leftover_probe_row_of_session_45_is_dropped_at_open(tmp_path: Path) -> None:
+    """A data dir whose log holds a probe's blob that session 45's code left (its DELETE
+    failed on a full disk: review r1 F10) opens without it."""
+    path = tmp_path / "e.sqlite"
+    log = EventLog(path)
+    log.append(_claims(1, 10), sync=False)
+    log.db.execute("INSERT INTO meta VALUES ('write_room', zeroblob(?))", (1 << 20,))
+    log.close()
+    log = EventLog(path)
+    assert "write_room" not in _meta_keys(log)
+    assert len(list(log.load())) == 10
+    log.close()
+
+
+def _free(path: Path) -> int:
+    return shutil.disk_usage(path).free
+
+
+def _fill(mnt: Path, leave: int) -> Path:
+    """A file taking all but `leave` bytes of the file system at `mnt`."""
+    filler = mnt / "filler"
+    with open(filler, "ab") as f:
+        f.write(b"\0" * max(0, _free(mnt) - leave))
+    return filler
+
+
+def test_on_a_really_full_disk_the_probe_proves_the_freed_room_and_keeps_none_of_it(
+        tmp_path: Path) -> None:
+    """Review r1 F10 on an 8 MiB tmpfs: a ~2 MiB write fails (the WAL takes the last
+    1.5 MiB), the operator frees 3 MiB. Until session 46 the probe's 3.5 MiB blob committed,
+    its DELETE then failed: the probe failed (the outage went on), the blob held the freed
+    room (a 512 KiB file did not fit, the failed write failed again) and stayed in the log.
+    Now the probe succeeds and leaves the room to the write that failed, and to the rest."""
+    with mounted_tmpfs(tmp_path / "mnt", 8 << 20) as mnt:
+        log = EventLog(mnt / "e.sqlite")
+        try:
+            log.append(_provides(1, 500), sync=False)
+            log.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            filler = _fill(mnt, 1536 << 10)
+            with pytest.raises(StorageFull, match="the disk is full"):
+                log.append(_provides(501, 2000), sync=False)
+            assert _free(mnt) < 64 << 10
+            os.truncate(filler, filler.stat().st_size - (3 << 20))
+            log.probe()
+            assert "write_room" not in _meta_keys(log)
+            with open(mnt / "block", "wb") as f:  # (a block of the store, say)
+                f.write(b"b" * (512 << 10))
+                f.flush()
+                os.fsync(f.fileno())
+            log.append(_provides(501, 2000), sync=False)
+            assert len(list(log.load())) == 2500
+        finally:
+            log.close()
+
+
+def test_a_probe_that_finds_no_room_commits_nothing(tmp_path: Path) -> None:
+    """The same with 1 MiB freed only: the probe fails (StorageFull) and leaves nothing in
+    the log; freed 3 MiB more, it succeeds and the write that failed fits."""
+    with mounted_tmpfs(tmp_path / "mnt", 8 << 20) as mnt:
+        log = EventLog(mnt / "e.sqlite")
+        try:
+            log.append(_provides(1, 500), sync=False)
+            log.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            filler = _fill(mnt, 1536 << 10)
+            with pytest.raises(StorageFull):
+                log.append(_provides(501, 2000), sync=False)
+            os.truncate(filler, filler.stat().st_size - (1 << 20))
+            with pytest.raises(StorageFull, match="the disk is full"):
+                log.probe()
+            assert "write_room" not in _meta_keys(log)
+            os.truncate(filler, filler.stat().st_size - (3 << 20))
+            log.probe()
+            log.append(_provides(501, 2000), sync=False)
+            assert len(list(log.load())) == 2500
+        finally:
+            log.close()
+
