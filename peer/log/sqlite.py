@@ -34,6 +34,7 @@ from peer.log.vacuum import (
     FileStats,
     VacuumConfig,
     convert,
+    disk_free,
     file_stats,
     limit_wal,
     new_file,
@@ -95,6 +96,12 @@ class QuarantineConfig:
 
 SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26  # SQLite's (primary) result codes of a damaged file
 SQLITE_CANTOPEN = 14  # ... of a file it cannot open (a directory, no permission)
+SQLITE_IOERR_SHMSIZE = 4874  # (extended) a WAL file's shared memory (-shm) cannot grow
+# A log is not opened with less than this free on its file system: SQLite needs room for its
+# -shm (32 KiB) and -wal files before the first read, and the peer's start writes (its
+# incarnation; the job index's tables on a new data dir); with less it failed at one of
+# them as "disk I/O error", "the disk is full" or a traceback (session 46, helper h)
+OPEN_MIN_FREE_BYTES = 1 << 20
 
 
 def text_or_bytes(raw: bytes) -> str | bytes:
@@ -136,6 +143,40 @@ def unreadable(path: Path, e: sqlite3.Error, table: str = "") -> StoreError:
         return StoreError(f"cannot open the event log {path}: {e}: {what}")
     where = f"{path} (its table {table})" if table else str(path)
     return StoreError(f"cannot use the event log {where}: {e}")
+
+
+def no_room(path: Path, free: int | None = None) -> StorageFull:
+    """Why the log at `path` cannot be opened on a full disk: the file system holding it
+    and its free bytes (`free`: read now if None), what the peer needs and what to do. A
+    full disk at open was "disk I/O error" (SQLite's failure to grow its -shm file), or a
+    traceback from the start's first write."""
+    if free is None:
+        free = _free(path)
+    return StorageFull(
+        f"cannot open the event log {path}: too little room on the file system holding "
+        f"{path.resolve().parent} ({free >> 10} KiB free; the peer needs at least "
+        f"{OPEN_MIN_FREE_BYTES >> 20} MiB there to start): free space on it (or move the data "
+        "dir to a larger one), then start the peer again")
+
+
+def _free(path: Path) -> int:
+    """Bytes free on the file system that holds the log at `path` and its -wal and -shm
+    files (beside the file a link names: SQLite follows it); OPEN_MIN_FREE_BYTES if that
+    cannot be read (the open then says what is wrong)."""
+    try:
+        return disk_free(path.resolve().parent)
+    except OSError:
+        return OPEN_MIN_FREE_BYTES
+
+
+def _unopenable(path: Path, e: sqlite3.Error) -> StoreError:
+    """`unreadable`, but a failure of the open for room is `no_room`: SQLITE_FULL, or the
+    -shm file that cannot grow (SQLite says "disk I/O error") while the disk holds less
+    than OPEN_MIN_FREE_BYTES (else it is something else: a file size limit, EFBIG)."""
+    if disk_full(e) or (getattr(e, "sqlite_errorcode", 0) == SQLITE_IOERR_SHMSIZE
+                        and _free(path) < OPEN_MIN_FREE_BYTES):
+        return no_room(path)
+    return unreadable(path, e)
 
 
 def _key(origin: Any, seq: Any) -> tuple[str, int] | None:
@@ -200,15 +241,17 @@ class EventLog:
         self._write_epoch = 0
         self._batch_ids: dict[bytes, int] = {}  # signature -> batches.id
         path.parent.mkdir(parents=True, exist_ok=True)
+        if (free := _free(path)) < OPEN_MIN_FREE_BYTES:  # (room for the files and the
+            raise no_room(path, free)  # start's writes: the open's errors would not say so)
         try:
             self._db = connect(str(path), isolation_level=None, check_same_thread=False)
         except sqlite3.Error as e:  # (a directory, a file this user may not open)
-            raise unreadable(path, e) from e
+            raise _unopenable(path, e) from e
         try:
             self._open()
         except sqlite3.Error as e:
             self._db.close()
-            raise unreadable(path, e) from e
+            raise _unopenable(path, e) from e
         self.converted: Converted | None = convert(self._db, path, self.vacuum_cfg)
 
     def _open(self) -> None:

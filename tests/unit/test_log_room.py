@@ -5,14 +5,17 @@ mount a small tmpfs (root: skipped with the reason elsewhere)."""
 from __future__ import annotations
 
 import os
+import re
 import resource
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from peer.errors import StorageFull, StoreError
 from peer.log import Event, EventLog, EventType
+from peer.log.sqlite import SQLITE_IOERR_SHMSIZE, _unopenable
 from tests.integration.tmpfs import mounted_tmpfs
 
 ORIGIN = "a" * 16
@@ -144,3 +147,68 @@ def test_a_probe_that_finds_no_room_commits_nothing(tmp_path: Path) -> None:
         finally:
             log.close()
 
+
+
+FULL_AT_OPEN = (r"cannot open the event log .*/e\.sqlite: too little room on the file system "
+                r"holding .* \(\d+ KiB free; the peer needs at least 1 MiB there to start\): "
+                r"free space on it \(or move the data dir to a larger one\), then start the "
+                r"peer again")
+
+
+@pytest.mark.parametrize("leave_kib", [0, 16, 48])
+def test_a_log_on_a_full_disk_does_not_open_and_says_why(tmp_path: Path,
+                                                         leave_kib: int) -> None:
+    """A peer restarted on a full disk (review r1 of session 46): the open failed as
+    "cannot use the event log ...: disk I/O error" (SQLite's -shm file cannot grow, below
+    32 KiB free), "the disk is full", or, with a few pages free, a traceback from the
+    start's first write. Now, under 1 MiB free, one message: the file system, what is
+    free, what the peer needs and what to do; and the log opens once room comes back."""
+    with mounted_tmpfs(tmp_path / "mnt", 8 << 20) as mnt:
+        path = mnt / "e.sqlite"
+        log = EventLog(path)
+        log.append(_provides(1, 50), sync=False)
+        log.close()
+        filler = _fill(mnt, leave_kib << 10)
+        with pytest.raises(StorageFull, match=FULL_AT_OPEN) as got:
+            EventLog(path)
+        assert f"({_free(mnt) >> 10} KiB free;" in str(got.value)
+        filler.unlink()
+        log = EventLog(path)
+        assert len(list(log.load())) == 50
+        log.close()
+
+
+def test_an_open_that_fails_for_room_says_so(tmp_path: Path) -> None:
+    """The room can go between the check and the open (another writer): SQLite's own
+    errors of a full disk at open are told as the check tells them (here the -shm file
+    that cannot grow: "disk I/O error", which said nothing of room)."""
+    with mounted_tmpfs(tmp_path / "mnt", 8 << 20) as mnt:
+        path = mnt / "e.sqlite"
+        EventLog(path).close()
+        filler = _fill(mnt, 0)
+        db = sqlite3.connect(path)
+        with pytest.raises(sqlite3.OperationalError) as got:
+            db.execute("SELECT count(*) FROM meta").fetchall()
+        db.close()
+        assert got.value.sqlite_errorcode == SQLITE_IOERR_SHMSIZE
+        assert isinstance(_unopenable(path, got.value), StorageFull)
+        assert re.fullmatch(FULL_AT_OPEN, str(_unopenable(path, got.value)))
+        filler.unlink()  # the same error with room on the disk: not for room (a limit)
+        told = _unopenable(path, got.value)
+        assert not isinstance(told, StorageFull)
+        assert str(told) == f"cannot use the event log {path}: disk I/O error"
+
+
+def test_a_file_size_limit_at_open_is_not_told_as_a_full_disk(tmp_path: Path) -> None:
+    """A file size limit (RLIMIT_FSIZE: EFBIG, the -shm cannot be made) with room on the
+    disk stays what it was at open: a StoreError, "disk I/O error", not a full disk."""
+    path = tmp_path / "e.sqlite"
+    EventLog(path).close()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1, hard))
+    try:
+        with pytest.raises(StoreError, match="disk I/O error") as got:
+            EventLog(path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert not isinstance(got.value, StorageFull)
