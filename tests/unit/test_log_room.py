@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from peer.config import PeerConfig
 from peer.errors import StorageFull, StoreError
 from peer.log import Event, EventLog, EventType
 from peer.log.sqlite import SQLITE_IOERR_SHMSIZE, _unopenable
+from peer.node import Node
 from tests.integration.tmpfs import mounted_tmpfs
 
 ORIGIN = "a" * 16
@@ -212,3 +214,27 @@ def test_a_file_size_limit_at_open_is_not_told_as_a_full_disk(tmp_path: Path) ->
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     assert not isinstance(got.value, StorageFull)
+
+
+def test_a_peer_restarted_on_a_full_disk_does_not_start_and_says_why(tmp_path: Path) -> None:
+    """Review r1 of session 46 (/tmp/s46r1/restart_full.py): a Node restarted with 48 KiB
+    free met a raw sqlite3 "database or disk is full" at its first write (a traceback from
+    the CLI). Now it is refused at the log's open, saying why; once room is back it starts
+    with its events."""
+    with mounted_tmpfs(tmp_path / "mnt", 8 << 20) as mnt:
+        cfg = PeerConfig(data_dir=mnt / "peer", slots=1, mdns=False)
+        n = Node(cfg)
+        for i in range(50):
+            n.emit(EventType.PROVIDE, {"cids": [f"bafy{i}"]})
+        n.flush()
+        me, head = n.peer_id, n.state.heads[n.peer_id]
+        n.log.close()
+        filler = _fill(mnt, 48 << 10)
+        with pytest.raises(StorageFull, match=FULL_AT_OPEN.replace(r"/e\.", r"/events\.")):
+            Node(cfg)
+        filler.unlink()
+        n = Node(cfg)
+        try:
+            assert (n.peer_id, n.state.heads[me]) == (me, head)
+        finally:
+            n.log.close()
