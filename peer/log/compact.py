@@ -34,7 +34,7 @@ from peer.log.events import (
     Unprovide,
     facts,
 )
-from peer.log.fold import READ_MAX, MeshState, Tiered, provided
+from peer.log.fold import READ_MAX, MeshState, Tiered, end_rank, provided, refusal_of
 from peer.log.jobindex import (
     ITEM,
     OUTPUT,
@@ -163,7 +163,14 @@ def ended_record(submitted: Event, ended: Event, body: JobEnded | None = None,
     the record has no outputs and says so (`outputs_unlisted`); a task neither failed nor
     cancelled of a job ended `done` is shown done, with no output."""
     b = ended.body_as(JobEnded) if body is None else body
-    wf = submitted.body_as(JobSubmitted).workflow
+    return record_of_end(submitted.body_as(JobSubmitted).workflow, submitted.origin,
+                         submitted.hlc, b, unlisted)
+
+
+def record_of_end(wf: Mapping[str, Any], submitted_by: str, submitted_hlc: int, b: JobEnded,
+                  unlisted: str | None = None) -> Finished:
+    """`ended_record` of a job whose JOB_SUBMITTED is no longer held: its workflow, its
+    origin and hlc (what its compacted record keeps: `Compactor._late`)."""
     tasks = []
     for t in wf["tasks"]:
         out = b.outputs.get(t["name"])
@@ -174,10 +181,10 @@ def ended_record(submitted: Event, ended: Event, body: JobEnded | None = None,
                       "progress": 1.0 if out is not None else 0.0,
                       "output": None if out is None else out.cid, "cid": t.get("cid"),
                       "error": b.failed.get(t["name"])})
-    submitted_ms, end_ms = hlc_ms(submitted.hlc), hlc_ms(b.end)
+    submitted_ms, end_ms = hlc_ms(submitted_hlc), hlc_ms(b.end)
     record: dict[str, Any] = {
         "id": b.job, "name": wf.get("name", b.job), "state": b.state,
-        "submitted_by": submitted.origin, "submitted_ms": submitted_ms, "finished_ms": end_ms,
+        "submitted_by": submitted_by, "submitted_ms": submitted_ms, "finished_ms": end_ms,
         "duration_s": (end_ms - submitted_ms) / 1000,
         "progress": round(sum(t["progress"] for t in tasks) / max(len(tasks), 1), 4),
         "outputs": {t["name"]: t["output"] for t in tasks if t["output"]}}
@@ -322,6 +329,10 @@ class Compactor:
         # stayed in the log for good, and past a later deletion's grace the tombstone would go while
         # it was still there: a restart folded it into a job nobody has.
         self.stragglers: dict[str, set[tuple[str, int]]] = {}
+        # Compacted job -> the JOB_ENDEDs of it that left memory other than by its own
+        # compaction (a straggler, a replay's): `_late` makes its record again of one that
+        # ranks before the JOB_ENDED it was made of (review r1 of session 46, F9)
+        self.late_ends: dict[str, dict[tuple[str, int], Event]] = {}
         self._compacting: set[str] = set()  # the jobs `_compact` is compacting now
         # Deleted jobs whose record is still to be removed (`deleted`: its write failed; a
         # snapshot's record of a job deleted here): retried at each pass. A record beside
@@ -434,6 +445,9 @@ class Compactor:
         for j in _jobs_about(ev):
             if j not in now and j in compacted:
                 self.stragglers.setdefault(j, set()).add(ev.id)
+        for p in ev.singles:  # a JOB_ENDED may rank before the one its record was made of
+            if isinstance(b := p.body, JobEnded) and b.job not in now and b.job in compacted:
+                self.late_ends.setdefault(b.job, {})[p.id] = p
 
     def _note_stragglers(self) -> None:
         """The stragglers noted since the last pass join their jobs' records (ids already
@@ -442,6 +456,50 @@ class Compactor:
         if self.stragglers:
             self.index.add_ids(self.stragglers)
             self.stragglers = {}
+
+    def _late(self) -> None:
+        """The records of the compacted jobs of `late_ends` made again (`_late_end`). Raises
+        (the job's stay queued) if the index cannot be written."""
+        while self.late_ends:
+            job, evs = next(iter(self.late_ends.items()))
+            self._late_end(job, evs.values())
+            del self.late_ends[job]
+
+    def _late_end(self, job: str, evs: Iterable[Event]) -> None:
+        """Compacted `job`'s record made of its JOB_ENDED (a non-member's, or a member's
+        whose fold did not finish by the horizon: `_by_ended`) is made again of the least by
+        `end_rank` of `evs` that ranks before the one it was made of and that `end_rank`'s
+        JOB_SUBMITTED and members admit (`refusal_of`, as they are in the record): what a
+        peer that held both before it compacted the job records (the end of a submission
+        member after a self-added peer's, a better end after a heal: design section 8,
+        session 46 helper i). Each record made ranks lower, so at most a few per job. A
+        listed one makes a record without outputs (`outputs_unlisted`: its listing is not
+        fetched once the job left memory). Other records (a member's own fold, an earlier
+        release's, one whose facts do not read as ours) are left as they are."""
+        if not self.state.lanes_on or job in self.state.deleted:
+            return
+        held = self.index.full(job)
+        of = None if held is None else _ended_by(held)
+        if held is None or of is None:
+            return
+        members, tasks, homes, best, wf = of
+        won = None
+        for ev in evs:
+            b = ev.body_as(JobEnded)
+            rank = (ev.origin not in homes, len(b.failed), b.state != "done", *ev.order)
+            if rank < best and refusal_of(ev, b, members, held.order, tasks) is None:
+                best, won = rank, ev
+        if won is None:
+            return
+        b = won.body_as(JobEnded)
+        f = record_of_end(wf, held.order[1], held.order[0], b, b.listing)
+        named = {"members": sorted(members)}
+        facts = {**(f.facts or {}), "end": {"rank": list(best), "homes": sorted(homes)}}
+        self.index.put([JobRecord(job, held.order, f.ended_hlc, f.state,
+                                  {**f.summary, **named}, {**f.record, **named}, (), facts)],
+                       (), ())
+        log.info("job %s: its record is made again of the JOB_ENDED %s/%d (%s), which "
+                 "ranks before the one it was made of", job, won.origin[:16], won.seq, b.state)
 
     def _pin(self, ev: Event, deleted: Mapping[str, Any]) -> None:
         """`ev` left memory: note it under each deleted job it is about (`pinned`)."""
@@ -466,6 +524,7 @@ class Compactor:
         out = PassStats()
         self._index_evicted()
         self._note_stragglers()
+        self._late()
         self._delete_records()
         self._due()
         self._scan()
@@ -608,13 +667,18 @@ class Compactor:
         done: list[str] = []
         st = self.state
         for job in jobs:
-            f = self._record_of(job) if self._by_ended(job) else self.finished(job)
+            by_ended = self._by_ended(job)
+            f = self._record_of(job) if by_ended else self.finished(job)
             if f is None:  # not finished after all (a reopened chunk; its JOB_ENDED gone)
                 self.ended.pop(job, None)
                 continue
             done.append(job)
             ev = st.jobs[job]
-            summary, record = f.summary, f.record
+            summary, record, facts = f.summary, f.record, f.facts
+            if by_ended:  # what a JOB_ENDED that comes after is ranked against (`_late`)
+                facts = {**(facts or {}), "end": {
+                    "rank": list(end_rank(st, st.ended[job])),
+                    "homes": sorted(ev.body_as(JobSubmitted).members or ())}}
             members = st.members_of.get(job)
             if members is not None:  # a lanes job: its record names its members (where a
                 # non-member asks for its view), and a member's lanes leave the log later
@@ -623,7 +687,7 @@ class Compactor:
                 if st.member_of(job, self.me):
                     self.lane_members[job] = frozenset(members)
             records.append(JobRecord(job, ev.order, f.ended_hlc, f.state, summary, record,
-                                     (), f.facts))
+                                     (), facts))
         if not done:
             return False
         leaving = self.state.compactable(done)
@@ -1238,6 +1302,32 @@ def marks_of(ids: Iterable[tuple[str, int]]) -> dict[str, int]:
         if q > out.get(o, 0):
             out[o] = q
     return out
+
+
+_Rank = tuple[Any, ...]  # fold.end_rank's, as a record's facts keep it
+
+
+def _ended_by(r: JobRecord) -> tuple[set[str], set[str], set[str], _Rank,
+                                     Mapping[str, Any]] | None:
+    """(members, task names, homes, the `end_rank` of the JOB_ENDED it was made of, the
+    workflow) of a compacted record made of a JOB_ENDED (`Compactor._compact`); None if it
+    is not one, or does not read so (an earlier release's, a member's, a snapshot's)."""
+    end: Any = (r.facts or {}).get("end")
+    wf: Any = r.record.get("workflow")
+    members: Any = r.record.get("members")
+    try:
+        rank = tuple(end["rank"])
+        homes = set(end["homes"])
+        tasks = {t["name"] for t in wf["tasks"]}
+    except (KeyError, TypeError):
+        return None
+    kinds = (bool, int, bool, int, str, int)
+    if not (len(rank) == len(kinds) and all(type(v) is k for v, k in zip(rank, kinds,
+                                                                         strict=True))
+            and isinstance(members, list) and isinstance(wf, dict)
+            and all(type(v) is str for v in (*members, *homes, *tasks))):
+        return None
+    return set(members), tasks, homes, rank, wf
 
 
 def _assign(events: Sequence[Event], jobs: Sequence[str]) -> dict[str, list[tuple[str, int]]]:

@@ -1681,9 +1681,17 @@ def end_refusal(s: MeshState, ev: Event, b: JobEnded) -> str | None:
     tasks = s._lanes_tasks.get(b.job)
     if members is None or sub is None or tasks is None:
         return "its job's JOB_SUBMITTED with `members` is not here"
+    return refusal_of(ev, b, members, sub.order, tasks)
+
+
+def refusal_of(ev: Event, b: JobEnded, members: AbstractSet[str], sub_order: Order,
+               tasks: AbstractSet[str]) -> str | None:
+    """`end_refusal` given what it reads of the job: its `members`, its winning
+    JOB_SUBMITTED's order and its task names (the compactor asks it of a compacted job's
+    record for a JOB_ENDED that comes after: peer.log.compact.Compactor._late)."""
     if ev.origin not in members:
         return f"its origin {ev.origin} is no member of the job"
-    if not sub.order < ev.order:  # (review r1 of session 45, H2 (a): backdated)
+    if not sub_order < ev.order:  # (review r1 of session 45, H2 (a): backdated)
         return "its order is not after its job's JOB_SUBMITTED's"
     if (flaw := end_flaw(ev, b)) is not None:
         return flaw
@@ -1691,7 +1699,7 @@ def end_refusal(s: MeshState, ev: Event, b: JobEnded) -> str | None:
         task = next(t for t in b.outputs if t not in tasks)
         return f"outputs.{task} is no task of the job"
     for task, o in b.outputs.items():
-        if not sub.order < (o.hlc, o.origin, o.seq):
+        if not sub_order < (o.hlc, o.origin, o.seq):
             return (f"outputs.{task}'s order is not between the job's JOB_SUBMITTED's and "
                     "the JOB_ENDED's")
     for origin in {o.origin for o in b.outputs.values()}:  # (lanes of the job: end_flaw)

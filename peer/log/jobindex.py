@@ -1171,6 +1171,28 @@ class JobIndex:
             if self._provider_ok(row):
                 yield row
 
+    def full(self, job: str) -> JobRecord | None:
+        """`job`'s record as `put` wrote it, without its ids; None if the index holds no
+        full record of it (none, or a thin row's) or a column does not read back (logged
+        once: `_column`)."""
+        row = self._one(f"SELECT {JOB_COLUMNS} FROM job_index WHERE job = ? AND record != ''",
+                        (job,))
+        return None if row is None else self._job_record(row)
+
+    def _job_record(self, row: Sequence[Any]) -> JobRecord | None:
+        """A row of JOB_COLUMNS as a JobRecord (no ids), None if it does not read back."""
+        if not self._keys_ok(row):
+            return None
+        job, h, o, q, ended, st, summary, record, facts = row
+        rec = self._column(_job(job), "record", record, _is_object)
+        if rec is None:
+            return None
+        summ = self._column(_job(job), "summary", summary, _is_object)
+        fact = self._column(_job(job), "facts", facts, _is_object)
+        if summ is None or fact is None:
+            return None
+        return JobRecord(job, (h, o, q), ended, st, summ, rec, (), fact)
+
     def rows(self, db: sqlite3.Connection | None = None) -> Iterator[JobRecord]:
         """Every record (for a snapshot; read on `db`, as `_read`), oldest first; without
         their event ids."""
@@ -1178,16 +1200,11 @@ class JobIndex:
                               (), db):
             if not self._keys_ok(row):
                 continue
-            job, h, o, q, ended, st, summary, record, facts = row
-            if record == "":  # (a thin row's, not fetched yet)
+            if row[7] == "":  # (a thin row's, not fetched yet)
                 continue  # (a malformed one taken from a snapshot stream is not served on)
-            rec = self._column(_job(job), "record", record, _is_object)
-            if rec is None:
-                continue
-            summ = self._column(_job(job), "summary", summary, _is_object)
-            fact = self._column(_job(job), "facts", facts, _is_object)
-            if summ is not None and fact is not None:
-                yield JobRecord(job, (h, o, q), ended, st, summ, rec, (), fact)
+            r = self._job_record(row)
+            if r is not None:
+                yield r
 
 
 JOB_COLUMNS = "job, hlc, origin, seq, ended, state, summary, record, facts"

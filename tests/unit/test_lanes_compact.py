@@ -534,3 +534,78 @@ def test_a_deleted_lanes_job_s_lane_tables_leave_with_its_rows(tmp_path: Path) -
         assert node.peer_id not in node.state.peer_lanes
     finally:
         node.log.close()
+
+
+X = "c3" * 8  # a peer that adds itself to a job (an orphan takeover while the home looked dead)
+
+
+def _non_member(d: Path) -> Node:
+    """A node with lanes on, alone, a member of no job (compact_recent_tasks=0: a busy mesh,
+    whose recent history a job leaves within seconds)."""
+    node = Node(PeerConfig(data_dir=d, slots=1, mdns=False, compact_recent_tasks=0),
+                lanes=True)
+    node.listeners[:] = [node.compactor.note]
+    node.live_peers = dict  # type: ignore[method-assign,assignment]
+    node.gossip = _Gossip()  # type: ignore[assignment]
+    return node
+
+
+def _ends(t: int, job: str) -> tuple[list[Event], Event]:
+    """[OTHER's JOB_SUBMITTED of `job` naming it its one member, X's JOB_MEMBERS adding
+    itself, X's JOB_ENDED failing every task] and OTHER's later JOB_ENDED, `done`: ranked
+    first (a submission member's, then fewer failed), whatever order the two came in."""
+    def ended(origin: str, seq: int, hlc: int, failed: Mapping[str, str]) -> Event:
+        return Event(origin, seq, hlc, EventType.JOB_ENDED, {
+            "job": job, "state": "failed" if failed else "done", "n_tasks": len(TASKS),
+            "end": hlc, "outputs": {}, "producers": {}, "failed": dict(failed),
+            "digest": "0" * 32})
+    return [Event(OTHER, 1, t + (1 << 16), EventType.JOB_SUBMITTED,
+                  {"job": job, "workflow": WORKFLOW, "members": [OTHER]}),
+            Event(X, 1, t + (2 << 16), EventType.JOB_MEMBERS, {"job": job, "add": [X]}),
+            ended(X, 2, t + (3 << 16), {k: "gave up" for k in TASKS})], \
+        ended(OTHER, 2, t + (9 << 16), {})
+
+
+def test_a_non_member_records_the_best_ranked_end_whether_it_came_before_or_after_compaction(
+        tmp_path: Path) -> None:
+    """Review r1 of session 46, F9: a non-member compacted an ended lanes job once it left
+    the recent history and kept the end it held (here a self-added peer's, `failed`); the
+    home's `done` end, ranked first (`end_rank`), came later and folded as a straggler of a
+    compacted job: its record said `failed`, that of a non-member which got both ends in
+    time `done`, and their thin digests differed (on d8519ea: ('failed', ...) vs ('done',
+    ...)). A JOB_ENDED that ranks before the one a record was made of now makes it again
+    (`Compactor._late`); a restart (the replay) keeps it; a worse one that comes after
+    changes nothing."""
+    from peer.log.snapframe import job_digest3
+    job = "j0000000000d9"
+    seen: list[tuple[Any, ...]] = []
+    t = 0
+    for name, late in (("a", True), ("b", False)):
+        node = _non_member(tmp_path / name)
+        try:
+            t = t or node.hlc.now()  # (the same events on both)
+            first, home_end = _ends(t, job)
+            for ev in first if late else [first[0], first[1], home_end]:
+                node.state.apply(ev)
+                node.compactor.note(ev)
+            node.catchup.compact()
+            assert job in node.state.compacted
+            later = [home_end] if late else [first[2]]  # (b: X's, ranked after, comes late)
+            for ev in later:
+                node.state.apply(ev)
+                node.compactor.note(ev)
+            node.catchup.compact()
+            rec: Any = node.index.record(job)
+            seen.append((rec["state"], rec["finished_ms"], rec["outputs"],
+                         node.index.thin_digests(job_digest3)[job]))
+        finally:
+            node.log.close()
+    assert seen[0] == seen[1] and seen[0][0] == "done"
+    node = _non_member(tmp_path / "a")  # restarted: the replay folds both ends again
+    try:
+        node.catchup.compact()
+        rec = node.index.record(job)
+        assert (rec["state"], node.index.thin_digests(job_digest3)[job]) == (
+            "done", seen[0][3])
+    finally:
+        node.log.close()
