@@ -754,10 +754,12 @@ class MeshState:
     # peer that is no member of it come from there (review r2 F3, F4). A `refold` tells
     # it only of an end it took that was not the job's before (`_tell_new_ends`).
     on_end: Callable[[Event], None] | None = None
-    # Job -> task -> the earliest output (by its TASK_DONE's order) among the outputs of the
-    # job's JOB_ENDEDs folded (`_end_outputs`, a listing's once folded): what `end_body`
-    # shows of the winning one, so that a non-member names the output a member's fold does
-    # (first-wins) when two homes cut apart each ended the job. It leaves with the job.
+    # Job -> task -> the earliest output (by its TASK_DONE's order) among the inline outputs
+    # of the job's JOB_ENDEDs folded (`_end_outputs`; not a listing's, which only the peers
+    # that held it while its JOB_ENDED won fetch: review r1 of session 46, F3): what
+    # `end_body` shows of the winning one (with its own listing's), so that a non-member
+    # names the output a member's fold does (first-wins) when two homes cut apart each
+    # ended the job. It leaves with the job.
     end_outputs: dict[str, dict[str, Output]] = field(default_factory=dict)
     # Partial replication enabled (`lanes-v1`, not announced yet: docs/design/partial-
     # replication.md): until then `members` and JOB_MEMBERS/JOB_ENDED are held, not folded
@@ -1382,7 +1384,7 @@ class MeshState:
         """JOB_ENDED `ev`'s body as folded: with the outputs and producers of its `listing`
         once `fold_listing` folded them, else as the event says (none while listed); the
         job's winning one (`ended`) with each task's earliest output of its JOB_ENDEDs
-        folded (`end_outputs`)."""
+        folded inline (`end_outputs`; its own listing's counted too)."""
         b = ev.body_as(JobEnded)
         got = self.listed.get(b.job) if b.listing is not None else None
         if got is not None and got[0] == ev.id:
@@ -1390,7 +1392,8 @@ class MeshState:
         won, merged = self.ended.get(b.job), self.end_outputs.get(b.job)
         if won is None or won.id != ev.id or not merged:
             return b
-        outputs = {t: merged.get(t, o) for t, o in b.outputs.items()}
+        outputs = {t: o if (m := merged.get(t)) is None or o[2:] <= m[2:] else m
+                   for t, o in b.outputs.items()}  # (its listing's are not in `merged`)
         return b if outputs == b.outputs else replace(b, outputs=outputs)
 
     def unlisted(self, job: str) -> str | None:
@@ -1420,7 +1423,7 @@ class MeshState:
         why = end_refusal(self, ev, full)
         if why is not None:
             return why
-        _end_outputs(self, ev, full)
+        _end_outputs(self, ev, full, inline=False)
         self.listed[b.job] = (ev.id, full)
         if self.on_end is not None:
             self.on_end(ev)
@@ -1837,13 +1840,18 @@ def _rerank(s: MeshState, job: str) -> None:
             s.on_end(won)
 
 
-def _end_outputs(s: MeshState, ev: Event, b: JobEnded) -> None:
+def _end_outputs(s: MeshState, ev: Event, b: JobEnded, inline: bool = True) -> None:
     """A JOB_ENDED's outputs into the cache and its producers into the providers (`_end`),
     AHEAD at a time: the keys and CIDs of each slice that memory misses are looked up in
-    the job index at once (`Tiered.ahead`), most of them fresh, not one query each."""
+    the job index at once (`Tiered.ahead`), most of them fresh, not one query each. Its
+    outputs join `end_outputs` only if they are its own (`inline`), not a listing's: every
+    peer folds every admitted JOB_ENDED, but only the listing of the one that won while it
+    held the job (`fold_listing`), so a losing one's listing folded while it briefly won
+    made `end_body` (and the record) depend on the order the ends came in (review r1 of
+    session 46, F3); `end_body` counts the winner's own listing."""
     made: dict[str, Order] = {}  # CID -> the earliest order of an output of it
     merged = s.end_outputs.setdefault(b.job, {})
-    for task, o in b.outputs.items():  # (order-free: the least by order)
+    for task, o in b.outputs.items() if inline else ():  # (order-free: the least by order)
         if (cur := merged.get(task)) is None or o[2:] < cur[2:]:
             merged[task] = o
     outputs = list(b.outputs.values())

@@ -484,3 +484,40 @@ def test_a_better_end_once_folded_ranks_first_and_none_follows(
     s.apply(Event(me, 10, 1000, EventType.JOB_ENDED, better))
     assert s.ended[JOB].origin == me and not s.unended
     assert better_end(s, JOB, me, 3) is None
+
+
+def test_the_winner_s_outputs_do_not_depend_on_a_losing_listing_folded_while_it_won() -> None:
+    """Review r1 of session 46, F3: `end_outputs` merged every folded body, a listing's too,
+    but a peer fetches only the listing of the JOB_ENDED that wins while it holds the job:
+    peer a folded X's listing (X added itself and ended the job first; its t0 output is the
+    earlier) before H's inline end came and won; peer b got H's first and never fetched X's
+    listing. a's `end_body` (its list entry and record) named X's output, b's and a
+    restarted a's H's (on d8519ea: euh42q vs 4s52zy). Only inline outputs join
+    `end_outputs` now; the winner's own listing is counted by `end_body`."""
+    from dataclasses import replace
+
+    from peer.log.events import Output
+    from tests.unit.test_lanes_hostile import BAD, GOOD, H, J, SUB, X
+
+    me = "d4" * 8  # no member
+    listing = "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfxkjbybbuvtgmpllaq"
+
+    def ended(origin: str, seq: int, hlc: int, **body: Any) -> Event:
+        return Event(origin, seq, hlc, EventType.JOB_ENDED, {
+            "job": J, "state": "done", "n_tasks": 1, "end": hlc, "outputs": {},
+            "producers": {}, "failed": {}, "digest": "0" * 32, **body})
+
+    add = Event(X, 1, 1100, EventType.JOB_MEMBERS, {"job": J, "add": [X]})
+    e2 = ended(X, 2, 3000, listing=listing)
+    e1 = ended(H, 2, 4000, outputs={"t0": list(Output("k0", BAD, 2500, lane(H, J), 1))})
+    a = fold([SUB, add, e2], MeshState(lanes_on=True, me=me))
+    full = replace(e2.body_as(JobEnded), listing=None,
+                   outputs={"t0": Output("k0", GOOD, 1500, lane(X, J), 1)})
+    assert a.fold_listing(e2, full) is None  # (fetched while e2 won here)
+    assert a.end_body(e2).outputs["t0"].cid == GOOD  # (its own listing's, while it wins)
+    a.apply(e1)
+    b = fold([SUB, add, e1, e2], MeshState(lanes_on=True, me=me))
+    restarted = fold([SUB, add, e2, e1], MeshState(lanes_on=True, me=me))
+    bodies = [s.end_body(s.ended[J]) for s in (a, b, restarted)]
+    assert all(s.ended[J] is e1 or s.ended[J].id == e1.id for s in (a, b, restarted))
+    assert [body.outputs["t0"].cid for body in bodies] == [BAD] * 3
