@@ -10,6 +10,7 @@ implicit splits and implied claims."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,11 @@ from peer.ipfs.replicate import made_outputs
 from peer.jobs.ending import better_end, job_ended
 from peer.jobs.retention import finished_at
 from peer.log import Event, EventType, JobEnded, MeshState, fold
+from peer.log.events import Output
 from peer.log.fold import end_flaw, end_merit, end_rank, end_refusal
 from peer.log.lanes import lane
 from peer.node import Node
+from tests.unit.test_lanes_hostile import BAD, GOOD, SUB, H, J, X
 
 A, B, C = "a1" * 8, "b2" * 8, "c3" * 10  # home, member, non-member
 JOB = "j" + "0" * 11 + "1"
@@ -494,11 +497,6 @@ def test_the_winner_s_outputs_do_not_depend_on_a_losing_listing_folded_while_it_
     listing. a's `end_body` (its list entry and record) named X's output, b's and a
     restarted a's H's (on d8519ea: euh42q vs 4s52zy). Only inline outputs join
     `end_outputs` now; the winner's own listing is counted by `end_body`."""
-    from dataclasses import replace
-
-    from peer.log.events import Output
-    from tests.unit.test_lanes_hostile import BAD, GOOD, H, J, SUB, X
-
     me = "d4" * 8  # no member
     listing = "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfxkjbybbuvtgmpllaq"
 
