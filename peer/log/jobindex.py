@@ -38,7 +38,14 @@ from peer.cids import never_cid
 from peer.errors import DataError, StoreError
 from peer.jsontext import compact, loads_within
 from peer.log.events import MAX_CLOCK, MAX_ID_CHARS, EventType
-from peer.log.snapframe import check_thin, is_outputs_sha, is_record_sha, outputs_sha, thin
+from peer.log.snapframe import (
+    check_thin,
+    is_bare,
+    is_outputs_sha,
+    is_record_sha,
+    outputs_sha,
+    thin,
+)
 from peer.log.snapstream import (
     CACHE_KINDS,
     CHECKS,
@@ -768,15 +775,16 @@ class JobIndex:
                      db: sqlite3.Connection | None = None) -> dict[str, str]:
         """Job -> `digest(job, hlc, origin, seq, ended, state, outputs hash)` for every job
         of the index (snapframe.job_digest3) whose facts read back, their outputs hash a
-        hash (`is_outputs_sha`; read on `db`, as `_read`)."""
+        hash (`is_outputs_sha`; read on `db`, as `_read`), but a bare one (its record made
+        without its outputs: `is_bare`)."""
         out: dict[str, str] = {}
         for row in self._read(
                 "SELECT j.job, j.hlc, j.origin, j.seq, j.ended, j.state, t.facts, "
-                "CASE WHEN t.job IS NULL THEN j.facts END FROM job_index j "
+                "CASE WHEN t.job IS NULL THEN j.facts END, t.summary FROM job_index j "
                 "LEFT JOIN job_thin t USING (job)", (), db):
-            if not self._keys_ok(row):
+            if not self._keys_ok(row) or is_bare(row[8]):
                 continue
-            job, h, o, q, ended, state, tf, facts = row
+            job, h, o, q, ended, state, tf, facts, _ = row
             f = self._column(_job(job), "facts", facts if tf is None else tf, _is_object)
             if f is None:
                 continue

@@ -334,18 +334,19 @@ class Mismatch(StreamError):
 def against(batches: Iterable[tuple[str, list[tuple[Any, ...]]]],
             digests: Mapping[str, str] | None, tag: str = "j",
             digest: Callable[[tuple[Any, ...]], str] | None = None,
+            compared: Callable[[tuple[Any, ...]], bool] | None = None,
             ) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
     """The batches, each job row checked against a second member's digest of that job
     (`job_digest`) when it holds the job: jobs only one of them holds are not compared
     (one may have compacted, or dropped past the horizon, what the other still holds).
     Mismatch on a difference. `tag` and `digest`: another kind of job row (snapframe's thin
-    rows)."""
+    rows); `compared`: False for a row left out of the comparison (snapframe.is_bare)."""
     of = digest or job_digest
     for t, rows in batches:
         if t == tag and digests:
             for r in rows:
                 d = digests.get(r[0])
-                if d is not None and d != of(r):
+                if d is not None and (compared is None or compared(r)) and d != of(r):
                     raise Mismatch(f"job {r[0]!r} differs from a second member's")
         yield t, rows
 

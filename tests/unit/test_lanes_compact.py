@@ -9,6 +9,7 @@ peers (the compactor's `heard` and `pair_vvs` set by hand where another member i
 from __future__ import annotations
 
 import shutil
+import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -20,10 +21,12 @@ from peer.cids import sha256_cid
 from peer.config import PeerConfig
 from peer.http.metrics import Metrics
 from peer.jobs.ending import job_ended
-from peer.log import Event, EventType
+from peer.log import Event, EventType, JobEnded
 from peer.log.compact import ended_record
+from peer.log.events import Output
+from peer.log.jobindex import JobIndex, JobRecord
 from peer.log.lanes import lane
-from peer.log.snapframe import FrameSpool
+from peer.log.snapframe import FrameSpool, against3, job_digest3
 from peer.log.snapstream import Spool
 from peer.mesh.antientropy import heads_sum
 from peer.mesh.keyring import SECRET_FILE_NAME
@@ -576,7 +579,6 @@ def test_a_non_member_records_the_best_ranked_end_whether_it_came_before_or_afte
     ...)). A JOB_ENDED that ranks before the one a record was made of now makes it again
     (`Compactor._late`); a restart (the replay) keeps it; a worse one that comes after
     changes nothing."""
-    from peer.log.snapframe import job_digest3
     job = "j0000000000d9"
     seen: list[tuple[Any, ...]] = []
     t = 0
@@ -609,3 +611,34 @@ def test_a_non_member_records_the_best_ranked_end_whether_it_came_before_or_afte
             "done", seen[0][3])
     finally:
         node.log.close()
+
+
+def test_a_bare_record_is_left_out_of_the_per_job_digests_a_catch_up_compares() -> None:
+    """Review r1 of session 46, F6: a non-member that never folded a JOB_ENDED's listing by
+    the horizon makes its record without the outputs (`bare`), one that fetched it with
+    them: the same events, two outputs hashes, for good (a record is not made again), so a
+    catch-up from one's snapshot with the other as second member was refused as a
+    `digest_mismatch` (on d8519ea: Mismatch). A bare row is now neither in a peer's thin
+    digests nor compared when a snapshot brings it."""
+    job = "j0000000000e1"
+    sub = Event(OTHER, 1, 1 << 16, EventType.JOB_SUBMITTED,
+                {"job": job, "workflow": WORKFLOW, "members": [OTHER]})
+    end = Event(OTHER, 2, 9 << 16, EventType.JOB_ENDED, {
+        "job": job, "state": "done", "n_tasks": len(TASKS), "end": 9 << 16, "outputs": {},
+        "producers": {}, "failed": {}, "digest": "0" * 32, "listing": OUT["t0"]})
+    full = replace(end.body_as(JobEnded), listing=None, outputs={
+        t: Output(f"key-{t}", OUT[t], 5 << 16, lane(OTHER, job), i + 1)
+        for i, t in enumerate(TASKS)})
+    indexes = []
+    for f in (ended_record(sub, end, unlisted=OUT["t0"]), ended_record(sub, end, full)):
+        index = JobIndex(sqlite3.connect(":memory:", isolation_level=None))
+        index.put([JobRecord(job, sub.order, f.ended_hlc, f.state, f.summary, f.record, (),
+                             f.facts)], (), ())
+        indexes.append(index)
+    bare, listed = indexes
+    assert job not in bare.thin_digests(job_digest3) and job in listed.thin_digests(job_digest3)
+    for served, second in ((bare, listed), (listed, bare)):
+        rows = served._db.execute(  # (what a version 3 snapshot sends of it)
+            "SELECT j.job, j.hlc, j.origin, j.seq, j.ended, j.state, t.summary, t.facts, "
+            "t.sha FROM job_index j JOIN job_thin t USING (job)").fetchall()
+        assert list(against3([("t", rows)], second.thin_digests(job_digest3))) == [("t", rows)]
