@@ -462,10 +462,10 @@ class Compactor:
         (the job's stay queued) if the index cannot be written."""
         while self.late_ends:
             job, evs = next(iter(self.late_ends.items()))
-            self._late_end(job, evs.values())
+            self._late_end(job, list(evs.values()))
             del self.late_ends[job]
 
-    def _late_end(self, job: str, evs: Iterable[Event]) -> None:
+    def _late_end(self, job: str, evs: Sequence[Event]) -> None:
         """Compacted `job`'s record made of its JOB_ENDED (a non-member's, or a member's
         whose fold did not finish by the horizon: `_by_ended`) is made again of the least by
         `end_rank` of `evs` that ranks before the one it was made of and that `end_rank`'s
@@ -478,19 +478,25 @@ class Compactor:
         release's, one whose facts do not read as ours) are left as they are."""
         if not self.state.lanes_on or job in self.state.deleted:
             return
-        held = self.index.full(job)
-        of = None if held is None else _ended_by(held)
+        # Its facts first, its whole record only if one ranks before: a replay queues every
+        # JOB_ENDED of a compacted job still in the log.
+        facts = self.index.facts_of(job)
+        end = None if facts is None else _end_of_facts(facts)
+        if end is None:
+            return
+        homes, best = end
+        ranks = {ev.id: _rank(ev, homes) for ev in evs}
+        before = sorted((e for e in evs if ranks[e.id] < best), key=lambda e: ranks[e.id])
+        held = self.index.full(job) if before else None
+        of = None if held is None else _admits(held)
         if held is None or of is None:
             return
-        members, tasks, homes, best, wf = of
-        won = None
-        for ev in evs:
-            b = ev.body_as(JobEnded)
-            rank = (ev.origin not in homes, len(b.failed), b.state != "done", *ev.order)
-            if rank < best and refusal_of(ev, b, members, held.order, tasks) is None:
-                best, won = rank, ev
+        members, tasks, wf = of
+        won = next((ev for ev in before if refusal_of(
+            ev, ev.body_as(JobEnded), members, held.order, tasks) is None), None)
         if won is None:
             return
+        best = ranks[won.id]
         b = won.body_as(JobEnded)
         f = record_of_end(wf, held.order[1], held.order[0], b, b.listing)
         named = {"members": sorted(members)}
@@ -1307,27 +1313,43 @@ def marks_of(ids: Iterable[tuple[str, int]]) -> dict[str, int]:
 _Rank = tuple[Any, ...]  # fold.end_rank's, as a record's facts keep it
 
 
-def _ended_by(r: JobRecord) -> tuple[set[str], set[str], set[str], _Rank,
-                                     Mapping[str, Any]] | None:
-    """(members, task names, homes, the `end_rank` of the JOB_ENDED it was made of, the
-    workflow) of a compacted record made of a JOB_ENDED (`Compactor._compact`); None if it
-    is not one, or does not read so (an earlier release's, a member's, a snapshot's)."""
-    end: Any = (r.facts or {}).get("end")
-    wf: Any = r.record.get("workflow")
-    members: Any = r.record.get("members")
+def _end_of_facts(facts: Mapping[str, Any]) -> tuple[set[str], _Rank] | None:
+    """(homes, the `end_rank` of the JOB_ENDED it was made of) of a compacted record's
+    facts made of a JOB_ENDED (`Compactor._compact`); None if it is not one, or does not
+    read so (an earlier release's, a member's own fold's, a snapshot's)."""
+    end: Any = facts.get("end")
     try:
         rank = tuple(end["rank"])
         homes = set(end["homes"])
-        tasks = {t["name"] for t in wf["tasks"]}
     except (KeyError, TypeError):
         return None
     kinds = (bool, int, bool, int, str, int)
     if not (len(rank) == len(kinds) and all(type(v) is k for v, k in zip(rank, kinds,
                                                                          strict=True))
-            and isinstance(members, list) and isinstance(wf, dict)
-            and all(type(v) is str for v in (*members, *homes, *tasks))):
+            and all(type(v) is str for v in homes)):
         return None
-    return set(members), tasks, homes, rank, wf
+    return homes, rank
+
+
+def _rank(ev: Event, homes: set[str]) -> _Rank:
+    """`fold.end_rank` of JOB_ENDED `ev` whose job's winning JOB_SUBMITTED named `homes`."""
+    b = ev.body_as(JobEnded)
+    return (ev.origin not in homes, len(b.failed), b.state != "done", *ev.order)
+
+
+def _admits(r: JobRecord) -> tuple[set[str], set[str], Mapping[str, Any]] | None:
+    """(members, task names, workflow) of a compacted lanes job's record: what
+    `refusal_of` reads of the job; None if it does not read so."""
+    wf: Any = r.record.get("workflow")
+    members: Any = r.record.get("members")
+    try:
+        tasks = {t["name"] for t in wf["tasks"]}
+    except (KeyError, TypeError):
+        return None
+    if not (isinstance(members, list) and isinstance(wf, dict)
+            and all(type(v) is str for v in (*members, *tasks))):
+        return None
+    return set(members), tasks, wf
 
 
 def _assign(events: Sequence[Event], jobs: Sequence[str]) -> dict[str, list[tuple[str, int]]]:

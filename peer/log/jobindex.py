@@ -1179,6 +1179,15 @@ class JobIndex:
             if self._provider_ok(row):
                 yield row
 
+    def facts_of(self, job: str) -> dict[str, Any] | None:
+        """`job`'s facts if the index holds its full record (not only a thin row's) and they
+        read back (else None: logged once, `_column`); a smaller read than `full`."""
+        row = self._one("SELECT facts FROM job_index WHERE job = ? AND record != ''", (job,))
+        if row is None:
+            return None
+        facts: dict[str, Any] | None = self._column(_job(job), "facts", row[0], _is_object)
+        return facts
+
     def full(self, job: str) -> JobRecord | None:
         """`job`'s record as `put` wrote it, without its ids; None if the index holds no
         full record of it (none, or a thin row's) or a column does not read back (logged

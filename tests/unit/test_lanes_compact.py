@@ -592,6 +592,12 @@ def test_a_non_member_records_the_best_ranked_end_whether_it_came_before_or_afte
                 node.compactor.note(ev)
             node.catchup.compact()
             assert job in node.state.compacted
+            if late:  # first a `done` end of a peer no member names: not admitted
+                stray = Event("e5" * 8, 1, t + (4 << 16), EventType.JOB_ENDED,
+                              {**home_end.payload, "end": t + (4 << 16)})
+                node.state.apply(stray)
+                node.catchup.compact()
+                assert node.index.record(job)["state"] == "failed"  # type: ignore[index]
             later = [home_end] if late else [first[2]]  # (b: X's, ranked after, comes late)
             for ev in later:
                 node.state.apply(ev)
