@@ -75,10 +75,14 @@ def test_received_small_jobs_are_stored_and_compacted_as_before(tmp_path: Path) 
 # pass makes each job's record of its JOB_ENDED, as lanes step 8 (session 37, helper d) stored them
 # (re-pinned at the merge with helper a's frames: the runner a member that emits the JOB_ENDED;
 # re-pinned by session 37 helper j: the outputs made in the runner's lane of a lanes job's id,
-# as `fold.end_refusal` now asks: same counts, other job ids and output origins)
+# as `fold.end_refusal` now asks: same counts, other job ids and output origins;
+# re-pinned by session 46 helper i: each record's facts keep the `end_rank` of the JOB_ENDED
+# it was made of and the homes, `"end"`, so that a later one ranked before it makes it again
+# (`Compactor._late`); the rows are those of d8519ea but for that key, and the thin rows'
+# `sha`, which hashes the facts)
 NON_MEMBER_LOGGED = (40, "366986c50141c166")
-NON_MEMBER_COMPACTED = {"job_index": (20, "be4ac93b2be3983e"),
-                        "job_thin": (20, "26736874eef755ea"),
+NON_MEMBER_COMPACTED = {"job_index": (20, "18777fb563206831"),
+                        "job_thin": (20, "33c1748be4328d11"),
                         "cache_index": (40, "31b8189055546558"),
                         "provider_index": (40, "60f980d55da87278"),
                         "events": (0, "4f53cda18c2baa0c")}
