@@ -121,7 +121,8 @@ def _ended(origin: str, seq: int, hlc: int, out: Event) -> Event:
 
 def _view(s: MeshState) -> tuple[object, ...]:
     return (s.jobs[J].id, dict(s.members_of), s.ended.get(J) and s.ended[J].id,
-            {k: v.id for k, v in s.task_done.items()}, s.runs(J), dict(s._untasked))
+            {k: v.id for k, v in s.task_done.items()}, s.runs(J),
+            {j: sorted(e.id for e in held) for j, held in s._untasked.items()})
 
 
 @given(st.sampled_from([None, [X], [X, H, R]]), st.sampled_from([500, 1100]),
