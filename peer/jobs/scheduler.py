@@ -940,15 +940,22 @@ class Scheduler:
                     self._lanes_moved.add(job)  # (looked at again next tick)
                 else:  # (outputs over a quarter of max_split_bytes: listed)
                     del self._ending[job]
-                    ev = self.emit(EventType.JOB_ENDED, framed(
-                        payload, self.cfg.max_split_bytes // 4, self.planner.stored))
-                    if (flaw := end_flaw(ev, ev.body_as(JobEnded))) is not None:
-                        self._end_refused.add(job)
-                        log.error("%s: our JOB_ENDED %s is refused for good: %s (not "
-                                  "emitted again until a restart)", job, ev.id, flaw)
+                    self._emit_end(job, payload)
             except Exception:  # a bug must not stop the scheduler (retried next tick)
                 self._lanes_moved.add(job)
                 log.exception("ending job %s", job)
+
+    def _emit_end(self, job: str, payload: dict[str, Any]) -> Event:
+        """Emit `job`'s JOB_ENDED of `payload` (its outputs listed when over a quarter of
+        max_split_bytes); one the fold refuses for good (`end_flaw`) is noted in
+        `_end_refused` (not emitted again until a restart) and logged."""
+        ev = self.emit(EventType.JOB_ENDED, framed(
+            payload, self.cfg.max_split_bytes // 4, self.planner.stored))
+        if (flaw := end_flaw(ev, ev.body_as(JobEnded))) is not None:
+            self._end_refused.add(job)
+            log.error("%s: our JOB_ENDED %s is refused for good: %s (not emitted again "
+                      "until a restart)", job, ev.id, flaw)
+        return ev
 
     def _better_ends(self, now: float) -> None:
         """Emit another JOB_ENDED of each ended lanes job whose fold here now makes an end
@@ -982,15 +989,10 @@ class Scheduler:
                     continue
                 del self._better[job]
                 won = st.ended[job]
-                ev = self.emit(EventType.JOB_ENDED, framed(
-                    payload, self.cfg.max_split_bytes // 4, self.planner.stored))
+                ev = self._emit_end(job, payload)
                 log.info("%s: our fold of it makes an end before its JOB_ENDED %s (%d failed "
                          "tasks, not %d): ended again, %s", job, won.id,
                          len(payload["failed"]), len(won.payload["failed"]), ev.id)
-                if (flaw := end_flaw(ev, ev.body_as(JobEnded))) is not None:
-                    self._end_refused.add(job)
-                    log.error("%s: our JOB_ENDED %s is refused for good: %s (not "
-                              "emitted again until a restart)", job, ev.id, flaw)
             except Exception:  # a bug must not stop the scheduler (retried next tick)
                 self._reend.add(job)
                 log.exception("ending job %s again", job)
