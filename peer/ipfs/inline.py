@@ -361,11 +361,17 @@ class InlineBlocks:
         # written again by `write_again` (under `_queue_lock`)
         self._unwritten: list[tuple[Mapping[Cid, bytes], list[str]]] = []
         self._unwritten_bytes = 0
+        # A write asked again (`write_again`) failed again: the writer's passes no longer ask
+        # them again (the retry timer's and a log outage's end do), else one that keeps
+        # failing for its own reason went again at every pass, a log pair each (review r2
+        # of session 46, M1)
+        self._again_failed = False
         # Blocks (and roots) asked to be written while a write is queued or under way: the
         # writer takes them all at its next pass, one store call (one lock) for the lot.
         # Each write asked for is numbered (`_asked`, from 1); `_landed`: the last one landed
-        # or failed (the writer's, in order). All of it under `_queue_lock`.
-        self._queue: list[tuple[Mapping[Cid, bytes], list[str], int]] = []
+        # or failed (the writer's, in order); whether it is one asked again. All of it under
+        # `_queue_lock`.
+        self._queue: list[tuple[Mapping[Cid, bytes], list[str], int, bool]] = []
         self._queue_lock = threading.Lock()
         self._writing = False  # a `_write_queued` is queued or running in `background`
         self._asked = 0
@@ -415,12 +421,13 @@ class InlineBlocks:
         """Serve `blocks` now and write them (and pin `output`) in the background."""
         self._store(blocks, [output] if output else [])
 
-    def _store(self, blocks: Mapping[Cid, bytes], roots: list[str]) -> None:
+    def _store(self, blocks: Mapping[Cid, bytes], roots: list[str], again: bool = False,
+               ) -> None:
         if self.background is None:
             try:
                 self.store.keep_inline(blocks, roots)
             except (OSError, StoreError):
-                self._failed(blocks, roots)
+                self._failed(blocks, roots, again)
                 raise
             return
         self.store.stage_inline(blocks)
@@ -428,7 +435,7 @@ class InlineBlocks:
             self._asked += 1
             for c in blocks:
                 self._pending.setdefault(c.key, self._asked)
-            self._queue.append((blocks, roots, self._asked))
+            self._queue.append((blocks, roots, self._asked, again))
             if self._writing:
                 return  # the queued (or running) writer takes these too
             self._writing = True
@@ -444,27 +451,59 @@ class InlineBlocks:
                 if not batch:
                     self._writing = False
                     return
-            blocks = {c: data for b, _, _ in batch for c, data in b.items()}
-            roots = [r for _, rs, _ in batch for r in rs]
             try:
-                self.store.keep_inline(blocks, roots)
-            except Exception as e:  # a full disk (served by other peers later), or a bug: the
-                # writer goes on (else `_writing` stays set and every run waits for ever)
-                bug = not isinstance(e, (OSError, StoreError))
-                log.log(logging.ERROR if bug else logging.WARNING,
-                        "inline blocks of %d output(s) not written: %s", len(batch), e,
-                        exc_info=bug)
-                self._failed(blocks, roots)
-            else:  # the store takes writes: those that failed go again, in this writer's
-                # next pass (queued by `write_again`: `_writing` is set). Else, with the log
-                # writable all along, only a log outage's end or a restart wrote them
-                # (session 46, helper e)
-                if self.has_unwritten:
-                    n = self.write_again()
-                    log.info("inline blocks of %d earlier write(s) that failed are written "
-                             "again: the block store takes writes", n)
+                landed = self._write_batch(batch)
             finally:  # landed or failed: its waiters (runs) resume either way
                 self._settle(batch[-1][2])
+            # The store takes writes: those that failed go again, in this writer's next pass
+            # (queued by `write_again`: `_writing` is set); else, with the log writable all
+            # along, only a log outage's end or a restart wrote them (session 46, helper e).
+            # Not once one asked again failed again: the retry timer's wait then.
+            if landed and self.has_unwritten and not self._again_failed:
+                n = self.write_again(by_writer=True)
+                log.info("inline blocks of %d earlier write(s) that failed are written "
+                         "again: the block store takes writes", n)
+
+    def _write_batch(self, batch: list[tuple[Mapping[Cid, bytes], list[str], int, bool]],
+                     ) -> bool:
+        """One store call for the writes of `batch`; if it fails, each write alone, so that
+        one that keeps failing (its blocks too large for the room left, a bug on them) fails
+        alone: merged, the others failed with it and were kept welded to it, never landing
+        (review r2 of session 46, M1). Whether a write landed."""
+        blocks = {c: data for b, _, _, _ in batch for c, data in b.items()}
+        roots = [r for _, rs, _, _ in batch for r in rs]
+        try:
+            self.store.keep_inline(blocks, roots)
+            return True
+        except Exception as e:  # a full disk (served by other peers later), or a bug: the
+            # writer goes on (else `_writing` stays set and every run waits for ever)
+            if len(batch) == 1:
+                self._failed_write(e, batch)
+                return False
+        landed = False
+        failed = []
+        for entry in batch:
+            try:
+                self.store.keep_inline(entry[0], entry[1])
+                landed = True
+            except Exception as e:
+                failed.append(entry)
+                err = e
+        if failed:
+            self._failed_write(err, failed, len(batch))
+        return landed
+
+    def _failed_write(self, e: Exception, failed: list[tuple[Mapping[Cid, bytes], list[str],
+                                                             int, bool]],
+                      of: int | None = None) -> None:
+        """Log the store's error `e` (a bug's with its traceback) for the writes `failed` (of
+        `of` in the pass, when it was split) and keep each one (`_failed`)."""
+        bug = not isinstance(e, (OSError, StoreError))
+        log.log(logging.ERROR if bug else logging.WARNING,
+                "inline blocks of %d output(s)%s not written: %s", len(failed),
+                "" if of is None else f" of {of} written one by one", e, exc_info=bug)
+        for blocks, roots, _, again in failed:
+            self._failed(blocks, roots, again)
 
     def unwritable(self) -> None:
         """The writer's pass could not be submitted (the peer closed): what is queued is not
@@ -474,17 +513,20 @@ class InlineBlocks:
             batch, self._queue = self._queue, []
             self._writing = False
         self.failed += 1
-        self.forget([r for _, rs, _ in batch for r in rs])
+        self.forget([r for _, rs, _, _ in batch for r in rs])
         if batch:
             self._settle(batch[-1][2])
 
-    def _failed(self, blocks: Mapping[Cid, bytes], roots: list[str]) -> None:
+    def _failed(self, blocks: Mapping[Cid, bytes], roots: list[str], again: bool = False,
+                ) -> None:
         """A write failed: its outputs are not held here after all (`forget`), its blocks
-        kept (bounded) to be written again once the disk takes writes (`write_again`)."""
+        kept (bounded) to be written again once the disk takes writes (`write_again`).
+        `again`: it was asked again, and failed again."""
         self.failed += 1  # racing increments may lose a count, never all
         self.forget(roots)
         size = sum(len(data) for data in blocks.values())
         with self._queue_lock:
+            self._again_failed = self._again_failed or again
             self._unwritten.append((blocks, roots))
             self._unwritten_bytes += size
             while self._unwritten_bytes > UNWRITTEN_MAX_BYTES:
@@ -496,7 +538,7 @@ class InlineBlocks:
         """Blocks whose write failed wait to be written again (`write_again`)."""
         return bool(self._unwritten)
 
-    def write_again(self) -> int:
+    def write_again(self, by_writer: bool = False) -> int:
         """Write again (noted as held: served now, written in the background) the blocks
         whose write failed, once the disk takes writes: on a peer alone, an output whose
         write failed in an outage was held nowhere until a restart, and the task reading
@@ -504,14 +546,16 @@ class InlineBlocks:
         Called as a log outage ends (peer.node), after a write of the writer's that
         succeeds, and by InlineOutputs' retry timer. Returns how many writes were asked
         again; one that fails again is kept again. Any thread: the writer's too, whose
-        next pass then takes them."""
+        next pass then takes them. Asked by another than the writer (`by_writer`), the
+        writer's passes ask again too until one asked again fails again."""
         with self._queue_lock:
             again, self._unwritten, self._unwritten_bytes = self._unwritten, [], 0
+            self._again_failed = self._again_failed and by_writer
         for blocks, roots in again:
             for r in roots:
                 self.note(r)
             with contextlib.suppress(OSError, StoreError):  # (kept again: `_failed`)
-                self._store(blocks, roots)
+                self._store(blocks, roots, again=True)
         return len(again)
 
     def holds(self, cid: str) -> bool:

@@ -1119,6 +1119,63 @@ def test_a_write_that_failed_is_written_again_by_the_next_write_that_succeeds(
     assert keeper.pins == [second, first] and set(b1) <= set(keeper.blocks)
 
 
+class _NearlyFull(FakeKeeper):
+    """Fails any write that holds one of `bad`'s blocks (too large for the room left, while
+    small writes fit); runs `during` (writes asked meanwhile, as other threads do) first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bad: set[str] = set()
+        self.during: list[Callable[[], None]] = []
+        self.calls = 0
+
+    def keep_inline(self, blocks: Mapping[Cid, bytes], roots: Iterable[str]) -> None:
+        self.calls += 1
+        if self.during:
+            self.during.pop(0)()
+        if self.bad & {str(c) for c in blocks}:
+            raise OSError(28, "No space left on device")
+        super().keep_inline(blocks, roots)
+
+
+def test_a_write_that_keeps_failing_fails_alone_and_the_writer_stops_asking_it_again(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Review r2 of session 46, M1: a write kept after it failed went again in the writer's
+    pass after each one that succeeded, merged with the writes asked meanwhile: when it
+    failed again (its own blocks too large for the room left) they failed with it, kept
+    welded to it, never landing (10 of these 20 outputs were held nowhere), two log lines a
+    pass. Now a failed pass writes each write alone, and once one asked again fails again
+    only the retry timer asks it again (as the timer's three calls here)."""
+    caplog.set_level(logging.INFO, logger="banzai")
+    later: list[Any] = []
+    keeper = _NearlyFull()
+    ib = inline.InlineBlocks("me", keeper, 1024, background=later.append)  # type: ignore[arg-type]
+    big, bb = _small(tmp_path, "big")
+    keeper.bad = {str(k) for k in bb}
+    ib.on_event(_done("other", big, inline.encode(bb)))
+    later.pop()()
+    assert ib.has_unwritten and not ib.holds(big)
+    good = []
+    for i in range(10):
+        a, ba = _small(tmp_path, f"a{i}")
+        b, bb2 = _small(tmp_path, f"b{i}")
+        keeper.during.append(  # (b is asked while a's write runs)
+            lambda b=b, bb2=bb2: ib.on_event(_done("other", b, inline.encode(bb2))))
+        ib.on_event(_done("other", a, inline.encode(ba)))
+        while later:
+            later.pop()()
+        good += [a, b]
+    assert all(ib.holds(o) for o in good) and not ib.holds(big) and ib.has_unwritten
+    writer_calls = keeper.calls
+    for _ in range(3):  # the retry timer
+        ib.write_again()
+        while later:
+            later.pop()()
+    assert keeper.calls == writer_calls + 3 and ib.has_unwritten  # one call each, no more
+    lines = [r for r in caplog.records if r.name.startswith("banzai")]
+    assert len(lines) <= 3 + 2 * 3, [r.getMessage() for r in lines]  # not a pair a pass
+
+
 async def test_a_write_that_failed_is_written_again_by_the_retry_once_the_store_takes_them(
         tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
     """A peer alone, its log writable: an output whose write failed was held nowhere until
