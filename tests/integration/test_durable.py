@@ -90,7 +90,7 @@ def test_a_full_disk_answers_507_loses_nothing_and_the_job_completes_once_freed(
         status, body = API.api("POST", f"{peer.url}/api/jobs", [{"call": "ECHO", "args": ["x"]}])
         assert status == 507 and body["error"] == "StorageFull", body
         assert "disk is full" in body["message"], body
-        refused = re.search(r"job (j[0-9a-f]+)", body["message"])
+        refused = re.search(r"job (j[0-9a-f]+(?:\.[0-9a-f]+)?)", body["message"])
         assert refused, body
         status, body = API.api("POST", f"{peer.url}/api/add?name=f.txt", b"new data")
         assert status == 507 and body["error"] == "StorageFull", body
@@ -149,7 +149,7 @@ def test_an_unwritable_log_makes_health_503_and_a_post_a_clear_error_and_loses_n
                                    [{"call": "ECHO", "args": ["kept"]}])
             assert status == 503 and body["error"] == "LogUnwritable", body
             assert "cannot write its event log" in body["message"], body
-            kept = re.search(r"job (j[0-9a-f]+)", body["message"])
+            kept = re.search(r"job (j[0-9a-f]+(?:\.[0-9a-f]+)?)", body["message"])
             assert kept, body
             status, health = API.api("GET", f"{peer.url}/api/health")
             assert status == 503 and health["ok"] is False, health
@@ -203,7 +203,7 @@ def test_a_peer_whose_log_cannot_be_written_claims_no_new_work_and_loses_no_even
         try:
             status, body = API.api("POST", f"{peer.url}/api/jobs", wf)
             assert status == 503 and body["error"] == "LogUnwritable", body
-            job = re.search(r"job (j[0-9a-f]+)", body["message"])
+            job = re.search(r"job (j[0-9a-f]+(?:\.[0-9a-f]+)?)", body["message"])
             assert job, body
             a, b = _until(lambda: _moved(_view(peer, job.group(1))["tasks"]),
                           "b neither claimed nor held back")

@@ -406,7 +406,7 @@ def test_login_in_the_ui_then_submit(browser: Any, loop: PeerProc) -> None:
         page.locator("#tab-text").click()
         page.locator("#pipeline-text").fill('[{"call": "T_SLEEP", "args": [0]}]')
         page.click("#submit-pipeline")
-        page.wait_for_url(re.compile(r"#/jobs/j[0-9a-f]+$"))
+        page.wait_for_url(re.compile(r"#/jobs/j[0-9a-f]+(\.[0-9a-f]+)?$"))
         job = page.url.rsplit("/", 1)[1]
         assert any(j["id"] == job for j in _jobs(loop.url, loop))
     finally:

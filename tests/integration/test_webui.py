@@ -137,7 +137,7 @@ def seed_job(browser: Any, peer: PeerProc, corpus_url: str) -> Iterator[dict[str
     prefilled = url_input.input_value()
     url_input.fill(f"{corpus_url}{CORPUS_ZIP}")
     page.click("#submit-pipeline")
-    page.wait_for_url(re.compile(r"#/jobs/j[0-9a-f]+$"))
+    page.wait_for_url(re.compile(r"#/jobs/j[0-9a-f]+(\.[0-9a-f]+)?$"))
     job = page.url.rsplit("/", 1)[1]
     seen: list[int] = []
     state = ""
@@ -353,7 +353,7 @@ def test_cancel_a_running_job_from_the_ui(tab: Tab) -> None:
     page.click("#tab-text")
     page.locator("#pipeline-text").fill("- call: T_SLEEP\n  args: [3600]\n")
     page.click("#submit-pipeline")
-    page.wait_for_url(re.compile(r"#/jobs/j[0-9a-f]+$"))
+    page.wait_for_url(re.compile(r"#/jobs/j[0-9a-f]+(\.[0-9a-f]+)?$"))
     job = page.url.rsplit("/", 1)[1]
     expect(page.locator(".job-page")).to_have_attribute("data-state", "running", timeout=30_000)
     # keyboard only: focus the button, Enter, then confirm with Enter (focus moves to "Yes")
