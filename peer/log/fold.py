@@ -790,11 +790,12 @@ class MeshState:
     # one not here, None without it
     _gone_lanes: OrderedDict[str, GoneLanes] = field(default_factory=OrderedDict)
     gone_lookup: Callable[[str], GoneLanes | None] | None = None
-    # Job -> the JOB_ENDEDs of it folded (those `end_refusal` admitted: a set that only
-    # grows), by id: its end (`ended`) is the least of them by `end_rank`, which reads the
-    # winning JOB_SUBMITTED's `members`; when an earlier one wins, the least is taken again
-    # (`_rerank`). They leave with the job.
-    _ends: dict[str, dict[tuple[str, int], Event]] = field(default_factory=dict)
+    # Job -> origin -> the least by `end_rank` of its JOB_ENDEDs of the job folded (those
+    # `end_refusal` admitted: only grows or gets less): the job's end (`ended`) is the least
+    # of them, `end_rank` reading the winning JOB_SUBMITTED's `members`, which rank every
+    # end of one origin alike; when an earlier one wins, the least is taken again
+    # (`_rerank`: a walk of origins, not of every end). They leave with the job.
+    _ends: dict[str, dict[str, Event]] = field(default_factory=dict)
     # Origin -> every seq up to here is held or was set aside on purpose (an unknown type's
     # event past its cap, a quarantined own event): the heads count them as held.
     floors: dict[str, int] = field(default_factory=dict)
@@ -1814,7 +1815,9 @@ def _end(s: MeshState, ev: Event, b: JobEnded) -> None:
     the job, the same entries as on a member, which folded those TASK_DONEs. (An output
     `listing` is folded once fetched and read: `MeshState.fold_listing`; until then its
     keys miss.) `on_end` is told if `ev` is the job's end."""
-    s._ends.setdefault(b.job, {})[ev.id] = ev
+    ends = s._ends.setdefault(b.job, {})  # (an origin's least: the homes rank it alike)
+    if (mine := ends.get(ev.origin)) is None or end_rank(s, ev) < end_rank(s, mine):
+        ends[ev.origin] = ev
     cur = s.ended.get(b.job)
     if cur is None or end_rank(s, ev) < end_rank(s, cur):
         s.ended[b.job] = ev
@@ -1829,7 +1832,8 @@ def _rerank(s: MeshState, job: str) -> None:
     (`_ends`) again (their outputs are in already: `_end_outputs` merges every one folded,
     whatever its rank), and `on_end` is told if it changed (as `_end` tells it). Rare: no
     honest peer sends a second JOB_SUBMITTED of a job (job ids are random), so the JOB_ENDEDs
-    walked are those of a job under attack (or an id collision)."""
+    walked are those of a job under attack (or an id collision): one per origin, its least
+    (review r2 of session 46, L1: each rival walked every end kept, R x E)."""
     ends = s._ends.get(job)
     if not ends:
         return

@@ -170,6 +170,18 @@ def test_a_held_job_ended_leaves_with_its_job() -> None:
     assert s.unended == {}
 
 
+def test_an_origin_s_least_end_only_is_kept_for_a_rerank() -> None:
+    """Review r2 of session 46, L1: every JOB_ENDED folded was kept, and each earlier rival
+    JOB_SUBMITTED walked them all (R rivals x E ends on every peer holding the job). The
+    winning JOB_SUBMITTED's members rank every end of one origin alike, so only an origin's
+    least can win: one kept per origin, whatever order they came in."""
+    later = [replace(ended(B, hlc=250 + i), seq=1 + i) for i in range(5)]
+    for order in ([*later], [*reversed(later)]):
+        s = lanes_fold([submitted([A, B]), done(), *order])
+        assert list(s._ends[JOB]) == [B] and s._ends[JOB][B].id == later[0].id
+        assert s.ended[JOB].id == later[0].id
+
+
 def test_the_job_endeds_folded_leave_with_their_job() -> None:
     """Each JOB_ENDED folded is kept while its job lives (`MeshState._ends`: the job's end is
     taken again among them when an earlier JOB_SUBMITTED wins, review r3 of session 45,
@@ -178,7 +190,7 @@ def test_the_job_endeds_folded_leave_with_their_job() -> None:
     evs = [submitted([A, B]), done(), ended(A), ended(B, hlc=250)]
     for leave in ("delete", "compact", "forget"):
         s = lanes_fold(evs)
-        assert set(s._ends[JOB]) == {(A, 2), (B, 1)} and s.ended[JOB].origin == B
+        assert set(s._ends[JOB]) == {A, B} and s.ended[JOB].origin == B
         if leave == "delete":
             s.apply(Event(A, 3, 400, EventType.JOB_DELETED, {"job": JOB, "reason": "x"}))
         elif leave == "compact":
