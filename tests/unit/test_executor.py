@@ -1373,6 +1373,14 @@ async def _slot_back(ex: Executor) -> None:
     raise AssertionError("no slot came back")
 
 
+def _no_sigkill(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No worker's SIGKILL arrives (they are given up alive); the test's own ends them
+    (`_killed_given_up`)."""
+    signal_worker = executor._signal
+    monkeypatch.setattr(executor, "_signal",
+                        lambda w, sig: None if sig == signal.SIGKILL else signal_worker(w, sig))
+
+
 async def _killed_given_up(ex: Executor, pids: list[int]) -> None:
     """End the test's workers given up (`pids`: the executor's SIGKILL was held back) and
     return once the executor has reaped them, or after a bounded wait (not raising: the
@@ -1394,9 +1402,7 @@ async def test_workers_given_up_are_replaced_up_to_slots_of_them(
     replaced: processes without bound, counted as ready (review e, session 41). Past `slots`
     given up alive, the slot stays empty (and not ready) until one of them exits."""
     ex = await make_executor(slots=1, stuck_after_s=0.2)
-    signal_worker = executor._signal  # no worker's SIGKILL arrives; the test's own ends them
-    monkeypatch.setattr(executor, "_signal",
-                        lambda w, sig: None if sig == signal.SIGKILL else signal_worker(w, sig))
+    _no_sigkill(monkeypatch)
     pids = []
     try:
         for key in "ab":
@@ -1419,9 +1425,7 @@ async def test_runs_fail_at_once_while_workers_given_up_hold_every_slot(
     queued, or handed over later, waited for ever (`_unreplaced`: session 42). They fail at
     once, saying so, and `slots` is 0 (the peer offers none) until one of them exits."""
     ex = await make_executor(slots=1, stuck_after_s=0.2)
-    signal_worker = executor._signal  # no worker's SIGKILL arrives; the test's own ends them
-    monkeypatch.setattr(executor, "_signal",
-                        lambda w, sig: None if sig == signal.SIGKILL else signal_worker(w, sig))
+    _no_sigkill(monkeypatch)
     pids = [await _worker_pid(ex, "pid-a")]
     try:
         await asyncio.wait_for(ex.run("a", T + "stubborn", 60, timeout_s=0.3), 20)
@@ -1451,9 +1455,7 @@ async def test_a_close_reaps_the_workers_given_up_that_exited_unheard(
     late): with nothing else to wait for, close left both "running", their pipes open (the
     fixture's fd check fails). Now it reaps them (session 46)."""
     ex = await make_executor(slots=1, stuck_after_s=0.2)
-    signal_worker = executor._signal  # no worker's SIGKILL arrives; the test's own ends them
-    monkeypatch.setattr(executor, "_signal",
-                        lambda w, sig: None if sig == signal.SIGKILL else signal_worker(w, sig))
+    _no_sigkill(monkeypatch)
     pids = []
     try:
         for key in "ab":

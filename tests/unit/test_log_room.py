@@ -4,11 +4,13 @@ mount a small tmpfs (root: skipped with the reason elsewhere)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import resource
 import shutil
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -98,6 +100,24 @@ def _fill(mnt: Path, leave: int) -> Path:
     return filler
 
 
+@contextlib.contextmanager
+def _after_a_failed_write(tmp_path: Path) -> Iterator[tuple[EventLog, Path, Path, StorageFull]]:
+    """An event log on an 8 MiB tmpfs whose ~2 MiB write just failed for want of room (the
+    WAL took the last 1.5 MiB): the log (closed after), the mount, the file filling it, and
+    the write's error."""
+    with mounted_tmpfs(tmp_path / "mnt", 8 << 20) as mnt:
+        log = EventLog(mnt / "e.sqlite")
+        try:
+            log.append(_provides(1, 500), sync=False)
+            log.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            filler = _fill(mnt, 1536 << 10)
+            with pytest.raises(StorageFull) as failed:
+                log.append(_provides(501, 2000), sync=False)
+            yield log, mnt, filler, failed.value
+        finally:
+            log.close()
+
+
 def test_on_a_really_full_disk_the_probe_proves_the_freed_room_and_keeps_none_of_it(
         tmp_path: Path) -> None:
     """Review r1 F10 on an 8 MiB tmpfs: a ~2 MiB write fails (the WAL takes the last
@@ -105,50 +125,31 @@ def test_on_a_really_full_disk_the_probe_proves_the_freed_room_and_keeps_none_of
     its DELETE then failed: the probe failed (the outage went on), the blob held the freed
     room (a 512 KiB file did not fit, the failed write failed again) and stayed in the log.
     Now the probe succeeds and leaves the room to the write that failed, and to the rest."""
-    with mounted_tmpfs(tmp_path / "mnt", 8 << 20) as mnt:
-        log = EventLog(mnt / "e.sqlite")
-        try:
-            log.append(_provides(1, 500), sync=False)
-            log.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            filler = _fill(mnt, 1536 << 10)
-            with pytest.raises(StorageFull, match="the disk is full"):
-                log.append(_provides(501, 2000), sync=False)
-            assert _free(mnt) < 64 << 10
-            os.truncate(filler, filler.stat().st_size - (3 << 20))
-            log.probe()
-            assert "write_room" not in _meta_keys(log)
-            with open(mnt / "block", "wb") as f:  # (a block of the store, say)
-                f.write(b"b" * (512 << 10))
-                f.flush()
-                os.fsync(f.fileno())
-            log.append(_provides(501, 2000), sync=False)
-            assert len(list(log.load())) == 2500
-        finally:
-            log.close()
+    with _after_a_failed_write(tmp_path) as (log, mnt, filler, failed):
+        assert "the disk is full" in str(failed) and _free(mnt) < 64 << 10
+        os.truncate(filler, filler.stat().st_size - (3 << 20))
+        log.probe()
+        assert "write_room" not in _meta_keys(log)
+        with open(mnt / "block", "wb") as f:  # (a block of the store, say)
+            f.write(b"b" * (512 << 10))
+            f.flush()
+            os.fsync(f.fileno())
+        log.append(_provides(501, 2000), sync=False)
+        assert len(list(log.load())) == 2500
 
 
 def test_a_probe_that_finds_no_room_commits_nothing(tmp_path: Path) -> None:
     """The same with 1 MiB freed only: the probe fails (StorageFull) and leaves nothing in
     the log; freed 3 MiB more, it succeeds and the write that failed fits."""
-    with mounted_tmpfs(tmp_path / "mnt", 8 << 20) as mnt:
-        log = EventLog(mnt / "e.sqlite")
-        try:
-            log.append(_provides(1, 500), sync=False)
-            log.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            filler = _fill(mnt, 1536 << 10)
-            with pytest.raises(StorageFull):
-                log.append(_provides(501, 2000), sync=False)
-            os.truncate(filler, filler.stat().st_size - (1 << 20))
-            with pytest.raises(StorageFull, match="the disk is full"):
-                log.probe()
-            assert "write_room" not in _meta_keys(log)
-            os.truncate(filler, filler.stat().st_size - (3 << 20))
+    with _after_a_failed_write(tmp_path) as (log, _, filler, _):
+        os.truncate(filler, filler.stat().st_size - (1 << 20))
+        with pytest.raises(StorageFull, match="the disk is full"):
             log.probe()
-            log.append(_provides(501, 2000), sync=False)
-            assert len(list(log.load())) == 2500
-        finally:
-            log.close()
-
+        assert "write_room" not in _meta_keys(log)
+        os.truncate(filler, filler.stat().st_size - (3 << 20))
+        log.probe()
+        log.append(_provides(501, 2000), sync=False)
+        assert len(list(log.load())) == 2500
 
 
 FULL_AT_OPEN = (r"cannot open the event log .*/e\.sqlite: too little room on the file system "
