@@ -892,12 +892,13 @@ class Scheduler:
         if (not self._lanes_live and not self._spread_at and not self._orphaned
                 and not self._reend and not self._better):
             return
-        live = frozenset([*self._peers(), self.peer_id])
+        peers = self._peers()
+        live = frozenset([*peers, self.peer_id])
         if live != self._lanes_peers:
             self._lanes_peers = live
             self._lanes_moved |= self._lanes_live
             self._reend.update(self._better)
-        stuck = {p for p, i in self._peers().items() if members.cannot_claim(i)}
+        stuck = {p for p, i in peers.items() if members.cannot_claim(i)}
         if stuck != self._stuck.keys():  # (a named member that can claim nothing keeps a
             self._stuck = {p: self._stuck.get(p, now) for p in stuck}  # job a window only)
             self._lanes_moved |= self._lanes_live

@@ -34,7 +34,15 @@ from peer.log.events import (
     Unprovide,
     facts,
 )
-from peer.log.fold import READ_MAX, MeshState, Tiered, end_rank, provided, refusal_of
+from peer.log.fold import (
+    READ_MAX,
+    MeshState,
+    Tiered,
+    end_rank,
+    provided,
+    rank_among,
+    refusal_of,
+)
 from peer.log.jobindex import (
     ITEM,
     OUTPUT,
@@ -485,7 +493,7 @@ class Compactor:
         if end is None:
             return
         homes, best = end
-        ranks = {ev.id: _rank(ev, homes) for ev in evs}
+        ranks = {ev.id: rank_among(ev, homes) for ev in evs}
         before = sorted((e for e in evs if ranks[e.id] < best), key=lambda e: ranks[e.id])
         held = self.index.full(job) if before else None
         of = None if held is None else _admits(held)
@@ -1329,12 +1337,6 @@ def _end_of_facts(facts: Mapping[str, Any]) -> tuple[set[str], _Rank] | None:
             and all(type(v) is str for v in homes)):
         return None
     return homes, rank
-
-
-def _rank(ev: Event, homes: set[str]) -> _Rank:
-    """`fold.end_rank` of JOB_ENDED `ev` whose job's winning JOB_SUBMITTED named `homes`."""
-    b = ev.body_as(JobEnded)
-    return (ev.origin not in homes, len(b.failed), b.state != "done", *ev.order)
 
 
 def _admits(r: JobRecord) -> tuple[set[str], set[str], Mapping[str, Any]] | None:

@@ -1787,7 +1787,14 @@ def end_rank(s: MeshState, ev: Event) -> tuple[bool, int, bool, int, str, int]:
     JOB_ENDEDs folded again; the rest is a key of the event alone: the winner is the least
     of those folded by the winning JOB_SUBMITTED's members, whatever order they came in."""
     b = ev.body_as(JobEnded)
-    return (*end_merit(s, b.job, ev.origin, len(b.failed), b.state), *ev.order)
+    return rank_among(ev, _homes(s, b.job))
+
+
+def rank_among(ev: Event, homes: Collection[str]) -> tuple[bool, int, bool, int, str, int]:
+    """`end_rank` of JOB_ENDED `ev` whose job's winning JOB_SUBMITTED names `homes` (what a
+    compacted job's record keeps of it: peer.log.compact.Compactor._late)."""
+    b = ev.body_as(JobEnded)
+    return (*_merit(ev.origin, homes, len(b.failed), b.state), *ev.order)
 
 
 def end_merit(s: MeshState, job: str, origin: str, failed: int, state: str,
@@ -1796,7 +1803,12 @@ def end_merit(s: MeshState, job: str, origin: str, failed: int, state: str,
     failed tasks and `state` ranks by before its order breaks a tie. A member whose fold
     would end the job with a merit strictly below its winning end's emits that end
     (peer.jobs.ending.better_end: each such end lowers it, so they are few)."""
-    return origin not in _homes(s, job), failed, state != "done"
+    return _merit(origin, _homes(s, job), failed, state)
+
+
+def _merit(origin: str, homes: Collection[str], failed: int, state: str,
+           ) -> tuple[bool, int, bool]:
+    return origin not in homes, failed, state != "done"
 
 
 def _homes(s: MeshState, job: str) -> tuple[str, ...]:
