@@ -902,6 +902,8 @@ class Scheduler:
         if stuck != self._stuck.keys():  # (a named member that can claim nothing keeps a
             self._stuck = {p: self._stuck.get(p, now) for p in stuck}  # job a window only)
             self._lanes_moved |= self._lanes_live
+        if self._kept_seen:  # (an added member whose runs fill its slots waits for its
+            self._busy_seen([p for p, i in peers.items() if members.busy(i)], now)  # slot)
         moved = set(self._lanes_moved)
         self._end_jobs(now)
         self._better_ends(now)
@@ -1446,6 +1448,18 @@ class Scheduler:
             return True
         self._judge_at.pop(job, None)
         return False
+
+    def _busy_seen(self, busy: Collection[str], now: float) -> None:
+        """The live peers `busy` (`members.busy`: their runs fill their slots) wait for a slot
+        to run the jobs we judge (`_kept_seen`) they are members of: a sign they keep them,
+        as a run of the job in their heartbeat is (`heard`). Without it an added member whose
+        slots ran other jobs' chunks for 2 leases was joined by a non-member (review r2 L3,
+        session 46)."""
+        for job, seen in self._kept_seen.items():
+            held = self.state.members_of.get(job, ())
+            for p in busy:
+                if p in held:
+                    seen[p] = now
 
     def _spread(self, job: str) -> None:
         """Scale-out (design 5.3): JOB_MEMBERS `add` of the next live peers that run the job's

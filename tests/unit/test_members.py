@@ -238,6 +238,25 @@ def test_a_peer_that_can_start_no_run_is_told_by_its_heartbeat() -> None:
     assert not members.cannot_claim({"slots": 2, "free_slots": 0, "running": None})
 
 
+@pytest.mark.parametrize(("info", "busy"), [
+    ({"slots": 2, "free_slots": 0, "running": [["j", "t", 0, 0], ["k", "t", 0, 0]]}, True),
+    ({"slots": 1, "free_slots": 0, "running": [["j", "t", 0, 0], ["j", "t", 1, 0]]}, True),
+    ({"slots": 2, "free_slots": 0, "running": [["j", "t", 0, 0]]}, False),  # held back
+    ({"slots": 2, "free_slots": 1, "running": [["j", "t", 0, 0]]}, False),  # a free slot
+    ({"slots": 0, "free_slots": 0, "running": []}, False),  # wedged: no usable slot
+    ({}, False),  # (an earlier release's, or odd: says nothing)
+    ({"slots": "1", "free_slots": 0, "running": [["j", "t", 0, 0]]}, False),
+    ({"slots": 1, "free_slots": None, "running": [["j", "t", 0, 0]]}, False),
+    ({"slots": 1, "free_slots": 0, "running": "x"}, False),
+])
+def test_a_peer_whose_runs_fill_its_slots_is_told_busy_by_its_heartbeat(
+        info: dict[str, Any], busy: bool) -> None:
+    """Review r2 L3 (session 46): an added member waiting for its slot keeps its job
+    (`Scheduler._busy_seen`); never one that `cannot_claim`."""
+    assert members.busy(info) is busy
+    assert not (busy and members.cannot_claim(info))
+
+
 def test_a_job_runs_until_it_is_cancelled_ended_or_done() -> None:
     sub = submitted(members_=[A, B])
     assert members.running(state(sub), JOB, 3)

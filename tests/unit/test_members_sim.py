@@ -475,6 +475,67 @@ async def test_an_honest_taker_gets_a_lease_to_claim_before_anyone_looks_past_it
         await mesh.close()
 
 
+async def test_a_taker_whose_slot_stays_busy_for_4_leases_keeps_the_job() -> None:
+    """Review r2 L3 (session 46): as above, but the taker's one slot runs another job's chunk
+    for 40 s, past its lease and the orphan's after it. On 9590a1d the other non-member
+    added itself about 2 leases after the taker's add (an extra member, running the job
+    beside it). Its heartbeats say its runs fill its slots (`members.busy`): it waits for
+    its slot, and that keeps the job as a run of it would."""
+    mesh = JobMesh(4, CATALOG, CFG, lanes=True)
+    p0, p1, p2, p3 = mesh.peers
+    try:
+        job = mesh.submit(p0, CHAIN, members=[p0, p1])
+        await mesh.settle()
+        taker = rendezvous(job, [p2, p3])[0]
+        mesh.submit(taker, [{"name": "long", "call": "T_WRITE", "params": {"files": 3}}],
+                    members=[taker])
+        await mesh.settle()
+        [long_run] = mesh[taker].runner.running
+        mesh.silent.update((p0, p1))
+        while not mesh.sent(EventType.JOB_MEMBERS, job=job):
+            await mesh.advance(0.5)
+        for _ in range(80):  # 40 s: the taker's slot stays busy
+            await mesh.advance(0.5)
+        assert [e.origin for e in mesh.sent(EventType.JOB_MEMBERS, job=job)] == [taker]
+        mesh[taker].runner.finish(long_run)
+        await mesh.settle()
+        await finish_all(mesh, duration_s=1.0, rounds=30)
+        assert [e.origin for e in mesh.sent(EventType.JOB_MEMBERS, job=job)] == [taker]
+        assert done(mesh, taker, job, CHAIN)
+    finally:
+        await mesh.close()
+
+
+async def test_a_taker_that_runs_nothing_with_a_free_slot_is_not_kept_by_busy_peers(
+        ) -> None:
+    """The busy rule keeps a job only for its own members: the idle self-added peer (a free
+    slot, no run) is passed as before although the other non-member's slot is busy with a
+    job of its own meanwhile; that one adds itself once its turn comes."""
+    mesh = JobMesh(4, CATALOG, CFG, lanes=True)
+    p0, p1, p2, p3 = mesh.peers
+    try:
+        job = mesh.submit(p0, CHAIN, members=[p0, p1])
+        await mesh.settle()
+        idle, other = rendezvous(job, [p2, p3])
+        mesh[idle].sched.catalog = {}  # (it runs no call: it claims nothing)
+        mesh.submit(other, [{"name": "long", "call": "T_WRITE", "params": {"files": 3}}],
+                    members=[other])
+        await mesh.settle()
+        [long_run] = mesh[other].runner.running
+        mesh.silent.update((p0, p1))
+        mesh.emit(idle, EventType.JOB_MEMBERS, {"job": job, "add": [idle]})
+        for _ in range(60):  # 30 s: a lease to show a run, the orphan's lease, its turn
+            await mesh.advance(0.5)
+        adds = sorted(mesh.sent(EventType.JOB_MEMBERS, job=job), key=lambda e: e.hlc)
+        assert [e.origin for e in adds] == [idle, other]
+        mesh[other].runner.finish(long_run)
+        await mesh.settle()
+        await finish_all(mesh, rounds=30)
+        assert done(mesh, other, job, CHAIN) and mesh[idle].runner.started == []
+    finally:
+        await mesh.close()
+
+
 async def test_a_named_member_whose_log_takes_nothing_does_not_hold_its_job_for_ever() -> None:
     """The job's one live member holds its claims back (its log unwritable: its heartbeat
     says no free slot with fewer runs than slots) once its run of the first task ended: it
