@@ -10,8 +10,9 @@ import json
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple, Protocol
 
 from peer.errors import (
@@ -139,6 +140,107 @@ def better_end(state: MeshState, job: str, me: str, max_attempts: int,
                                     payload["state"]) >= best:
         return None
     return payload
+
+
+@dataclass
+class _Tally:
+    """A member's task statuses of one ended lanes job (`Merits`), as of its JOB_SUBMITTED
+    `sub` and whether it was cancelled; `dirty`: the tasks an event was noted of since."""
+
+    sub: tuple[str, int]
+    cancelled: bool
+    statuses: dict[str, str]
+    counts: Counter[str]
+    depends: dict[str, tuple[str, ...]]
+    dirty: set[str] = field(default_factory=set)
+
+    def finished(self) -> bool:
+        """`retention.finished_at` is not None, from the statuses: cancelled, or each task
+        done, failed or waiting on a failed task (transitively)."""
+        done, failed = self.counts["done"], self.counts["failed"]
+        if self.cancelled or done + failed == len(self.statuses):
+            return True
+        if not failed:
+            return False  # (a task neither done nor failed, and none fails to block it)
+        blocked = {n for n, st in self.statuses.items() if st == "failed"}
+        grew = True
+        while grew:
+            grew = False
+            for n, deps in self.depends.items():
+                if n not in blocked and any(d in blocked for d in deps):
+                    blocked.add(n)
+                    grew = True
+        return all(st == "done" or n in blocked for n, st in self.statuses.items())
+
+    def state(self) -> str:
+        """`claims.job_state` of the statuses (what `job_ended` says)."""
+        return job_state([st for st, n in self.counts.items() if n], self.cancelled)
+
+
+class Merits:
+    """Whether a member's fold makes a better end of ended lanes jobs (`better_end`'s
+    question, the same answer) at the cost of what changed since the last look (review r2
+    of session 46, L2: each look walked every task, ~2-5 µs each, at each event of the job
+    noted): each job's task statuses are kept from its first look, and a look reads again
+    those of the tasks an event was noted of since (`changed`); an event of the job
+    about no task (its cancel, an add, another end: they may change every status, the
+    implied claims a member folds) reads them all again at the next look. The payload is
+    `better_end`'s to make, once, when the end goes out. Single-threaded (the scheduler's);
+    bounded by the ended jobs in memory looked at (`sweep` those that leave it)."""
+
+    def __init__(self, max_attempts: int) -> None:
+        self.max_attempts = max_attempts
+        self._tallies: dict[str, _Tally] = {}
+        self.walked = 0  # task statuses read (the work: tests count it)
+
+    def changed(self, job: str, task: str | None) -> None:
+        """An event of `job` about `task` (None: about no task) was folded."""
+        t = self._tallies.get(job)
+        if t is not None and task is not None:
+            t.dirty.add(task)
+        elif t is not None:
+            del self._tallies[job]
+
+    def sweep(self, left: Callable[[str], bool]) -> None:
+        """Forget the jobs that `left` memory (compacted or deleted)."""
+        for job in [j for j in self._tallies if left(j)]:
+            del self._tallies[job]
+
+    def better(self, state: MeshState, job: str, me: str) -> bool:
+        """Does `better_end(state, job, me, max_attempts)` return an end? No task is read
+        when the winning end ranks first by merit (the common end) or `me` holds no lane."""
+        won = state.ended.get(job)
+        if won is None or job not in state.jobs or me not in state.members_of.get(job, ()):
+            self._tallies.pop(job, None)
+            return False
+        best = end_rank(state, won)[:3]
+        if best == (False, 0, False):
+            self._tallies.pop(job, None)
+            return False  # (nothing ranks before it)
+        t = self._tally(state, job)
+        return t.finished() and end_merit(state, job, me, t.counts["failed"], t.state()) < best
+
+    def _tally(self, state: MeshState, job: str) -> _Tally:
+        sub = state.jobs[job]
+        t = self._tallies.get(job)
+        if t is None or t.sub != sub.id or t.cancelled != (job in state.cancelled):
+            tasks = sub.body_as(JobSubmitted).workflow["tasks"]
+            statuses = {str(x["name"]): task_status(state, job, x["name"], self.max_attempts)
+                        for x in tasks}
+            self.walked += len(statuses)
+            t = self._tallies[job] = _Tally(
+                sub.id, job in state.cancelled, statuses, Counter(statuses.values()),
+                {str(x["name"]): tuple(x.get("depends", ())) for x in tasks})
+            return t
+        for task in t.dirty:
+            if (was := t.statuses.get(task)) is None:
+                continue  # (no task of the job: the fold took nothing of it)
+            now = t.statuses[task] = task_status(state, job, task, self.max_attempts)
+            t.counts[was] -= 1
+            t.counts[now] += 1
+            self.walked += 1
+        t.dirty.clear()
+        return t
 
 
 def framed(payload: dict[str, Any], max_bytes: int, stored: Callable[[bytes], str],

@@ -20,7 +20,7 @@ from peer.ipfs.inline import InlineBlocks
 from peer.ipfs.store import Listings
 from peer.jobs import claims, kinds, members, placement
 from peer.jobs.claims import AttemptKey, Standing, task_failed
-from peer.jobs.ending import better_end, framed, job_ended
+from peer.jobs.ending import Merits, better_end, framed, job_ended
 from peer.jobs.leases import Leases
 from peer.jobs.live import LiveRecords
 from peer.jobs.locality import Locality
@@ -62,6 +62,9 @@ __all__ = ["Scheduler", "SchedulerConfig"]
 
 log = logging.getLogger("banzai.scheduler")
 _CLOSE_TIMEOUT_S = 10.0  # close() fails loudly rather than wait forever
+# The task statuses `_better_ends` reads in a tick before it leaves the other ended jobs to
+# look at for the next (a restart looks at each one in memory: ~2-5 µs a task)
+_REEND_TASKS = 4000
 IDLE_TICK_S = 2.0  # the loop's tick when nothing waits on time (events wake it at once)
 FILL_PER_ROUND = 32  # starved tasks a round looks at, at most, for its free slots
 FILL_SCAN = 32  # starved tasks scanned for one this peer comes first for (`_next_starved`)
@@ -200,6 +203,8 @@ class Scheduler:
         # end_grace_s; looked at again when the live peers change: a takeover)
         self._reend: set[str] = set()
         self._better: dict[str, float] = {}
+        self._merits = Merits(cfg.max_attempts)  # (their task statuses: a look reads those
+        # an event was noted of since the last; review r2 of session 46, L2)
         self._spread_at: dict[str, float] = {}
         self._orphaned: dict[str, float] = {}
         # Orphan takeover judges a member by whether it keeps the job going (review r1 M3,
@@ -395,12 +400,13 @@ class Scheduler:
     def timed(self) -> bool:
         """Does a tick have work here (something waits on time: staggered claims, others'
         leases, our claims to check, data, starved tasks, lanes jobs without a live
-        member or whose lanes we wait for)? If not, only events (which wake the loop) can
+        member or whose lanes we wait for, ended ones to look at again: `_better_ends`)?
+        If not, only events (which wake the loop) can
         change anything, and an idle peer ticks every IDLE_TICK_S."""
         return bool(self._dirty or self._mine or self._starved or self._ready_since
                     or self._claim_seen or self._unplaced or self._partial_due
                     or self.locality.waiting or self.locality.stalled or self._orphaned
-                    or self._ending or self._joining)
+                    or self._ending or self._joining or self._reend)
 
     def sleep_s(self) -> float:
         """How long the loop may wait for an event before its next round: a tick while
@@ -606,7 +612,7 @@ class Scheduler:
     def _note(self, ev: Event) -> None:
         p = ev.payload
         if "job" in p and (p["job"] in self._lanes_live or p["job"] in self.state.members_of):
-            self._note_lanes(p["job"])
+            self._note_lanes(p["job"], p.get("task"))
         if ev.type == EventType.PROVIDE:
             self._provided(ev)
         elif ev.type == EventType.MEMBER:  # its labels may change who comes first
@@ -707,9 +713,12 @@ class Scheduler:
         self._dirty.difference_update(keys)  # (marked by the lane events that came)
         self._starved.update(keys)
 
-    def _note_lanes(self, job: str) -> None:
-        """`_note` of an event of lanes job `job` (folded): it is running here
-        (`_lanes_live`) and moved (`_lanes_moved`: `_end_jobs` looks at it), or not."""
+    def _note_lanes(self, job: str, task: object) -> None:
+        """`_note` of an event of lanes job `job` (folded; about `task`, None if about no
+        task): it is running here (`_lanes_live`) and moved (`_lanes_moved`: `_end_jobs`
+        looks at it), or not (ended: `_better_ends` looks at it, reading again the
+        statuses of `task`, or of every task, `Merits.changed`)."""
+        self._merits.changed(job, task if isinstance(task, str) else None)
         if _running(self.state, job):
             self._lanes_live.add(job)
             self._lanes_moved.add(job)
@@ -859,6 +868,7 @@ class Scheduler:
             self._end_refused.discard(job)
             self._reend.discard(job)
             self._better.pop(job, None)
+        self._merits.sweep(lambda job: job in st.compacted or job in st.deleted)
         self.planner.sweep(lambda job: job in st.compacted or job in st.deleted)
 
     def _turns(self) -> set[TaskKey]:
@@ -976,12 +986,15 @@ class Scheduler:
         for good (`_end_refused`)."""
         st, me = self.state, self.peer_id
         look, self._reend = self._reend, set()
+        budget = self._merits.walked + _REEND_TASKS
         for job in look:
+            if self._merits.walked >= budget:  # (a restart's first looks: spread over ticks)
+                self._reend.add(job)
+                continue
             try:
-                payload = (None if job in self._end_refused or any(
-                    e.origin == me for e in st.unended.get(job, {}).values())
-                           else better_end(st, job, me, self.cfg.max_attempts))
-                if payload is None:
+                if job in self._end_refused or any(
+                        e.origin == me for e in st.unended.get(job, {}).values()
+                        ) or not self._merits.better(st, job, me):
                     self._better.pop(job, None)
                     continue
                 since = self._better.setdefault(job, now)
@@ -991,6 +1004,11 @@ class Scheduler:
                     self._reend.add(job)  # (looked at again next tick)
                     continue
                 del self._better[job]
+                payload = better_end(st, job, me, self.cfg.max_attempts)  # (the one walk)
+                if payload is None:  # (`Merits` says as `better_end`: a bug, or a change
+                    self._merits.changed(job, None)  # of the fold no event noted: read all
+                    log.error("%s: a better end was seen, and none was made", job)  # again)
+                    continue
                 won = st.ended[job]
                 ev = self._emit_end(job, payload)
                 log.info("%s: our fold of it makes an end before its JOB_ENDED %s (%d failed "

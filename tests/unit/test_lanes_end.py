@@ -20,7 +20,7 @@ from hypothesis import strategies as hs
 
 from peer.config import PeerConfig
 from peer.ipfs.replicate import made_outputs
-from peer.jobs.ending import better_end, job_ended
+from peer.jobs.ending import Merits, better_end, job_ended
 from peer.jobs.retention import finished_at
 from peer.log import Event, EventType, JobEnded, MeshState, fold
 from peer.log.events import Output
@@ -499,6 +499,36 @@ def test_a_better_end_once_folded_ranks_first_and_none_follows(
     s.apply(Event(me, 10, 1000, EventType.JOB_ENDED, better))
     assert s.ended[JOB].origin == me and not s.unended
     assert better_end(s, JOB, me, 3) is None
+
+
+DEP = {"name": "w", "tasks": [*TWO["tasks"], {"name": "v", "call": "c", "params": {},
+                                              "depends": ["t", "u"]}]}
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=hs.data(), me=hs.sampled_from((A, B)), dep=hs.booleans())
+def test_merits_says_what_better_end_does_after_each_event_in_any_order(
+        data: hs.DataObject, me: str, dep: bool) -> None:
+    """Review r2 of session 46, L2: `Merits` keeps each task's status and reads again only
+    those of the tasks an event was noted of (`changed`, as the scheduler's `_note_lanes`
+    calls it). Whatever events come, in whatever order (both sides, both ends, a cancel, a
+    self-added member; a task `v` that waits on both, blocked on each side, pending in the
+    merged fold), after each
+    one it says what `better_end`'s full walk does."""
+    sub = replace(two_sub(), payload={**two_sub().payload, "workflow": DEP if dep else TWO})
+    a_end = end_of([sub, *_SIDES[0]], A, 2, 300, A)
+    b_end = end_of([sub, *_SIDES[1]], B, 1, 310, B)
+    extra = [Event(A, 3, 320, EventType.JOB_CANCELLED, {"job": JOB, "reason": ""}),
+             Event(B, 5, 130, EventType.JOB_MEMBERS, {"job": JOB, "add": [C]})]
+    pool = [*_SIDES[0], *_SIDES[1], a_end, b_end, *extra]
+    events = [sub, *data.draw(hs.permutations(pool))[:data.draw(hs.integers(0, len(pool)))]]
+    events = data.draw(hs.permutations(events))
+    s = MeshState(lanes_on=True, me=me)
+    merits = Merits(3)
+    for ev in events:
+        s.apply(ev)
+        merits.changed(JOB, ev.payload.get("task"))
+        assert merits.better(s, JOB, me) is (better_end(s, JOB, me, 3) is not None)
 
 
 def test_the_winner_s_outputs_do_not_depend_on_a_losing_listing_folded_while_it_won() -> None:

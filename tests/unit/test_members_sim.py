@@ -1270,6 +1270,78 @@ async def test_an_ended_job_is_looked_at_again_only_when_an_event_of_it_is_noted
         await mesh.close()
 
 
+async def test_a_look_at_an_ended_job_reads_the_status_of_the_tasks_noted_since_the_last(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review r2 of session 46, L2: a job of 40 tasks ended `failed` (one failed for good:
+    its winning end is not first by merit, so each look asks whether the member's fold now
+    makes a better one). A late lane event of one task (a member's second TASK_DONE of a
+    task done: a heal's straggler) makes the next look read that task's status alone
+    (`ending.Merits`); on 9590a1d each such look walked every task twice (`job_ended`,
+    `finished_at`: 80 statuses)."""
+    import peer.jobs.ending as ending
+    import peer.jobs.retention as retention
+    mesh = JobMesh(2, CATALOG, CFG, lanes=True)
+    p0, p1 = mesh.peers
+    tasks = writes(40)
+    try:
+        job = mesh.submit(p0, tasks, members=[p0, p1])
+        await mesh.settle()
+        await cut_and_run(mesh, {p0: "w0", p1: "w0"}, rounds=60)
+        [end] = mesh.sent(EventType.JOB_ENDED, job=job)
+        assert end.payload["failed"].keys() == {"w0"}
+        done_w1 = mesh[p0].state.task_done[(job, "w1")]
+        counted: list[str] = []
+        real = ending.task_status
+
+        def task_status(state: MeshState, job_: str, task: str, max_attempts: int) -> str:
+            counted.append(task)
+            return real(state, job_, task, max_attempts)
+
+        monkeypatch.setattr(ending, "task_status", task_status)
+        monkeypatch.setattr(retention, "task_status", task_status)
+        late = mesh.emit(p1, EventType.TASK_DONE, {  # (w1's again: the earlier one stays)
+            "job": job, "task": "w1", "output": done_w1.payload["output"],
+            "key": done_w1.payload["key"], "cached": False})
+        await mesh.settle()
+        await mesh.advance(1.0)  # (a tick: `_better_ends` looks)
+        assert mesh[p0].state.holds(late.id)
+        assert counted == ["w1"] * 2  # (each member's look: p1's own event, p0's)
+        assert mesh.sent(EventType.JOB_ENDED, job=job) == [end]  # (no better end)
+    finally:
+        await mesh.close()
+
+
+async def test_a_restart_looks_at_its_ended_jobs_a_bounded_number_of_tasks_a_tick(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review r2 of session 46, L2: a restart looks at every ended job in memory it is a
+    member of (its grace for a better end is in memory only); those of more than
+    `_REEND_TASKS` tasks in all are looked at over several ticks, each job once, not in one
+    (here 3 jobs of 20 tasks ended `failed`, a tick stopping once it read 25 statuses: 40,
+    then 20, then none)."""
+    import peer.jobs.scheduler as scheduler
+    mesh = JobMesh(2, CATALOG, CFG, lanes=True)
+    p0, p1 = mesh.peers
+    try:
+        jobs = []
+        for i in range(3):
+            jobs.append(mesh.submit(p0, [{**t, "params": {"files": 1, "tag": f"{i}{t['name']}"}}
+                                         for t in writes(20)], members=[p0, p1]))
+            await mesh.settle()
+            await cut_and_run(mesh, {p0: "w0", p1: "w0"}, rounds=40)
+        assert all(mesh[p0].state.ended[j].payload["failed"].keys() == {"w0"} for j in jobs)
+        monkeypatch.setattr(scheduler, "_REEND_TASKS", 25)
+        await mesh.restart(p0)
+        sched = mesh[p0].sched
+        walked = []
+        for _ in range(4):
+            before = sched._merits.walked
+            sched._better_ends(mesh.clock())
+            walked.append(sched._merits.walked - before)
+        assert walked == [40, 20, 0, 0] and not sched._reend and not sched._better
+    finally:
+        await mesh.close()
+
+
 async def test_after_a_crossing_partition_a_job_deleted_meanwhile_is_not_ended_again() -> None:
     """A job deleted within end_grace_s of the heal (its record gone: no fold of it left)
     gets no other end, and leaves the members' tables of ended jobs (`_sweep_gone`)."""
