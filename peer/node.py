@@ -1673,6 +1673,7 @@ class Node:
                 "slots": self.executor.slots,
                 "free_slots": 0 if sched.claims_held else sched.free_slots,
                 "running": [list(k) for k in self.scheduler.running],
+                **({"working": working} if (working := sched.working) else {}),
                 "heads": dict(self.heads()), "kid": self.mesh_keys.serving.key_id,
                 "wall_ms": int(time.time() * 1000), "features": list(self.features),
                 **({"cfloor": dict(self.compactor.floors)} if self.compactor.floors else {}),

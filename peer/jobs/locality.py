@@ -98,6 +98,11 @@ class Locality:
             w.due_s = w.since_s + self.grace_s
         return False
 
+    @property
+    def fetching(self) -> frozenset[TaskKey]:
+        """The tasks with a fetch of their data under way here."""
+        return frozenset(self._fetching)
+
     def wait(self, key: TaskKey, cids: list[str]) -> Waiting:
         """Note that `key` waits for `cids` (since now, if it did not wait already), and
         for nothing on time: `have` sets when its grace or backoff ends."""

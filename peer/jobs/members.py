@@ -212,8 +212,8 @@ def cannot_claim(info: Mapping[str, Any]) -> bool:
 def busy(info: Mapping[str, Any]) -> bool:
     """Does a live peer's heartbeat `info` say its runs fill its usable slots (`slots` above
     0, `free_slots` 0, as many runs or more in `running`): it claims again once one of them
-    ends, so a job it is a member of waits for its slot (review r2 L3, session 46: an added
-    member's sign that it keeps the job, `kept_until`). A heartbeat without these (an
+    ends, so a job it is a member of waits for its slot (review r2 of session 46, L3: an
+    added member's sign that it keeps the job, `kept_until`). A heartbeat without these (an
     earlier release) or of odd types says nothing: False."""
     slots, free, runs = info.get("slots"), info.get("free_slots"), info.get("running")
     return (type(slots) is int and slots > 0 and type(free) is int and free <= 0
@@ -226,12 +226,13 @@ def kept_until(job: str, state: MeshState, live: Collection[str], stuck: Mapping
     judges it (orphan takeover, design 5.4; review r1 M3, session 46): math.inf while a
     member its JOB_SUBMITTED names (`named`) is live and can claim (not in `stuck`: live
     peers that `cannot_claim` -> since when); else `window_s` past the last sign that a
-    live member keeps it: a run of the job in its heartbeat, or for a member no
-    JOB_SUBMITTED names its slots all busy (`busy`: it waits for its slot; review r2 L3)
-    (`seen`: member -> when), for such a member the time it was first judged so (`seen`,
-    else `now`: an added member gets a window to claim), for a named one since when it
-    cannot claim;
-    -math.inf if no member is live (or no lanes job). A live member that added itself and
+    live member keeps it: a run of the job in its heartbeat, the job in its heartbeat's
+    `working` (a fetch for its split or assembly, a wait for its lanes) or its slots all
+    busy (`busy`: it waits for its slot) (review r2 of session 46, L3; `seen`: member ->
+    when, `Scheduler.heard`, `_signs_seen`), for a member no JOB_SUBMITTED names the time
+    it was first judged so (`seen`, else `now`: an added member gets a window to claim),
+    for a named one since when it cannot claim; -math.inf if no member is live (or no
+    lanes job). A live member that added itself and
     runs nothing of the job (or a named one that can claim nothing) keeps it no longer
     than that: the job is taken over (`takeover_at`)."""
     first = set(named(state, job))

@@ -62,6 +62,8 @@ __all__ = ["Scheduler", "SchedulerConfig"]
 
 log = logging.getLogger("banzai.scheduler")
 _CLOSE_TIMEOUT_S = 10.0  # close() fails loudly rather than wait forever
+# The most lanes jobs a heartbeat names as worked on without a run (`working`)
+MAX_WORKING = 16
 # The task statuses `_better_ends` reads in a tick before it leaves the other ended jobs to
 # look at for the next (a restart looks at each one in memory: ~2-5 µs a task)
 _REEND_TASKS = 4000
@@ -361,6 +363,18 @@ class Scheduler:
     def running(self) -> list[AttemptKey]:
         """The attempts this peer has a run behind (what its heartbeats report)."""
         return [*self._runs.active, *self._runs.finishing]
+
+    @property
+    def working(self) -> list[str]:
+        """The lanes jobs we are a member of that we work on without a run (what our
+        heartbeats report, at most MAX_WORKING): a fetch under way of a task's data (a
+        split's input, an assembly's results) or a wait for the lanes to join
+        (`_joining`). A non-member judging the job reads it as a run of it (`_signs_seen`:
+        review r2 of session 46, L3)."""
+        st = self.state
+        jobs = {*self._joining, *(k[0] for k in self.locality.fetching
+                                  if k[0] in st.members_of)}
+        return sorted(jobs)[:MAX_WORKING]
 
     def waiting(self) -> dict[TaskKey, str]:
         """Why tasks wait on this peer (a failed fetch of their data), for the job view."""
@@ -912,8 +926,8 @@ class Scheduler:
         if stuck != self._stuck.keys():  # (a named member that can claim nothing keeps a
             self._stuck = {p: self._stuck.get(p, now) for p in stuck}  # job a window only)
             self._lanes_moved |= self._lanes_live
-        if self._kept_seen:  # (an added member whose runs fill its slots waits for its
-            self._busy_seen([p for p, i in peers.items() if members.busy(i)], now)  # slot)
+        if self._kept_seen:  # (an added member busy on a job, or waiting for its slot)
+            self._signs_seen(peers, now)
         moved = set(self._lanes_moved)
         self._end_jobs(now)
         self._better_ends(now)
@@ -1467,16 +1481,22 @@ class Scheduler:
         self._judge_at.pop(job, None)
         return False
 
-    def _busy_seen(self, busy: Collection[str], now: float) -> None:
-        """The live peers `busy` (`members.busy`: their runs fill their slots) wait for a slot
-        to run the jobs we judge (`_kept_seen`) they are members of: a sign they keep them,
-        as a run of the job in their heartbeat is (`heard`). Without it an added member whose
-        slots ran other jobs' chunks for 2 leases was joined by a non-member (review r2 L3,
-        session 46)."""
-        for job, seen in self._kept_seen.items():
-            held = self.state.members_of.get(job, ())
-            for p in busy:
-                if p in held:
+    def _signs_seen(self, peers: Mapping[str, Mapping[str, Any]], now: float) -> None:
+        """Of the jobs we judge (`_kept_seen`), a live member's signs that it keeps them
+        besides a run of the job in its heartbeat (`heard`): its runs fill its slots
+        (`members.busy`: it waits for a slot, to run any job it is a member of), or its
+        heartbeat's `working` names the job (a fetch under way for its split or assembly, a
+        wait for its lanes: `working`). Without them an added member that did any of these
+        for 2 leases was joined by a non-member, which ran the job beside it (review r2 of
+        session 46, L3)."""
+        members_of = self.state.members_of
+        for p, info in peers.items():
+            working = info.get("working")
+            jobs: Iterable[str] = (self._kept_seen if members.busy(info) else
+                                   working if isinstance(working, list) else ())
+            for job in jobs:
+                seen = self._kept_seen.get(job) if isinstance(job, str) else None
+                if seen is not None and p in members_of.get(job, ()):
                     seen[p] = now
 
     def _spread(self, job: str) -> None:

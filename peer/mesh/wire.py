@@ -366,7 +366,7 @@ def parse_info(body: Mapping[str, Any]) -> dict[str, Any]:
 
 _INFO_STR = ("name", "http", "kid", "status")
 _INFO_INT = ("slots", "free_slots", "wall_ms")
-_INFO_STRS = ("calls", "features")
+_INFO_STRS = ("calls", "features", "working")
 _INFO_VV = ("heads", "cfloor")
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from peer.cids import sha256_cid
 from peer.http.views import elsewhere_entry, held_elsewhere, job_view
 from peer.ipfs.store import StoreConfig
 from peer.jobs import members
@@ -532,6 +533,41 @@ async def test_a_taker_that_runs_nothing_with_a_free_slot_is_not_kept_by_busy_pe
         await mesh.settle()
         await finish_all(mesh, rounds=30)
         assert done(mesh, other, job, CHAIN) and mesh[idle].runner.started == []
+    finally:
+        await mesh.close()
+
+
+async def test_a_taker_fetching_its_splits_input_for_4_leases_keeps_the_job() -> None:
+    """Review r2 L3 (session 46): the taker's first step of the job is a per-item task's
+    split, and the fetch of its input (a directory held elsewhere) takes 40 s: it runs
+    nothing of the job meanwhile. On 9590a1d the other non-member added itself about 2
+    leases after the taker's add. Its heartbeats name the job in `working` (a fetch under
+    way for it): that keeps the job as a run of it would; once the input came, the job is
+    done on the taker alone."""
+    mesh = JobMesh(4, CATALOG, CFG, lanes=True)
+    p0, p1, p2, p3 = mesh.peers
+    try:
+        files = {f"f{i}.txt": mesh[p0].store.add_bytes(f"item {i}".encode()) for i in range(3)}
+        inp = str(sha256_cid(b"the input", "dag-pb", 1))  # (a valid CID for the spec)
+        mesh.content.dirs[inp] = files
+        mesh[p0].data.mark(inp)
+        tasks = [{"name": "src", "cid": inp},
+                 {"name": "u", "call": "T_UPPER", "params": {}, "depends": ["src"]}]
+        job = mesh.submit(p0, tasks, members=[p0, p1])
+        await mesh.settle()
+        taker = rendezvous(job, [p2, p3])[0]
+        mesh[taker].data.stall = True  # (its fetches wait until released)
+        mesh.silent.update((p0, p1))
+        while not mesh.sent(EventType.JOB_MEMBERS, job=job):
+            await mesh.advance(0.5)
+        for _ in range(80):  # 40 s
+            await mesh.advance(0.5)
+        assert mesh[taker].sched.working == [job] and mesh[taker].runner.started == []
+        assert [e.origin for e in mesh.sent(EventType.JOB_MEMBERS, job=job)] == [taker]
+        mesh[taker].data.release()
+        await finish_all(mesh, rounds=20)
+        assert [e.origin for e in mesh.sent(EventType.JOB_MEMBERS, job=job)] == [taker]
+        assert done(mesh, taker, job, tasks) and mesh[taker].sched.working == []
     finally:
         await mesh.close()
 

@@ -486,4 +486,6 @@ def test_a_peer_added_to_a_job_asks_its_adder_for_the_lanes_through_the_gossip(
     assert node.state.apply(add)
     node.scheduler.poke(add)
     assert asked == [(job, other, True)] and job in node.scheduler._joining
-    node.log.close()
+    node.live_peers = dict  # type: ignore[method-assign,assignment]
+    assert node.local_info()["working"] == [job]  # (its heartbeats: it works on the job,
+    node.log.close()  # review r2 of session 46, L3)

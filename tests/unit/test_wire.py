@@ -236,7 +236,8 @@ def test_parse_info_rejects(body: dict[str, Any]) -> None:
     ("calls", 5), ("calls", [1]), ("calls", "T_ECHO"), ("features", {"a": 1}),
     ("name", 3), ("http", None), ("kid", []), ("status", 1), ("slots", "2"),
     ("free_slots", 1.5), ("free_slots", True), ("wall_ms", "now"), ("running", 7),
-    ("heads", {"o": -1}), ("heads", [1]), ("cfloor", {"o": "3"}), ("kubo", "x")])
+    ("heads", {"o": -1}), ("heads", [1]), ("cfloor", {"o": "3"}), ("kubo", "x"),
+    ("working", "j1"), ("working", [1])])
 def test_a_known_info_key_of_another_type_makes_the_frame_malformed(key: str,
                                                                    value: Any) -> None:
     """A member's info reaches the scheduler, which reads `calls` and `free_slots` per task
@@ -245,7 +246,7 @@ def test_a_known_info_key_of_another_type_makes_the_frame_malformed(key: str,
     good = {"name": "p", "http": "http://127.0.0.1:1", "calls": ["T_ECHO"], "slots": 2,
             "free_slots": 1, "running": [["j", "t", 0, 0]], "heads": {"o": 3},
             "kid": "k", "wall_ms": 5, "features": ["f"], "cfloor": {"o": 1},
-            "kubo": {"id": "q", "addrs": []}, "newer": {"any": ["thing"]}}
+            "kubo": {"id": "q", "addrs": []}, "newer": {"any": ["thing"]}, "working": ["j"]}
     assert parse_info({"info": good}) == good
     with pytest.raises(ValueError, match=f"info.{key} "):
         parse_info({"info": {**good, key: value}})
