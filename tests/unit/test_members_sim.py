@@ -1277,7 +1277,8 @@ async def test_an_ended_job_is_looked_at_again_only_when_an_event_of_it_is_noted
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The cost (session 46, helper b): once the better end is out and folded, the ticks
     that look at the running lanes jobs (a second job's, its runs held) walk no ended job
-    (`ending.better_end` is not called), however many pass."""
+    (`ending.better_end` is not called, `Merits` reads no task's status), however many
+    pass."""
     import peer.jobs.scheduler as scheduler
     calls: list[str] = []
 
@@ -1297,9 +1298,11 @@ async def test_an_ended_job_is_looked_at_again_only_when_an_event_of_it_is_noted
         second = mesh.submit(p0, fresh, members=[p0, p1])
         await mesh.settle()
         calls.clear()
+        walked = {pid: mesh[pid].sched._merits.walked for pid in mesh.peers}
         for _ in range(30):  # (its runs go on: it stays running, `_lanes_tick` looks)
             await mesh.advance(1.0)
         assert calls == [] and second in mesh[p0].sched._lanes_live
+        assert {pid: mesh[pid].sched._merits.walked for pid in mesh.peers} == walked
         assert all(not mesh[pid].sched._better and not mesh[pid].sched._reend
                    for pid in mesh.peers)
     finally:
