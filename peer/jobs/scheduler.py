@@ -65,7 +65,7 @@ _CLOSE_TIMEOUT_S = 10.0  # close() fails loudly rather than wait forever
 # The most lanes jobs a heartbeat names as worked on without a run (`working`)
 MAX_WORKING = 16
 # The task statuses `_better_ends` reads in a tick before it leaves the other ended jobs to
-# look at for the next (a restart looks at each one in memory: ~2-5 µs a task)
+# look at for the next (a restart looks at each one in memory: ~1 µs a status, 4-5 ms)
 _REEND_TASKS = 4000
 IDLE_TICK_S = 2.0  # the loop's tick when nothing waits on time (events wake it at once)
 FILL_PER_ROUND = 32  # starved tasks a round looks at, at most, for its free slots
@@ -415,8 +415,8 @@ class Scheduler:
         """Does a tick have work here (something waits on time: staggered claims, others'
         leases, our claims to check, data, starved tasks, lanes jobs without a live
         member or whose lanes we wait for, ended ones to look at again: `_better_ends`)?
-        If not, only events (which wake the loop) can
-        change anything, and an idle peer ticks every IDLE_TICK_S."""
+        If not, only events (which wake the loop) can change anything, and an idle peer
+        ticks every IDLE_TICK_S."""
         return bool(self._dirty or self._mine or self._starved or self._ready_since
                     or self._claim_seen or self._unplaced or self._partial_due
                     or self.locality.waiting or self.locality.stalled or self._orphaned
