@@ -435,21 +435,31 @@ class GoneLanes:
     live fold decided them (`_task_fold`): is it a lanes job (a JOB_SUBMITTED of it named
     `members`), its members (united with every JOB_MEMBERS's `add`), and its winning
     JOB_SUBMITTED's order (None: none was folded). Kept as the job leaves memory
-    (`MeshState._unlist`; session 46, helper g: review r1 F1)."""
+    (`MeshState._unlist`; session 46, helper g: review r1 F1).
+
+    `fixed`: as the job left memory, or as the job index says (its record, or the facts
+    kept beside its tombstone): what comes after changes them no more, live or at a replay
+    (session 47, review r3 R3-C: once a job left memory any peer may add itself to it,
+    `Node._adders`; a JOB_MEMBERS then grew them, and a restart folded a non-member's lane
+    event the live fold had let go). Not fixed: nothing was known as the job went (its
+    JOB_SUBMITTED came after its JOB_DELETED): a straggling JOB_SUBMITTED still says what
+    it was, a JOB_MEMBERS never adds a member."""
 
     lanes: bool
     members: frozenset[str]
     sub: Order | None
+    fixed: bool = True
 
     def united(self, other: GoneLanes) -> GoneLanes:
         """Both known of the same job: every input only grows or gets earlier."""
         subs = [o for o in (self.sub, other.sub) if o is not None]
         return GoneLanes(self.lanes or other.lanes, self.members | other.members,
-                         min(subs) if subs else None)
+                         min(subs) if subs else None, self.fixed or other.fixed)
 
 
-# What is known of a gone job without members (decided as without a record: `gone_lanes`)
-NO_LANES = GoneLanes(False, frozenset(), None)
+# What is known of a gone job without members, or of one nothing is known of (decided as
+# without a record: `gone_lanes`); a straggling JOB_SUBMITTED may still say more.
+NO_LANES = GoneLanes(False, frozenset(), None, fixed=False)
 
 # Gone jobs whose `GoneLanes` memory keeps (the first in going first; a job index answers
 # for a compacted one beyond: `MeshState.gone_lookup`): one costs about 0.5 KB.
@@ -847,15 +857,21 @@ class MeshState:
         return {f.name.lstrip("_"): len(v) for f in fields(self)
                 if isinstance(v := getattr(self, f.name), dict | set)}
 
-    def _unlist(self, job: str) -> None:
+    def _unlist(self, job: str, straggler: bool = False) -> None:
         """Empty `job`'s entries of the tables keyed by the job alone (it is deleted or
-        compacted); what decides its task events from now on is kept (`_gone`)."""
+        compacted, or `straggler`: an event of it folded after it went); what decides its
+        task events from now on is kept (`_gone`): as it leaves memory (`fixed`), and of a
+        straggler only a JOB_SUBMITTED's, while nothing fixed is known (a JOB_MEMBERS of a
+        gone job adds no member: R3-C)."""
         lanes = job in self._lanes_tasks
         members = self.members_of.get(job)
         sub = self.jobs.get(job)
-        if lanes or members:
-            self._gone(job, GoneLanes(lanes, frozenset(members or ()),
-                                      None if sub is None else sub.order))
+        if (lanes or members) and not (straggler and sub is None):
+            facts = GoneLanes(lanes, frozenset(members or ()),
+                              None if sub is None else sub.order, fixed=not straggler)
+            known = self.gone_lanes(job) if straggler else None
+            if known is None or not known.fixed:
+                self._gone(job, facts)
         for per_job in (self.jobs, self.cancelled, self.members_of, self.ended, self.unended,
                         self.listed, self.end_outputs, self._unjoined, self._untasked,
                         self._ends):
@@ -877,9 +893,9 @@ class MeshState:
     def gone_lanes(self, job: str) -> GoneLanes | None:
         """What decides compacted or deleted `job`'s task events (`GoneLanes`), None if
         nothing is known of it (a job without members, or one gone long ago: GONE_LANES_MAX).
-        What `gone_lookup` answers is kept, its "none" too (as NO_LANES, which decides
-        alike): a replay's events of a compacted job replicated in full ask it once, not
-        one query each."""
+        What `gone_lookup` answers is kept (`fixed`), its "none" too (as NO_LANES, which
+        decides alike): a replay's events of a compacted job replicated in full ask it once,
+        not one query each."""
         got = self._gone_lanes.get(job)
         if got is None and self.gone_lookup is not None:
             got = self.gone_lookup(job)
@@ -2016,6 +2032,8 @@ def _job_deleted(s: MeshState, ev: Event, b: JobDeleted) -> None:
         s.deletions += 1
     if cur is None or ev.order < tuple(cur):
         s.deleted[b.job] = ev.order
+    if cur is None and b.job not in s.jobs:  # (a compacted job's facts, read from its
+        s.gone_lanes(b.job)  # record, which goes: kept beside the tombstone, `_bury`)
     held = list(s._untasked.get(b.job, ()))
     s._unlist(b.job)  # (as `_forget`: a job in `jobs` is never a deleted one)
     for table in (s.splits, s.task_done, s.partials):
@@ -2030,7 +2048,7 @@ def _forget(s: MeshState, ev: Event, job: str) -> None:
     """Empty what an event of a deleted job put in the per-job tables (the cache, outputs
     and providers stay: a rerun may use them)."""
     b = ev.body
-    s._unlist(job)
+    s._unlist(job, straggler=True)
     if isinstance(b, JobSubmitted):  # its implicit splits (and the claims it implies)
         for name in b.tasks:
             s.splits.pop((job, name), None)

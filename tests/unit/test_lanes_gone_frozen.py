@@ -1,0 +1,67 @@
+"""Review r3 of session 46, R3-C and R3-A: what decides a gone lanes job's task events
+(`GoneLanes`) is fixed as the job leaves memory: a JOB_MEMBERS that comes after (any peer
+may add itself then: `Node._adders`) adds no member, live or at a replay (the compactor's
+record says the same members); and a deleted lanes job's facts are kept in the job index
+beside its tombstone, so that a replay reads them (R3-A). The real fold; a real Node."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from peer.log import Event, EventType, fold
+from peer.log.lanes import lane
+from tests.unit.test_lanes_gone import DEL, FACTS, MESH, WANT, cache, state
+from tests.unit.test_lanes_hostile import BAD, REAL, SUB, H, J, R, X, task_done
+
+JM = Event(X, 2, 1600, EventType.JOB_MEMBERS, {"job": J, "add": [X]})  # X adds itself
+XL = task_done(lane(X, J), 1, 1700, BAD)  # X's lane, after the SUB: folds if X is a member
+
+
+def test_a_job_members_after_a_compaction_adds_no_member_in_either_order() -> None:
+    """(On 9590a1d the JOB_MEMBERS grew the compacted job's members: X's lane TASK_DONE was
+    dropped if it came first, folded if it came after.)"""
+    for order in itertools.permutations([JM, XL]):
+        s = fold([SUB, REAL], state())
+        s.compact([J])
+        fold(order, s)
+        assert cache(s) == WANT, [e.id for e in order]
+        assert s.gone_lanes(J) == FACTS
+
+
+@pytest.mark.parametrize("jm_hlc", [1600, 1800])
+def test_a_replay_of_a_compacted_job_reads_its_members_from_its_record_alone(
+        jm_hlc: int) -> None:
+    """A restart replays in hlc order (the JOB_MEMBERS before or after X's TASK_DONE) with J
+    compacted: its record's members decide (on 9590a1d the replayed JOB_MEMBERS was united
+    with them, and a TASK_DONE after it that the live fold had let go was folded)."""
+    s = state(gone_lookup={J: FACTS}.get)
+    s.compacted.add(J)
+    jm = Event(X, 2, jm_hlc, EventType.JOB_MEMBERS, {"job": J, "add": [X]})
+    fold(sorted([SUB, REAL, jm, XL], key=lambda e: e.order), s)
+    assert cache(s) == WANT and s.gone_lanes(J) == FACTS
+
+
+def test_a_job_members_after_a_deletion_adds_no_member_in_any_order() -> None:
+    """Every arrival order with the JOB_SUBMITTED before the JOB_DELETED and the JOB_MEMBERS
+    after it (one before it makes X a member while the job is live, as it should)."""
+    for order in itertools.permutations([SUB, REAL, DEL, JM, XL]):
+        if order.index(SUB) < order.index(DEL) < order.index(JM):
+            s = fold(order, state())
+            assert cache(s) == WANT, [e.id for e in order]
+            assert s.gone_lanes(J) == FACTS
+    s = state(gone_lookup={J: FACTS}.get)  # a replay: the tombstone and its facts indexed
+    s.deleted[J] = DEL.order
+    fold(sorted([SUB, REAL, JM, XL, DEL], key=lambda e: e.order), s)
+    assert cache(s) == WANT
+
+
+def test_a_job_deleted_before_its_job_submitted_came_takes_that_submission_s_facts() -> None:
+    """Nothing was known of J as it went: a straggling JOB_SUBMITTED still says what it was
+    (a lanes job, its members; as on 9590a1d), a JOB_MEMBERS never adds one (it did there)."""
+    for order in itertools.permutations([SUB, JM]):
+        s = fold([DEL, *order, MESH, XL], state())
+        assert cache(s) == (None, {}), [e.id for e in order]
+        got = s.gone_lanes(J)
+        assert got is not None and (got.lanes, got.members, got.sub) == (True, {H, R}, SUB.order)
