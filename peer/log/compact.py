@@ -729,7 +729,11 @@ class Compactor:
         tombs = dict(dict.items(self.state.deleted))
         ids = self.tomb_ids
         if tombs or ids:
-            self.index.put_deleted(tombs.items(), ids)  # raises: they stay in memory
+            # (a deleted lanes job's facts beside its tombstone: a replay reads them, R3-A)
+            lanes = [(j, sorted(f.members), f.sub) for j in tombs
+                     if (f := self.state.gone_lanes(j)) is not None and f.lanes
+                     and f.sub is not None]
+            self.index.put_deleted(tombs.items(), ids, lanes)  # raises: they stay in memory
             self.state.spill_deleted()
             del ids[:]
 

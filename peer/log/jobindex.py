@@ -124,6 +124,12 @@ _MADE = (
     # Written with the tombstones (`put_deleted`).
     "CREATE TABLE IF NOT EXISTS deleted_ids (job TEXT NOT NULL, origin TEXT NOT NULL, "
     "seq INTEGER NOT NULL, hlc INTEGER NOT NULL, PRIMARY KEY (job, origin, seq)) WITHOUT ROWID",
+    # A deleted lanes job's members and its JOB_SUBMITTED's order as it left memory (what
+    # decides its task events at a replay, `lanes_of`: a compacted one's record says them,
+    # a deleted one has none; review r3 of session 46, R3-A). Written with its tombstone
+    # (`put_deleted`, the first kept), forgotten with it (`note_forgotten`).
+    "CREATE TABLE IF NOT EXISTS deleted_lanes (job TEXT PRIMARY KEY, members TEXT NOT NULL, "
+    "hlc INTEGER NOT NULL, origin TEXT NOT NULL, seq INTEGER NOT NULL) WITHOUT ROWID",
     # (`member_vv`, the version vector each member last sent, made by session 27's build
     # and never written by it while the bound was off, is no longer made nor read: every
     # member must be live for a tombstone to go, with the vector it sends now.)
@@ -375,18 +381,34 @@ class JobIndex:
 
     def lanes_of(self, job: str) -> tuple[list[str], tuple[int, str, int]] | None:
         """A compacted lanes job's members and its JOB_SUBMITTED's order, as its summary names
-        them (peer.log.compact: a lanes job's record and summary name its members); None if
-        it is no compacted lanes job here, or its row does not read back (left out, logged).
-        What the fold decides a compacted job's late task events by (MeshState.gone_lookup:
-        session 46, helper g)."""
+        them (peer.log.compact: a lanes job's record and summary name its members), or a
+        deleted one's as kept beside its tombstone (`deleted_lanes`); None if it is neither
+        here, or its row does not read back (left out, logged). What the fold decides a
+        gone job's late task events by (MeshState.gone_lookup: session 46, helper g)."""
         row = self._one(f"SELECT {KEY_COLUMNS}, summary FROM job_index WHERE job = ?", (job,))
-        if row is None or not self._keys_ok(row):
+        if row is None:
+            return self._deleted_lanes(job)
+        if not self._keys_ok(row):
             return None
         summary = self._column(_job(job), "summary", row[6], _of_job(job))
         members = None if summary is None else summary.get("members")
         if not (isinstance(members, list) and all(type(p) is str for p in members)):
             return None
         return members, (row[1], row[2], row[3])
+
+    def _deleted_lanes(self, job: str) -> tuple[list[str], tuple[int, str, int]] | None:
+        """`lanes_of` a deleted lanes job (its `deleted_lanes` row), None without one or if
+        it does not read back (left out, logged once: decided as a job nothing is known of)."""
+        row = self._one("SELECT members, hlc, origin, seq FROM deleted_lanes WHERE job = ?",
+                        (job,))
+        if row is None:
+            return None
+        what = f"the lanes facts of the deleted job {job[:64]!r}"
+        if (bad := row_fault(row[1:], _TOMB_KINDS)) is not None:
+            self._skip(what, bad, f"{row[1:]!r:.80} is not (hlc, origin, seq)")
+            return None
+        members = self._column(what, "members", row[0], _peer_list)
+        return None if members is None else (members, (row[1], row[2], row[3]))
 
     def _unknown_view(self, job: str, column: str) -> DataError:
         """The DataError of a job whose row is there but whose `column` does not read back
@@ -553,10 +575,12 @@ class JobIndex:
             self._forget_absent()
 
     def put_deleted(self, tombs: Iterable[tuple[str, Order]],
-                    ids: Iterable[tuple[str, Order]] = ()) -> None:
+                    ids: Iterable[tuple[str, Order]] = (),
+                    lanes: Iterable[tuple[str, Sequence[str], Order]] = ()) -> None:
         """Store deleted jobs' tombstones (job, order of its JOB_DELETED; the earlier order
-        of two is kept) and JOB_DELETED rows (job, their (hlc, origin, seq)), in one
-        transaction."""
+        of two is kept), JOB_DELETED rows (job, their (hlc, origin, seq)) and deleted lanes
+        jobs' facts (job, members, its JOB_SUBMITTED's order; the first kept: `lanes_of`),
+        in one transaction."""
         try:
             with self._tx() as db:
                 db.executemany(
@@ -567,6 +591,8 @@ class JobIndex:
                     [(j, *o) for j, o in tombs])
                 db.executemany("INSERT OR IGNORE INTO deleted_ids VALUES (?, ?, ?, ?)",
                                [(j, o, q, h) for j, (h, o, q) in ids])
+                db.executemany("INSERT OR IGNORE INTO deleted_lanes VALUES (?, ?, ?, ?, ?)",
+                               [(j, _dumps(sorted(m)), *o) for j, m, o in lanes])
         finally:
             self._absent[_DELETED].clear()
 
@@ -660,6 +686,7 @@ class JobIndex:
         names = [(j,) for j in jobs]
         self._db.executemany("DELETE FROM job_deleted WHERE job = ?", names)
         self._db.executemany("DELETE FROM deleted_ids WHERE job = ?", names)
+        self._db.executemany("DELETE FROM deleted_lanes WHERE job = ?", names)
         self.note_dropped((), floors)
 
     def forgot(self, jobs: Iterable[str]) -> None:
@@ -1431,6 +1458,11 @@ def _same_dir(a: Path, b: Path) -> bool:
         return a.resolve() == b.resolve()
     except (OSError, RuntimeError):
         return False
+
+
+def _peer_list(v: Any) -> bool:
+    """A list of peer ids' texts (a lanes job's members, as the index writes them)."""
+    return isinstance(v, list) and all(type(p) is str for p in v)
 
 
 def _job(job: Any) -> str:

@@ -77,7 +77,7 @@ def test_peer_ids_of_both_releases_read_back() -> None:
 
 
 INDEX_TABLES = ("job_index", "cache_index", "provider_index", "compact_floors", "job_thin",
-                "snapshot_pending", "snapshot_owed", "job_deleted", "deleted_ids")
+                "snapshot_pending", "snapshot_owed", "job_deleted", "deleted_ids", "deleted_lanes")
 
 
 @pytest.mark.parametrize("table", INDEX_TABLES)

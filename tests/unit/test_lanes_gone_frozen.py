@@ -7,11 +7,15 @@ beside its tombstone, so that a replay reads them (R3-A). The real fold; a real 
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 
+from peer.config import PeerConfig
 from peer.log import Event, EventType, fold
+from peer.log.fold import GoneLanes
 from peer.log.lanes import lane
+from peer.node import Node
 from tests.unit.test_lanes_gone import DEL, FACTS, MESH, WANT, cache, state
 from tests.unit.test_lanes_hostile import BAD, REAL, SUB, H, J, R, X, task_done
 
@@ -65,3 +69,71 @@ def test_a_job_deleted_before_its_job_submitted_came_takes_that_submission_s_fac
         assert cache(s) == (None, {}), [e.id for e in order]
         got = s.gone_lanes(J)
         assert got is not None and (got.lanes, got.members, got.sub) == (True, {H, R}, SUB.order)
+
+
+# -- a Node: the facts go to the job index with the tombstone, and a replay reads them ------------
+OTHER = "0123456789abcdef0123"  # a live peer whose vector covers nothing: the rows stay
+
+
+def _restarted(tmp_path: Path) -> Node:
+    node = Node(PeerConfig(data_dir=tmp_path, slots=1, mdns=False, compact_recent_tasks=0),
+                lanes=True)
+    node.listeners[:] = [node.compactor.note]
+    return node
+
+
+@pytest.mark.parametrize("compacted", [False, True])
+def test_a_replay_of_a_deleted_lanes_job_reads_its_facts_beside_its_tombstone(
+        tmp_path: Path, compacted: bool) -> None:
+    """X's mesh-stream TASK_DONE of lanes job J1, backdated before its JOB_SUBMITTED, is let
+    go live; J1 is deleted (live, or once compacted: its record then goes) and its tombstone
+    written, and the peer restarts before J1's rows leave the log. The replay (hlc order:
+    the TASK_DONE first) reads J1's facts from the job index (on 9590a1d it knew nothing of
+    J1 there and folded it: BAD in the output cache, X a provider)."""
+    from tests.unit.test_lanes_compact import _end, _Gossip, _node
+    node = _node(tmp_path)
+    try:
+        assert isinstance(node.gossip, _Gossip)
+        node.gossip.heads[OTHER] = {}
+        me, sub = node.peer_id, node.state.jobs["j0000000000b1"].order
+        job = "j0000000000b1"
+        if compacted:
+            _end(node, job)
+            assert node.catchup.compact().jobs == [job]
+        stray = Event(X, 1, sub[0] - 1, EventType.TASK_DONE,
+                      {"job": job, "task": "t0", "output": BAD, "cached": False, "key": "kx"})
+        assert node.merge([stray]) == [stray]
+        node.janitor.delete_job(job)
+        node.flush()
+        node.catchup.compact()
+        assert node.index.tombstone(job) is not None and job not in node.index
+        assert node.log.db.execute("SELECT 1 FROM events WHERE origin = ?", (X,)).fetchone()
+        assert node.state.outputs.get("kx") is None
+    finally:
+        node.log.close()
+    node = _restarted(tmp_path)
+    try:
+        assert job in node.state.deleted
+        assert node.state.gone_lanes(job) == GoneLanes(True, frozenset({me}), sub)
+        assert node.state.outputs.get("kx") is None and BAD not in node.state.providers
+    finally:
+        node.log.close()
+
+
+def test_a_deleted_lanes_job_s_facts_are_read_back_and_forgotten_with_its_tombstone(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`put_deleted` keeps the first facts of a job; a row that does not read back is left
+    out (logged: decided as a job nothing is known of); `note_forgotten` removes it."""
+    node = _restarted(tmp_path)
+    try:
+        index, db = node.index, node.log.db
+        index.put_deleted([(J, DEL.order)], [(J, DEL.order)], [(J, [R, H], SUB.order)])
+        index.put_deleted([(J, DEL.order)], (), [(J, [X], (1, X, 1))])
+        assert index.lanes_of(J) == ([H, R], SUB.order)
+        db.execute("UPDATE deleted_lanes SET members = '[1]' WHERE job = ?", (J,))
+        assert index.lanes_of(J) is None
+        assert "the lanes facts of the deleted job" in caplog.text
+        index.note_forgotten([J], {})
+        assert db.execute("SELECT count(*) FROM deleted_lanes").fetchone() == (0,)
+    finally:
+        node.log.close()
