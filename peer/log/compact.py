@@ -12,7 +12,7 @@ import logging
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -27,6 +27,7 @@ from peer.log.events import (
     JobDeleted,
     JobEnded,
     JobSubmitted,
+    Output,
     Partial,
     Provide,
     Revoke,
@@ -475,45 +476,63 @@ class Compactor:
 
     def _late_end(self, job: str, evs: Sequence[Event]) -> None:
         """Compacted `job`'s record made of its JOB_ENDED (a non-member's, or a member's
-        whose fold did not finish by the horizon: `_by_ended`) is made again of the least by
-        `end_rank` of `evs` that ranks before the one it was made of and that `end_rank`'s
-        JOB_SUBMITTED and members admit (`refusal_of`, as they are in the record): what a
-        peer that held both before it compacted the job records (the end of a submission
-        member after a self-added peer's, a better end after a heal: design section 8,
-        session 46 helper i). Each record made ranks lower, so at most a few per job. A
-        listed one makes a record without outputs (`outputs_unlisted`: its listing is not
-        fetched once the job left memory). Other records (a member's own fold, an earlier
-        release's, one whose facts do not read as ours) are left as they are."""
+        whose fold did not finish by the horizon: `_by_ended`) is made again as a peer that
+        held `evs` too before it compacted the job makes it (`_record_of`): of the least by
+        `end_rank` of the one it was made of and those of `evs` that its JOB_SUBMITTED and
+        members admit (`refusal_of`, as they are in the record), each task's output the
+        earliest by order of that end's and of every admitted end's inline outputs (the
+        record's facts keep those, `end.merged`: `MeshState.end_outputs`; review r3 of
+        session 46, R3-B: the end's own outputs were taken, so two peers that got the same
+        ends in two orders around their compaction named two CIDs). Whichever came first,
+        the same record; bounded: each record made ranks lower, or names earlier outputs.
+        A listed end that wins makes a record without outputs (`outputs_unlisted`: its
+        listing is not fetched once the job left memory). A record of session 46 (facts
+        without `end.merged`) is made again of a better-ranked end's own outputs (as then);
+        other records (a member's own fold, an earlier release's, one whose facts do not
+        read as ours) are left as they are."""
         if not self.state.lanes_on or job in self.state.deleted:
             return
-        # Its facts first, its whole record only if one ranks before: a replay queues every
+        # Its facts first, its whole record only if an end changes it: a replay queues every
         # JOB_ENDED of a compacted job still in the log.
         facts = self.index.facts_of(job)
         end = None if facts is None else _end_of_facts(facts)
         if end is None:
             return
-        homes, best = end
+        homes, best, outs = end
         ranks = {ev.id: rank_among(ev, homes) for ev in evs}
-        before = sorted((e for e in evs if ranks[e.id] < best), key=lambda e: ranks[e.id])
-        held = self.index.full(job) if before else None
+        moving = [e for e in evs if ranks[e.id] < best or (
+            outs is not None and _lowers(outs[0], e.body_as(JobEnded).outputs))]
+        held = self.index.full(job) if moving else None
         of = None if held is None else _admits(held)
         if held is None or of is None:
             return
         members, tasks, wf = of
-        won = next((ev for ev in before if refusal_of(
-            ev, ev.body_as(JobEnded), members, held.order, tasks) is None), None)
-        if won is None:
+        admitted = sorted((e for e in moving if refusal_of(
+            e, e.body_as(JobEnded), members, held.order, tasks) is None),
+            key=lambda e: ranks[e.id])
+        if not admitted:
             return
-        best = ranks[won.id]
-        b = won.body_as(JobEnded)
+        won = next((e for e in admitted if ranks[e.id] < best), None)
+        made = _late_body(held, wf, won, admitted, outs)
+        if made is None:
+            return
+        b, kept = made
+        if won is not None:
+            best = ranks[won.id]
         f = record_of_end(wf, held.order[1], held.order[0], b, b.listing)
         named = {"members": sorted(members)}
-        facts = {**(f.facts or {}), "end": {"rank": list(best), "homes": sorted(homes)}}
+        facts = {**(f.facts or {}), "end": {"rank": list(best), "homes": sorted(homes),
+                                            **kept}}
         self.index.put([JobRecord(job, held.order, f.ended_hlc, f.state,
                                   {**f.summary, **named}, {**f.record, **named}, (), facts)],
                        (), ())
-        log.info("job %s: its record is made again of the JOB_ENDED %s/%d (%s), which "
-                 "ranks before the one it was made of", job, won.origin[:16], won.seq, b.state)
+        if won is not None:
+            log.info("job %s: its record is made again of the JOB_ENDED %s/%d (%s), which "
+                     "ranks before the one it was made of", job, won.origin[:16], won.seq,
+                     b.state)
+        else:
+            log.info("job %s: its record is made again with the earlier outputs of %d "
+                     "JOB_ENDED(s) that came after it", job, len(admitted))
 
     def _pin(self, ev: Event, deleted: Mapping[str, Any]) -> None:
         """`ev` left memory: note it under each deleted job it is about (`pinned`)."""
@@ -645,11 +664,27 @@ class Compactor:
 
     def _record_of(self, job: str) -> Finished | None:
         """The record of a lanes job made of its JOB_ENDED (`ended_record`; `_by_ended`),
-        None if none is held."""
-        ended = self.state.ended.get(job)
-        return None if ended is None else ended_record(self.state.jobs[job], ended,
-                                                       self.state.end_body(ended),
-                                                       self.bare.get(job))
+        None if none is held. Its facts keep what a JOB_ENDED that comes after is ranked
+        and merged against (`_late_end`): that end's `end_rank` and the homes, each task's
+        earliest inline output of the job's JOB_ENDEDs folded (`merged`: `end_outputs`,
+        what `end_body` shows of any end that wins) and those of its folded listing's that
+        the record shows instead (`listed`), each as [cid, hlc, origin, seq]."""
+        st = self.state
+        ended = st.ended.get(job)
+        if ended is None:
+            return None
+        body = st.end_body(ended)
+        f = ended_record(st.jobs[job], ended, body, self.bare.get(job))
+        merged = st.end_outputs.get(job, {})
+        listed = {t: o for t, o in body.outputs.items()
+                  if (m := merged.get(t)) is None or o[2:] < m[2:]}
+        end: dict[str, Any] = {
+            "rank": list(end_rank(st, ended)),
+            "homes": sorted(st.jobs[job].body_as(JobSubmitted).members or ()),
+            "merged": _outputs_facts(merged)}
+        if listed:
+            end["listed"] = _outputs_facts(listed)
+        return replace(f, facts={**(f.facts or {}), "end": end})
 
     def _by_ended(self, job: str) -> bool:
         """Is `job`'s record its JOB_ENDED's: a lanes job we are no member of, or one whose
@@ -689,10 +724,6 @@ class Compactor:
             done.append(job)
             ev = st.jobs[job]
             summary, record, facts = f.summary, f.record, f.facts
-            if by_ended:  # what a JOB_ENDED that comes after is ranked against (`_late`)
-                facts = {**(facts or {}), "end": {
-                    "rank": list(end_rank(st, st.ended[job])),
-                    "homes": sorted(ev.body_as(JobSubmitted).members or ())}}
             members = st.members_of.get(job)
             if members is not None:  # a lanes job: its record names its members (where a
                 # non-member asks for its view), and a member's lanes leave the log later
@@ -1325,10 +1356,16 @@ def marks_of(ids: Iterable[tuple[str, int]]) -> dict[str, int]:
 _Rank = tuple[Any, ...]  # fold.end_rank's, as a record's facts keep it
 
 
-def _end_of_facts(facts: Mapping[str, Any]) -> tuple[set[str], _Rank] | None:
-    """(homes, the `end_rank` of the JOB_ENDED it was made of) of a compacted record's
-    facts made of a JOB_ENDED (`Compactor._compact`); None if it is not one, or does not
-    read so (an earlier release's, a member's own fold's, a snapshot's)."""
+_Outputs = dict[str, Output]  # task -> output (its key left out), as a record's facts keep it
+
+
+def _end_of_facts(facts: Mapping[str, Any],
+                  ) -> tuple[set[str], _Rank, tuple[_Outputs, _Outputs] | None] | None:
+    """(homes, the `end_rank` of the JOB_ENDED it was made of, (the `merged` and `listed`
+    outputs, or None for a record of session 46, made without them or whose do not read
+    so)) of a compacted record's facts made of a JOB_ENDED (`Compactor._record_of`); None
+    if it is not one, or does not read so (an earlier release's, a member's own fold's, a
+    snapshot's)."""
     end: Any = facts.get("end")
     try:
         rank = tuple(end["rank"])
@@ -1340,7 +1377,91 @@ def _end_of_facts(facts: Mapping[str, Any]) -> tuple[set[str], _Rank] | None:
                                                                          strict=True))
             and all(type(v) is str for v in homes)):
         return None
-    return homes, rank
+    merged, listed = _outputs_of(end.get("merged")), _outputs_of(end.get("listed", {}))
+    return homes, rank, None if merged is None or listed is None else (merged, listed)
+
+
+def _outputs_facts(outputs: Mapping[str, Output]) -> dict[str, list[Any]]:
+    """Task -> [cid, hlc, origin, seq] of `outputs` (what `_outputs_of` reads back)."""
+    return {t: [o.cid, o.hlc, o.origin, o.seq] for t, o in sorted(outputs.items())}
+
+
+def _outputs_of(v: Any) -> _Outputs | None:
+    """`_outputs_facts` read back; None if `v` does not read so."""
+    kinds = (str, int, str, int)
+    if not (isinstance(v, dict) and all(
+            type(t) is str and type(o) is list and len(o) == len(kinds)
+            and all(type(x) is k for x, k in zip(o, kinds, strict=True))
+            for t, o in v.items())):
+        return None
+    return {t: Output(None, *o) for t, o in v.items()}
+
+
+def _lowers(merged: Mapping[str, Output], outputs: Mapping[str, Output]) -> bool:
+    """Would `outputs` (a JOB_ENDED's) change `merged` (`_merge_outputs`)?"""
+    return any((m := merged.get(t)) is None or o[2:] < m[2:] for t, o in outputs.items())
+
+
+def _merge_outputs(merged: dict[str, Output], outputs: Mapping[str, Output]) -> None:
+    """`outputs` into `merged`, each task's earliest by order (fold._end_outputs's rule)."""
+    for t, o in outputs.items():
+        if (m := merged.get(t)) is None or o[2:] < m[2:]:
+            merged[t] = Output(None, *o[1:])
+
+
+def _least(a: Output | None, b: Output | None) -> Output | None:
+    """The earlier by order of `a` and `b` (`a` on a tie: `MeshState.end_body`'s rule)."""
+    return a if b is None or (a is not None and a[2:] <= b[2:]) else b
+
+
+def _late_body(held: JobRecord, wf: Mapping[str, Any], won: Event | None,
+               admitted: Sequence[Event], outs: tuple[_Outputs, _Outputs] | None,
+               ) -> tuple[JobEnded, dict[str, Any]] | None:
+    """(the body `Compactor._late_end` makes compacted record `held` again of, what its
+    facts' `end` keeps of outputs), `admitted` the JOB_ENDEDs that came after and change it,
+    `won` the least-ranked of them if it ranks before the one `held` was made of, `outs`
+    what `held`'s facts keep (`_end_of_facts`); None if `held` stays as it is."""
+    if outs is None:  # (a record of session 46: no orders to merge by)
+        return None if won is None else (won.body_as(JobEnded), {})
+    merged, listed = dict(outs[0]), outs[1]
+    for e in admitted:
+        _merge_outputs(merged, e.body_as(JobEnded).outputs)
+    if won is None:  # the same end, with earlier outputs
+        own = _body_of(held, wf)
+        if own is None:
+            return None
+        b = replace(own, outputs={t: _least(listed.get(t), merged.get(t)) or o
+                                  for t, o in own.outputs.items()})
+    else:
+        w = won.body_as(JobEnded)
+        b = replace(w, outputs={t: _least(o, merged.get(t)) or o for t, o in w.outputs.items()})
+        listed = {}
+    kept: dict[str, Any] = {"merged": _outputs_facts(merged)}
+    if listed:
+        kept["listed"] = _outputs_facts(listed)
+    return b, kept
+
+
+def _body_of(r: JobRecord, wf: Mapping[str, Any]) -> JobEnded | None:
+    """The JOB_ENDED compacted record `r` was made of as `record_of_end` read it: its
+    state, end, failed tasks' errors, listing if it went without (`outputs_unlisted`) and
+    outputs (their CIDs; orders unknown, 0); `record_of_end` of it is `r`'s record again.
+    None if `r` does not read so."""
+    rec = r.record
+    try:
+        shown = {t["name"]: t for t in rec["tasks"]}
+        outputs = {n: Output(None, t["output"], 0, "", 0) for n, t in shown.items()
+                   if t["output"] is not None}
+        failed = {n: t["error"] for n, t in shown.items() if t["error"] is not None}
+    except (KeyError, TypeError):
+        return None
+    unlisted = rec.get("outputs_unlisted")
+    if not (all(type(v) is str for v in (*outputs, *failed, *failed.values()))
+            and all(type(o.cid) is str for o in outputs.values())
+            and (unlisted is None or type(unlisted) is str)):
+        return None
+    return JobEnded(r.job, r.state, len(wf["tasks"]), r.ended_hlc, outputs, {}, failed, "",
+                    unlisted)
 
 
 def _admits(r: JobRecord) -> tuple[set[str], set[str], Mapping[str, Any]] | None:

@@ -648,3 +648,145 @@ def test_a_bare_record_is_left_out_of_the_per_job_digests_a_catch_up_compares() 
             "SELECT j.job, j.hlc, j.origin, j.seq, j.ended, j.state, t.summary, t.facts, "
             "t.sha FROM job_index j JOIN job_thin t USING (job)").fetchall()
         assert list(against3([("t", rows)], second.thin_digests(job_digest3))) == [("t", rows)]
+
+
+def _crossing(t: int, job: str) -> tuple[list[Event], Event, Event]:
+    """[OTHER's JOB_SUBMITTED of `job` naming it its one member, X's JOB_MEMBERS adding
+    itself], X's JOB_ENDED and OTHER's (each `done`, each side's outputs of both tasks: a
+    crossing partition): OTHER's ranks first (a submission member's), X's t0 is the earlier
+    (by its TASK_DONE's order), OTHER's t1."""
+    def ended(origin: str, hlc: int, at: Mapping[str, int]) -> Event:
+        return Event(origin, 2, hlc, EventType.JOB_ENDED, {
+            "job": job, "state": "done", "n_tasks": len(TASKS), "end": hlc,
+            "outputs": {task: [None, _side_cid(origin, task), t + (h << 16), lane(origin, job),
+                               i + 1] for i, (task, h) in enumerate(at.items())},
+            "producers": {}, "failed": {}, "digest": "0" * 32})
+    return [Event(OTHER, 1, t + (1 << 16), EventType.JOB_SUBMITTED,
+                  {"job": job, "workflow": WORKFLOW, "members": [OTHER]}),
+            Event(X, 1, t + (2 << 16), EventType.JOB_MEMBERS, {"job": job, "add": [X]})], \
+        ended(X, t + (7 << 16), {"t0": 3, "t1": 6}), \
+        ended(OTHER, t + (8 << 16), {"t0": 4, "t1": 5})
+
+
+def _side_cid(origin: str, task: str) -> str:
+    return str(sha256_cid(f"{origin} {task}".encode(), "raw", 1))
+
+
+def test_a_non_member_records_the_merged_outputs_whichever_end_came_after_compaction(
+        tmp_path: Path) -> None:
+    """Review r3 of session 46, R3-B: a record made again of a JOB_ENDED that came after
+    compaction took that end's own outputs, while one made with both ends held took each
+    task's earliest of the two (`MeshState.end_body`): after a crossing partition a
+    non-member that compacted before the home's end named the home's t0, one that held
+    both X's earlier t0, and a home's end held first, X's after, kept the home's (on
+    9590a1d: three outputs for two). Now every arrival order records the same outputs
+    (and thin digest), and a restart keeps them."""
+    job = "j0000000000f3"
+    seen: dict[str, tuple[Any, ...]] = {}
+    t = 0
+    for name in ("x_then_home", "home_then_x", "both"):
+        node = _non_member(tmp_path / name)
+        try:
+            t = t or node.hlc.now()  # (the same events on both)
+            first, x_end, home_end = _crossing(t, job)
+            before, after = {"x_then_home": ([x_end], [home_end]),
+                             "home_then_x": ([home_end], [x_end]),
+                             "both": ([x_end, home_end], [])}[name]
+            for evs in (first + before, after):
+                for ev in evs:
+                    node.state.apply(ev)
+                    node.compactor.note(ev)
+                node.catchup.compact()
+                assert job in node.state.compacted
+            rec: Any = node.index.record(job)
+            seen[name] = (rec["state"], rec["outputs"], [t["output"] for t in rec["tasks"]],
+                          node.index.thin_digests(job_digest3)[job])
+        finally:
+            node.log.close()
+    want = {"t0": _side_cid(X, "t0"), "t1": _side_cid(OTHER, "t1")}
+    assert seen["both"][:2] == ("done", want)
+    assert seen["x_then_home"] == seen["both"] and seen["home_then_x"] == seen["both"]
+    for name in ("x_then_home", "home_then_x"):  # restarted: the replay changes nothing
+        node = _non_member(tmp_path / name)
+        try:
+            node.catchup.compact()
+            rec = node.index.record(job)
+            assert (rec["outputs"], node.index.thin_digests(job_digest3)[job]) == (
+                want, seen["both"][3])
+        finally:
+            node.log.close()
+
+
+def test_a_record_of_a_folded_listing_merges_a_later_end_s_earlier_outputs(
+        tmp_path: Path) -> None:
+    """R3-B with the home's end in a listing, fetched and folded before compaction: the
+    record shows each task's earliest of the listing's outputs and every inline end's
+    (`end_body`); X's inline end, with the earlier t0, came after compaction (the record
+    keeps its listing's orders, `end.listed`) or before it: the same outputs (on 9590a1d:
+    the home's t0 when X's came after)."""
+    job = "j0000000000f4"
+    seen: dict[str, Any] = {}
+    t = 0
+    for name in ("home_then_x", "both"):
+        node = _non_member(tmp_path / name)
+        try:
+            t = t or node.hlc.now()
+            first, x_end, inline = _crossing(t, job)
+            listing = _side_cid(OTHER, "listing")
+            home_end = Event(OTHER, 2, inline.hlc, EventType.JOB_ENDED, {
+                **inline.payload, "outputs": {}, "listing": listing})
+            full = replace(home_end.body_as(JobEnded), listing=None,
+                           outputs=inline.body_as(JobEnded).outputs)
+            before = [x_end, home_end] if name == "both" else [home_end]
+            for ev in first + before:
+                node.state.apply(ev)
+                node.compactor.note(ev)
+            assert node.state.fold_listing(home_end, full) is None
+            node.compactor.note(home_end)
+            node.catchup.compact()
+            assert job in node.state.compacted
+            if name == "home_then_x":
+                node.state.apply(x_end)
+                node.compactor.note(x_end)
+                node.catchup.compact()
+            rec: Any = node.index.record(job)
+            seen[name] = (rec["state"], rec["outputs"], node.index.thin_digests(job_digest3)[job])
+        finally:
+            node.log.close()
+    want = {"t0": _side_cid(X, "t0"), "t1": _side_cid(OTHER, "t1")}
+    assert seen["both"][:2] == ("done", want) and seen["home_then_x"] == seen["both"]
+
+
+@pytest.mark.parametrize("end_facts", [
+    {"merged": None}, {"merged": {"t0": "not an output"}}, {"listed": {"t0": [1, 2, 3, 4]}}])
+def test_a_record_without_merged_outputs_is_made_again_as_session_46_made_it(
+        tmp_path: Path, end_facts: Mapping[str, Any]) -> None:
+    """A record of session 46 (its facts' `end` without `merged`: no output orders), or one
+    whose outputs facts do not read back (a snapshot's signer may write anything), is made
+    again as then: of a better-ranked end's own outputs; a record of an earlier release
+    (no `end`) is left as it is. Neither raises."""
+    job = "j0000000000f5"
+    for name, old in (("s46", True), ("s45", False)):
+        node = _non_member(tmp_path / name)
+        try:
+            first, x_end, home_end = _crossing(node.hlc.now(), job)
+            for ev in [*first, x_end]:
+                node.state.apply(ev)
+                node.compactor.note(ev)
+            node.catchup.compact()
+            held = node.index.full(job)
+            assert held is not None and held.facts is not None
+            assert set(held.facts["end"]) == {"rank", "homes", "merged"}
+            end = {k: v for k, v in {**held.facts["end"], **end_facts}.items()
+                   if v is not None}
+            facts = {**held.facts, "end": end} if old else {
+                k: v for k, v in held.facts.items() if k != "end"}
+            node.index.put([replace(held, facts=facts)], (), ())
+            node.state.apply(home_end)
+            node.compactor.note(home_end)
+            node.catchup.compact()
+            rec: Any = node.index.record(job)
+            own = {t: _side_cid(OTHER if old else X, t) for t in TASKS}
+            assert rec["outputs"] == own
+        finally:
+            node.log.close()
