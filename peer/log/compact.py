@@ -12,9 +12,10 @@ import logging
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, cast
 
 from peer.dataentry import open_dir, open_file, unlink_in
 from peer.errors import DataError
@@ -51,6 +52,7 @@ from peer.log.jobindex import (
     CacheEntry,
     JobIndex,
     JobRecord,
+    Order,
     SliceRow,
 )
 from peer.log.jobless import PROVIDING, Jobless, jobless
@@ -498,7 +500,8 @@ class Compactor:
         end = None if facts is None else _end_of_facts(facts)
         if end is None:
             return
-        homes, best, outs = end
+        homes, best, kept = end
+        outs = _outs_of(kept, None)  # (orders only: the CIDs a record shows are not read)
         ranks = {ev.id: rank_among(ev, homes) for ev in evs}
         moving = [e for e in evs if ranks[e.id] < best or (
             outs is not None and _lowers(outs[0], e.body_as(JobEnded).outputs))]
@@ -507,6 +510,11 @@ class Compactor:
         if held is None or of is None:
             return
         members, tasks, wf = of
+        if outs is not None:
+            outs = _outs_of(kept, held.record.get("outputs"))
+        if outs is not None and not all(_fits(o, job, members, held.order, tasks)
+                                        for m in outs for o in m.items()):
+            outs = None  # (written by a snapshot's signer: as a record of session 46)
         admitted = sorted((e for e in moving if refusal_of(
             e, e.body_as(JobEnded), members, held.order, tasks) is None),
             key=lambda e: ranks[e.id])
@@ -516,13 +524,14 @@ class Compactor:
         made = _late_body(held, wf, won, admitted, outs)
         if made is None:
             return
-        b, kept = made
+        b, merged = made
         if won is not None:
             best = ranks[won.id]
         f = record_of_end(wf, held.order[1], held.order[0], b, b.listing)
         named = {"members": sorted(members)}
-        facts = {**(f.facts or {}), "end": {"rank": list(best), "homes": sorted(homes),
-                                            **kept}}
+        facts = {**(f.facts or {}), "end": {
+            "rank": list(best), "homes": sorted(homes),
+            **({} if merged is None else _outputs_facts(*merged, f.record["outputs"]))}}
         self.index.put([JobRecord(job, held.order, f.ended_hlc, f.state,
                                   {**f.summary, **named}, {**f.record, **named}, (), facts)],
                        (), ())
@@ -668,7 +677,7 @@ class Compactor:
         and merged against (`_late_end`): that end's `end_rank` and the homes, each task's
         earliest inline output of the job's JOB_ENDEDs folded (`merged`: `end_outputs`,
         what `end_body` shows of any end that wins) and those of its folded listing's that
-        the record shows instead (`listed`), each as [cid, hlc, origin, seq]."""
+        the record shows instead (`listed`), as `_outputs_facts` writes them."""
         st = self.state
         ended = st.ended.get(job)
         if ended is None:
@@ -681,9 +690,7 @@ class Compactor:
         end: dict[str, Any] = {
             "rank": list(end_rank(st, ended)),
             "homes": sorted(st.jobs[job].body_as(JobSubmitted).members or ()),
-            "merged": _outputs_facts(merged)}
-        if listed:
-            end["listed"] = _outputs_facts(listed)
+            **_outputs_facts(merged, listed, f.record["outputs"])}
         return replace(f, facts={**(f.facts or {}), "end": end})
 
     def _by_ended(self, job: str) -> bool:
@@ -1359,13 +1366,11 @@ _Rank = tuple[Any, ...]  # fold.end_rank's, as a record's facts keep it
 _Outputs = dict[str, Output]  # task -> output (its key left out), as a record's facts keep it
 
 
-def _end_of_facts(facts: Mapping[str, Any],
-                  ) -> tuple[set[str], _Rank, tuple[_Outputs, _Outputs] | None] | None:
-    """(homes, the `end_rank` of the JOB_ENDED it was made of, (the `merged` and `listed`
-    outputs, or None for a record of session 46, made without them or whose do not read
-    so)) of a compacted record's facts made of a JOB_ENDED (`Compactor._record_of`); None
-    if it is not one, or does not read so (an earlier release's, a member's own fold's, a
-    snapshot's)."""
+def _end_of_facts(facts: Mapping[str, Any]) -> tuple[set[str], _Rank, Mapping[str, Any]] | None:
+    """(homes, the `end_rank` of the JOB_ENDED it was made of, its `end` (its outputs:
+    `_outs_of`)) of a compacted record's facts made of a JOB_ENDED (`Compactor._record_of`);
+    None if it is not one, or does not read so (an earlier release's, a member's own
+    fold's, a snapshot's)."""
     end: Any = facts.get("end")
     try:
         rank = tuple(end["rank"])
@@ -1377,24 +1382,67 @@ def _end_of_facts(facts: Mapping[str, Any],
                                                                          strict=True))
             and all(type(v) is str for v in homes)):
         return None
-    merged, listed = _outputs_of(end.get("merged")), _outputs_of(end.get("listed", {}))
-    return homes, rank, None if merged is None or listed is None else (merged, listed)
+    return homes, rank, end
 
 
-def _outputs_facts(outputs: Mapping[str, Output]) -> dict[str, list[Any]]:
-    """Task -> [cid, hlc, origin, seq] of `outputs` (what `_outputs_of` reads back)."""
-    return {t: [o.cid, o.hlc, o.origin, o.seq] for t, o in sorted(outputs.items())}
+def _outputs_facts(merged: Mapping[str, Output], listed: Mapping[str, Output],
+                   shown: Mapping[str, str]) -> dict[str, Any]:
+    """What a record's facts' `end` keeps of `merged` and `listed` (task -> output): each
+    output as [hlc, lane, seq] (`lanes` lists the lanes once), and its CID after them unless
+    it is the one the record shows for the task (`shown`: its `outputs`), as most are: a
+    few tens of bytes a task (`_outs_of` reads it back)."""
+    lanes: dict[str, int] = {}
+
+    def entries(outputs: Mapping[str, Output]) -> dict[str, list[Any]]:
+        return {t: [o.hlc, lanes.setdefault(o.origin, len(lanes)), o.seq,
+                    *(() if shown.get(t) == o.cid else (o.cid,))]
+                for t, o in sorted(outputs.items())}
+
+    out: dict[str, Any] = {"merged": entries(merged)}
+    if listed:
+        out["listed"] = entries(listed)
+    out["lanes"] = list(lanes)
+    return out
 
 
-def _outputs_of(v: Any) -> _Outputs | None:
-    """`_outputs_facts` read back; None if `v` does not read so."""
-    kinds = (str, int, str, int)
-    if not (isinstance(v, dict) and all(
-            type(t) is str and type(o) is list and len(o) == len(kinds)
-            and all(type(x) is k for x, k in zip(o, kinds, strict=True))
-            for t, o in v.items())):
+def _outs_of(end: Mapping[str, Any], shown: Any) -> tuple[_Outputs, _Outputs] | None:
+    """(merged, listed) as `_outputs_facts` wrote them in `end`, an entry without its CID
+    the record's (`shown`: its `outputs`; None: not read, the CID left empty); None if
+    they are not there (a record of session 46) or do not read so."""
+    lanes, out = end.get("lanes"), []
+    if not (type(lanes) is list and all(type(o) is str for o in lanes)
+            and (shown is None or isinstance(shown, dict))):
         return None
-    return {t: Output(None, *o) for t, o in v.items()}
+    for v in (end.get("merged"), end.get("listed", {})):
+        if not isinstance(v, dict):
+            return None
+        got = {t: _output_of(e, lanes, "" if shown is None else shown.get(t))
+               for t, e in v.items()}
+        if not all(type(t) is str and o is not None for t, o in got.items()):
+            return None
+        out.append(cast(_Outputs, got))
+    return out[0], out[1]
+
+
+def _output_of(e: Any, lanes: Sequence[str], cid: Any) -> Output | None:
+    """An entry of `_outputs_facts` read back (`cid`: the record's, if it names none);
+    None if it does not read so."""
+    if not (type(e) is list and len(e) in (3, 4) and all(type(v) is int for v in e[:3])
+            and 0 <= e[1] < len(lanes)):
+        return None
+    cid = e[3] if len(e) == 4 else cid
+    return Output(None, cid, e[0], lanes[e[1]], e[2]) if type(cid) is str else None
+
+
+def _fits(output: tuple[str, Output], job: str, members: AbstractSet[str], sub_order: Order,
+          tasks: AbstractSet[str]) -> bool:
+    """Could an admitted JOB_ENDED of `job` carry (task, output) `output`
+    (`fold.refusal_of`: a task of the job, its order after the JOB_SUBMITTED's, made in a
+    member's lane)?"""
+    task, o = output
+    made_in = lane_of(o.origin)
+    return (task in tasks and sub_order < (o.hlc, o.origin, o.seq) and made_in is not None
+            and made_in[1] == job and made_in[0] in members)
 
 
 def _lowers(merged: Mapping[str, Output], outputs: Mapping[str, Output]) -> bool:
@@ -1416,13 +1464,14 @@ def _least(a: Output | None, b: Output | None) -> Output | None:
 
 def _late_body(held: JobRecord, wf: Mapping[str, Any], won: Event | None,
                admitted: Sequence[Event], outs: tuple[_Outputs, _Outputs] | None,
-               ) -> tuple[JobEnded, dict[str, Any]] | None:
-    """(the body `Compactor._late_end` makes compacted record `held` again of, what its
-    facts' `end` keeps of outputs), `admitted` the JOB_ENDEDs that came after and change it,
-    `won` the least-ranked of them if it ranks before the one `held` was made of, `outs`
-    what `held`'s facts keep (`_end_of_facts`); None if `held` stays as it is."""
+               ) -> tuple[JobEnded, tuple[_Outputs, _Outputs] | None] | None:
+    """(the body `Compactor._late_end` makes compacted record `held` again of, the merged
+    and listed outputs its facts keep then (None: a record of session 46's, none)),
+    `admitted` the JOB_ENDEDs that came after and change it, `won` the least-ranked of
+    them if it ranks before the one `held` was made of, `outs` what `held`'s facts keep
+    (`_outs_of`); None if `held` stays as it is."""
     if outs is None:  # (a record of session 46: no orders to merge by)
-        return None if won is None else (won.body_as(JobEnded), {})
+        return None if won is None else (won.body_as(JobEnded), None)
     merged, listed = dict(outs[0]), outs[1]
     for e in admitted:
         _merge_outputs(merged, e.body_as(JobEnded).outputs)
@@ -1436,10 +1485,7 @@ def _late_body(held: JobRecord, wf: Mapping[str, Any], won: Event | None,
         w = won.body_as(JobEnded)
         b = replace(w, outputs={t: _least(o, merged.get(t)) or o for t, o in w.outputs.items()})
         listed = {}
-    kept: dict[str, Any] = {"merged": _outputs_facts(merged)}
-    if listed:
-        kept["listed"] = _outputs_facts(listed)
-    return b, kept
+    return b, (merged, listed)
 
 
 def _body_of(r: JobRecord, wf: Mapping[str, Any]) -> JobEnded | None:

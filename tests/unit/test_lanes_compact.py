@@ -757,15 +757,22 @@ def test_a_record_of_a_folded_listing_merges_a_later_end_s_earlier_outputs(
     assert seen["both"][:2] == ("done", want) and seen["home_then_x"] == seen["both"]
 
 
+J_OLD = "j0000000000f5"
+
+
 @pytest.mark.parametrize("end_facts", [
-    {"merged": None}, {"merged": {"t0": "not an output"}}, {"listed": {"t0": [1, 2, 3, 4]}}])
+    {"merged": None}, {"merged": {"t0": "not an output"}}, {"listed": {"t0": [1, 2, 3, 4]}},
+    {"merged": {"t0": [1, 0, 1, OUT["t0"]]}},  # (ordered before the JOB_SUBMITTED)
+    {"lanes": [lane(X, J_OLD), lane("e5" * 8, J_OLD)],  # (made in no member's lane)
+     "listed": {"t0": [1 << 60, 1, 1]}}])
 def test_a_record_without_merged_outputs_is_made_again_as_session_46_made_it(
         tmp_path: Path, end_facts: Mapping[str, Any]) -> None:
     """A record of session 46 (its facts' `end` without `merged`: no output orders), or one
-    whose outputs facts do not read back (a snapshot's signer may write anything), is made
-    again as then: of a better-ranked end's own outputs; a record of an earlier release
-    (no `end`) is left as it is. Neither raises."""
-    job = "j0000000000f5"
+    whose outputs facts do not read back or name an output no admitted JOB_ENDED could
+    carry (a snapshot's signer may write anything), is made again as then: of a
+    better-ranked end's own outputs; a record of an earlier release (no `end`) is left as
+    it is. Neither raises."""
+    job = J_OLD
     for name, old in (("s46", True), ("s45", False)):
         node = _non_member(tmp_path / name)
         try:
@@ -776,7 +783,7 @@ def test_a_record_without_merged_outputs_is_made_again_as_session_46_made_it(
             node.catchup.compact()
             held = node.index.full(job)
             assert held is not None and held.facts is not None
-            assert set(held.facts["end"]) == {"rank", "homes", "merged"}
+            assert set(held.facts["end"]) == {"rank", "homes", "merged", "lanes"}
             end = {k: v for k, v in {**held.facts["end"], **end_facts}.items()
                    if v is not None}
             facts = {**held.facts, "end": end} if old else {
@@ -790,3 +797,57 @@ def test_a_record_without_merged_outputs_is_made_again_as_session_46_made_it(
             assert rec["outputs"] == own
         finally:
             node.log.close()
+
+
+def test_three_ends_make_one_record_in_any_order_around_compaction(tmp_path: Path) -> None:
+    """R3-B, every order: the home's first end A (t1 failed), X's (both done, the earliest
+    outputs) and the home's better end B (done): B wins, and each task's output is X's
+    (the earliest by order of every admitted end's), in whatever order the three come and
+    wherever the compaction falls among them (a record made before X's t1 was shown keeps
+    its order and CID in its facts: A failed t1), once the next pass made it again (an end
+    held past a gap in its origin's seqs, B before A, leaves memory after that pass's
+    `_late`). On 9590a1d the record named A's or B's CIDs unless all three came before
+    compaction."""
+    import itertools
+    job = "j0000000000f6"
+    t = 0
+    seen: set[tuple[Any, ...]] = set()
+    for i, order in enumerate(itertools.permutations("AXB")):
+        for cut in (1, 2, 3):
+            if cut == 3 and i:
+                continue
+            node = _non_member(tmp_path / f"{i}{cut}")
+            try:
+                t = t or node.hlc.now()
+                first, x_end, home = _crossing(t, job)
+                ends = {"X": x_end, "A": _home_end(home, 2, t + (7 << 16), {"t1": "lost"},
+                                                   {"t0": 4}),
+                        "B": _home_end(home, 3, t + (9 << 16), {}, {"t0": 4, "t1": 7})}
+                for evs in (first + [ends[k] for k in order[:cut]],
+                            [ends[k] for k in order[cut:]]):
+                    for ev in evs:
+                        node.state.apply(ev)
+                        node.compactor.note(ev)
+                    node.catchup.compact()
+                    assert job in node.state.compacted
+                node.catchup.compact()  # (B held past a gap before A: swept after `_late`)
+                rec: Any = node.index.record(job)
+                seen.add((rec["state"], tuple(sorted(rec["outputs"].items())),
+                          node.index.thin_digests(job_digest3)[job]))
+            finally:
+                node.log.close()
+    assert [s[:2] for s in seen] == [("done", tuple((k, _side_cid(X, k)) for k in TASKS))]
+
+
+def _home_end(like: Event, seq: int, hlc: int, failed: Mapping[str, str],
+              at: Mapping[str, int]) -> Event:
+    """OTHER's `seq`th event, a JOB_ENDED of `like`'s job at `hlc` failing `failed`, its
+    outputs those of `like` made at `at` (`_crossing`'s t + (h << 16))."""
+    t = like.hlc - (8 << 16)
+    job = like.body_as(JobEnded).job
+    return Event(OTHER, seq, hlc, EventType.JOB_ENDED, {
+        **like.payload, "end": hlc, "state": "failed" if failed else "done",
+        "failed": dict(failed),
+        "outputs": {task: [None, _side_cid(OTHER, task if h != 7 else "t1 again"),
+                           t + (h << 16), lane(OTHER, job), 1 + TASKS.index(task)]
+                    for task, h in at.items()}})
