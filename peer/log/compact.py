@@ -501,17 +501,15 @@ class Compactor:
         if end is None:
             return
         homes, best, kept = end
-        outs = _outs_of(kept, None)  # (orders only: the CIDs a record shows are not read)
         ranks = {ev.id: rank_among(ev, homes) for ev in evs}
-        moving = [e for e in evs if ranks[e.id] < best or (
-            outs is not None and _lowers(outs[0], e.body_as(JobEnded).outputs))]
+        moving = [e for e in evs if ranks[e.id] < best
+                  or _lowers(kept, e.body_as(JobEnded).outputs)]
         held = self.index.full(job) if moving else None
         of = None if held is None else _admits(held)
         if held is None or of is None:
             return
         members, tasks, wf = of
-        if outs is not None:
-            outs = _outs_of(kept, held.record.get("outputs"))
+        outs = _outs_of(kept, held.record.get("outputs"))
         if outs is not None and not all(_fits(o, job, members, held.order, tasks)
                                         for m in outs for o in m.items()):
             outs = None  # (written by a snapshot's signer: as a record of session 46)
@@ -1407,17 +1405,16 @@ def _outputs_facts(merged: Mapping[str, Output], listed: Mapping[str, Output],
 
 def _outs_of(end: Mapping[str, Any], shown: Any) -> tuple[_Outputs, _Outputs] | None:
     """(merged, listed) as `_outputs_facts` wrote them in `end`, an entry without its CID
-    the record's (`shown`: its `outputs`; None: not read, the CID left empty); None if
-    they are not there (a record of session 46) or do not read so."""
+    the record's (`shown`: its `outputs`); None if they are not there (a record of session
+    46) or do not read so."""
     lanes, out = end.get("lanes"), []
     if not (type(lanes) is list and all(type(o) is str for o in lanes)
-            and (shown is None or isinstance(shown, dict))):
+            and isinstance(shown, dict)):
         return None
     for v in (end.get("merged"), end.get("listed", {})):
         if not isinstance(v, dict):
             return None
-        got = {t: _output_of(e, lanes, "" if shown is None else shown.get(t))
-               for t, e in v.items()}
+        got = {t: _output_of(e, lanes, shown.get(t)) for t, e in v.items()}
         if not all(type(t) is str and o is not None for t, o in got.items()):
             return None
         out.append(cast(_Outputs, got))
@@ -1445,9 +1442,24 @@ def _fits(output: tuple[str, Output], job: str, members: AbstractSet[str], sub_o
             and made_in[1] == job and made_in[0] in members)
 
 
-def _lowers(merged: Mapping[str, Output], outputs: Mapping[str, Output]) -> bool:
-    """Would `outputs` (a JOB_ENDED's) change `merged` (`_merge_outputs`)?"""
-    return any((m := merged.get(t)) is None or o[2:] < m[2:] for t, o in outputs.items())
+def _lowers(end: Mapping[str, Any], outputs: Mapping[str, Output]) -> bool:
+    """Would `outputs` (a JOB_ENDED's) change the merged outputs a record's facts keep
+    (`end`, as `_outputs_facts` writes them; read for `outputs`' tasks only: a replay asks
+    it of every JOB_ENDED of a compacted job still in the log)? True if they do not read
+    so (the record is read then, `_outs_of` decides), False if none are kept (a record of
+    session 46)."""
+    merged: Any = end.get("merged")
+    lanes: Any = end.get("lanes")
+    if merged is None and lanes is None:
+        return False
+    try:
+        for t, o in outputs.items():
+            e = merged.get(t)
+            if e is None or o[2:] < (e[0], lanes[e[1]], e[2]):
+                return True
+    except (AttributeError, TypeError, IndexError, KeyError):
+        return True
+    return False
 
 
 def _merge_outputs(merged: dict[str, Output], outputs: Mapping[str, Output]) -> None:
