@@ -79,10 +79,12 @@ def test_received_small_jobs_are_stored_and_compacted_as_before(tmp_path: Path) 
 # re-pinned by session 46 helper i: each record's facts keep the `end_rank` of the JOB_ENDED
 # it was made of and the homes, `"end"`, so that a later one ranked before it makes it again
 # (`Compactor._late`); the rows are those of d8519ea but for that key, and the thin rows'
-# `sha`, which hashes the facts)
+# `sha`, which hashes the facts; re-pinned by session 47 helper c: the facts' `"end"` also
+# keeps the merged outputs' orders, `merged` and `lanes` (review r3 of session 46, R3-B):
+# without those two keys the job_index rows and the thin rows' `sha` are 9590a1d's, checked)
 NON_MEMBER_LOGGED = (40, "366986c50141c166")
-NON_MEMBER_COMPACTED = {"job_index": (20, "18777fb563206831"),
-                        "job_thin": (20, "33c1748be4328d11"),
+NON_MEMBER_COMPACTED = {"job_index": (20, "a01ee2b1a499a63e"),
+                        "job_thin": (20, "87cff936badf145f"),
                         "cache_index": (40, "31b8189055546558"),
                         "provider_index": (40, "60f980d55da87278"),
                         "events": (0, "4f53cda18c2baa0c")}
