@@ -34,6 +34,7 @@ from peer.log.lanes import lane
 
 HOME, X = "0123456789abcdef0123", "c3" * 8
 JOB = "j0000000000e7"
+T = 1_700_000_000_000 << 16  # an hlc of today's length (18 digits), as the facts keep them
 
 
 def _median_ms(fn: Callable[[], Any], repeat: int) -> float:
@@ -59,18 +60,18 @@ def _compactor(n: int) -> tuple[Compactor, JobIndex, list[Event]]:
     state = MeshState(lanes_on=True, me="d4" * 8)
     index = JobIndex(sqlite3.connect(":memory:", isolation_level=None))
     c = Compactor(CompactConfig(recent_tasks=0), state, None, index,  # type: ignore[arg-type]
-                  lambda job: None, lambda: [], lambda: 1 << 60, me=state.me or "")
+                  lambda job: None, lambda: [], lambda: T + (1 << 60), me=state.me or "")
     tasks = [{"name": f"t{i}", "call": "c", "params": {}, "depends": []} for i in range(n)]
-    for ev in (Event(HOME, 1, 1 << 16, EventType.JOB_SUBMITTED,
+    for ev in (Event(HOME, 1, T + (1 << 16), EventType.JOB_SUBMITTED,
                      {"job": JOB, "workflow": {"name": "w", "tasks": tasks}, "members": [HOME]}),
-               Event(X, 1, 2 << 16, EventType.JOB_MEMBERS, {"job": JOB, "add": [X]}),
-               _ended(HOME, 2, 1 << 40, n, 4 << 20)):
+               Event(X, 1, T + (2 << 16), EventType.JOB_MEMBERS, {"job": JOB, "add": [X]}),
+               _ended(HOME, 2, T + (1 << 40), n, T + (4 << 20))):
         state.apply(ev)
         c.note(ev)
     c._scan()  # (a pass's compaction, without its drop: no log here)
     assert c._compact(c._beyond_recent(), PassStats()) and index.full(JOB) is not None
-    return c, index, [_ended(X, 2, (1 << 40) + 1, n, 5 << 20),
-                      _ended(X, 3, (1 << 40) + 2, n, 3 << 20)]
+    return c, index, [_ended(X, 2, T + (1 << 40) + 1, n, T + (5 << 20)),
+                      _ended(X, 3, T + (1 << 40) + 2, n, T + (3 << 20))]
 
 
 def _row(n: int, repeat: int) -> str:
