@@ -765,12 +765,27 @@ class MeshState:
     # it only of an end it took that was not the job's before (`_tell_new_ends`).
     on_end: Callable[[Event], None] | None = None
     # Job -> task -> the earliest output (by its TASK_DONE's order) among the inline outputs
-    # of the job's JOB_ENDEDs folded (`_end_outputs`; not a listing's, which only the peers
-    # that held it while its JOB_ENDED won fetch: review r1 of session 46, F3): what
-    # `end_body` shows of the winning one (with its own listing's), so that a non-member
-    # names the output a member's fold does (first-wins) when two homes cut apart each
-    # ended the job. It leaves with the job.
+    # of the job's JOB_ENDEDs folded whose origin is a vouched member (`_end_outputs`; not a
+    # listing's, which only the peers that held it while its JOB_ENDED won fetch: review r1
+    # of session 46, F3; nor a self-added peer's: `_aside`): what `end_body` shows
+    # of the winning one (with its own listing's), so that a non-member names the output a
+    # member's fold does (first-wins) when two homes cut apart each ended the job. It leaves
+    # with the job.
     end_outputs: dict[str, dict[str, Output]] = field(default_factory=dict)
+    # Job -> its vouched members: the peers the `members` of its JOB_SUBMITTEDs name (every
+    # one's: grow-only, as `_lanes_tasks`) and those a vouched member's JOB_MEMBERS adds (a
+    # home's scale-out), not a peer that added itself (an orphan takeover, or a hostile
+    # one) nor one it added; the origins whose JOB_ENDEDs' outputs enter the output cache
+    # and `end_outputs` (`_end_outputs`). `_adds`: job -> peer -> the peers its JOB_MEMBERS
+    # added (vouched for once it is: `_vouch`). `_aside`: job -> the JOB_ENDEDs folded of
+    # an origin not vouched for, by id, whose outputs enter neither until it is. Why
+    # (review r3 of session 46, R3-D): an output's order in a JOB_ENDED is a claim no peer
+    # that holds no lane of the job can check, and first-wins by order let a self-added
+    # peer's losing end put a made-up early output in every peer's cache, the home's too.
+    # All three only grow (the vouched set is a closure of events), and leave with the job.
+    _vouched: dict[str, set[str]] = field(default_factory=dict)
+    _adds: dict[str, dict[str, set[str]]] = field(default_factory=dict)
+    _aside: dict[str, dict[tuple[str, int], Event]] = field(default_factory=dict)
     # Partial replication enabled (`lanes-v1`, not announced yet: docs/design/partial-
     # replication.md): until then `members` and JOB_MEMBERS/JOB_ENDED are held, not folded
     # (as before they had types: one JOB_ENDED of any member would otherwise set cache
@@ -874,7 +889,7 @@ class MeshState:
                 self._gone(job, facts)
         for per_job in (self.jobs, self.cancelled, self.members_of, self.ended, self.unended,
                         self.listed, self.end_outputs, self._unjoined, self._untasked,
-                        self._ends):
+                        self._ends, self._vouched, self._adds, self._aside):
             per_job.pop(job, None)
         self._lanes_tasks.pop(job, None)
 
@@ -1393,7 +1408,7 @@ class MeshState:
                 table.pop(origin, None)
             self.sums.forget(origin)
         for per_job in (self.members_of, self.ended, self._ends, self.listed,
-                        self.end_outputs):
+                        self.end_outputs, self._vouched, self._adds, self._aside):
             per_job.pop(job, None)
         return origins
 
@@ -1401,7 +1416,8 @@ class MeshState:
         """JOB_ENDED `ev`'s body as folded: with the outputs and producers of its `listing`
         once `fold_listing` folded them, else as the event says (none while listed); the
         job's winning one (`ended`) with each task's earliest output of its JOB_ENDEDs
-        folded inline (`end_outputs`; its own listing's counted too)."""
+        folded inline whose origin is a vouched member (`end_outputs`; its own listing's
+        counted too)."""
         b = ev.body_as(JobEnded)
         got = self.listed.get(b.job) if b.listing is not None else None
         if got is not None and got[0] == ev.id:
@@ -1548,6 +1564,7 @@ def _job(s: MeshState, ev: Event, b: JobSubmitted) -> None:
             s.members_of.setdefault(b.job, set()).update(b.members)  # grow-only)
             s._lanes_tasks.setdefault(b.job, set()).update(
                 str(t["name"]) for t in b.workflow["tasks"])
+            _vouch(s, b.job, b.members)
         if was is not None and s.jobs[b.job] is ev:  # an earlier rival won: its members
             _rerank(s, b.job)  # rank first now (`end_rank`)
         _tasks_due(s, b.job)
@@ -1607,6 +1624,10 @@ def _job_members(s: MeshState, ev: Event, b: JobMembers) -> None:
     if not s.lanes_on:
         return  # held, not folded (`MeshState.lanes_on`)
     s.members_of.setdefault(b.job, set()).update(b.add)  # (grow-only: order-free)
+    by = peer_of(ev.origin)
+    s._adds.setdefault(b.job, {}).setdefault(by, set()).update(b.add)
+    if by in s._vouched.get(b.job, ()):
+        _vouch(s, b.job, b.add)
     if s.me in b.add:  # we joined: the implicit splits and claims the job's make
         for sub in s._unjoined.pop(b.job, ()):
             _implied(s, sub, sub.body_as(JobSubmitted))
@@ -1836,13 +1857,15 @@ def _homes(s: MeshState, job: str) -> tuple[str, ...]:
 
 def _end(s: MeshState, ev: Event, b: JobEnded) -> None:
     """The JOB_ENDED of least `end_rank` is the job's (`ended`; each one folded is kept,
-    `_ends`, for `_rerank`). Its outputs enter
-    the cache by the orders of the TASK_DONEs they carry (the first-wins rule of
-    `_merge_first`), and the peers that hold them the providers, each as of the earliest
-    order of an output of its CID (else the JOB_ENDED's): on a peer that holds no lane of
-    the job, the same entries as on a member, which folded those TASK_DONEs. (An output
-    `listing` is folded once fetched and read: `MeshState.fold_listing`; until then its
-    keys miss.) `on_end` is told if `ev` is the job's end."""
+    `_ends`, for `_rerank`). Its outputs enter the cache, whatever its rank, if its origin
+    is a vouched member (`MeshState._vouched`: a JOB_SUBMITTED names it, or a vouched one
+    added it; a self-added peer's are set aside: `_end_outputs`), by the orders of the
+    TASK_DONEs they carry (the first-wins rule of `_merge_first`), and the peers that hold
+    them the providers, each as of the earliest order of an output of its CID (else the
+    JOB_ENDED's): on a peer that holds no lane of the job, the same entries as on a member,
+    which folded those TASK_DONEs. (An output `listing` is folded once fetched and read:
+    `MeshState.fold_listing`; until then its keys miss.) `on_end` is told if `ev` is the
+    job's end."""
     ends = s._ends.setdefault(b.job, {})  # (an origin's least: the homes rank it alike)
     if (mine := ends.get(ev.origin)) is None or end_rank(s, ev) < end_rank(s, mine):
         ends[ev.origin] = ev
@@ -1857,11 +1880,12 @@ def _end(s: MeshState, ev: Event, b: JobEnded) -> None:
 def _rerank(s: MeshState, job: str) -> None:
     """An earlier JOB_SUBMITTED of `job` won (review r3 of session 45, R3-1): `end_rank`
     reads its `members` now, so the job's end is the least of its JOB_ENDEDs folded
-    (`_ends`) again (their outputs are in already: `_end_outputs` merges every one folded,
-    whatever its rank), and `on_end` is told if it changed (as `_end` tells it). Rare: no
-    honest peer sends a second JOB_SUBMITTED of a job (job ids are random), so the JOB_ENDEDs
-    walked are those of a job under attack (or an id collision): one per origin, its least
-    (review r2 of session 46, L1: each rival walked every end kept, R x E)."""
+    (`_ends`) again (their outputs are in already, or aside: `_end_outputs` merges every
+    one folded of a vouched member, whatever its rank, and a rival naming more peers takes
+    their ends' in: `_vouch`), and `on_end` is told if it changed (as `_end` tells it).
+    Rare: no honest peer sends a second JOB_SUBMITTED of a job (job ids are random), so the
+    JOB_ENDEDs walked are those of a job under attack (or an id collision): one per origin,
+    its least (review r2 of session 46, L1: each rival walked every end kept, R x E)."""
     ends = s._ends.get(job)
     if not ends:
         return
@@ -1880,19 +1904,33 @@ def _end_outputs(s: MeshState, ev: Event, b: JobEnded, inline: bool = True) -> N
     peer folds every admitted JOB_ENDED, but only the listing of the one that won while it
     held the job (`fold_listing`), so a losing one's listing folded while it briefly won
     made `end_body` (and the record) depend on the order the ends came in (review r1 of
-    session 46, F3); `end_body` counts the winner's own listing."""
+    session 46, F3); `end_body` counts the winner's own listing.
+
+    Neither the cache nor `end_outputs` takes the outputs of an end whose origin is no
+    vouched member (`MeshState._vouched`: a JOB_SUBMITTED of the job names it, or a vouched
+    member's JOB_MEMBERS adds it; review r3 of session 46, R3-D): that end is kept aside
+    (`MeshState._aside`) and taken in once its origin is vouched for (`_vouch`); its
+    producers count as any end's. Each output's order is a claim of the end's origin that a
+    peer holding no lane of the job cannot check: a self-added peer's losing end named an
+    early made-up output and won its key on every peer, the home's too. The vouched set
+    only grows, so every peer that folded the same events holds the same cache, in any
+    order."""
     made: dict[str, Order] = {}  # CID -> the earliest order of an output of it
+    counts = ev.origin in s._vouched.get(b.job, ())
+    if not counts and inline:
+        s._aside.setdefault(b.job, {})[ev.id] = ev
     merged = s.end_outputs.setdefault(b.job, {})
-    for task, o in b.outputs.items() if inline else ():  # (order-free: the least by order)
-        if (cur := merged.get(task)) is None or o[2:] < cur[2:]:
+    for task, o in b.outputs.items() if inline and counts else ():  # (order-free: the least
+        if (cur := merged.get(task)) is None or o[2:] < cur[2:]:  # by order)
             merged[task] = o
     outputs = list(b.outputs.values())
     for i in range(0, len(outputs), AHEAD):
         part = outputs[i:i + AHEAD]
-        _ahead(s._outputs_src, [o.key for o in part if o.key])
+        if counts:
+            _ahead(s._outputs_src, [o.key for o in part if o.key])
         for o in part:
             order = (o.hlc, o.origin, o.seq)
-            if o.key:  # (as `_task_done`'s)
+            if o.key and counts:  # (as `_task_done`'s)
                 s._merge_first(s.outputs, s._outputs_src, {o.key: o.cid}, order)
             if o.cid not in made or order < made[o.cid]:
                 made[o.cid] = order
@@ -1902,6 +1940,31 @@ def _end_outputs(s: MeshState, ev: Event, b: JobEnded, inline: bool = True) -> N
         for cid in cids[i:i + AHEAD]:
             for p in b.producers[cid]:
                 _hold_all(s, (cid,), p, made.get(cid, ev.order))
+
+
+def _vouch(s: MeshState, job: str, peers: Iterable[str]) -> None:
+    """`peers` are vouched for as members of `job` (a JOB_SUBMITTED names them, or a vouched
+    member's JOB_MEMBERS adds them): so is every peer they added (`MeshState._adds`), and the
+    outputs of their JOB_ENDEDs set aside enter now (`_end_outputs`; a listing's too once
+    folded: `listed`), as if they had been vouched for when those came."""
+    vouched = s._vouched.setdefault(job, set())
+    adds = s._adds.get(job, {})
+    todo = list(peers)
+    while todo:  # (each peer once: its adds are walked when it is first vouched for)
+        p = todo.pop()
+        if p not in vouched:
+            vouched.add(p)
+            todo += adds.get(p, ())
+    aside = s._aside.get(job)
+    if not aside:
+        return
+    for ev in [e for e in aside.values() if e.origin in vouched]:
+        del aside[ev.id]
+        _end_outputs(s, ev, ev.body_as(JobEnded))
+        if (got := s.listed.get(job)) is not None and got[0] == ev.id:
+            _end_outputs(s, ev, got[1], inline=False)
+    if not aside:
+        del s._aside[job]
 
 
 def _ahead(table: Mapping[str, Any], keys: list[str]) -> None:
