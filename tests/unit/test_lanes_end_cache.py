@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
 from peer.log import Event, EventType, MeshState, fold
 from peer.log.lanes import lane, lane_of
 
@@ -149,3 +151,15 @@ def test_a_peer_a_vouched_member_added_counts_one_a_self_added_peer_added_does_n
         for order in itertools.permutations(evs):
             s = lanes_fold(list(order), N)
             assert s._outputs_src.get("k0") == want, [e.id for e in order]
+
+
+@pytest.mark.xfail(strict=True, reason="open (docs/security.md, R3-D's rest): a self-added "
+                   "member's own lane TASK_DONE, backdated, wins its task and cache key on "
+                   "every member, and the home's end then names it")
+def test_a_self_added_members_backdated_lane_task_done_does_not_win_the_cache() -> None:
+    """What this rule leaves: X's TASK_DONE in its own lane, ordered after the JOB_SUBMITTED
+    (before its own JOB_MEMBERS, even), counts as a member's on every member (`_task_fold`):
+    it wins t0 and k0 there, and the home's end, made from its fold, names it."""
+    x_done = task_done(lane(X, J), 1, 1050, BAD)
+    for order in itertools.permutations([SUB, ADD, x_done, REAL]):
+        assert lanes_fold(list(order), H).outputs["k0"] == GOOD
