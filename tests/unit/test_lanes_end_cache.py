@@ -8,8 +8,11 @@ and a peer that is no member."""
 from __future__ import annotations
 
 import itertools
+import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from peer.log import Event, EventType, MeshState, fold
 from peer.log.lanes import lane, lane_of
@@ -151,6 +154,59 @@ def test_a_peer_a_vouched_member_added_counts_one_a_self_added_peer_added_does_n
         for order in itertools.permutations(evs):
             s = lanes_fold(list(order), N)
             assert s._outputs_src.get("k0") == want, [e.id for e in order]
+
+
+PEERS = [H, R, X, "e5" * 8, "f6" * 8]
+
+
+@st.composite
+def members_and_ends(draw: st.DrawFn) -> tuple[list[Event], set[str], list[Event]]:
+    """JOB_MEMBERS among PEERS (any origin adding any peers: self-adds, scale-outs, chains),
+    the vouched closure they make with SUB's [H, R], and JOB_ENDEDs of random members, each
+    naming for k0 a random CID at a random order in a random member's lane."""
+    adds, seqs = [], dict.fromkeys(PEERS, 10)
+    for _ in range(draw(st.integers(0, 5))):
+        by = draw(st.sampled_from(PEERS))
+        add = draw(st.lists(st.sampled_from(PEERS), min_size=1, max_size=2, unique=True))
+        adds.append(Event(by, seqs[by], draw(st.integers(1001, 1400)), EventType.JOB_MEMBERS,
+                          {"job": J, "add": add}))
+        seqs[by] += 1
+    vouched, grew = {H, R}, True
+    while grew:
+        more = {p for a in adds if a.origin in vouched for p in a.payload["add"]}
+        grew = not more <= vouched
+        vouched |= more
+    members = {H, R} | {p for a in adds for p in a.payload["add"]}
+    ends = []
+    for _ in range(draw(st.integers(1, 4))):
+        by = draw(st.sampled_from(sorted(members)))
+        made_in = draw(st.sampled_from(sorted(members)))
+        out = ["k0", draw(st.sampled_from([GOOD, BAD])), draw(st.integers(1001, 2999)),
+               lane(made_in, J), draw(st.integers(1, 9))]
+        ends.append(ended(by, seqs[by], draw(st.integers(3000, 3100)), out))
+        seqs[by] += 1
+    return adds, vouched, ends
+
+
+@settings(max_examples=200, deadline=None)
+@given(members_and_ends(), st.lists(st.integers(0, 2**32), min_size=2, max_size=2))
+def test_the_cache_holds_the_earliest_output_of_a_vouched_members_end_in_any_order(
+        drawn: tuple[list[Event], set[str], list[Event]], seeds: list[int]) -> None:
+    """A non-member's cache: k0 is the earliest output by order of the ends of vouched
+    members (a closure: SUB's members, and whoever a vouched member's JOB_MEMBERS adds),
+    none if none; the same in every order of the events."""
+    adds, vouched, ends = drawn
+    outs = [e.payload["outputs"]["t0"] for e in ends if e.origin in vouched]
+    want = min(((o[2], o[3], o[4]) for o in outs), default=None)
+    for seed in seeds:
+        evs = [SUB, *adds, *ends]
+        random.Random(seed).shuffle(evs)
+        s = lanes_fold(evs, N)
+        assert s._outputs_src.get("k0") == want
+        assert s._vouched[J] == vouched
+        won = s.ended[J]
+        if won.origin in vouched:
+            assert s.end_body(won).outputs["t0"][2:] == want
 
 
 @pytest.mark.xfail(strict=True, reason="open (docs/security.md, R3-D's rest): a self-added "
