@@ -777,15 +777,16 @@ class MeshState:
     # home's scale-out), not a peer that added itself (an orphan takeover, or a hostile
     # one) nor one it added; the origins whose JOB_ENDEDs' outputs enter the output cache
     # and `end_outputs` (`_end_outputs`). `_adds`: job -> peer -> the peers its JOB_MEMBERS
-    # added (vouched for once it is: `_vouch`). `_aside`: job -> the JOB_ENDEDs folded of
-    # an origin not vouched for, by id, whose outputs enter neither until it is. Why
+    # added (vouched for once it is: `_vouch`). `_aside`: job -> origin not vouched for ->
+    # its JOB_ENDEDs folded, whose outputs enter neither until it is (by origin: a vouching
+    # walks the peers it vouches for, not every end set aside). Why
     # (review r3 of session 46, R3-D): an output's order in a JOB_ENDED is a claim no peer
     # that holds no lane of the job can check, and first-wins by order let a self-added
     # peer's losing end put a made-up early output in every peer's cache, the home's too.
     # All three only grow (the vouched set is a closure of events), and leave with the job.
     _vouched: dict[str, set[str]] = field(default_factory=dict)
     _adds: dict[str, dict[str, set[str]]] = field(default_factory=dict)
-    _aside: dict[str, dict[tuple[str, int], Event]] = field(default_factory=dict)
+    _aside: dict[str, dict[str, list[Event]]] = field(default_factory=dict)
     # Partial replication enabled (`lanes-v1`, not announced yet: docs/design/partial-
     # replication.md): until then `members` and JOB_MEMBERS/JOB_ENDED are held, not folded
     # (as before they had types: one JOB_ENDED of any member would otherwise set cache
@@ -1918,7 +1919,7 @@ def _end_outputs(s: MeshState, ev: Event, b: JobEnded, inline: bool = True) -> N
     made: dict[str, Order] = {}  # CID -> the earliest order of an output of it
     counts = ev.origin in s._vouched.get(b.job, ())
     if not counts and inline:
-        s._aside.setdefault(b.job, {})[ev.id] = ev
+        s._aside.setdefault(b.job, {}).setdefault(ev.origin, []).append(ev)
     merged = s.end_outputs.setdefault(b.job, {})
     for task, o in b.outputs.items() if inline and counts else ():  # (order-free: the least
         if (cur := merged.get(task)) is None or o[2:] < cur[2:]:  # by order)
@@ -1949,21 +1950,19 @@ def _vouch(s: MeshState, job: str, peers: Iterable[str]) -> None:
     folded: `listed`), as if they had been vouched for when those came."""
     vouched = s._vouched.setdefault(job, set())
     adds = s._adds.get(job, {})
+    aside = s._aside.get(job, {})
     todo = list(peers)
-    while todo:  # (each peer once: its adds are walked when it is first vouched for)
+    while todo:  # (each peer once: its adds and ends are walked when first vouched for)
         p = todo.pop()
-        if p not in vouched:
-            vouched.add(p)
-            todo += adds.get(p, ())
-    aside = s._aside.get(job)
-    if not aside:
-        return
-    for ev in [e for e in aside.values() if e.origin in vouched]:
-        del aside[ev.id]
-        _end_outputs(s, ev, ev.body_as(JobEnded))
-        if (got := s.listed.get(job)) is not None and got[0] == ev.id:
-            _end_outputs(s, ev, got[1], inline=False)
-    if not aside:
+        if p in vouched:
+            continue
+        vouched.add(p)
+        todo += adds.get(p, ())
+        for ev in aside.pop(p, ()):  # (`p` is vouched for now: not set aside again)
+            _end_outputs(s, ev, ev.body_as(JobEnded))
+            if (got := s.listed.get(job)) is not None and got[0] == ev.id:
+                _end_outputs(s, ev, got[1], inline=False)
+    if job in s._aside and not aside:
         del s._aside[job]
 
 
