@@ -501,9 +501,10 @@ class Compactor:
         if end is None:
             return
         homes, best, kept = end
+        vouched = _vouched_of(kept, homes)
         ranks = {ev.id: rank_among(ev, homes) for ev in evs}
         moving = [e for e in evs if ranks[e.id] < best
-                  or _lowers(kept, e.body_as(JobEnded).outputs)]
+                  or (e.origin in vouched and _lowers(kept, e.body_as(JobEnded).outputs))]
         held = self.index.full(job) if moving else None
         of = None if held is None else _admits(held)
         if held is None or of is None:
@@ -519,7 +520,10 @@ class Compactor:
         if not admitted:
             return
         won = next((e for e in admitted if ranks[e.id] < best), None)
-        made = _late_body(held, wf, won, admitted, outs)
+        merging = [e for e in admitted if e.origin in vouched]  # (their outputs: R3-D)
+        if won is None and not merging:
+            return
+        made = _late_body(held, wf, won, merging, outs)
         if made is None:
             return
         b, merged = made
@@ -528,7 +532,7 @@ class Compactor:
         f = record_of_end(wf, held.order[1], held.order[0], b, b.listing)
         named = {"members": sorted(members)}
         facts = {**(f.facts or {}), "end": {
-            "rank": list(best), "homes": sorted(homes),
+            "rank": list(best), "homes": sorted(homes), "vouched": sorted(vouched),
             **({} if merged is None else _outputs_facts(*merged, f.record["outputs"]))}}
         self.index.put([JobRecord(job, held.order, f.ended_hlc, f.state,
                                   {**f.summary, **named}, {**f.record, **named}, (), facts)],
@@ -688,6 +692,7 @@ class Compactor:
         end: dict[str, Any] = {
             "rank": list(end_rank(st, ended)),
             "homes": sorted(st.jobs[job].body_as(JobSubmitted).members or ()),
+            "vouched": sorted(st.vouched(job)),
             **_outputs_facts(merged, listed, f.record["outputs"])}
         return replace(f, facts={**(f.facts or {}), "end": end})
 
@@ -1383,6 +1388,16 @@ def _end_of_facts(facts: Mapping[str, Any]) -> tuple[set[str], _Rank, Mapping[st
     return homes, rank, end
 
 
+def _vouched_of(end: Mapping[str, Any], homes: set[str]) -> set[str]:
+    """The vouched members a record's facts keep (`end.vouched`: whose JOB_ENDEDs' outputs
+    are merged, as `fold._end_outputs` merges them: review r3 of session 46, R3-D); the
+    homes if it keeps none or they do not read so (a record made before they were kept)."""
+    got = end.get("vouched")
+    if type(got) is list and all(type(v) is str for v in got):
+        return set(got) | homes
+    return homes
+
+
 def _outputs_facts(merged: Mapping[str, Output], listed: Mapping[str, Output],
                    shown: Mapping[str, str]) -> dict[str, Any]:
     """What a record's facts' `end` keeps of `merged` and `listed` (task -> output): each
@@ -1479,8 +1494,9 @@ def _late_body(held: JobRecord, wf: Mapping[str, Any], won: Event | None,
                ) -> tuple[JobEnded, tuple[_Outputs, _Outputs] | None] | None:
     """(the body `Compactor._late_end` makes compacted record `held` again of, the merged
     and listed outputs its facts keep then (None: a record of session 46's, none)),
-    `admitted` the JOB_ENDEDs that came after and change it, `won` the least-ranked of
-    them if it ranks before the one `held` was made of, `outs` what `held`'s facts keep
+    `admitted` the JOB_ENDEDs that came after whose outputs it merges (a vouched
+    member's: `_vouched_of`), `won` the least-ranked of the ends that came after
+    if it ranks before the one `held` was made of, `outs` what `held`'s facts keep
     (`_outs_of`); None if `held` stays as it is."""
     if outs is None:  # (a record of session 46: no orders to merge by)
         return None if won is None else (won.body_as(JobEnded), None)

@@ -930,6 +930,12 @@ class MeshState:
         tasks? (Any job but a lanes job it is no member of.)"""
         return self.me is None or self.member_of(job, self.me)
 
+    def vouched(self, job: str) -> frozenset[str]:
+        """The vouched members of `job` (`_vouched`): those whose JOB_ENDEDs' outputs enter
+        the cache and `end_outputs` (what a compacted record's facts keep for a JOB_ENDED
+        that comes after: peer.log.compact.Compactor._late_end)."""
+        return frozenset(self._vouched.get(job, ()))
+
     def knows_job(self, job: str) -> bool:
         """Does any event here name `job`: live, compacted or deleted (the job index answers
         for those not in memory), or only heard of (an event held for a JOB_SUBMITTED not

@@ -540,6 +540,7 @@ def test_a_deleted_lanes_job_s_lane_tables_leave_with_its_rows(tmp_path: Path) -
 
 
 X = "c3" * 8  # a peer that adds itself to a job (an orphan takeover while the home looked dead)
+V = "d4" * 8  # a member the JOB_SUBMITTED names that adds X (`_crossing`: X vouched for)
 
 
 def _non_member(d: Path) -> Node:
@@ -650,20 +651,22 @@ def test_a_bare_record_is_left_out_of_the_per_job_digests_a_catch_up_compares() 
         assert list(against3([("t", rows)], second.thin_digests(job_digest3))) == [("t", rows)]
 
 
-def _crossing(t: int, job: str) -> tuple[list[Event], Event, Event]:
-    """[OTHER's JOB_SUBMITTED of `job` naming it its one member, X's JOB_MEMBERS adding
-    itself], X's JOB_ENDED and OTHER's (each `done`, each side's outputs of both tasks: a
-    crossing partition): OTHER's ranks first (a submission member's), X's t0 is the earlier
-    (by its TASK_DONE's order), OTHER's t1."""
+def _crossing(t: int, job: str, by: str = V) -> tuple[list[Event], Event, Event]:
+    """[OTHER's JOB_SUBMITTED of `job` naming it and V its members, `by`'s JOB_MEMBERS
+    adding X (V's: a member's scale-out, X vouched for; X's own: X added itself)], X's
+    JOB_ENDED and OTHER's (each `done`, each side's outputs of both tasks: a crossing
+    partition): OTHER's ranks first (a submission member's), X's t0 is the earlier (by its
+    TASK_DONE's order), OTHER's t1."""
     def ended(origin: str, hlc: int, at: Mapping[str, int]) -> Event:
-        return Event(origin, 2, hlc, EventType.JOB_ENDED, {
+        seq = 1 if origin == X and by != X else 2  # (X's first event unless it added itself)
+        return Event(origin, seq, hlc, EventType.JOB_ENDED, {
             "job": job, "state": "done", "n_tasks": len(TASKS), "end": hlc,
             "outputs": {task: [None, _side_cid(origin, task), t + (h << 16), lane(origin, job),
                                i + 1] for i, (task, h) in enumerate(at.items())},
             "producers": {}, "failed": {}, "digest": "0" * 32})
     return [Event(OTHER, 1, t + (1 << 16), EventType.JOB_SUBMITTED,
-                  {"job": job, "workflow": WORKFLOW, "members": [OTHER]}),
-            Event(X, 1, t + (2 << 16), EventType.JOB_MEMBERS, {"job": job, "add": [X]})], \
+                  {"job": job, "workflow": WORKFLOW, "members": [OTHER, V]}),
+            Event(by, 1, t + (2 << 16), EventType.JOB_MEMBERS, {"job": job, "add": [X]})], \
         ended(X, t + (7 << 16), {"t0": 3, "t1": 6}), \
         ended(OTHER, t + (8 << 16), {"t0": 4, "t1": 5})
 
@@ -715,6 +718,34 @@ def test_a_non_member_records_the_merged_outputs_whichever_end_came_after_compac
                 want, seen["both"][3])
         finally:
             node.log.close()
+
+
+def test_a_self_added_peer_s_end_after_compaction_puts_no_output_in_the_record(
+        tmp_path: Path) -> None:
+    """R3-D for a record made again (lead, session 47): X added itself, so its JOB_ENDED's
+    outputs are not merged (`fold._end_outputs`: no vouched member's), whether it came
+    before compaction or after it (the record's facts keep the vouched members,
+    `end.vouched`): the record names the home's outputs in both orders. (Before the
+    record kept them, the late end's earlier t0 entered the record made again.)"""
+    job = "j0000000000f7"
+    seen: dict[str, Any] = {}
+    t = 0
+    for name in ("home_then_x", "both"):
+        node = _non_member(tmp_path / name)
+        try:
+            t = t or node.hlc.now()
+            first, x_end, home_end = _crossing(t, job, by=X)
+            before, after = {"home_then_x": ([home_end], [x_end]),
+                             "both": ([x_end, home_end], [])}[name]
+            for evs in (first + before, after):
+                for ev in evs:
+                    node.state.apply(ev)
+                    node.compactor.note(ev)
+                node.catchup.compact()
+            seen[name] = node.index.record(job)["outputs"]  # type: ignore[index]
+        finally:
+            node.log.close()
+    assert seen["both"] == seen["home_then_x"] == {t: _side_cid(OTHER, t) for t in TASKS}
 
 
 def test_a_record_of_a_folded_listing_merges_a_later_end_s_earlier_outputs(
@@ -783,7 +814,7 @@ def test_a_record_without_merged_outputs_is_made_again_as_session_46_made_it(
             node.catchup.compact()
             held = node.index.full(job)
             assert held is not None and held.facts is not None
-            assert set(held.facts["end"]) == {"rank", "homes", "merged", "lanes"}
+            assert set(held.facts["end"]) == {"rank", "homes", "vouched", "merged", "lanes"}
             end = {k: v for k, v in {**held.facts["end"], **end_facts}.items()
                    if v is not None}
             facts = {**held.facts, "end": end} if old else {

@@ -81,10 +81,12 @@ def test_received_small_jobs_are_stored_and_compacted_as_before(tmp_path: Path) 
 # (`Compactor._late`); the rows are those of d8519ea but for that key, and the thin rows'
 # `sha`, which hashes the facts; re-pinned by session 47 helper c: the facts' `"end"` also
 # keeps the merged outputs' orders, `merged` and `lanes` (review r3 of session 46, R3-B):
-# without those two keys the job_index rows and the thin rows' `sha` are 9590a1d's, checked)
+# without those two keys the job_index rows and the thin rows' `sha` are 9590a1d's, checked;
+# and by the lead: it keeps the vouched members too, `vouched` (R3-D, whose outputs a later
+# JOB_ENDED's merge takes))
 NON_MEMBER_LOGGED = (40, "366986c50141c166")
-NON_MEMBER_COMPACTED = {"job_index": (20, "a01ee2b1a499a63e"),
-                        "job_thin": (20, "87cff936badf145f"),
+NON_MEMBER_COMPACTED = {"job_index": (20, "ab0c3d6bc2220f52"),
+                        "job_thin": (20, "23918dde6988c4a6"),
                         "cache_index": (40, "31b8189055546558"),
                         "provider_index": (40, "60f980d55da87278"),
                         "events": (0, "4f53cda18c2baa0c")}
