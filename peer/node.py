@@ -354,6 +354,7 @@ class Node:
             self.fetcher, peers=self.live_peers, parse=self.workflows.workflow,
             catch_up=self._catch_up)
         self.listeners: list[Listener] = [self.scheduler.poke]
+        self.listener_errors = 0  # exceptions a listener raised (`_tell`: logged, not raised)
         # Lanes (on): peer -> lane -> the seq its last pair round over that lane's job proved
         # it holds (gossip's `pair_seen`): what a compacted job's lanes wait for
         self._pair_vvs: dict[str, dict[str, int]] = {}
@@ -751,10 +752,19 @@ class Node:
 
     def _tell(self, ev: Event) -> None:
         """Tell the listeners of a folded event: of each part of a TURN, and of the TASK_DONE
-        a CHUNK_DONE implies after it (peer.log.facts)."""
+        a CHUNK_DONE implies after it (peer.log.facts). A listener that raises (a bug, or an
+        event's content it cannot take) is logged and counted (/api/health's
+        `log.listener_errors`), and the others and the next events are told still: the
+        event is stored and folded already, so raising would only leave the rest untold."""
         for single in facts(ev):
             for fn in list(self.listeners):
-                fn(single)
+                try:
+                    fn(single)
+                except Exception:
+                    self.listener_errors += 1
+                    log.exception("listener %s failed on event %s/%d (%s); the others are "
+                                  "told", getattr(fn, "__qualname__", fn), single.origin,
+                                  single.seq, single.type)
 
     def batching(self) -> bool:
         """True if every live member says it folds TURN events (its heartbeat's or its MEMBER
@@ -1523,6 +1533,7 @@ class Node:
         return {"events": len(self.state.events), "origins": len(heads),
                 "heads_digest": digest[:32], "content_digest": self.state.content_sum(),
                 "conflicts": self.rule.health(), **self.door.health(),
+                "listener_errors": self.listener_errors,
                 "file": self._log_file(), "check": self.scrub.health(),
                 "compaction": {"jobs": len(self.index), "evicted": c.total.evicted,
                                "dropped": c.total.dropped, "reaped": c.total.reaped,

@@ -183,7 +183,8 @@ async def health(request: web.Request) -> web.Response:
         "log": node.log_health(),
         "inline": node.inline_health(),
         "security": node.security(),
-        "ipfs": {"refused": dict(request.app[IPFS_REFUSED].items())},
+        "ipfs": {"refused": dict(request.app[IPFS_REFUSED].items()),
+                 "ipns_not_kept": node.ipns.refused},  # gossiped records that do not read
         "http": request.app[GATE].stats(),
         "mdns": None if node.discovery is None else node.discovery.health()})
 

@@ -6,9 +6,9 @@ this peer holds (one file per name; written by rename, so safe from several thre
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,19 +17,28 @@ from pathlib import Path
 
 import multibase
 import multihash
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
 from peer.cids import IDENTITY, Cid, parse_cid
-from peer.errors import ArgError, BadCID, IpnsError, NotFound
+from peer.dataentry import check_entry, ensure_dir, open_file
+from peer.errors import ArgError, BadCID, BanzaiError, IpnsError, NotFound, StoreError
 from peer.ipfs.dagpb import read_varint
+from peer.privfile import replace_private
+
+log = logging.getLogger("banzai.ipns")
 
 LIBP2P_KEY = "libp2p-key"
 RECORD_TYPE = "application/vnd.ipfs.ipns-record"
 MAX_RECORD_BYTES = 10 * 1024  # the spec's bound on a record
 _SIGNATURE_PREFIX = b"ipns-signature:"
 _KEY_RSA, _KEY_ED25519 = 0, 1
+# what parsing hostile bytes (a record, a name, the key a name inlines) may raise besides
+# IpnsError: dagpb's varints raise StoreError, multihash and datetime ValueError, the CBOR
+# reader IndexError/KeyError; validate turns each into an IpnsError saying so
+_MALFORMED = (ValueError, IndexError, KeyError, TypeError, OverflowError, StoreError,
+              UnsupportedAlgorithm)
 
 
 @dataclass(frozen=True)
@@ -67,7 +76,8 @@ def canonical(c: Cid) -> str:
 
 
 def _fields(buf: bytes) -> dict[int, bytes | int]:
-    """A protobuf message's fields (last one wins); ValueError if malformed."""
+    """A protobuf message's fields (last one wins); ValueError (StoreError: a bad varint) if
+    malformed."""
     out: dict[int, bytes | int] = {}
     pos = 0
     while pos < len(buf):
@@ -131,7 +141,11 @@ def _cbor_map(buf: bytes) -> dict[str, bytes | int]:
 def _public_key(name: Cid, embedded: bytes | None) -> tuple[int, bytes]:
     """(key type, key bytes) of the name: inlined in its identity multihash, else the record's
     pubKey, which must hash to the name."""
-    mh = multihash.decode(name.multihash)
+    try:
+        mh = multihash.decode(name.multihash)
+    except _MALFORMED as exc:
+        raise IpnsError(f"the name is not a well-formed multihash ({exc})",
+                        field="name") from exc
     if mh.code == IDENTITY:
         key = bytes(mh.digest)
         if embedded is not None and embedded != key:
@@ -142,7 +156,10 @@ def _public_key(name: Cid, embedded: bytes | None) -> tuple[int, bytes]:
         raise IpnsError("the record's public key does not hash to the name")
     else:
         key = embedded
-    fields = _fields(key)
+    try:
+        fields = _fields(key)
+    except _MALFORMED as exc:
+        raise IpnsError(f"malformed public key (not a libp2p protobuf key: {exc})") from exc
     kind, data = fields.get(1, 0), fields.get(2)
     if not isinstance(kind, int) or not isinstance(data, bytes):
         raise IpnsError("malformed public key")
@@ -160,7 +177,7 @@ def _verify(kind: int, key: bytes, signature: bytes, message: bytes) -> None:
                 raise IpnsError("the RSA key is not an RSA key")
             pub.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
             return
-    except (InvalidSignature, ValueError) as exc:
+    except (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError) as exc:
         raise IpnsError("the record's V2 signature does not verify with the name's key "
                         "(signed by another key, or altered)") from exc
     raise IpnsError(f"key type {kind} is not supported (Ed25519 and RSA are)")
@@ -175,7 +192,10 @@ def _eol(validity: bytes) -> datetime:
         raise IpnsError(f"bad validity {validity[:40]!r} (RFC 3339 expected)")
     frac = (m.group(2) or ".0")[:7]
     zone = "+00:00" if m.group(3) == "Z" else m.group(3)
-    return datetime.fromisoformat(m.group(1) + frac + zone)
+    try:
+        return datetime.fromisoformat(m.group(1) + frac + zone)
+    except ValueError as exc:  # (the pattern's shape, but no date: 30 February, hour 25)
+        raise IpnsError(f"bad validity {validity[:40]!r} ({exc})") from exc
 
 
 def _signed_fields(entry: dict[int, bytes | int], data: bytes) -> tuple[bytes, bytes, int, int]:
@@ -200,12 +220,21 @@ def _signed_fields(entry: dict[int, bytes | int], data: bytes) -> tuple[bytes, b
 
 
 def validate(name: Cid, raw: bytes, now: datetime) -> Record:
-    """The record `raw` for `name` if valid at `now`; IpnsError saying why not."""
+    """The record `raw` for `name` if valid at `now`; IpnsError saying why not, and nothing
+    else whatever the bytes of the record or the name (both come from the mesh or disk)."""
+    try:
+        return _validate(name, raw, now)
+    except _MALFORMED as exc:  # (each known case is said above; this is the net under them)
+        raise IpnsError(f"malformed IPNS record or name: {type(exc).__name__}: {exc}"
+                        ) from exc
+
+
+def _validate(name: Cid, raw: bytes, now: datetime) -> Record:
     if len(raw) > MAX_RECORD_BYTES:
         raise IpnsError(f"the record is larger than {MAX_RECORD_BYTES} bytes")
     try:
         entry = _fields(raw)
-    except (ValueError, IndexError) as exc:
+    except _MALFORMED as exc:
         raise IpnsError(f"malformed IPNS record: {exc}") from exc
     signature, data, embedded = entry.get(8), entry.get(9), entry.get(7)
     if not isinstance(signature, bytes) or not isinstance(data, bytes):
@@ -270,9 +299,24 @@ def make_record(key: ed25519.Ed25519PrivateKey, value: str, sequence: int, eol: 
             + _pb(5, sequence) + _pb(6, ttl_ns) + _pb(8, sig_v2) + _pb(9, data))
 
 
+_EPOCH = datetime.fromtimestamp(0, UTC)  # (validated "at" it: every check but the end of life)
+_WHAT = "the IPNS records' directory"
+
+
+def read_record(path: Path) -> bytes:
+    """The bytes of the record file `path`, at most MAX_RECORD_BYTES + 1 of them (`validate`
+    refuses more), opened as `dataentry.open_file` does: never through a symlink, never
+    waiting on a FIFO (DataError naming it if it is not a regular file); FileNotFoundError if
+    it is absent, NotADirectoryError if its directory is a file."""
+    with open_file(path, "an IPNS record") as f:
+        return f.read(MAX_RECORD_BYTES + 1)
+
+
 class IpnsNames:
     """The IPNS records this peer holds, one file per name under `root` (the highest sequence
-    wins); safe from several threads and processes (files are replaced by rename)."""
+    wins); safe from several threads and processes (files are replaced by rename). A file that
+    does not read back (damaged, cut, not a record) counts as no record: left out by `held`
+    (logged once per version of it), replaced by the next valid record `put` here."""
 
     def __init__(self, root: Path, clock: Callable[[], float] = time.time) -> None:
         self.root = Path(root)
@@ -287,44 +331,63 @@ class IpnsNames:
     def _path(self, name: Cid) -> Path:
         return self.root / f"{name.multihash.hex()}.ipns-record"
 
+    def _check_root(self) -> None:
+        """DataError naming `root` if it is there and not a directory (a file put there)."""
+        check_entry(self.root, "directory", _WHAT)
+
     def path(self, name: str) -> Path:
         """The file holding the record of `name` (ArgError if `name` is not one)."""
         return self._path(parse_name(name)[0])
 
     def put(self, name: str, raw: bytes) -> Record:
         """Validate and keep `raw` as the record of `name`; IpnsError if invalid or older than
-        the record held."""
+        the record held (one held that does not read back, or expired, is replaced); DataError
+        if the IPNS tree holds an entry of the wrong kind (named)."""
         c, _ = parse_name(name)
         record = validate(c, raw, self._now())
-        try:
-            held: Record | None = self.get(name)
-        except (NotFound, IpnsError):
-            held = None
+        path = self._path(c)
+        held = self._held(c, path)
         if held is not None and held.sequence > record.sequence:
             raise IpnsError(f"a newer record (sequence {held.sequence}) is held for {name}")
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-        os.replace(tmp, self._path(c))
+        ensure_dir(self.root, _WHAT)
+        check_entry(path, "file", "an IPNS record")  # (a directory there: named, not OSError)
+        replace_private(path, raw)  # (fsynced, then the directory: a crash leaves either)
         return record
+
+    def _held(self, c: Cid, path: Path) -> Record | None:
+        """The record held at `path` if it reads back and has not expired, else None (one
+        that does not read back is logged: `put` replaces it)."""
+        self._check_root()
+        try:
+            held = validate(c, read_record(path), _EPOCH)
+        except FileNotFoundError:
+            return None
+        except IpnsError as e:
+            log.warning("%s: the record held does not read back (%s): replaced by the new one",
+                        path, e.message)
+            return None
+        return held if held.eol > self._now() else None
 
     def get(self, name: str) -> Record:
         """The record held for `name`, validated now; NotFound if none, IpnsError if it is no
-        longer valid (expired)."""
+        longer valid (expired) or does not read back, DataError if its file (or the
+        directory) is of the wrong kind."""
         c, _ = parse_name(name)
+        self._check_root()
         try:
-            raw = self._path(c).read_bytes()
+            raw = read_record(self._path(c))
         except FileNotFoundError as exc:
             raise NotFound(f"no IPNS record for {name} on this peer", field="name") from exc
         return validate(c, raw, self._now())
 
     def held(self) -> dict[str, Record]:
-        """Every name with a valid record here (expired and invalid ones left out) and its
-        record, read from the files (each validated once per version of it: cached)."""
+        """Every name with a valid record here (expired and invalid ones left out, an invalid
+        one logged once per version of its file) and its record, read from the files (each
+        validated once per version of it: cached). DataError if `root` is not a directory."""
         now = self._now()
         seen: dict[str, tuple[tuple[int, int], str, Record | None]] = {}
         out: dict[str, Record] = {}
+        self._check_root()
         try:
             files = list(os.scandir(self.root))
         except FileNotFoundError:
@@ -334,14 +397,14 @@ class IpnsNames:
             if ext != "ipns-record":
                 continue  # published.json, temp files
             try:
-                st = f.stat()
+                st = f.stat(follow_symlinks=False)
                 c = Cid(1, LIBP2P_KEY, bytes.fromhex(stem))
             except (OSError, ValueError):
                 continue  # gone, or not a record file
             version = (st.st_mtime_ns, st.st_size)
             cached = self._seen.get(f.name)
             if cached is None or cached[0] != version:
-                cached = (version, canonical(c), self._read(c, Path(f.path), now))
+                cached = (version, canonical(c), self._read(c, Path(f.path)))
             seen[f.name] = cached
             if cached[2] is not None and cached[2].eol > now:
                 out[cached[1]] = cached[2]
@@ -349,10 +412,16 @@ class IpnsNames:
         return out
 
     @staticmethod
-    def _read(c: Cid, path: Path, now: datetime) -> Record | None:
+    def _read(c: Cid, path: Path) -> Record | None:
+        """The record of the file `path` (its end of life not checked), or None if it does
+        not read back (logged, naming the file: once per version, as `held` caches it)."""
         try:
-            return validate(c, path.read_bytes(), now)
-        except (OSError, IpnsError):
+            return validate(c, read_record(path), _EPOCH)
+        except FileNotFoundError:
+            return None  # (removed meanwhile)
+        except (OSError, BanzaiError) as e:  # (IpnsError, DataError: a FIFO, a directory)
+            why = e.message if isinstance(e, BanzaiError) else str(e)
+            log.warning("IPNS record file %s left out: %s", path, why)
             return None
 
     def resolve(self, name: str) -> Record:
@@ -369,4 +438,5 @@ def record_etag(raw: bytes) -> str:
 
 
 __all__ = ["LIBP2P_KEY", "MAX_RECORD_BYTES", "RECORD_TYPE", "IpnsNames", "Record", "canonical",
-           "key_name", "make_record", "parse_name", "record_etag", "rfc3339", "validate"]
+           "key_name", "make_record", "parse_name", "read_record", "record_etag", "rfc3339",
+           "validate"]

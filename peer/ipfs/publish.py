@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import json
 import logging
 import re
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from peer.errors import ArgError, BanzaiError, IpnsError, NotFound
-from peer.ipfs.ipns import IpnsNames, key_name, make_record, parse_name, validate
+from peer.ipfs.ipns import IpnsNames, key_name, make_record, parse_name, read_record, validate
 from peer.ipfs.keystore import Keystore
 from peer.log import Event, EventType, IpnsRecord
 from peer.privfile import replace_private
@@ -59,15 +58,16 @@ class IpnsService:
         self.clock = clock
         self._published = names.root / "published.json"  # name -> {key, value, lifetime_s, ttl_s}
         self._bad: set[str] = set()  # names whose entry there is malformed (logged once)
+        self.refused = 0  # IPNS_RECORD events heard whose record was not kept (/api/health)
 
     # -- blocking parts (worker threads) ------------------------------------------------------
 
     def _sequence(self, name: str) -> int:
         """The next sequence number for `name`: one past the record held, expired or not."""
         try:
-            raw = self.names.path(name).read_bytes()
+            raw = read_record(self.names.path(name))
             return validate(parse_name(name)[0], raw, datetime.fromtimestamp(0, UTC)).sequence + 1
-        except (FileNotFoundError, IpnsError):
+        except (FileNotFoundError, IpnsError):  # (a record that does not read back: replaced)
             return 0
 
     def _load(self) -> dict[str, dict[str, Any]]:
@@ -142,7 +142,8 @@ class IpnsService:
             return
         try:
             self.names.put(b.name, base64.b64decode(b.record, validate=True))
-        except (BanzaiError, binascii.Error, OSError) as e:
+        except (BanzaiError, OSError, ValueError) as e:  # (binascii.Error; the door checks an
+            self.refused += 1  # event's signature and shape, not what its record holds)
             message = e.message if isinstance(e, BanzaiError) else str(e)
             log.info("IPNS record for %s from %s not kept: %s", b.name[:80], ev.origin, message)
 

@@ -4,6 +4,7 @@ gateway, with records signed here by an Ed25519 key (no network)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import re
@@ -362,3 +363,180 @@ def test_the_published_entries_are_not_written_through_a_link_planted_at_their_t
     name, _ = svc.sign("model", "/ipfs/bafkqaaa", lifetime_s=3600)
     assert canary.read_bytes() == b"another program's file\n"
     assert name in json.loads((svc.names.root / "published.json").read_text())
+
+
+# --- hostile bytes: validate raises IpnsError only; one bad record or name breaks nothing else --
+
+
+def _signed_with_validity(sk: ed25519.Ed25519PrivateKey, validity: bytes) -> bytes:
+    """A record `make_record` would make, but with `validity` as written (validly signed)."""
+    from peer.ipfs import ipld
+
+    data = ipld.encode_cbor({"Value": b"/ipfs/bafkqaaa", "Validity": validity,
+                             "ValidityType": 0, "Sequence": 1, "TTL": 10**9})
+    return ipns._pb(8, sk.sign(b"ipns-signature:" + data)) + ipns._pb(9, data)
+
+
+@pytest.mark.parametrize("case", ["30 February", "month 13", "hour 25", "a name with no key",
+                                  "a truncated varint", "a name of no multihash"])
+def test_validate_says_ipns_error_for_each_parse_error_of_the_review(case: str) -> None:
+    """Review r1 H2: each of these raised ValueError or StoreError out of validate (which
+    broke held() for every name, and a gossiped record broke the merge of its batch)."""
+    sk = ed25519.Ed25519PrivateKey.generate()
+    name = ipns.parse_name(ipns.key_name(sk.public_key()))[0]
+    good = ipns.make_record(sk, "/ipfs/bafkqaaa", 1, datetime(2099, 1, 1, tzinfo=UTC), 10**9)
+    raw, want = {
+        "30 February": (_signed_with_validity(sk, b"2099-02-30T00:00:00Z"), "bad validity"),
+        "month 13": (_signed_with_validity(sk, b"2099-13-01T00:00:00Z"), "bad validity"),
+        "hour 25": (_signed_with_validity(sk, b"2099-01-01T25:00:00Z"), "bad validity"),
+        "a name with no key": (ipns._pb(8, b"s" * 64) + ipns._pb(9, b"d"), "public key"),
+        "a truncated varint": (good[:1], "malformed IPNS record"),
+        "a name of no multihash": (good, "not a well-formed multihash"),
+    }[case]
+    if case == "a name with no key":
+        name = ipns.parse_name("kka1fr668")[0]  # identity multihash, wire type 3 inside
+    elif case == "a name of no multihash":
+        name = Cid(1, ipns.LIBP2P_KEY, bytes.fromhex("00ff"))  # (held() builds it from hex)
+    with pytest.raises(IpnsError, match=want):
+        ipns.validate(name, raw, NOW)
+
+
+def test_validate_raises_ipns_error_or_returns_for_mutated_records_and_names() -> None:
+    """A seeded mutation property (the review's fuzz classes: 1-4 bit flips, byte sets, cuts,
+    inserts) over a valid record and its name's multihash: nothing but IpnsError escapes."""
+    import random
+
+    rng = random.Random(47)
+    sk = ed25519.Ed25519PrivateKey.generate()
+    name = ipns.parse_name(ipns.key_name(sk.public_key()))[0]
+    raw = ipns.make_record(sk, "/ipfs/bafkqaaa", 3, datetime(2099, 1, 1, tzinfo=UTC), 10**12)
+    dated = _signed_with_validity(sk, b"2099-01-01T00:00:00Z")
+
+    def mutate(b: bytes) -> bytes:
+        out = bytearray(b)
+        for _ in range(rng.randint(1, 4)):
+            op = rng.random()
+            if op < 0.4 and out:
+                out[rng.randrange(len(out))] ^= 1 << rng.randrange(8)
+            elif op < 0.6 and out:
+                out[rng.randrange(len(out))] = rng.choice([0, 0x7F, 0x80, 0xFF, rng.randrange(256)])
+            elif op < 0.8 and out:
+                del out[rng.randrange(len(out)):]
+            else:
+                out[rng.randrange(len(out) + 1):0] = bytes([rng.randrange(256)])
+        return bytes(out)
+
+    outcomes: dict[str, int] = {}
+    for i in range(3000):
+        c, r = name, (raw, dated)[i % 2]
+        if i % 3 == 0:
+            c = Cid(1, ipns.LIBP2P_KEY, mutate(name.multihash))
+        else:
+            r = mutate(r)
+        try:
+            ipns.validate(c, r, NOW)
+            kind = "valid"
+        except IpnsError:
+            kind = "IpnsError"
+        outcomes[kind] = outcomes.get(kind, 0) + 1
+    assert sum(outcomes.values()) == 3000 and outcomes["IpnsError"] > 2000
+
+
+def test_held_leaves_a_record_file_that_does_not_read_back_out_logged_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Review r1 H2 (disk): one cut record file made held() raise for every name (and each
+    live job's view answer 500); now it is left out, logged once per version, naming it."""
+    now = [NOW.timestamp()]
+    svc, _ = _service(tmp_path, now)
+    svc.keys.gen("model")
+    model, _ = svc.sign("model", "/ipfs/bafkqaaa", lifetime_s=3600)
+    me, _ = svc.sign("self", "/ipfs/bafkqaaa/x", lifetime_s=3600)
+    cut = svc.names.path(model)
+    cut.write_bytes(cut.read_bytes()[:1])  # truncated or overlong varint (StoreError)
+    nameless = svc.names.root / "00ff.ipns-record"  # hex, but no multihash (ValueError)
+    nameless.write_bytes(b"x")
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            assert list(svc.names.held()) == [me]
+    assert caplog.text.count(f"IPNS record file {cut} left out: malformed IPNS record") == 1
+    assert caplog.text.count(f"IPNS record file {nameless} left out") == 1
+
+
+def test_put_replaces_a_held_record_that_does_not_read_back(tmp_path: Path) -> None:
+    """Review r1 H2 (the stuck name): put read the held record first and raised StoreError
+    on a cut one, so no new record of the name (ours, or the owner's next) was ever kept."""
+    now = [NOW.timestamp()]
+    svc, _ = _service(tmp_path, now)
+    name, _ = svc.sign("self", "/ipfs/bafkqaaa", lifetime_s=3600)
+    path = svc.names.path(name)
+    path.write_bytes(path.read_bytes()[:1])
+    again, raw = svc.sign("self", "/ipfs/bafkqaab", lifetime_s=3600)
+    assert again == name and path.read_bytes() == raw
+    assert svc.names.get(name).value == "/ipfs/bafkqaab"
+    assert path.stat().st_mode & 0o777 == 0o600  # (written as the private files are: fsynced)
+
+
+def _two_nodes(tmp_path: Path) -> tuple[Any, Any]:
+    from peer.config import PeerConfig
+    from peer.node import Node
+
+    a = Node(PeerConfig(data_dir=tmp_path / "a", slots=1, mdns=False))
+    b = Node(PeerConfig(data_dir=tmp_path / "b", slots=1, mdns=False))
+    a.listeners.remove(a.ipns.on_event)  # (A: any member, sending what it likes)
+    return a, b
+
+
+def test_a_merged_ipns_record_of_a_bad_name_or_record_is_refused_and_the_rest_told(
+        tmp_path: Path) -> None:
+    """Review r1 H2 (network): an IPNS_RECORD whose name inlines no key made the listener
+    raise ValueError inside Node.merge after the batch was stored: the later listeners and
+    events were never told, and gossip forwarded nothing. Now the record is refused
+    (counted) and everything else goes on."""
+    a, b = _two_nodes(tmp_path)
+    try:
+        rec = base64.b64encode(ipns._pb(8, b"s" * 64) + ipns._pb(9, b"d")).decode()
+        bad = a.emit(EventType.IPNS_RECORD, {"name": "kka1fr668", "record": rec})
+        sk = ed25519.Ed25519PrivateKey.generate()
+        dated = base64.b64encode(_signed_with_validity(sk, b"2099-02-30T00:00:00Z")).decode()
+        feb30 = a.emit(EventType.IPNS_RECORD, {"name": ipns.key_name(sk.public_key()),
+                                               "record": dated})
+        good_name = a.ipns.sign("self", "/ipfs/bafkqaaa")[0]
+        good = a.emit(EventType.IPNS_RECORD, {"name": good_name, "record": base64.b64encode(
+            a.ipns.names.get(good_name).raw).decode()})
+        told: list[tuple[str, int]] = []
+        b.listeners.append(lambda e: told.append((e.origin, e.seq)))
+        assert len(b.merge([bad, feb30, good])) == 3
+        assert told == [(e.origin, e.seq) for e in (bad, feb30, good)]
+        assert b.ipns.refused == 2 and b.listener_errors == 0
+        assert b.ipns.names.get(good_name).value == "/ipfs/bafkqaaa"
+    finally:
+        a.log.close()
+        b.log.close()
+
+
+def test_a_listener_that_raises_does_not_abort_the_merge(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Node._tell: a listener's exception (a bug) was raised out of merge after the batch
+    was stored and folded: the others, and the events after it, were never told. Now it is
+    logged (the listener, the event) and counted, and the rest are told."""
+    a, b = _two_nodes(tmp_path)
+    try:
+        first = a.emit(EventType.IPNS_RECORD, {"name": "kka1fr668", "record": "AAAA"})
+        second = a.emit(EventType.IPNS_RECORD, {"name": "kka1fr668", "record": "AAAA"})
+
+        def broken(ev: Event) -> None:
+            if ev.seq == first.seq:
+                raise RuntimeError("a bug")
+
+        told: list[int] = []
+        b.listeners[:0] = [broken]
+        b.listeners.append(lambda e: told.append(e.seq))
+        with caplog.at_level(logging.ERROR):
+            assert len(b.merge([first, second])) == 2
+        assert told == [first.seq, second.seq] and b.listener_errors == 1
+        assert b.log_health()["listener_errors"] == 1
+        assert f"failed on event {first.origin}/{first.seq}" in caplog.text
+        assert "broken" in caplog.text
+    finally:
+        a.log.close()
+        b.log.close()

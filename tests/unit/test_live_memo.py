@@ -97,7 +97,7 @@ def test_a_listener_that_raises_leaves_no_memo_behind(node: Node) -> None:
         raise RuntimeError("boom")
 
     node.listeners.append(bad)
-    with pytest.raises(RuntimeError):
-        node.merge(jobs(1))
+    node.merge(jobs(1))  # (logged and counted, not raised: Node._tell, session 47)
+    assert node.listener_errors == 1
     g.live.pop("a")
     assert set(node.live_peers()) == {"b"}
