@@ -316,8 +316,9 @@ async def _view(node: Host, job: str, chunks_from: int) -> dict[str, Any]:
     waiting = node.scheduler.waiting()  # why tasks wait here (no live provider of data)
     for t in view["tasks"]:
         t["waiting"] = waiting.get((job, t["name"]))
-    held = await asyncio.to_thread(node.ipns.names.held)  # IPNS names naming its outputs
-    view["published"] = published_names(view, {n: r.value for n, r in held.items()})
+    held = await asyncio.to_thread(node.ipns.names.held_if_read)  # IPNS names naming its
+    if held is not None:  # outputs (none if the records do not read: logged, left out)
+        view["published"] = published_names(view, {n: r.value for n, r in held.items()})
     return view
 
 

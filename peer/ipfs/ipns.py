@@ -324,6 +324,7 @@ class IpnsNames:
         # file name -> ((mtime_ns, size), the name, its record or None if invalid): held()
         # validates a file once per version, then only checks its end of life
         self._seen: dict[str, tuple[tuple[int, int], str, Record | None]] = {}
+        self._unread: str | None = None  # why the records cannot be read (logged once)
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
@@ -331,7 +332,7 @@ class IpnsNames:
     def _path(self, name: Cid) -> Path:
         return self.root / f"{name.multihash.hex()}.ipns-record"
 
-    def _check_root(self) -> None:
+    def check_root(self) -> None:
         """DataError naming `root` if it is there and not a directory (a file put there)."""
         check_entry(self.root, "directory", _WHAT)
 
@@ -357,7 +358,7 @@ class IpnsNames:
     def _held(self, c: Cid, path: Path) -> Record | None:
         """The record held at `path` if it reads back and has not expired, else None (one
         that does not read back is logged: `put` replaces it)."""
-        self._check_root()
+        self.check_root()
         try:
             held = validate(c, read_record(path), _EPOCH)
         except FileNotFoundError:
@@ -373,7 +374,7 @@ class IpnsNames:
         longer valid (expired) or does not read back, DataError if its file (or the
         directory) is of the wrong kind."""
         c, _ = parse_name(name)
-        self._check_root()
+        self.check_root()
         try:
             raw = read_record(self._path(c))
         except FileNotFoundError as exc:
@@ -387,7 +388,7 @@ class IpnsNames:
         now = self._now()
         seen: dict[str, tuple[tuple[int, int], str, Record | None]] = {}
         out: dict[str, Record] = {}
-        self._check_root()
+        self.check_root()
         try:
             files = list(os.scandir(self.root))
         except FileNotFoundError:
@@ -409,6 +410,22 @@ class IpnsNames:
             if cached[2] is not None and cached[2].eol > now:
                 out[cached[1]] = cached[2]
         self._seen = seen
+        return out
+
+    def held_if_read(self) -> dict[str, Record] | None:
+        """`held`, or None if the records cannot be read at all (`root` of the wrong kind,
+        unreadable): a warning naming why, once until they read again. For what only shows
+        them (a job's view), which must not fail for them."""
+        try:
+            out = self.held()
+        except (BanzaiError, OSError) as e:
+            why = e.message if isinstance(e, BanzaiError) else f"{self.root}: {e}"
+            if why != self._unread:
+                self._unread = why
+                log.warning("the IPNS records held here cannot be read (left out of the "
+                            "jobs' views meanwhile): %s", why)
+            return None
+        self._unread = None
         return out
 
     @staticmethod

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from peer.dataentry import ensure_dir
 from peer.errors import ArgError, Conflict, DataError, NotFound
 from peer.ipfs import ipns
 from peer.log.owner import KEY_FILE as IDENTITY_FILE  # the peer's identity (Identity)
@@ -57,7 +58,7 @@ class Keystore:
         path = self._path(name)
         if path.exists():
             raise Conflict(f"key {name!r} already exists", field="name")
-        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        ensure_dir(self.dir, "the IPNS keys' directory", mode=0o700)  # (a file: DataError)
         sk = Ed25519PrivateKey.generate()
         try:
             write_key(path, sk)  # never replaces a key made meanwhile

@@ -16,7 +16,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from peer.errors import ArgError, BanzaiError, IpnsError, NotFound
+from peer.dataentry import ensure_dir, open_file
+from peer.errors import ArgError, BanzaiError, DataError, IpnsError, NotFound
 from peer.ipfs.ipns import IpnsNames, key_name, make_record, parse_name, read_record, validate
 from peer.ipfs.keystore import Keystore
 from peer.log import Event, EventType, IpnsRecord
@@ -27,6 +28,7 @@ log = logging.getLogger("banzai.ipns")
 DEFAULT_LIFETIME_S = 48 * 3600.0  # Kubo's default --lifetime
 DEFAULT_TTL_S = 3600.0  # Kubo's default --ttl
 REPUBLISH_CHECK_S = 300.0
+MAX_PUBLISHED_BYTES = 64 << 20  # published.json: an entry a name (~200 bytes); more is not ours
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -59,11 +61,14 @@ class IpnsService:
         self._published = names.root / "published.json"  # name -> {key, value, lifetime_s, ttl_s}
         self._bad: set[str] = set()  # names whose entry there is malformed (logged once)
         self.refused = 0  # IPNS_RECORD events heard whose record was not kept (/api/health)
+        self._unread: str | None = None  # why published.json cannot be read (logged once)
 
     # -- blocking parts (worker threads) ------------------------------------------------------
 
     def _sequence(self, name: str) -> int:
-        """The next sequence number for `name`: one past the record held, expired or not."""
+        """The next sequence number for `name`: one past the record held, expired or not
+        (0 if it does not read back); DataError if the IPNS tree is of the wrong kind."""
+        self.names.check_root()
         try:
             raw = read_record(self.names.path(name))
             return validate(parse_name(name)[0], raw, datetime.fromtimestamp(0, UTC)).sequence + 1
@@ -71,14 +76,27 @@ class IpnsService:
             return 0
 
     def _load(self) -> dict[str, dict[str, Any]]:
+        """The entries of published.json ({} if absent or not JSON: a file edited by hand);
+        DataError naming it if it (or ipns/) is of the wrong kind (a directory, a FIFO) or
+        larger than MAX_PUBLISHED_BYTES."""
+        self.names.check_root()
         try:
-            data = json.loads(self._published.read_text())
-        except (FileNotFoundError, ValueError, RecursionError):  # (a file edited by hand)
+            with open_file(self._published, "the IPNS names published here") as f:
+                text = f.read(MAX_PUBLISHED_BYTES + 1)
+        except FileNotFoundError:
+            return {}
+        if len(text) > MAX_PUBLISHED_BYTES:
+            raise DataError(f"{self._published} (the IPNS names published here) is larger "
+                            f"than {MAX_PUBLISHED_BYTES} bytes: not this peer's file; move it "
+                            "aside and publish the names again", field="published")
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError):  # (a file edited by hand)
             return {}
         return data if isinstance(data, dict) else {}
 
     def _save(self, entries: dict[str, dict[str, Any]]) -> None:
-        self.names.root.mkdir(parents=True, exist_ok=True)
+        ensure_dir(self.names.root, "the IPNS records' directory")
         replace_private(self._published, json.dumps(entries, sort_keys=True).encode())
 
     def sign(self, key: str, value: str, lifetime_s: float = DEFAULT_LIFETIME_S,
@@ -105,7 +123,15 @@ class IpnsService:
         now = datetime.fromtimestamp(self.clock(), UTC)
         out = []
         held = {k.id for k in self.keys.list()}
-        for name, e in self._load().items():
+        try:
+            published = self._load()
+        except DataError as err:
+            if self._unread != err.message:  # (once, until it reads again)
+                self._unread = err.message
+                log.warning("no IPNS name is republished: %s", err.message)
+            return []
+        self._unread = None
+        for name, e in published.items():
             if name not in held:
                 continue
             entry = _entry(e)
@@ -117,7 +143,7 @@ class IpnsService:
                 continue
             try:
                 left = (self.names.get(name).eol - now).total_seconds()
-            except (NotFound, IpnsError):
+            except (NotFound, IpnsError, DataError):  # (a DataError: said by the republish)
                 left = 0.0
             if left < entry[2] / 2:
                 out.append(entry)

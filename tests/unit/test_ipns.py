@@ -540,3 +540,110 @@ def test_a_listener_that_raises_does_not_abort_the_merge(
     finally:
         a.log.close()
         b.log.close()
+
+
+# --- the IPNS tree's entries of the wrong kind (review r1 M2; M1's IPNS part) ----------------
+
+
+def test_an_ipns_dir_that_is_a_file_is_a_data_error_naming_it(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Review r1 M2: `ipns/` a file raised NotADirectoryError out of held() (every live
+    job's view a 500) and out of name/publish; republishing failed with a traceback."""
+    now = [NOW.timestamp()]
+    svc, _ = _service(tmp_path, now)
+    name, _ = svc.sign("self", "/ipfs/bafkqaaa", lifetime_s=3600)
+    root = svc.names.root
+    for f in root.iterdir():
+        f.unlink()
+    root.rmdir()
+    root.write_bytes(b"not a directory")
+    said = re.escape(f"{root} (the IPNS records' directory) is a file, not a directory")
+    for call in (svc.names.held, lambda: svc.names.get(name),
+                 lambda: svc.sign("self", "/ipfs/bafkqaaa")):
+        with pytest.raises(DataError, match=said):
+            call()
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            assert svc.names.held_if_read() is None
+            assert svc.due() == []
+    assert caplog.text.count("the IPNS records held here cannot be read") == 1
+    assert caplog.text.count("no IPNS name is republished") == 1
+
+
+def test_published_json_that_is_a_directory_is_a_data_error_naming_it(tmp_path: Path) -> None:
+    """Review r1 M2: IsADirectoryError out of _load: name/publish a 500, the republish round
+    raised every 300 s (the names stopped being republished, unsaid)."""
+    now = [NOW.timestamp()]
+    svc, _ = _service(tmp_path, now)
+    svc.names.root.mkdir(parents=True)
+    published = svc.names.root / "published.json"
+    published.mkdir()
+    with pytest.raises(DataError, match=re.escape(
+            f"{published} (the IPNS names published here) is a directory, not a file")):
+        svc.sign("self", "/ipfs/bafkqaaa")
+    assert svc.due() == []
+
+
+def test_a_keys_dir_that_is_a_file_is_a_data_error_naming_it(tmp_path: Path) -> None:
+    """Review r1 M2: key/gen raised FileExistsError (a 500)."""
+    svc, _ = _service(tmp_path, [NOW.timestamp()])
+    (tmp_path / "data" / "keys").write_bytes(b"")
+    with pytest.raises(DataError, match=re.escape(
+            f"{tmp_path / 'data' / 'keys'} (the IPNS keys' directory) is a file, not a dir")):
+        svc.keys.gen("model")
+
+
+def test_a_fifo_or_a_directory_in_place_of_a_record_file_is_left_out_not_waited_on(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Review r1 M1 (its IPNS part): a record file read by read_bytes() opened a FIFO and
+    waited for a writer for ever (each job view took a thread of the pool, until none was
+    left). Run in a thread joined with a bound, so that the old code fails, not hangs."""
+    import os
+    import threading
+
+    now = [NOW.timestamp()]
+    svc, _ = _service(tmp_path, now)
+    me, _ = svc.sign("self", "/ipfs/bafkqaaa", lifetime_s=3600)
+    svc.keys.gen("model")
+    model, _ = svc.sign("model", "/ipfs/bafkqaab", lifetime_s=3600)
+    fifo, folder = svc.names.path(me), svc.names.path(model)
+    fifo.unlink()
+    os.mkfifo(fifo)
+    folder.unlink()
+    folder.mkdir()
+    out: list[Any] = []
+
+    def read() -> None:
+        try:
+            out.append(svc.names.held())
+            with pytest.raises(DataError, match=re.escape(f"{fifo} (an IPNS record) is a "
+                                                          "special file (a FIFO")):
+                svc.names.get(me)
+        except BaseException as e:  # (shown by the assertion below)
+            out.append(e)
+
+    with caplog.at_level(logging.WARNING):
+        t = threading.Thread(target=read, daemon=True)
+        t.start()
+        t.join(timeout=30)
+    assert out == [{}], out or "held() waited on the FIFO"
+    assert f"IPNS record file {fifo} left out" in caplog.text
+    assert f"IPNS record file {folder} left out" in caplog.text
+
+
+async def test_a_job_view_leaves_published_out_when_the_ipns_records_do_not_read(
+        served_node: tuple[Any, Any]) -> None:
+    """Review r1 M2: GET /api/jobs/<job> of a live job read the IPNS records; `ipns/` a file
+    made it answer 500 (NotADirectoryError). The view goes on without `published`."""
+    client, node = served_node
+    r = await client.post("/api/jobs", data=b"- call: ECHO\n  args: [x]\n",
+                          headers={"Content-Type": "application/yaml"})
+    assert r.status == 201, await r.text()
+    job = (await r.json())["job"]
+    r = await client.get(f"/api/jobs/{job}")
+    assert r.status == 200 and (await r.json())["published"] == []
+    node.ipns.names.root.write_bytes(b"not a directory")
+    r = await client.get(f"/api/jobs/{job}")
+    assert r.status == 200, await r.text()
+    view = await r.json()
+    assert view["id"] == job and "published" not in view
