@@ -53,6 +53,10 @@ class Keystore:
             return self.data_dir / IDENTITY_FILE
         return self.dir / f"{check_name(name)}.key"
 
+    def path(self, name: str) -> Path:
+        """The file of the key `name` (`identity.key` for `self`); ArgError for a bad name."""
+        return self._path(name)
+
     def gen(self, name: str) -> KeyInfo:
         """Make a new Ed25519 key `name`; Conflict if one exists (`self` always does)."""
         path = self._path(name)

@@ -62,6 +62,7 @@ class IpnsService:
         self._bad: set[str] = set()  # names whose entry there is malformed (logged once)
         self.refused = 0  # IPNS_RECORD events heard whose record was not kept (/api/health)
         self._unread: str | None = None  # why published.json cannot be read (logged once)
+        self._lost: set[str] = set()  # names whose key derives another name now (logged once)
 
     # -- blocking parts (worker threads) ------------------------------------------------------
 
@@ -119,10 +120,14 @@ class IpnsService:
 
     def due(self) -> list[tuple[str, str, float, float]]:
         """(key, value, lifetime_s, ttl_s) of this peer's published names whose record has
-        less than half of its lifetime left (or is gone), and whose key is still here."""
+        less than half of its lifetime left (or is gone), and whose key is still here. A
+        name whose key is here but derives another name now (its file damaged or replaced)
+        is not republished: a warning naming the key's file, once."""
         now = datetime.fromtimestamp(self.clock(), UTC)
         out = []
-        held = {k.id for k in self.keys.list()}
+        keys = self.keys.list()
+        held = {k.id for k in keys}
+        ids = {k.name: k.id for k in keys}
         try:
             published = self._load()
         except DataError as err:
@@ -133,6 +138,7 @@ class IpnsService:
         self._unread = None
         for name, e in published.items():
             if name not in held:
+                self._lost_key(name, _entry(e), ids)
                 continue
             entry = _entry(e)
             if entry is None:
@@ -148,6 +154,18 @@ class IpnsService:
             if left < entry[2] / 2:
                 out.append(entry)
         return out
+
+    def _lost_key(self, name: str, entry: tuple[str, str, float, float] | None,
+                  ids: dict[str, str]) -> None:
+        """Warn (once a name) if the key that published `name` is here but no longer derives
+        it: any 32 bytes are an Ed25519 seed, so a flipped bit is silently another key."""
+        if entry is None or entry[0] not in ids or name in self._lost:
+            return  # (a key removed on purpose: nothing to say)
+        self._lost.add(name)
+        log.warning("the IPNS name %s is not republished (its record expires): its key %r "
+                    "(%s) now derives %s, another name: the key file was damaged or replaced; "
+                    "restore it from a backup to keep the name", name[:80], entry[0],
+                    self.keys.path(entry[0]), ids[entry[0]])
 
     # -- on the loop ---------------------------------------------------------------------------
 

@@ -647,3 +647,28 @@ async def test_a_job_view_leaves_published_out_when_the_ipns_records_do_not_read
     assert r.status == 200, await r.text()
     view = await r.json()
     assert view["id"] == job and "published" not in view
+
+
+def test_a_published_name_whose_key_file_now_derives_another_name_is_said_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Review r1 M3: a bit flipped in keys/NAME.key is another valid Ed25519 key; due()
+    skipped the name it published as no longer held, with no word: the name expired."""
+    now = [NOW.timestamp()]
+    svc, _ = _service(tmp_path, now)
+    svc.keys.gen("model")
+    svc.keys.gen("gone")
+    name, _ = svc.sign("model", "/ipfs/bafkqaaa", lifetime_s=3600)
+    svc.sign("gone", "/ipfs/bafkqaaa", lifetime_s=3600)
+    path = tmp_path / "data" / "keys" / "model.key"
+    flipped = bytearray(path.read_bytes())
+    flipped[0] ^= 1
+    path.write_bytes(bytes(flipped))
+    (tmp_path / "data" / "keys" / "gone.key").unlink()  # removed on purpose: nothing said
+    now[0] += 1801
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            assert svc.due() == []
+    said = [r.getMessage() for r in caplog.records if "is not republished" in r.getMessage()]
+    assert len(said) == 1, said
+    assert f"the IPNS name {name} is not republished" in said[0]
+    assert f"its key 'model' ({path}) now derives" in said[0] and "restore it" in said[0]
