@@ -616,9 +616,13 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str] | None = None,
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_bytes().decode("utf-8"))
     except OSError as e:
         raise ConfigError(f"config file {path}: {e.strerror}", field="config") from None
+    except UnicodeDecodeError as e:  # (TOML is UTF-8; read_text took the locale's codec)
+        raise ConfigError(f"config file {path}: not UTF-8 text (byte {e.start}: "
+                          f"{e.object[e.start:e.start + 1]!r}); TOML files are UTF-8",
+                          field="config") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path}: {e}", field="config") from None
 

@@ -164,6 +164,17 @@ def test_fetch_allow_flags() -> None:
     assert PeerConfig().fetch_allow == ()  # nothing beyond public addresses by default
 
 
+def test_a_config_file_that_is_not_utf8_is_a_config_error_naming_it_and_the_byte(
+        tmp_path: Path) -> None:
+    """Review r1 L1: read_text raised UnicodeDecodeError, a traceback at the start."""
+    path = tmp_path / "banzai.toml"
+    path.write_bytes(b"slots = 2\n# caf\xe9\n")
+    with pytest.raises(ConfigError) as e:
+        load({}, env={}, toml_path=path)
+    assert e.value.field == "config"
+    assert e.value.message.startswith(f"config file {path}: not UTF-8 text (byte 15: b'\\xe9')")
+
+
 def test_invalid_toml(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         load({}, env={}, toml_path=_toml(tmp_path, "slots = [\n"))
