@@ -265,13 +265,18 @@ def _read_swarm_key(path: Path) -> bytes | None:
 
 def _public_bootstrap(repo: Path) -> bool:
     """True if the repo's config bootstraps to peers or has AutoConf on (Kubo's defaults),
-    which a Kubo in a private swarm cannot use (it may refuse to start)."""
+    which a Kubo in a private swarm cannot use (it may refuse to start). A config of another
+    shape (not an object, or its AutoConf not one) is not known to be private: True."""
     try:
         cfg = json.loads((repo / "config").read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return False
-    auto = (cfg.get("AutoConf") or {}).get("Enabled")
-    return bool(cfg.get("Bootstrap")) or auto is not False
+    if not isinstance(cfg, dict):
+        return True
+    auto = cfg.get("AutoConf") or {}
+    if not isinstance(auto, dict):
+        return True
+    return bool(cfg.get("Bootstrap")) or auto.get("Enabled") is not False
 
 
 def private_swarm(swarm_key: str, repo: Path | None, api: str, data_dir: Path) -> bool:

@@ -307,6 +307,20 @@ def test_private_swarm_writes_the_key_into_a_managed_repo(
         private_swarm(key, tmp_path / "nowhere", "http://127.0.0.1:5001", tmp_path / "data")
 
 
+@pytest.mark.parametrize("config", ["[]", '"text"', "3", '{"AutoConf": "on"}',
+                                    '{"AutoConf": [], "Bootstrap": []}'])
+def test_a_kubo_config_of_another_shape_is_warned_of_not_a_traceback(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, config: str) -> None:
+    """Review r1 L3: a JSON list (or AutoConf a string) raised AttributeError out of the
+    start (`--store kubo --kubo-repo`); such a config is not known to be private."""
+    repo = tmp_path / "kubo"
+    repo.mkdir()
+    (repo / "config").write_text(config)
+    key = "/key/swarm/psk/1.0.0/\n/base16/\n" + "ab" * 32 + "\n"
+    assert private_swarm(key, repo, "http://127.0.0.1:5001", tmp_path / "data") is True
+    assert "bootstraps to public peers or has AutoConf on" in caplog.text
+
+
 def test_private_swarm_tells_how_to_configure_a_kubo_it_does_not_manage(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     data = tmp_path / "data"
