@@ -89,6 +89,7 @@ class Lifecycle(Protocol):
     def delete_job(self, job: str) -> Event: ...  # its JOB_DELETED; NotFound; Conflict while live
     async def cycle(self) -> CycleReport: ...  # retention and gc now
     async def collect(self) -> GcStats: ...  # gc alone (Kubo's repo gc)
+    held_back: tuple[str, ...]  # what held the last gc back (nothing collected)
 
 
 Listener = Callable[[Event], None]

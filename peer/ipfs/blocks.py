@@ -48,7 +48,15 @@ from typing import cast
 import multihash
 
 from peer.cids import IDENTITY, SHA2_256, Cid, is_key, parse_cid, verify
-from peer.dataentry import DIR_NOFOLLOW, check_entry, ensure_dir, open_dir, remove, unlink_in
+from peer.dataentry import (
+    DIR_NOFOLLOW,
+    check_entry,
+    ensure_dir,
+    open_dir,
+    remove,
+    remove_tree,
+    unlink_in,
+)
 from peer.errors import DataError, IntegrityError, NotFound, StorageFull, StoreError, disk_full
 from peer.ipfs.pack import InlinePack
 
@@ -58,6 +66,13 @@ _TMP_SUFFIX = ".tmp"
 _STALE_TMP_S = 3600.0
 _SHARD = "a shard directory of the store's blocks"  # (named in its DataError)
 _PINS = "a directory of the store's pins"
+# Block files found corrupt are moved to
+# <store>/corrupt/ as <key>.<ns>, to be inspected or restored, not deleted; the newest
+# CORRUPT_MAX_FILES and CORRUPT_MAX_BYTES of them are kept (one larger than that is removed).
+CORRUPT_DIR = "corrupt"
+CORRUPT_MAX_FILES = 64
+CORRUPT_MAX_BYTES = 64 << 20
+_CORRUPT = "the store's directory of corrupt block files, moved aside"
 
 
 def _tmp_name(final: Path) -> Path:
@@ -308,12 +323,14 @@ _DONE.set_result(None)
 
 class BlockStore:
     """Content-addressed blocks keyed by multihash; identity CIDs are never stored. A block
-    that no longer matches its CID when read is counted (`corrupt`), removed and, if a
+    that no longer matches its CID when read is counted (`corrupt`), moved aside to
+    `corrupt_dir` and, if a
     `repair` hook is set (the peer: fetch it from a provider), replaced; otherwise the read
     fails with IntegrityError. Never returns bytes that do not match their CID."""
 
     def __init__(self, root: Path) -> None:
         self.dir = ensure_dir(root / "blocks", "the store's block directory")
+        self.corrupt_dir = root / CORRUPT_DIR
         self._prefix = f"{self.dir}{os.sep}"  # reads build paths as strings (pathlib is slow)
         self._shards: set[str] = set()
         self.corrupt = 0  # corrupt blocks met by reads in this process
@@ -417,7 +434,7 @@ class BlockStore:
                 return data
             self.corrupt += 1
             corrupt = True
-            self._remove_corrupt(c, name)
+            self._set_aside(c, name, "does not match its CID")
         kept = self.unwritten.get(key)  # verified when it was kept
         if kept is not None:
             return kept
@@ -445,19 +462,61 @@ class BlockStore:
         kept = self.unwritten.get(key)
         return kept if kept is not None else self.pack.get(key)
 
-    def _remove_corrupt(self, c: Cid, name: str) -> None:
-        """Remove the block file `name` that does not match `c`, logged; never through a
-        shard that is a symlink (`_shard_dirs`: what it holds is not the store's), which is
-        named and left as it is."""
+    def _set_aside(self, c: Cid, name: str, wrong: str) -> None:
+        """Move the block file `name` that is not `c`'s block (`wrong`: how) to `corrupt_dir`
+        (`_move_aside`), logged; never through a shard that is a symlink (`_shard_dirs`:
+        what it holds is not the store's), which is named and left as it is."""
         shard, key = os.path.split(name)
         try:
-            unlink_in(shard, key, _SHARD)
-        except DataError as e:
-            log.error("block %s is corrupt on disk (%s), left there: %s", c, name, e)
+            fd = os.open(shard, DIR_NOFOLLOW)
         except OSError as e:
-            log.error("block %s is corrupt on disk (%s), not removed: %s", c, name, e)
+            if e.errno in (errno.ENOTDIR, errno.ELOOP):  # (a symlink: its DataError)
+                try:
+                    check_entry(Path(shard), "directory", _SHARD, real=True)
+                except DataError as refused:
+                    log.error("block %s is corrupt on disk (%s %s), left there: %s", c, name,
+                              wrong, refused)
+                    return
+            log.error("block %s is corrupt on disk (%s %s), not moved: %s", c, name, wrong,
+                      e.strerror or e)
+            return
+        try:
+            where = self._move_aside(fd, key)
+        except (OSError, DataError) as e:
+            log.error("block %s is corrupt on disk (%s %s), not moved: %s", c, name, wrong,
+                      getattr(e, "message", None) or getattr(e, "strerror", None) or e)
         else:
-            log.error("block %s is corrupt on disk (%s): removed", c, name)
+            log.error("block %s is corrupt on disk (%s %s): %s", c, name, wrong, where)
+        finally:
+            os.close(fd)
+
+    def _move_aside(self, shard_fd: int, key: str) -> str:
+        """Move the entry `key` of the shard `shard_fd` to `corrupt_dir` as <key>.<ns> (removed
+        instead if it is larger than CORRUPT_MAX_BYTES, or the directory is on another file
+        system), then remove the oldest there past CORRUPT_MAX_FILES or CORRUPT_MAX_BYTES;
+        what was done, said. DataError if `corrupt_dir` is not a directory of its own,
+        OSError if the entry can be neither moved nor removed."""
+        st = os.stat(key, dir_fd=shard_fd, follow_symlinks=False)
+        if st.st_size > CORRUPT_MAX_BYTES:
+            _unlink_entry(shard_fd, key, self.dir / key[-2:] / key)
+            return f"removed (over {CORRUPT_MAX_BYTES} bytes: not kept aside)"
+        aside = open_dir(self.corrupt_dir, _CORRUPT)
+        try:
+            moved = f"{key}.{time.time_ns()}"
+            try:
+                os.rename(key, moved, src_dir_fd=shard_fd, dst_dir_fd=aside)
+            except OSError as e:
+                if e.errno != errno.EXDEV:
+                    raise
+                _unlink_entry(shard_fd, key, self.dir / key[-2:] / key)
+                return f"removed (not moved aside: {self.corrupt_dir} is on another disk)"
+            with contextlib.suppress(OSError):
+                os.fsync(aside)
+            _prune_aside(aside, self.corrupt_dir)
+        finally:
+            os.close(aside)
+        return (f"moved to {self.corrupt_dir / moved} (to inspect it, or restore a good copy "
+                "at its place)")
 
     def has_durable_file(self, c: Cid) -> bool:
         """True if the block is stored as a file known durable (`durable`)."""
@@ -470,12 +529,12 @@ class BlockStore:
         return c.multihash[0] != IDENTITY and not self.has_durable_file(c)
 
     def _repaired(self, c: Cid) -> bytes:
-        """A corrupt block (removed) fetched again through `repair`, stored and returned;
-        IntegrityError if no live peer provides it."""
+        """A corrupt block (moved aside) fetched again through `repair`, stored and
+        returned; IntegrityError if no live peer provides it."""
         fresh = self.repair(c) if self.repair is not None else None
         if fresh is None or not _matches(c, fresh):
-            raise IntegrityError(f"block {c} was corrupt on disk (removed) and no live peer "
-                                 "could provide it again", field="cid")
+            raise IntegrityError(f"block {c} was corrupt on disk (moved to {self.corrupt_dir}"
+                                 ") and no live peer could provide it again", field="cid")
         log.warning("block %s repaired from another peer", c)
         caller = self._settling()  # the caller's writes (a pin's `_durable`) are its own to
         self._local.settling = {}  # sync: a failed sync here would mark them, unheard
@@ -714,6 +773,41 @@ class BlockStore:
             except OSError:
                 continue
             yield key, st.st_size
+
+
+def _unlink_entry(dir_fd: int, name: str, path: Path) -> None:
+    """Remove the entry `name` of the directory `dir_fd` (`path`), a directory with what it
+    holds (`remove_tree`); OSError if a file cannot be removed."""
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except IsADirectoryError:
+        remove_tree(path, ignore_errors=True)
+    except PermissionError:  # (Linux: unlink of a directory is EISDIR, elsewhere EPERM)
+        if not os.path.isdir(path):
+            raise
+        remove_tree(path, ignore_errors=True)
+
+
+def _prune_aside(aside: int, path: Path) -> None:
+    """Remove the oldest entries of the corrupt blocks' directory `aside` (`path`) past
+    CORRUPT_MAX_FILES or CORRUPT_MAX_BYTES (best effort: one that cannot be removed is left)."""
+    entries: list[tuple[int, str, int]] = []  # (ns, name, bytes)
+    with os.scandir(aside) as it:
+        for entry in it:
+            with contextlib.suppress(OSError, ValueError):
+                entries.append((int(entry.name.rpartition(".")[2]), entry.name,
+                                entry.stat(follow_symlinks=False).st_size))
+    entries.sort()
+    total = sum(size for _, _, size in entries)
+    for i, (_, name, size) in enumerate(entries[:-1]):  # (the newest, just moved, stays)
+        if len(entries) - i <= CORRUPT_MAX_FILES and total <= CORRUPT_MAX_BYTES:
+            break
+        with contextlib.suppress(OSError):
+            _unlink_entry(aside, name, path / name)
+            log.warning("store: %s removed (the oldest corrupt block file kept aside: over "
+                        "%d files or %d bytes)", path / name, CORRUPT_MAX_FILES,
+                        CORRUPT_MAX_BYTES)
+        total -= size
 
 
 def _sweep_tmp(dir_fd: int, entry: os.DirEntry[str], older_than: float) -> bool:

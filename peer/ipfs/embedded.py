@@ -31,7 +31,7 @@ from peer.errors import (
 )
 from peer.ipfs import car, dag, dagpb, hamt, ipld
 from peer.ipfs.blocks import BlockStore, PinSet, Staging, StoreLock, check_root, sync_fs
-from peer.ipfs.store import CarOptions, DirLink, Entry, GcStats
+from peer.ipfs.store import CarOptions, DirLink, Entry, GcHeldBack, GcStats
 from peer.ipfs.unixfs import Importer, Info, Node, Reader, check_name
 
 log = logging.getLogger("banzai.store")
@@ -679,6 +679,12 @@ class EmbeddedStore:
         found already there by an add) in the last `grace_s` seconds; returns what it freed.
 
         Also removes temp files and staging directories abandoned over an hour ago.
+        Kubo's semantics (ErrCannotFetchAllLinks): if a block a pin reaches that may link
+        cannot be read (missing, or corrupt and not repaired: its file moved aside to
+        `blocks.corrupt_dir`), or one a root reaches is corrupt, nothing is collected:
+        GcHeldBack (a DataError) naming each such pin and block file, until the block is
+        restored (or the pin removed). A root's missing block is not held against it (a
+        live job's input not fetched yet).
         """
         extra: list[Cid] = []
         for r in roots:
@@ -687,8 +693,13 @@ class EmbeddedStore:
         with self._lock.hold(exclusive=True):
             Staging.sweep(self.root)
             live: set[str] = set()
-            for root in [*self._roots(), *extra]:
-                self._mark(root, live)
+            held: list[str] = []
+            for root in self._roots():  # (pins first: a block both reach is judged a pin's)
+                self._mark(root, live, held, pinned=True)
+            for root in extra:
+                self._mark(root, live, held, pinned=False)
+            if held:
+                raise self._held_back(held)
             recent = time.time() - grace_s
             removed: list[str] = []
             freed = 0
@@ -713,9 +724,11 @@ class EmbeddedStore:
             return {"staging": Staging.sweep(self.root, 0.0),
                     "temp_files": self.blocks.sweep_tmp(0.0)}
 
-    def _mark(self, root: Cid, live: set[str]) -> None:
+    def _mark(self, root: Cid, live: set[str], held: list[str], pinned: bool) -> None:
         """Add to `live` the keys of `root` and of every block it reaches, each link on its
-        own (`dag.link_keys`: an earlier release's truncated digests too)."""
+        own (`dag.link_keys`: an earlier release's truncated digests too). A block that may
+        link and cannot be read is added to `held` (naming `root`, the block and its file)
+        if `pinned` (a pin's DAG is whole when pinned) or it is corrupt."""
         stack = [root]
         while stack:
             c = stack.pop()
@@ -724,30 +737,49 @@ class EmbeddedStore:
             live.add(c.key)
             if not dag.may_link(c):  # a raw leaf: live, nothing below it to read
                 continue
-            data = self._linking(c)
-            if data is not None:
-                stack.extend(dag.link_keys(c, data))
-
-    def _linking(self, c: Cid) -> bytes | None:
-        """gc's read of a block that may link, verified; None if missing, or corrupt and not
-        repaired. One under a CID whose digest no strict parse takes (`digest_flaw`: an
-        earlier release's) is verified as that release did (`lenient`), never served nor
-        removed here."""
-        if not digest_flaw(c):
             try:
-                return self.blocks.get(c)
-            except (NotFound, IntegrityError):
-                return None
-        data = self.blocks.stored(c.key)
+                data = self._linking(c)
+            except NotFound:
+                if pinned and len(held) < _HELD_MAX:
+                    held.append(f"pin {root}: block {c} ({self.blocks.path(c.key)}) is missing")
+                continue
+            except IntegrityError as e:
+                if len(held) < _HELD_MAX:
+                    held.append(f"{'pin' if pinned else 'root'} {root}: block {c} "
+                                f"({self.blocks.path(c.key)}) is corrupt: {e.message}")
+                continue
+            stack.extend(dag.link_keys(c, data))
+
+    def _held_back(self, held: list[str]) -> GcHeldBack:
+        shown = "; ".join(held[:3]) + ("; ..." if len(held) > 3 else "")
+        log.error("gc held back, nothing collected: %d block(s) that pins (or live jobs) "
+                  "reach cannot be read: %s", len(held), "; ".join(held))
+        return GcHeldBack(
+            f"gc collected nothing: {len(held)}{'+' if len(held) >= _HELD_MAX else ''} "
+            f"block(s) that pins (or live jobs) reach cannot be read ({shown}), so what is "
+            "below them is not known; put a good copy of each back (a corrupt one was moved to "
+            f"{self.blocks.corrupt_dir}: from a backup, a CAR that holds it through `ipfs dag "
+            "import`, or a peer that provides it), or remove its pin", tuple(held))
+
+    def _linking(self, c: Cid) -> bytes:
+        """gc's read of a block that may link, verified; NotFound if missing, IntegrityError
+        if corrupt and not repaired. One under a CID whose digest no strict parse takes
+        (`digest_flaw`: an earlier release's) is verified as that release did (`lenient`),
+        never served nor removed here."""
+        if not digest_flaw(c):
+            return self.blocks.get(c)
+        data = self.blocks.stored(c.key)  # (IntegrityError: its file is no block's)
         if data is None:
-            return None
+            raise NotFound(f"block {c} is not in the store", field="cid")
         try:
             verify(c, data, lenient=True)
         except IntegrityError:
-            log.error("block %s does not match its CID (an earlier release's, of a truncated "
-                      "digest): kept, the blocks it links to are not marked by it", c)
-            return None
+            raise IntegrityError("it does not match its CID (an earlier release's, of a "
+                                 "truncated digest): kept where it is", field="cid") from None
         return data
+
+
+_HELD_MAX = 100  # blocks a held-back gc names at most
 
 
 def _add_error(exc: OSError, p: Path) -> BanzaiError:

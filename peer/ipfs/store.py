@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from peer.errors import ConfigError
+from peer.errors import ConfigError, DataError
 from peer.ipfs.unixfs import Kind
 
 STORE_KINDS = ("embedded", "kubo")
@@ -58,6 +58,16 @@ class GcStats:
     blocks: int = 0
     bytes: int = 0
     removed: tuple[str, ...] = ()
+
+
+class GcHeldBack(DataError):
+    """gc stopped before collecting anything (as Kubo's, ErrCannotFetchAllLinks): a block
+    a pin reaches that may link could not be read (missing, or corrupt and not repaired),
+    so what is below it is not known. `held` names each: the pin, the block and its file."""
+
+    def __init__(self, message: str, held: tuple[str, ...]) -> None:
+        super().__init__(message, field="gc")
+        self.held = held
 
 
 DagScope = Literal["all", "entity", "block"]

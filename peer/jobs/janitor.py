@@ -17,7 +17,7 @@ from typing import Any
 
 from peer.dataentry import TMP_DIR, check_entry, remove
 from peer.errors import BanzaiError, Conflict, NotFound
-from peer.ipfs.store import GcStats, Store
+from peer.ipfs.store import GcHeldBack, GcStats, Store
 from peer.jobs.ports import Emit
 from peer.jobs.retention import (
     JobFacts,
@@ -62,7 +62,9 @@ class CycleReport:
     unpinned: tuple[str, ...] = ()
     gc: GcStats = field(default_factory=GcStats)
     unprovided: int = 0
-    held_back: tuple[str, ...] = ()  # live jobs' kept listings not read: nothing collected
+    # What held the cycle back, nothing collected: live jobs' kept listings not read, or
+    # the blocks a pin reaches that cannot be read (GcHeldBack: the pin, the block, its file)
+    held_back: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {"deleted_jobs": list(self.deleted_jobs), "unpinned": list(self.unpinned),
@@ -98,6 +100,9 @@ class Janitor:
         self.fetch: Callable[[Sequence[str]], Awaitable[None]] | None = None
         self._listed: dict[str, Mapping[str, Any]] = {}  # live jobs' kept listings, read
         self.last: CycleReport | None = None
+        # What held the last gc back (a cycle's or `collect`'s; empty once one collects):
+        # /api/health's `storage`
+        self.held_back: tuple[str, ...] = ()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
@@ -198,6 +203,7 @@ class Janitor:
         async with self._lock:
             report = await self._cycle()
         self.last = report
+        self.held_back = report.held_back
         if report.deleted_jobs or report.unpinned or report.gc.blocks:
             log.info("storage: deleted %d job record(s), unpinned %d output(s), freed %d "
                      "block(s), %d bytes", len(report.deleted_jobs), len(report.unpinned),
@@ -213,7 +219,12 @@ class Janitor:
                 raise Conflict(f"a live job's kept listing {jobs} is not readable here, and "
                                "gc would free the cached results it lists: try again once it "
                                "is fetched, or cancel its job", field="gc")
-            stats = await self._gc(jobs)
+            try:
+                stats = await self._gc(jobs)
+            except GcHeldBack as e:
+                self.held_back = e.held
+                raise
+            self.held_back = ()
             if stats.blocks:
                 await self._unprovide()
         return stats
@@ -230,6 +241,18 @@ class Janitor:
             return CycleReport(tuple(deleted), held_back=(read,))
         jobs = read
         unpinned: list[str] = []
+        try:
+            stats = await self._collect_and_unpin(jobs, now, unpinned)
+        except GcHeldBack as e:  # (logged by the store, naming each block)
+            return CycleReport(tuple(deleted), tuple(unpinned), held_back=e.held)
+        unprovided = await self._unprovide() if stats.blocks else 0
+        return CycleReport(tuple(deleted), tuple(unpinned), stats, unprovided)
+
+    async def _collect_and_unpin(self, jobs: list[JobFacts], now: float,
+                                 unpinned: list[str]) -> GcStats:
+        """Unpin what retention says (appended to `unpinned`) and collect garbage; what gc
+        freed. GcHeldBack if a gc was held back (then nothing more is unpinned or freed)."""
+        ret = self.cfg.retention
         stats, collected = GcStats(), False
         if ret.keep_outputs_s is not None or ret.store_max_bytes is not None:
             if ret.store_max_bytes is not None:  # measure the store without its garbage
@@ -239,7 +262,7 @@ class Janitor:
             known.update(await asyncio.to_thread(
                 lambda: [c for c in self.archived_outputs() if c in facts.pins]))
             jobs = self._refreshed(jobs)  # (the awaits above let events fold)
-            unpinned = plan_unpins(jobs, facts, known, now, ret)
+            unpinned.extend(plan_unpins(jobs, facts, known, now, ret))
             if unpinned:
                 await asyncio.to_thread(self._unpin, unpinned)
                 for hook in self.on_unpinned:
@@ -248,8 +271,7 @@ class Janitor:
             more = await self._gc(self._refreshed(jobs))
             stats = GcStats(stats.blocks + more.blocks, stats.bytes + more.bytes,
                             stats.removed + more.removed)
-        unprovided = await self._unprovide() if stats.blocks else 0
-        return CycleReport(tuple(deleted), tuple(unpinned), stats, unprovided)
+        return stats
 
     def _store_facts(self, measure: bool) -> StoreFacts:
         """The pins, and with `measure` (a store budget) their DAG sizes and the store's
