@@ -53,11 +53,13 @@ from peer.dataentry import (
     check_entry,
     ensure_dir,
     open_dir,
+    open_file,
     remove,
     remove_tree,
     unlink_in,
 )
 from peer.errors import DataError, IntegrityError, NotFound, StorageFull, StoreError, disk_full
+from peer.ipfs.car import MAX_BLOCK_BYTES
 from peer.ipfs.pack import InlinePack
 
 log = logging.getLogger("banzai.store")
@@ -66,9 +68,9 @@ _TMP_SUFFIX = ".tmp"
 _STALE_TMP_S = 3600.0
 _SHARD = "a shard directory of the store's blocks"  # (named in its DataError)
 _PINS = "a directory of the store's pins"
-# Block files found corrupt are moved to
+# Block files found corrupt (or not files at all, or longer than any block) are moved to
 # <store>/corrupt/ as <key>.<ns>, to be inspected or restored, not deleted; the newest
-# CORRUPT_MAX_FILES and CORRUPT_MAX_BYTES of them are kept (one larger than that is removed).
+# CORRUPT_MAX_FILES and CORRUPT_MAX_BYTES of them are kept (one larger is removed).
 CORRUPT_DIR = "corrupt"
 CORRUPT_MAX_FILES = 64
 CORRUPT_MAX_BYTES = 64 << 20
@@ -323,8 +325,9 @@ _DONE.set_result(None)
 
 class BlockStore:
     """Content-addressed blocks keyed by multihash; identity CIDs are never stored. A block
-    that no longer matches its CID when read is counted (`corrupt`), moved aside to
-    `corrupt_dir` and, if a
+    that no longer matches its CID when read (or whose file is no regular file, or is longer
+    than any block: read at most MAX_BLOCK_BYTES + 1, opened without blocking nor following
+    a symlink at the file) is counted (`corrupt`), moved aside to `corrupt_dir` and, if a
     `repair` hook is set (the peer: fetch it from a provider), replaced; otherwise the read
     fails with IntegrityError. Never returns bytes that do not match their CID."""
 
@@ -425,16 +428,15 @@ class BlockStore:
         key = c.key
         name = self._file(key)
         try:
-            with open(name, "rb") as f:
-                data = f.read()
+            data, wrong = _read_block(name)
         except FileNotFoundError:
             corrupt = False
         else:
-            if _matches(c, data):
+            if data is not None and _matches(c, data):
                 return data
             self.corrupt += 1
             corrupt = True
-            self._set_aside(c, name, "does not match its CID")
+            self._set_aside(c, name, wrong or "does not match its CID")
         kept = self.unwritten.get(key)  # verified when it was kept
         if kept is not None:
             return kept
@@ -456,9 +458,14 @@ class BlockStore:
         """The bytes kept under `key` as they are, unverified (a file, then memory, then the
         inline pack, as `get` looks), None if there are none: for gc to read the links of a
         block whose CID no strict parse takes (an earlier release's; it verifies them as that
-        release did), never served. OSError or StoreError if they cannot be read."""
-        with contextlib.suppress(FileNotFoundError), open(self._file(key), "rb") as f:
-            return f.read()
+        release did), never served. OSError or StoreError if they cannot be read;
+        IntegrityError naming the file if it is no block's (`_read_block`)."""
+        name = self._file(key)
+        with contextlib.suppress(FileNotFoundError):
+            data, wrong = _read_block(name)
+            if data is None:
+                raise IntegrityError(f"block file {name} {wrong}", field="cid")
+            return data
         kept = self.unwritten.get(key)
         return kept if kept is not None else self.pack.get(key)
 
@@ -773,6 +780,29 @@ class BlockStore:
             except OSError:
                 continue
             yield key, st.st_size
+
+
+def _read_block(name: str) -> tuple[bytes | None, str]:
+    """The bytes of the block file `name` and "", or None and what is wrong with it: not a
+    regular file (a FIFO, a directory, a symlink at the file: opened without blocking nor
+    following it, `open_file`), or longer than any block (MAX_BLOCK_BYTES: at most one byte
+    more is read). FileNotFoundError if absent, OSError if it cannot be read."""
+    try:
+        f = open_file(Path(name), "a block file")
+    except DataError:
+        try:
+            mode = os.lstat(name).st_mode
+        except OSError:
+            mode = 0
+        kind = ("a directory" if stat.S_ISDIR(mode) else "a symlink" if stat.S_ISLNK(mode)
+                else "a FIFO" if stat.S_ISFIFO(mode) else "a special file")
+        return None, f"is {kind}, not a file"
+    with f:  # (read(n) allocates n first: the file's size + 1, not the bound, per block)
+        size = os.fstat(f.fileno()).st_size
+        data = f.read(min(size, MAX_BLOCK_BYTES) + 1)
+    if len(data) > MAX_BLOCK_BYTES:
+        return None, f"is longer than any block ({size} bytes; at most {MAX_BLOCK_BYTES})"
+    return data, ""
 
 
 def _unlink_entry(dir_fd: int, name: str, path: Path) -> None:

@@ -6,15 +6,19 @@ process that died before its sync."""
 from __future__ import annotations
 
 import os
+import stat
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import peer.ipfs.blocks as blocks
-from peer.cids import parse_cid
-from peer.errors import StoreError
+from peer.cids import Cid, parse_cid
+from peer.errors import IntegrityError, StoreError
 from peer.ipfs import EmbeddedStore, inline
+from peer.ipfs.car import MAX_BLOCK_BYTES
+from peer.ipfs.store import GcHeldBack
 
 
 @pytest.fixture(autouse=True)
@@ -216,3 +220,77 @@ def test_an_earlier_releases_torn_inline_file_is_removed_and_the_pack_serves_the
     assert b"".join(store.cat(cid)) == data
     assert not where.exists() and store.blocks.corrupt == 1
     assert b"".join(store.cat(cid)) == data and store.blocks.corrupt == 1
+
+
+# -- block files that are no block's (review r1 M1) -------------------------------------------
+def _in_thread(fn: Callable[[], object]) -> object:
+    """`fn()`'s result or exception, run in a thread joined with a timeout: a read that
+    blocks for ever (a FIFO's open with no writer) fails the test instead of hanging it."""
+    out: list[object] = []
+
+    def run() -> None:
+        try:
+            out.append(fn())
+        except Exception as e:  # (the caller looks at it)
+            out.append(e)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout=30)
+    assert not t.is_alive(), "the read did not return (blocked on the block file)"
+    return out[0]
+
+
+def _damaged(store: EmbeddedStore, how: str, n: int = 0) -> tuple[Cid, bytes, Path]:
+    data = f"block {n}, whose file is replaced\n".encode() * 100
+    c = parse_cid(store.add_bytes(data))
+    final = store.blocks.path(c.key)
+    final.unlink()
+    if how == "fifo":
+        os.mkfifo(final)
+    elif how == "dir":
+        final.mkdir()
+    elif how == "symlink":
+        other = final.with_name(f"elsewhere{n}")
+        other.write_bytes(data)
+        final.symlink_to(other)
+    else:  # grown: its bytes, then a sparse tail past any block's bound
+        with open(final, "wb") as f:
+            f.write(data)
+            f.truncate(MAX_BLOCK_BYTES + 4096)
+    return c, data, final
+
+
+@pytest.mark.parametrize("how", ["fifo", "dir", "symlink", "grown"])
+def test_a_block_file_that_is_no_blocks_is_corrupt_moved_aside_and_repaired(
+        tmp_path: Path, how: str) -> None:
+    """A FIFO at a block file's place blocked the read's open for ever (gc held the store's
+    lock meanwhile: every add waited); a directory was a 502 with a traceback naming no
+    file; a grown file was read whole before its hash check. Each is now a corrupt block:
+    counted, moved aside to store/corrupt/, and repaired from a peer, or IntegrityError."""
+    store = EmbeddedStore(tmp_path / "store")
+    c, _, final = _damaged(store, how)
+    got = _in_thread(lambda: store.blocks.get(c))
+    assert isinstance(got, IntegrityError), got
+    assert store.blocks.corrupt == 1 and not os.path.lexists(final)
+    assert [p.name.partition(".")[0] for p in store.blocks.corrupt_dir.iterdir()] == [c.key]
+    c2, data2, final2 = _damaged(store, how, 1)  # (a second one: `repair` fetches it again)
+    store.blocks.repair = lambda want: data2 if want == c2 else None
+    assert _in_thread(lambda: store.blocks.get(c2)) == data2
+    assert final2.is_file() and not final2.is_symlink() and final2.read_bytes() == data2
+
+
+def test_gc_over_a_pinned_root_that_is_a_fifo_returns(tmp_path: Path) -> None:
+    """gc reads a pinned DAG's linking blocks under the store's exclusive lock: a FIFO there
+    hung it (and every add after it); now it is held back, naming the file."""
+    store = EmbeddedStore(tmp_path / "store")
+    data = b"".join(bytes([i]) * (256 * 1024) for i in range(2))
+    root = parse_cid(store.add_bytes(data))
+    store.pin(str(root))
+    final = store.blocks.path(root.key)
+    final.unlink()
+    os.mkfifo(final)
+    got = _in_thread(store.gc)
+    assert isinstance(got, GcHeldBack) and str(final) in got.message, got
+    aside = list(store.blocks.corrupt_dir.iterdir())
+    assert len(aside) == 1 and stat.S_ISFIFO(aside[0].lstat().st_mode)
