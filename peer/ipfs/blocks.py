@@ -540,8 +540,9 @@ class BlockStore:
         returned; IntegrityError if no live peer provides it."""
         fresh = self.repair(c) if self.repair is not None else None
         if fresh is None or not _matches(c, fresh):
-            raise IntegrityError(f"block {c} was corrupt on disk (moved to {self.corrupt_dir}"
-                                 ") and no live peer could provide it again", field="cid")
+            raise IntegrityError(f"block {c} was corrupt on disk (taken out of the store; "
+                                 f"kept in {self.corrupt_dir} unless the log says otherwise) "
+                                 "and no live peer could provide it again", field="cid")
         log.warning("block %s repaired from another peer", c)
         caller = self._settling()  # the caller's writes (a pin's `_durable`) are its own to
         self._local.settling = {}  # sync: a failed sync here would mark them, unheard
