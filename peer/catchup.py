@@ -647,7 +647,8 @@ class CatchUp:
         path = self._keep_spool(rows, trailer, dir_fd)
         try:
             n = self.compactor.take_rows(against3(jobs, digests), trailer.heads,
-                                         trailer.floors, (str(path), at, trailer.signer))
+                                         trailer.floors, (str(path), at, trailer.signer),
+                                         sha=trailer.rows_sha)
         except BaseException:
             with contextlib.suppress(OSError, DataError):  # (gone, or snapshots/ made a
                 unlink_in(path.parent, path.name, SPOOL_DIR_WHAT)  # symlink: not followed)
@@ -759,7 +760,7 @@ class CatchUp:
             log.warning("refused the snapshot rows of %s: %s", trailer.signer[:16], why)
             return False
         path = self._keep_spool(rows, trailer, dir_fd)
-        self.index.spooled(str(path), trailer.signer, owed)
+        self.index.spooled(str(path), trailer.signer, owed, trailer.rows_sha)
         self._ensure_ingest()
         return True
 

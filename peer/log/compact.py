@@ -68,6 +68,9 @@ SNAPSHOT_DOMAIN = b"banzai-snapshot-v1\n"
 BACKFILL_PER_PASS = 20  # records of an earlier release given their thin row per pass
 INGEST_ROWS = 4096  # cache and provider rows of a taken snapshot per slice (`ingest`)
 INGEST_TRIES = 8  # pending snapshot spools an `ingest` tries (those it cannot read: passed)
+# Bytes of a pending spool hashed per `ingest` call while it is checked against its digest
+# (once per spool after each open, before its first row is taken: `_spool_checked`)
+INGEST_CHECK_BYTES = 8 << 20
 # Deleted jobs' events dropped from the log per pass, about (whole jobs): the first pass
 # after an upgrade from a release that kept them all must not hold the loop for long.
 DELETED_DROP_MAX = 10_000
@@ -320,6 +323,10 @@ class Compactor:
         self.lane_members: dict[str, frozenset[str]] = {}
         self.tombs_held: str | None = None  # why the oldest tombstone past the grace stays
         self._unreadable: set[str] = set()  # pending spools an `ingest` could not read (logged)
+        # Pending spools checked against their digests since the open (`_spool_checked`), and
+        # those being checked: (the digest, the hash so far, bytes hashed)
+        self._checked_spools: set[str] = set()
+        self._checking: dict[str, tuple[bytes, Any, int]] = {}
         self.rows_taken = 0  # cache and provider rows `ingest` took from pending spools
         self._tomb_after: tuple[int, str] = (0, "")  # where `_forget` resumes its scan
         # `_busy`'s last scan: (the state's `entered` count then, the jobs asked about, job
@@ -1181,16 +1188,17 @@ class Compactor:
     def take_rows(self, batches: Iterable[tuple[str, list[tuple[Any, ...]]]],
                   heads: Mapping[str, int], floors: Mapping[str, int],
                   pending: tuple[str, int, str] | None = None, owed: str | None = None,
-                  ) -> int:
+                  sha: bytes | None = None) -> int:
         """`take` for a checked snapshot stream (peer.log.snapstream): its checked rows, as
         they are read, join the index in one transaction (StreamError or ValueError from the
         rows: nothing changed), then the state. `pending`: (path, offset, signer) of a
-        spooled version 3 snapshot whose cache and provider rows are taken later (`ingest`);
-        `owed`: its signer, when they are fetched later (`?part=rows`).
+        spooled version 3 snapshot whose cache and provider rows are taken later (`ingest`;
+        `sha`: the digest of the spool's bytes its trailer was checked against, kept with
+        it); `owed`: its signer, when they are fetched later (`?part=rows`).
         Returns the number of job rows."""
         jobs: list[str] = []
         spill = _Spill(self.state)
-        self.index.put_batches(spill.noted(batches, jobs), pending, owed)
+        self.index.put_batches(spill.noted(batches, jobs), pending, owed, sha)
         self.state.compact(jobs)
         spill.done()
         self._took(heads, floors)
@@ -1217,7 +1225,11 @@ class Compactor:
         through a symlink, `_open_spool`; what is there is left alone). A spool
         that cannot be read now (EACCES, EIO) keeps its rows pending, logged once, and the
         next is read (those known unreadable last, at most INGEST_TRIES per call): False if
-        none could be. `rows_taken` counts the rows taken."""
+        none could be. `rows_taken` counts the rows taken. Before its first row is taken
+        after an open, a spool is checked whole against the digest kept with it (INGEST_
+        CHECK_BYTES per call, `_spool_checked`): one changed on disk since (a flipped bit
+        would make another well-formed row) is refused as a malformed frame is, nothing of
+        it taken (review r1 L2)."""
         pending = self.index.snapshots_pending()
         pending.sort(key=lambda p: p[0] in self._unreadable)  # (stable: in order otherwise)
         for i, (path, at, signer) in enumerate(pending[:INGEST_TRIES]):
@@ -1234,6 +1246,8 @@ class Compactor:
         wrong = False
         try:
             with _open_spool(Path(path)) as f:
+                if not self._spool_checked(path, f):
+                    return True  # (hashed a slice: its rows at a later call)
                 f.seek(at)
                 n = 0
                 for after, tag, got in iter_frames(f, at):
@@ -1262,9 +1276,38 @@ class Compactor:
         spill.done()
         self.rows_taken += sum(len(got) for _, got in batches)
         self._unreadable.discard(path)  # (read now: logged again if it fails again)
-        if end is None and not wrong:
-            _remove_spool(Path(path))
+        if end is None:
+            self._checked_spools.discard(path)
+            if not wrong:
+                _remove_spool(Path(path))
         return end is not None
+
+    def _spool_checked(self, path: str, f: BinaryIO) -> bool:
+        """Whether the pending spool `path` (open as `f`) was checked whole, since the open,
+        against the digest its rows were taken under (`index.spool_sum`: none is kept for an
+        earlier release's, taken as it is); hashes INGEST_CHECK_BYTES more of it per call,
+        False until the end. StreamError if it does not match."""
+        if path in self._checked_spools:
+            return True
+        got = self._checking.pop(path, None)
+        if got is None:
+            want = self.index.spool_sum(path)
+            if want is None:
+                self._checked_spools.add(path)
+                return True
+            got = (want, hashlib.sha256(), 0)
+        want, sha, done = got
+        f.seek(done)
+        chunk = f.read(INGEST_CHECK_BYTES)
+        sha.update(chunk)
+        if len(chunk) == INGEST_CHECK_BYTES:
+            self._checking[path] = (want, sha, done + len(chunk))
+            return False
+        if sha.digest() != want:
+            raise StreamError(f"its spool {path} does not match the digest it was taken "
+                              "under (changed on disk since)")
+        self._checked_spools.add(path)
+        return True
 
     def _took(self, heads: Mapping[str, int], floors: Mapping[str, int]) -> None:
         """A snapshot was taken: every seq up to its heads counts as held, and its floors

@@ -114,6 +114,12 @@ _MADE = (
     "CREATE TABLE IF NOT EXISTS snapshot_pending (path TEXT PRIMARY KEY, at INTEGER NOT NULL, "
     "signer TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS snapshot_owed (signer TEXT PRIMARY KEY)",
+    # The digest (sha256 of the spool file's bytes: its row frames, as its signed trailer was
+    # checked against) of a `snapshot_pending` row's spool, by the same name, written in the
+    # same transaction: `ingest` checks the spool against it before it takes a row (review
+    # r1 L2). A table of its own, so that an earlier release's inserts still fit (a row of
+    # one has none: its spool is taken as it is).
+    "CREATE TABLE IF NOT EXISTS snapshot_sums (path TEXT PRIMARY KEY, sha BLOB NOT NULL)",
     # Deleted jobs' tombstones (MeshState.deleted): job -> its first JOB_DELETED's order.
     # The JOB_DELETED events stay in the log; a data dir of an earlier release gets the
     # table empty and fills it from them at its first pass.
@@ -307,7 +313,7 @@ class JobIndex:
 
     def put_batches(self, batches: Iterable[tuple[str, Sequence[Sequence[Any]]]],
                     pending: tuple[str, int, str] | None = None, owed: str | None = None,
-                    ) -> None:
+                    sha: bytes | None = None) -> None:
         """Store rows as a snapshot stream carries them (("j", rows of JOB_COLUMNS), ("t",
         thin rows, peer.log.snapframe.THIN_COLUMNS), ("c", rows of CACHE_COLUMNS), ("p",
         (cid, origin) rows); checked by the caller), all in one transaction (an exception from
@@ -343,8 +349,10 @@ class JobIndex:
                         if tag == "j":
                             new += db.total_changes - before
                 if pending is not None:
+                    key = self._spool_key(pending[0])
                     db.execute("INSERT OR REPLACE INTO snapshot_pending VALUES (?, ?, ?)",
-                               (self._spool_key(pending[0]), *pending[1:]))
+                               (key, *pending[1:]))
+                    self._put_sum(db, key, sha)
                 if owed is not None:
                     db.execute("INSERT OR IGNORE INTO snapshot_owed VALUES (?)", (owed,))
             self._count += new  # (committed)
@@ -546,14 +554,39 @@ class JobIndex:
                 self._skip(f"the snapshot_owed row of {s!r:.64}", "signer", "not a text")
         return out
 
-    def spooled(self, path: str, signer: str, owed: str) -> None:
-        """The rows owed for `owed`'s snapshot are spooled at `path` (signed by `signer`):
-        taken from now on (`put_rows`), in one transaction."""
+    def spooled(self, path: str, signer: str, owed: str, sha: bytes | None = None) -> None:
+        """The rows owed for `owed`'s snapshot are spooled at `path` (signed by `signer`;
+        `sha`: the digest of the spool's bytes its trailer was checked against, kept to check
+        it again before its rows are taken, `spool_sum`): taken from now on (`put_rows`), in
+        one transaction."""
         key = self._spool_key(path)
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO snapshot_pending VALUES (?, 0, ?)",
                        (key, signer))
+            self._put_sum(db, key, sha)
             db.execute("DELETE FROM snapshot_owed WHERE signer = ?", (owed,))
+
+    @staticmethod
+    def _put_sum(db: sqlite3.Connection, key: str, sha: bytes | None) -> None:
+        if sha is None:
+            db.execute("DELETE FROM snapshot_sums WHERE path = ?", (key,))
+        else:
+            db.execute("INSERT OR REPLACE INTO snapshot_sums VALUES (?, ?)", (key, sha))
+
+    def spool_sum(self, path: str) -> bytes | None:
+        """The digest kept for the pending spool `path` (`spooled`, `put_batches`); None if
+        none is (an earlier release's row), or it does not read back (a 32-byte blob; logged
+        once): the spool is then taken as it is."""
+        key = Path(path).name  # (as `snapshots_pending` gave it)
+        row = self._one("SELECT sha FROM snapshot_sums WHERE path = ?", (key,))
+        if row is None:
+            return None
+        sha = row[0]
+        if type(sha) is not bytes or len(sha) != 32:
+            self._skip(f"the snapshot_sums row of {key!r:.80}", "sha", "not a 32-byte blob",
+                       "leaves its spool unchecked (taken as it is)")
+            return None
+        return sha
 
     def put_rows(self, batches: Sequence[tuple[str, Sequence[Sequence[Any]]]], path: str,
                  at: int | None) -> None:
@@ -569,6 +602,7 @@ class JobIndex:
                     db.executemany(sql[tag], self._cids_only(rows) if tag == "p" else rows)
                 if at is None:
                     db.execute("DELETE FROM snapshot_pending WHERE path = ?", (key,))
+                    db.execute("DELETE FROM snapshot_sums WHERE path = ?", (key,))
                 else:
                     db.execute("UPDATE snapshot_pending SET at = ? WHERE path = ?", (at, key))
         finally:
