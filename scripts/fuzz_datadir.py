@@ -3,8 +3,10 @@
 back from disk (as SQLite's and Kubo's maintainers treat their files).
 
 It builds a realistic data dir (two banzai-peer processes on loopback: peer a runs a few
-ECHO jobs and compacts them, peer b joins and catches up by snapshot; both stop cleanly;
---data-dir takes one instead), keeps it pristine, and makes mutants of copies of it:
+ECHO jobs, uploads a one-block and a multi-block file and compacts, peer b joins and catches
+up by snapshot; both stop cleanly, and a's block files are dated two days back so that a
+storage cycle's grace does not hide them; --data-dir takes one instead), keeps it pristine,
+and makes mutants of copies of it:
 
   value    one column of one row of any table of any SQLite file in the dir (enumerated
            from sqlite_master) set to a bad value: NULL, the wrong type, 2 MB, -1, -2^63,
@@ -15,8 +17,9 @@ ECHO jobs and compacts them, peer b joins and catches up by snapshot; both stop 
   bitflip  one bit of a text or blob value flipped (mostly event payloads)
   page     bytes overwritten mid-file in an SQLite file (zeros, 0xff, random)
   file     each file or directory of the dir deleted, truncated, emptied, replaced by a
-           directory, by the other peer's file, by a symlink to the canary, appended to;
-           a -wal or -journal planted
+           directory, by the other peer's file, by a symlink to the canary, by a FIFO,
+           appended to; a -wal or -journal planted (the root blocks of the pinned DAGs are
+           always among them: a gc over a damaged pinned DAG, review r1 H1)
 
 Each mutant is checked in a worker process the way the node reads its dir (Node(cfg): the
 log's replay and the job index; then /api/health, /api/jobs, each job, /api/snapshot served
@@ -482,6 +485,8 @@ def apply_file(ctx: Ctx, rel: str, op: str) -> None:
         path.write_bytes(b"not a directory\n")
     elif op == "symlink":
         path.symlink_to(ctx.canary)
+    elif op == "fifo":  # (no writer: a plain open of it blocks for ever)
+        os.mkfifo(path)
     elif op != "delete":
         raise NotApplicable(f"unknown op {op}")
 
@@ -530,18 +535,33 @@ def _sqlite_mutations(rel: str, db: sqlite3.Connection, rng: random.Random) -> d
     return out
 
 
+def _pinned_roots(data: Path) -> set[str]:
+    """The block files (relative to `data`) of the roots of the store's pinned DAGs."""
+    from peer.cids import parse_cid
+
+    out: set[str] = set()
+    pins = data / "store" / "pins"
+    for p in sorted(pins.iterdir()) if pins.is_dir() and not pins.is_symlink() else []:
+        with contextlib.suppress(Exception):
+            key = parse_cid(p.name).key
+            if (data / "store" / "blocks" / key[-2:] / key).is_file():
+                out.add(f"store/blocks/{key[-2:]}/{key}")
+    return out
+
+
 def enumerate_mutations(data: Path, seed: int) -> dict[str, list[str]]:
     """Every mutation of `data` by class, each class in the seed's order."""
     rng = random.Random(seed)
     out: dict[str, list[str]] = {c: [] for c in CLASSES}
     paths = sorted(str(p.relative_to(data)) for p in data.rglob("*"))
     deep = [p for p in paths if p.count("/") >= 2 or (p.count("/") == 1 and (data / p).is_file())]
-    keep = set(rng.sample(deep, min(10, len(deep))))
+    keep = set(rng.sample(deep, min(10, len(deep)))) | _pinned_roots(data)
     for rel in paths:
         if rel in deep and rel not in keep and not is_sqlite(data / rel):
             continue
         out["file"] += [f"file:{rel}:{op}" for op in ("delete", "truncate", "empty", "dir",
-                                                      "other", "symlink", "append", "file")]
+                                                      "other", "symlink", "append", "file",
+                                                      "fifo")]
         path = data / rel
         if path.is_file() and is_sqlite(path):
             out["file"] += [f"file:{rel}-wal:plant", f"file:{rel}-journal:plant",
@@ -940,6 +960,8 @@ def build(root: Path, build_s: float) -> tuple[Path, Path]:
             raise RuntimeError("peer a did not start:\n" + (root / "a.log").read_text())
         _run_jobs(ua, a, JOB_TEXTS[:3])
         api(ua, a, "/api/add?name=fuzz.txt", b"fuzz upload\n", "application/octet-stream")
+        api(ua, a, "/api/add?name=fuzz.bin",  # (a dag-pb root over 4 leaves)
+            random.Random(1).randbytes(3 * 256 * 1024 + 100), "application/octet-stream")
         _until(lambda: api(ua, a, "/api/health")[1]["log"]["compaction"]["dropped"], 30)
         gossip = api(ua, a, "/api/health")[1]["gossip_address"]
         b.mkdir(mode=0o700)
@@ -956,6 +978,10 @@ def build(root: Path, build_s: float) -> tuple[Path, Path]:
             _until(same, max(5.0, t_end - time.monotonic()) / 2)
             _run_jobs(ua, a, JOB_TEXTS[3:])  # a live (uncompacted) job too
             _until(same, max(5.0, t_end - time.monotonic()))
+    old = time.time() - 2 * 86400  # (past gc's grace: a mutant's cycle may free them)
+    for f in (a / "store" / "blocks").rglob("*"):
+        if f.is_file() and not f.is_symlink():
+            os.utime(f, (old, old))
     return a, b
 
 

@@ -98,3 +98,26 @@ def test_a_mutation_id_applies_the_same_bytes_twice(tmp_path: Path) -> None:
     assert db.execute("SELECT state, typeof(state) FROM job_index ORDER BY job").fetchall() == [
         (b"done", b"text"), (b"\xff\xfeA\x80", b"text")]
     db.close()
+
+
+def test_the_root_block_of_each_pinned_dag_is_mutated_a_fifo_among_the_ways(
+        tmp_path: Path) -> None:
+    """Session 47 (review r1 H1, M1): the sampled deep files rarely held a pinned DAG's root,
+    and no mutation planted a FIFO."""
+    import stat
+
+    from peer.cids import parse_cid
+    from peer.ipfs import EmbeddedStore
+
+    d = tmp_path / "data"
+    store = EmbeddedStore(d / "store")
+    root = parse_cid(store.add_bytes(bytes(3 * 256 * 1024 + 100)))
+    store.pin(str(root))
+    for i in range(20):  # (more deep files than are sampled)
+        store.add_bytes(f"loose {i}".encode())
+    key = f"store/blocks/{root.key[-2:]}/{root.key}"
+    assert fz._pinned_roots(d) == {key}
+    files = fz.enumerate_mutations(d, 1)["file"]
+    assert f"file:{key}:fifo" in files and f"file:{key}:truncate" in files
+    fz.apply(f"file:{key}:fifo", fz.Ctx(d, None, tmp_path / "canary", random.Random(1)))
+    assert stat.S_ISFIFO((d / key).lstat().st_mode)
