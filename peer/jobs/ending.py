@@ -145,32 +145,43 @@ def better_end(state: MeshState, job: str, me: str, max_attempts: int,
 @dataclass
 class _Tally:
     """A member's task statuses of one ended lanes job (`Merits`), as of its JOB_SUBMITTED
-    `sub` and whether it was cancelled; `dirty`: the tasks an event was noted of since."""
+    `sub` and whether it was cancelled; `dirty`: the tasks an event was noted of since;
+    `after`: each task's dependents (the reverse of its depends); `ended`: `finished()`'s
+    answer while no status changed since (None: to be found again)."""
 
     sub: tuple[str, int]
     cancelled: bool
     statuses: dict[str, str]
     counts: Counter[str]
-    depends: dict[str, tuple[str, ...]]
+    after: dict[str, list[str]]
     dirty: set[str] = field(default_factory=set)
+    ended: bool | None = None
 
-    def finished(self) -> bool:
+    def finished(self) -> tuple[bool, int]:
         """`retention.finished_at` is not None, from the statuses: cancelled, or each task
-        done, failed or waiting on a failed task (transitively)."""
+        done, failed or waiting on a failed task (transitively); and the tasks read to
+        find it (a walk from the failed tasks to their dependents, each once: linear
+        whatever the tasks' order; none while no status changed since the last answer)."""
+        if self.ended is not None:
+            return self.ended, 0
         done, failed = self.counts["done"], self.counts["failed"]
         if self.cancelled or done + failed == len(self.statuses):
-            return True
+            self.ended = True
+            return True, 0
         if not failed:
-            return False  # (a task neither done nor failed, and none fails to block it)
-        blocked = {n for n, st in self.statuses.items() if st == "failed"}
-        grew = True
-        while grew:
-            grew = False
-            for n, deps in self.depends.items():
-                if n not in blocked and any(d in blocked for d in deps):
-                    blocked.add(n)
-                    grew = True
-        return all(st == "done" or n in blocked for n, st in self.statuses.items())
+            self.ended = False
+            return False, 0  # (a task neither done nor failed, and none fails to block it)
+        blocked = [n for n, st in self.statuses.items() if st == "failed"]
+        seen = set(blocked)
+        over = done + len(blocked)  # (the tasks done, failed or blocked)
+        while blocked:
+            for m in self.after.get(blocked.pop(), ()):
+                if m not in seen:
+                    seen.add(m)
+                    blocked.append(m)
+                    over += self.statuses[m] != "done"
+        self.ended = over == len(self.statuses)
+        return self.ended, len(seen)
 
     def state(self) -> str:
         """`claims.job_state` of the statuses (what `job_ended` says)."""
@@ -218,7 +229,11 @@ class Merits:
             self._tallies.pop(job, None)
             return False  # (nothing ranks before it)
         t = self._tally(state, job)
-        return t.finished() and end_merit(state, job, me, t.counts["failed"], t.state()) < best
+        if end_merit(state, job, me, t.counts["failed"], t.state()) >= best:
+            return False  # (no better by the counts: whether it ended needs no walk)
+        ended, read = t.finished()
+        self.walked += read
+        return ended
 
     def _tally(self, state: MeshState, job: str) -> _Tally:
         sub = state.jobs[job]
@@ -228,9 +243,13 @@ class Merits:
             statuses = {str(x["name"]): task_status(state, job, x["name"], self.max_attempts)
                         for x in tasks}
             self.walked += len(statuses)
+            depends = {str(x["name"]): x.get("depends", ()) for x in tasks}
+            after: dict[str, list[str]] = {}
+            for name, deps in depends.items():
+                for d in deps:
+                    after.setdefault(str(d), []).append(name)
             t = self._tallies[job] = _Tally(
-                sub.id, job in state.cancelled, statuses, Counter(statuses.values()),
-                {str(x["name"]): tuple(x.get("depends", ())) for x in tasks})
+                sub.id, job in state.cancelled, statuses, Counter(statuses.values()), after)
             return t
         for task in t.dirty:
             if (was := t.statuses.get(task)) is None:
@@ -239,6 +258,8 @@ class Merits:
             t.counts[was] -= 1
             t.counts[now] += 1
             self.walked += 1
+            if now != was:
+                t.ended = None  # (`finished()` to be found again)
         t.dirty.clear()
         return t
 

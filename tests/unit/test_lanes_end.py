@@ -505,17 +505,20 @@ DEP = {"name": "w", "tasks": [*TWO["tasks"], {"name": "v", "call": "c", "params"
                                               "depends": ["t", "u"]}]}
 
 
+REVERSED = {"name": "w", "tasks": DEP["tasks"][::-1]}  # (v before what it waits on)
+
+
 @settings(max_examples=80, deadline=None)
-@given(data=hs.data(), me=hs.sampled_from((A, B)), dep=hs.booleans())
+@given(data=hs.data(), me=hs.sampled_from((A, B)), dep=hs.sampled_from((TWO, DEP, REVERSED)))
 def test_merits_says_what_better_end_does_after_each_event_in_any_order(
-        data: hs.DataObject, me: str, dep: bool) -> None:
+        data: hs.DataObject, me: str, dep: dict[str, Any]) -> None:
     """Review r2 of session 46, L2: `Merits` keeps each task's status and reads again only
     those of the tasks an event was noted of (`changed`, as the scheduler's `_note_lanes`
     calls it). Whatever events come, in whatever order (both sides, both ends, a cancel, a
     self-added member; a task `v` that waits on both, blocked on each side, pending in the
     merged fold), after each
     one it says what `better_end`'s full walk does."""
-    sub = replace(two_sub(), payload={**two_sub().payload, "workflow": DEP if dep else TWO})
+    sub = replace(two_sub(), payload={**two_sub().payload, "workflow": dep})
     a_end = end_of([sub, *_SIDES[0]], A, 2, 300, A)
     b_end = end_of([sub, *_SIDES[1]], B, 1, 310, B)
     extra = [Event(A, 3, 320, EventType.JOB_CANCELLED, {"job": JOB, "reason": ""}),
@@ -529,6 +532,63 @@ def test_merits_says_what_better_end_does_after_each_event_in_any_order(
         s.apply(ev)
         merits.changed(JOB, ev.payload.get("task"))
         assert merits.better(s, JOB, me) is (better_end(s, JOB, me, 3) is not None)
+
+
+def chain_job(n: int, reverse: bool) -> tuple[list[Event], Event]:
+    """A job of task x and a chain t0 <- t1 <- ... (each waits on the one before), listed
+    in reverse if `reverse`, of members A, B, C: B's side failed x and t0, and B ended the
+    job from it (2 failed); A's lane did x and failed t0 (its fold: 1 failed, the chain
+    blocked behind t0). A's fold's events, and C's rival TASK_SPLIT of t0 (nothing
+    changes: A's split of it came first)."""
+    chain = [{"name": f"t{i}", "call": "c", "params": {},
+              "depends": [f"t{i - 1}"] if i else []} for i in range(n)]
+    wf = {"name": "w", "tasks": [{"name": "x", "call": "c", "params": {}, "depends": []},
+                                 *(chain[::-1] if reverse else chain)]}
+    sub = Event(A, 1, 100, EventType.JOB_SUBMITTED, {
+        "job": JOB, "workflow": wf, "local": False, "claimed": False, "members": [A, B, C]})
+    a_side, b_side = side(A, "x", "t0", 110), side(B, "t0", "x", 120)
+    b_side = [b_side[0], b_side[1], b_side[3]]  # (B's split of t0 is A's rival: no done)
+    b_side += [Event(lane(B, JOB), 5, 125, EventType.CHUNK_FAILED, {
+        "job": JOB, "task": "t0", "split": [lane(B, JOB), 1], "chunk": 0, "attempt": 0,
+        "kind": "error", "error": "flaky"})]
+    b_end = end_of([sub, *b_side], B, 1, 310, B)
+    assert len(b_end.payload["failed"]) == 2
+    rival = Event(lane(C, JOB), 1, 130, EventType.TASK_SPLIT, {
+        "job": JOB, "task": "t0", "input": None, "chunks": [[]], "kept": {}})
+    return [sub, *a_side, *b_side, b_end], rival
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_a_look_at_a_failed_chain_is_linear_counted_and_free_after_an_event_that_changes_nothing(
+        reverse: bool) -> None:
+    """Review r2 of session 47, finding 4: `_Tally.finished` found the blocked tasks with a
+    fixed-point loop over every task at each look (O(tasks²) for tasks in reverse order),
+    not counted in `walked` (the scheduler's tick budget). A 1,000-task chain blocked
+    behind its failed root: the first look reads each status and walks each blocked task
+    once, counted (on 21d172b the walk was not: walked == the statuses only); a look after
+    an event that changes no status reads that task only."""
+    n = 1000
+    events, rival = chain_job(n, reverse)
+    s = lanes_fold(events, me=A)
+    merits = Merits(3)
+    assert merits.better(s, JOB, A) and better_end(s, JOB, A, 3) is not None
+    first = merits.walked
+    assert 2 * n <= first <= 3 * n + 10  # (statuses n + 1, the chain's n - 1 blocked, once)
+    s.apply(rival)
+    merits.changed(JOB, "t0")
+    assert merits.better(s, JOB, A) and better_end(s, JOB, A, 3) is not None
+    assert merits.walked - first == 1  # (t0's status read again: no other)
+
+
+def test_a_look_at_a_failed_chain_that_ends_no_better_walks_nothing_blocked() -> None:
+    """The merit by the counts comes first: a fold that fails as many tasks as the winner
+    makes no better end whatever is blocked, and no blocked task is walked (counted)."""
+    events, _ = chain_job(1000, False)
+    a_end = end_of(events[:5], A, 2, 320, A)  # (A's side only: 1 failed, ranks first)
+    s = lanes_fold([*events, a_end], me=A)
+    merits = Merits(3)
+    assert not merits.better(s, JOB, A) and better_end(s, JOB, A, 3) is None
+    assert merits.walked == 1001  # (each status once: no walk of the blocked)
 
 
 def test_the_winner_s_outputs_do_not_depend_on_a_losing_listing_folded_while_it_won() -> None:
