@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 from peer.errors import BanzaiError
 from peer.jsontext import MAX_DEPTH, nesting
 from peer.log import PROTOCOL_VERSION, Event
+from peer.log.events import MAX_TASKS
 from peer.mesh.addr import canonical_addr
 
 # A frame (all integers big-endian):
@@ -366,14 +367,20 @@ def parse_info(body: Mapping[str, Any]) -> dict[str, Any]:
 
 _INFO_STR = ("name", "http", "kid", "status")
 _INFO_INT = ("slots", "free_slots", "wall_ms")
-_INFO_STRS = ("calls", "features", "working")
+# The lists of strings of a peer's info, each with the most entries taken (review r2 of
+# session 47, finding 5: the scheduler walks them per tick, a sender's own bound is no
+# bound): `calls`, a MEMBER event's (MAX_TASKS: a peer whose catalog held more could not
+# announce itself); `features`, a MEMBER event's (256; this release sends 11); `working`,
+# 4 x the 16 this release sends (`scheduler.MAX_WORKING`): room for a later release
+_INFO_STRS = {"calls": MAX_TASKS, "features": 256, "working": 64}
 _INFO_VV = ("heads", "cfloor")
 
 
 def check_info(info: Mapping[str, Any]) -> None:
     """ValueError naming the key if a key of a peer's info (a HEARTBEAT's, a SWIM member's
-    report) that this release reads has another type than ours sends: such input must not
-    reach the scheduler, which reads it per task. Keys it does not know pass (a newer
+    report) that this release reads has another type than ours sends, or is a list of more
+    entries than _INFO_STRS allows: such input must not reach the scheduler, which reads
+    it per task. Keys it does not know pass (a newer
     peer's), within the nesting bound of all JSON a peer takes in."""
     _check_types(info)
     if nesting(info, MAX_DEPTH) > MAX_DEPTH:  # served again (/api/mesh) at a deeper stack
@@ -388,10 +395,9 @@ def _check_types(info: Mapping[str, Any]) -> None:
     for k in _INFO_INT:
         if k in info and type(info[k]) is not int:
             raise ValueError(f"info.{k} is not an integer")
-    for k in _INFO_STRS:
-        v = info.get(k)
-        if k in info and not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
-            raise ValueError(f"info.{k} is not a list of strings")
+    for k, most in _INFO_STRS.items():
+        if k in info:
+            _check_strs(k, info[k], most)
     if "running" in info and not isinstance(info["running"], list):
         raise ValueError("info.running is not a list")
     for k in _INFO_VV:
@@ -402,6 +408,14 @@ def _check_types(info: Mapping[str, Any]) -> None:
                 raise ValueError(f"info.{k} is not an object of seqs") from None
     if "kubo" in info and not isinstance(info["kubo"], dict):
         raise ValueError("info.kubo is not an object")
+
+
+def _check_strs(key: str, v: Any, most: int) -> None:
+    """ValueError naming info key `key` unless `v` is a list of at most `most` strings."""
+    if not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
+        raise ValueError(f"info.{key} is not a list of strings")
+    if len(v) > most:
+        raise ValueError(f"info.{key} holds {len(v)} entries, more than {most}")
 
 
 def parse_vv(obj: Any) -> dict[str, int]:

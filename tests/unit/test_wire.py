@@ -252,6 +252,21 @@ def test_a_known_info_key_of_another_type_makes_the_frame_malformed(key: str,
         parse_info({"info": {**good, key: value}})
 
 
+@pytest.mark.parametrize(("key", "most"), [("calls", 100_000), ("features", 256),
+                                         ("working", 64)])
+def test_a_list_of_the_info_longer_than_its_bound_makes_the_frame_malformed(
+        key: str, most: int) -> None:
+    """Review r2 of session 47, finding 5: the door bounded only the type of `working`
+    (and `calls`, `features`), the sender its length (16): a heartbeat naming 60,000 jobs
+    cost each peer judging a job ~4 ms a tick. A list within its bound passes (`calls`: a
+    MEMBER event's bound; `working`: 4 x what this release sends); one entry more is
+    refused, naming the key (on 21d172b it passed)."""
+    names = [f"j{i:012x}" for i in range(most + 1)]
+    assert parse_info({"info": {key: names[:most]}}) == {key: names[:most]}
+    with pytest.raises(ValueError, match=f"info.{key} holds {most + 1} entries, more than"):
+        parse_info({"info": {key: names}})
+
+
 def _nested(levels: int) -> Any:
     value: Any = "x"
     for _ in range(levels):
