@@ -572,6 +572,37 @@ async def test_a_taker_fetching_its_splits_input_for_4_leases_keeps_the_job() ->
         await mesh.close()
 
 
+async def test_a_member_fetching_for_more_jobs_than_a_heartbeat_names_names_each_in_turn(
+        ) -> None:
+    """Review r2 of session 47, finding 6: `working` named the 16 smallest job ids at every
+    heartbeat, so a member fetching the data of 20 lanes jobs never showed a sign for 4
+    of them (a non-member judging one could take it over). Each read names MAX_WORKING,
+    the next ones after the last named, round: every job within 2 reads, each once (on
+    21d172b, 4 never)."""
+    mesh = JobMesh(2, CATALOG, CFG, lanes=True)
+    p0, _ = mesh.peers
+    try:
+        jobs = []
+        mesh[p0].data.stall = True  # (its fetches wait until released)
+        for i in range(20):
+            inp = str(sha256_cid(f"input {i}".encode(), "dag-pb", 1))
+            mesh.content.dirs[inp] = {"f.txt": mesh[p0].store.add_bytes(f"item {i}".encode())}
+            jobs.append(mesh.submit(p0, [{"name": "src", "cid": inp},
+                                         {"name": "u", "call": "T_UPPER", "params": {},
+                                          "depends": ["src"]}], members=[p0]))
+        for _ in range(10):
+            await mesh.advance(0.5)
+        sched = mesh[p0].sched
+        assert {k[0] for k in sched.locality.fetching} == set(jobs)
+        reads = [sched.working for _ in range(5)]
+        assert all(len(r) == 16 and len(set(r)) == 16 for r in reads)
+        assert sorted([*reads[0], *reads[1]][:20]) == sorted(jobs)  # (each in 2 reads)
+        assert set(reads[2]) | set(reads[3]) == set(jobs)
+    finally:
+        mesh[p0].data.release()
+        await mesh.close()
+
+
 async def test_a_named_member_whose_log_takes_nothing_does_not_hold_its_job_for_ever() -> None:
     """The job's one live member holds its claims back (its log unwritable: its heartbeat
     says no free slot with fewer runs than slots) once its run of the first task ended: it
