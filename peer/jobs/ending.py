@@ -202,6 +202,7 @@ class Merits:
     def __init__(self, max_attempts: int) -> None:
         self.max_attempts = max_attempts
         self._tallies: dict[str, _Tally] = {}
+        self._held: object = None  # (the fold's events table the tallies were read from)
         self.walked = 0  # task statuses read (the work: tests count it)
 
     def changed(self, job: str, task: str | None) -> None:
@@ -219,7 +220,13 @@ class Merits:
 
     def better(self, state: MeshState, job: str, me: str) -> bool:
         """Does `better_end(state, job, me, max_attempts)` return an end? No task is read
-        when the winning end ranks first by merit (the common end) or `me` holds no lane."""
+        when the winning end ranks first by merit (the common end) or `me` holds no lane.
+        After a refold (a conflict: the fold made anew, its tables new objects), none kept
+        is trusted: the listeners are told of the winners only, not of the tasks a loser's
+        undoing changed (review r2 of session 47, finding 7)."""
+        if state.events is not self._held:
+            self._tallies.clear()
+            self._held = state.events
         won = state.ended.get(job)
         if won is None or job not in state.jobs or me not in state.members_of.get(job, ()):
             self._tallies.pop(job, None)

@@ -591,6 +591,30 @@ def test_a_look_at_a_failed_chain_that_ends_no_better_walks_nothing_blocked() ->
     assert merits.walked == 1001  # (each status once: no walk of the blocked)
 
 
+def test_merits_reads_every_status_again_after_a_refold() -> None:
+    """Review r2 of session 47, finding 7: a conflict's refold tells the listeners of the
+    winner only; B's lane seq 2 was a TASK_DONE of u (the loser), its winner one of t.
+    `Merits` kept u `done` (told of t only) and said "better" where `better_end` does not
+    (on 21d172b); it now reads every status again after a refold."""
+    sub, a_side = two_sub(), _SIDES[0]  # (A: t done, u failed for good)
+    a_end = end_of([sub, *a_side], A, 2, 300, A)
+    ln = lane(B, JOB)
+    split_u = Event(ln, 1, 120, EventType.TASK_SPLIT, {"job": JOB, "task": "u", "input": None,
+                                                       "chunks": [[]], "kept": {}})
+    loser, winner = (Event(ln, 2, 122, EventType.TASK_DONE, {
+        "job": JOB, "task": task, "output": CID, "key": "k" + task, "cached": False})
+        for task in ("u", "t"))
+    s, merits = MeshState(lanes_on=True, me=A), Merits(3)
+    for ev in [sub, *a_side, a_end, split_u, loser]:
+        s.apply(ev)
+        merits.changed(JOB, ev.payload.get("task"))
+    assert merits.better(s, JOB, A) and better_end(s, JOB, A, 3) is not None
+    s.replace(winner)
+    assert not s.refold()
+    merits.changed(JOB, "t")  # (as the scheduler is told: of the winner)
+    assert better_end(s, JOB, A, 3) is None and not merits.better(s, JOB, A)
+
+
 def test_the_winner_s_outputs_do_not_depend_on_a_losing_listing_folded_while_it_won() -> None:
     """Review r1 of session 46, F3: `end_outputs` merged every folded body, a listing's too,
     but a peer fetches only the listing of the JOB_ENDED that wins while it holds the job:
