@@ -8,8 +8,9 @@ replay's, most often) and when it makes the record again with its earlier output
 
 In this process, an in-memory job index: per N, a job of N tasks whose record a non-member
 made of the home's JOB_ENDED (`Compactor._record_of`, its facts as 9590a1d wrote them:
-`end` with rank and homes only; and as now: with the merged outputs), and a self-added
-member's JOB_ENDED naming each task's output (all later: no change; all earlier: the
+`end` with rank and homes only; and as now: with the merged outputs), and a member the home
+added (vouched for: a self-added one's outputs are not merged, R3-D)'s JOB_ENDED naming each
+task's output (all later: no change; all earlier: the
 record made again). Medians of --repeat calls.
 """
 
@@ -64,14 +65,14 @@ def _compactor(n: int) -> tuple[Compactor, JobIndex, list[Event]]:
     tasks = [{"name": f"t{i}", "call": "c", "params": {}, "depends": []} for i in range(n)]
     for ev in (Event(HOME, 1, T + (1 << 16), EventType.JOB_SUBMITTED,
                      {"job": JOB, "workflow": {"name": "w", "tasks": tasks}, "members": [HOME]}),
-               Event(X, 1, T + (2 << 16), EventType.JOB_MEMBERS, {"job": JOB, "add": [X]}),
-               _ended(HOME, 2, T + (1 << 40), n, T + (4 << 20))):
+               Event(HOME, 2, T + (2 << 16), EventType.JOB_MEMBERS, {"job": JOB, "add": [X]}),
+               _ended(HOME, 3, T + (1 << 40), n, T + (4 << 20))):
         state.apply(ev)
         c.note(ev)
     c._scan()  # (a pass's compaction, without its drop: no log here)
     assert c._compact(c._beyond_recent(), PassStats()) and index.full(JOB) is not None
-    return c, index, [_ended(X, 2, T + (1 << 40) + 1, n, T + (5 << 20)),
-                      _ended(X, 3, T + (1 << 40) + 2, n, T + (3 << 20))]
+    return c, index, [_ended(X, 1, T + (1 << 40) + 1, n, T + (5 << 20)),
+                      _ended(X, 2, T + (1 << 40) + 2, n, T + (3 << 20))]
 
 
 def _row(n: int, repeat: int) -> str:
