@@ -449,7 +449,10 @@ class JobIndex:
 
     def delete(self, jobs: Iterable[str]) -> list[tuple[str, int]]:
         """Remove jobs' records; returns the ids of their events still in the log.
-        DataError (nothing removed) if a record's ids do not read back (`_ids`)."""
+        DataError (nothing removed) if a record's ids do not read back (`_ids`). A lanes
+        job's facts (`lanes_of`: its members and order) go to `deleted_lanes` in the same
+        transaction (the first kept), so that a restart before the next pass's `_bury`
+        still reads them beside the tombstone (session 47, review r2 finding 1)."""
         out: list[tuple[str, int]] = []
         gone = 0
         with self._tx() as db:
@@ -457,6 +460,9 @@ class JobIndex:
                 row = db.execute("SELECT ids FROM job_index WHERE job = ?", (job,)).fetchone()
                 if row is not None:
                     out += self._ids(job, row[0])
+                    if (facts := self.lanes_of(job)) is not None:
+                        db.execute("INSERT OR IGNORE INTO deleted_lanes VALUES (?, ?, ?, ?, ?)",
+                                   (job, _dumps(sorted(facts[0])), *facts[1]))
                     db.execute("DELETE FROM job_index WHERE job = ?", (job,))
                     db.execute("DELETE FROM job_thin WHERE job = ?", (job,))
                     gone += 1

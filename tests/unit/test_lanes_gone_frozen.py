@@ -137,3 +137,38 @@ def test_a_deleted_lanes_job_s_facts_are_read_back_and_forgotten_with_its_tombst
         assert db.execute("SELECT count(*) FROM deleted_lanes").fetchone() == (0,)
     finally:
         node.log.close()
+
+
+def test_a_compacted_lanes_job_s_facts_outlive_a_crash_before_the_next_pass(
+        tmp_path: Path) -> None:
+    """Review r2 of session 47, finding 1: J1 is compacted and its rows leave the log (no
+    live peer keeps them), then X's backdated mesh-stream TASK_DONE is let go and J1 is
+    deleted: its record goes at once. The peer is killed before the next pass (`_bury`):
+    J1's facts were in memory only, and the replay folded the TASK_DONE (BAD in the output
+    cache, X a provider). They now go to `deleted_lanes` with the record's deletion."""
+    from tests.unit.test_lanes_compact import _end, _node
+    node = _node(tmp_path)
+    job = "j0000000000b1"
+    try:
+        me, sub = node.peer_id, node.state.jobs[job].order
+        _end(node, job)
+        assert node.catchup.compact().jobs == [job]
+        node.catchup.compact()
+        assert node.log.db.execute("SELECT 1 FROM events WHERE origin = ? AND seq = ?",
+                                   (sub[1], sub[2])).fetchone() is None  # (its rows left)
+        stray = Event(X, 1, sub[0] - 1, EventType.TASK_DONE,
+                      {"job": job, "task": "t0", "output": BAD, "cached": False, "key": "kx"})
+        assert node.merge([stray]) == [stray]
+        node.janitor.delete_job(job)
+        node.flush()
+        assert job not in node.index and node.index.tombstone(job) is None  # (no pass yet)
+        assert node.state.outputs.get("kx") is None
+    finally:
+        node.log.close()  # (no pass after: as a kill -9 would leave it)
+    node = _restarted(tmp_path)
+    try:
+        assert node.state.gone_lanes(job) == GoneLanes(True, frozenset({me}), sub)
+        assert node.state.outputs.get("kx") is None and BAD not in node.state.providers
+    finally:
+        node.log.close()
+
