@@ -778,9 +778,11 @@ class Compactor:
         ids = self.tomb_ids
         if tombs or ids:
             # (a deleted lanes job's facts beside its tombstone: a replay reads them, R3-A)
+            # (`tomb_lanes`, not `gone_lanes`: a look-up there could push facts out of its
+            # bound, each miss caching NO_LANES: review r2 of session 47, finding 2)
+            facts = self.state.tomb_lanes
             lanes = [(j, sorted(f.members), f.sub) for j in tombs
-                     if (f := self.state.gone_lanes(j)) is not None and f.lanes
-                     and f.sub is not None]
+                     if (f := facts.get(j)) is not None and f.sub is not None]
             self.index.put_deleted(tombs.items(), ids, lanes)  # raises: they stay in memory
             self.state.spill_deleted()
             del ids[:]

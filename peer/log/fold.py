@@ -832,6 +832,13 @@ class MeshState:
     # (`Tombstones`, read on demand); `deletions` counts the jobs deleted here, ever.
     deleted: dict[str, Order] = field(default_factory=Tombstones)
     deletions: int = 0
+    # Deleted lanes jobs whose tombstone is in memory (not written yet) -> their facts
+    # (`GoneLanes`, as they left memory): what `_bury` writes beside the tombstones
+    # (peer.log.compact), read here and not from `_gone_lanes`, whose bound would push out
+    # the facts of the first of more than GONE_LANES_MAX jobs deleted between two passes
+    # (session 47, review r2 finding 2). Bounded as the tombstones in memory are: let go
+    # with them (`spill_deleted`).
+    tomb_lanes: dict[str, GoneLanes] = field(default_factory=dict)
     # (cid, origin) -> order of the latest UNPROVIDE: an origin provides a CID only through
     # an event later than that (so the fold stays order-free).
     _dropped: dict[tuple[str, str], tuple[int, str, int]] = field(default_factory=dict)
@@ -912,7 +919,7 @@ class MeshState:
         What `gone_lookup` answers is kept (`fixed`), its "none" too (as NO_LANES, which
         decides alike): a replay's events of a compacted job replicated in full ask it once,
         not one query each."""
-        got = self._gone_lanes.get(job)
+        got = self._gone_lanes.get(job) or self.tomb_lanes.get(job)  # (past the bound)
         if got is None and self.gone_lookup is not None:
             got = self.gone_lookup(job)
             self._keep_gone(job, NO_LANES if got is None else got)
@@ -1124,6 +1131,7 @@ class MeshState:
         tombs = dict(dict.items(self.deleted))
         for job in tombs:
             self.deleted.pop(job, None)
+            self.tomb_lanes.pop(job, None)
         if isinstance(self.deleted, Tombstones) and tombs:
             self.deleted.some = True
         return tombs
@@ -2104,6 +2112,8 @@ def _job_deleted(s: MeshState, ev: Event, b: JobDeleted) -> None:
         s.gone_lanes(b.job)  # record, which goes: kept beside the tombstone, `_bury`)
     held = list(s._untasked.get(b.job, ()))
     s._unlist(b.job)  # (as `_forget`: a job in `jobs` is never a deleted one)
+    if cur is None and (f := s.gone_lanes(b.job)) is not None and f.lanes and f.sub is not None:
+        s.tomb_lanes[b.job] = f  # (written beside its tombstone: `_bury`, R3-A)
     for table in (s.splits, s.task_done, s.partials):
         for k in [k for k in table if k[0] == b.job]:
             del table[k]

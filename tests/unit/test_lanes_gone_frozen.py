@@ -6,6 +6,7 @@ beside its tombstone, so that a replay reads them (R3-A). The real fold; a real 
 
 from __future__ import annotations
 
+import importlib
 import itertools
 from pathlib import Path
 
@@ -172,3 +173,28 @@ def test_a_compacted_lanes_job_s_facts_outlive_a_crash_before_the_next_pass(
     finally:
         node.log.close()
 
+
+def test_every_deleted_lanes_job_s_facts_are_written_past_the_memory_bound(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review r2 of session 47, finding 2: more lanes jobs deleted between two passes than
+    GONE_LANES_MAX (lowered to 1 here): `_bury` looked each up in that bounded memory, and
+    a miss (the first job's facts pushed out) cached NO_LANES, which pushed out the next
+    job's: no job's facts were written (and the live fold decided the first job's late
+    events as a job nothing is known of). Each one's are now, read from `tomb_lanes`."""
+    from tests.unit.test_lanes_compact import J1, J2, _node
+    monkeypatch.setattr(importlib.import_module("peer.log.fold"), "GONE_LANES_MAX", 1)
+    node = _node(tmp_path)
+    try:
+        me = node.peer_id
+        subs = {j: node.state.jobs[j].order for j in (J1, J2)}
+        for j in (J1, J2):
+            node.emit(EventType.JOB_DELETED, {"job": j, "reason": "retention"})
+        node.flush()
+        assert node.state.gone_lanes(J1) == GoneLanes(True, frozenset({me}), subs[J1])
+        node.catchup.compact()
+        assert node.index.tombstone(J1) is not None and node.index.tombstone(J2) is not None
+        assert {j: node.index.lanes_of(j) for j in (J1, J2)} == {
+            j: ([me], subs[j]) for j in (J1, J2)}
+        assert node.state.tomb_lanes == {}  # (let go with the tombstones)
+    finally:
+        node.log.close()
