@@ -675,6 +675,17 @@ def _side_cid(origin: str, task: str) -> str:
     return str(sha256_cid(f"{origin} {task}".encode(), "raw", 1))
 
 
+def _around_compaction(node: Node, job: str, *batches: Sequence[Event]) -> None:
+    """Each of `batches` folded and noted, then a compaction pass, after which `job` is
+    compacted."""
+    for evs in batches:
+        for ev in evs:
+            node.state.apply(ev)
+            node.compactor.note(ev)
+        node.catchup.compact()
+        assert job in node.state.compacted
+
+
 def test_a_non_member_records_the_merged_outputs_whichever_end_came_after_compaction(
         tmp_path: Path) -> None:
     """Review r3 of session 46, R3-B: a record made again of a JOB_ENDED that came after
@@ -695,12 +706,7 @@ def test_a_non_member_records_the_merged_outputs_whichever_end_came_after_compac
             before, after = {"x_then_home": ([x_end], [home_end]),
                              "home_then_x": ([home_end], [x_end]),
                              "both": ([x_end, home_end], [])}[name]
-            for evs in (first + before, after):
-                for ev in evs:
-                    node.state.apply(ev)
-                    node.compactor.note(ev)
-                node.catchup.compact()
-                assert job in node.state.compacted
+            _around_compaction(node, job, first + before, after)
             rec: Any = node.index.record(job)
             seen[name] = (rec["state"], rec["outputs"], [t["output"] for t in rec["tasks"]],
                           node.index.thin_digests(job_digest3)[job])
@@ -737,11 +743,7 @@ def test_a_self_added_peer_s_end_after_compaction_puts_no_output_in_the_record(
             first, x_end, home_end = _crossing(t, job, by=X)
             before, after = {"home_then_x": ([home_end], [x_end]),
                              "both": ([x_end, home_end], [])}[name]
-            for evs in (first + before, after):
-                for ev in evs:
-                    node.state.apply(ev)
-                    node.compactor.note(ev)
-                node.catchup.compact()
+            _around_compaction(node, job, first + before, after)
             seen[name] = node.index.record(job)["outputs"]  # type: ignore[index]
         finally:
             node.log.close()
@@ -854,13 +856,8 @@ def test_three_ends_make_one_record_in_any_order_around_compaction(tmp_path: Pat
                 ends = {"X": x_end, "A": _home_end(home, 2, t + (7 << 16), {"t1": "lost"},
                                                    {"t0": 4}),
                         "B": _home_end(home, 3, t + (9 << 16), {}, {"t0": 4, "t1": 7})}
-                for evs in (first + [ends[k] for k in order[:cut]],
-                            [ends[k] for k in order[cut:]]):
-                    for ev in evs:
-                        node.state.apply(ev)
-                        node.compactor.note(ev)
-                    node.catchup.compact()
-                    assert job in node.state.compacted
+                _around_compaction(node, job, first + [ends[k] for k in order[:cut]],
+                                   [ends[k] for k in order[cut:]])
                 node.catchup.compact()  # (B held past a gap before A: swept after `_late`)
                 rec: Any = node.index.record(job)
                 seen.add((rec["state"], tuple(sorted(rec["outputs"].items())),

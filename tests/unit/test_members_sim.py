@@ -451,29 +451,7 @@ async def test_an_honest_taker_gets_a_lease_to_claim_before_anyone_looks_past_it
     after its add. It keeps the job a lease past its add, and the other non-member waits the
     orphan's lease after that before its turn: the taker's runs of the job are reported by
     then, and the other never adds itself."""
-    mesh = JobMesh(4, CATALOG, CFG, lanes=True)
-    p0, p1, p2, p3 = mesh.peers
-    try:
-        job = mesh.submit(p0, CHAIN, members=[p0, p1])
-        await mesh.settle()
-        taker = rendezvous(job, [p2, p3])[0]
-        mesh.submit(taker, [{"name": "long", "call": "T_WRITE", "params": {"files": 3}}],
-                    members=[taker])
-        await mesh.settle()
-        [long_run] = mesh[taker].runner.running
-        mesh.silent.update((p0, p1))
-        while not mesh.sent(EventType.JOB_MEMBERS, job=job):
-            await mesh.advance(0.5)
-        for _ in range(30):  # 15 s: the taker's slot stays busy
-            await mesh.advance(0.5)
-        assert mesh.sent(EventType.JOB_MEMBERS, job=job)[-1].origin == taker
-        mesh[taker].runner.finish(long_run)
-        await mesh.settle()
-        await finish_all(mesh, duration_s=1.0, rounds=30)
-        assert [e.origin for e in mesh.sent(EventType.JOB_MEMBERS, job=job)] == [taker]
-        assert done(mesh, taker, job, CHAIN)
-    finally:
-        await mesh.close()
+    await _a_taker_busy_for(busy_s=15.0)
 
 
 async def test_a_taker_whose_slot_stays_busy_for_4_leases_keeps_the_job() -> None:
@@ -482,6 +460,13 @@ async def test_a_taker_whose_slot_stays_busy_for_4_leases_keeps_the_job() -> Non
     added itself about 2 leases after the taker's add (an extra member, running the job
     beside it). Its heartbeats say its runs fill its slots (`members.busy`): it waits for
     its slot, and that keeps the job as a run of it would."""
+    await _a_taker_busy_for(busy_s=40.0)
+
+
+async def _a_taker_busy_for(busy_s: float) -> None:
+    """The job's members fall silent, the taker adds itself while its one slot runs another
+    job's chunk for `busy_s`: the taker alone adds itself, then, its slot free, runs the job
+    to its end."""
     mesh = JobMesh(4, CATALOG, CFG, lanes=True)
     p0, p1, p2, p3 = mesh.peers
     try:
@@ -495,7 +480,7 @@ async def test_a_taker_whose_slot_stays_busy_for_4_leases_keeps_the_job() -> Non
         mesh.silent.update((p0, p1))
         while not mesh.sent(EventType.JOB_MEMBERS, job=job):
             await mesh.advance(0.5)
-        for _ in range(80):  # 40 s: the taker's slot stays busy
+        for _ in range(int(busy_s / 0.5)):  # the taker's slot stays busy
             await mesh.advance(0.5)
         assert [e.origin for e in mesh.sent(EventType.JOB_MEMBERS, job=job)] == [taker]
         mesh[taker].runner.finish(long_run)
