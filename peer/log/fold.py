@@ -1248,6 +1248,7 @@ class MeshState:
                           gaps_filled=self.gaps_filled, entered=self.entered,
                           lanes_on=self.lanes_on, me=self.me,
                           _gone_lanes=OrderedDict(self._gone_lanes),
+                          tomb_lanes={j: f for j, f in self.tomb_lanes.items() if j in tombs},
                           gone_lookup=self.gone_lookup)
         for name in ("outputs", "_outputs_src", "cache", "_cache_src", "providers", "deleted"):
             old, new = getattr(self, name), getattr(fresh, name)

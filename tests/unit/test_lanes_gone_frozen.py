@@ -14,7 +14,7 @@ import pytest
 
 from peer.config import PeerConfig
 from peer.log import Event, EventType, fold
-from peer.log.fold import GoneLanes, Order
+from peer.log.fold import GoneLanes, MeshState, Order
 from peer.log.lanes import lane
 from peer.node import Node
 from tests.unit.test_lanes_gone import DEL, FACTS, MESH, WANT, cache, state
@@ -200,3 +200,19 @@ def test_every_deleted_lanes_job_s_facts_are_written_past_the_memory_bound(
         assert node.state.tomb_lanes == {}  # (let go with the tombstones)
     finally:
         node.log.close()
+
+
+def test_a_refold_keeps_the_facts_of_the_tombstones_it_keeps() -> None:
+    """Review of session 47's merge (the lead's reread): `refold` keeps the tombstones whose
+    JOB_DELETED left memory; the facts `_bury` writes beside them (`tomb_lanes`, while a
+    pass has not written them, e.g. after its write failed) were lost with the rest of the
+    state, and the next pass wrote the tombstone alone (a replay then knew nothing of the
+    job's members)."""
+    state = MeshState(lanes_on=True)
+    facts = GoneLanes(True, frozenset({H}), SUB.order)
+    state.deleted[J] = DEL.order  # (its JOB_DELETED not in `events`: it left memory)
+    state.tomb_lanes[J] = facts
+    state.tomb_lanes["j-other"] = facts  # (no tombstone kept for it: not carried over)
+    state.refold()
+    assert state.deleted.get(J) == DEL.order
+    assert state.tomb_lanes == {J: facts} and state.gone_lanes(J) == facts
