@@ -550,7 +550,7 @@ class Compactor:
                      b.state)
         else:
             log.info("job %s: its record is made again with the earlier outputs of %d "
-                     "JOB_ENDED(s) that came after it", job, len(admitted))
+                     "JOB_ENDED(s) that came after it", job, len(merging))
 
     def _pin(self, ev: Event, deleted: Mapping[str, Any]) -> None:
         """`ev` left memory: note it under each deleted job it is about (`pinned`)."""

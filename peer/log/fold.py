@@ -2109,8 +2109,6 @@ def _job_deleted(s: MeshState, ev: Event, b: JobDeleted) -> None:
         s.deletions += 1
     if cur is None or ev.order < tuple(cur):
         s.deleted[b.job] = ev.order
-    if cur is None and b.job not in s.jobs:  # (a compacted job's facts, read from its
-        s.gone_lanes(b.job)  # record, which goes: kept beside the tombstone, `_bury`)
     held = list(s._untasked.get(b.job, ()))
     s._unlist(b.job)  # (as `_forget`: a job in `jobs` is never a deleted one)
     if cur is None and (f := s.gone_lanes(b.job)) is not None and f.lanes and f.sub is not None:
