@@ -1674,17 +1674,19 @@ class Node:
         return {"slots": self.cfg.slots, "usable": self.executor.slots,
                 "ready": self.executor.ready_workers, "given_up": self.executor.given_up_workers}
 
-    def local_info(self) -> dict[str, Any]:
+    def local_info(self, step: bool = True) -> dict[str, Any]:
         """What our heartbeats carry: load and running chunks (`slots`: those that can run, 0
         while workers given up hold them all; no free slot while claims are held: the other
-        peers then wait no stagger for us)."""
+        peers then wait no stagger for us). `step`: a heartbeat's (its `working` names the
+        next jobs: `Scheduler.next_working`); not a read for /api/peers."""
         self.flush()  # the heads below must be on disk
         sched = self.scheduler
         return {"name": self.name, "http": self.http_url, "calls": sorted(self.catalog),
                 "slots": self.executor.slots,
                 "free_slots": 0 if sched.claims_held else sched.free_slots,
                 "running": [list(k) for k in self.scheduler.running],
-                **({"working": working} if (working := sched.working) else {}),
+                **({"working": working} if (
+                    working := sched.next_working() if step else sched.working) else {}),
                 "heads": dict(self.heads()), "kid": self.mesh_keys.serving.key_id,
                 "wall_ms": int(time.time() * 1000), "features": list(self.features),
                 **({"cfloor": dict(self.compactor.floors)} if self.compactor.floors else {}),

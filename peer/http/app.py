@@ -634,7 +634,7 @@ async def peers(request: web.Request) -> web.Response:
     left = node.gossip.left_peers() if node.gossip else frozenset()
     for pid, ev in sorted(node.state.members.items()):
         me = pid == node.peer_id
-        info = node.local_info() if me else node.infos.get(pid, {})
+        info = node.local_info(step=False) if me else node.infos.get(pid, {})
         status = "alive" if me else member_state(pid, node, live, left)
         heard = node.heard_at.get(pid)
         out.append({"id": pid, **ev.payload, "self": me, "state": status,

@@ -173,7 +173,7 @@ class Host(Protocol):
     def lanes_members(self, job: str, wf: Workflow) -> list[str] | None: ...  # its `members`
     def local_first(self, job: str, wf: Workflow) -> bool: ...  # JOB_SUBMITTED's `local`
     def claims_first(self, job: str, wf: Workflow) -> bool: ...  # and `claimed` (with `local`)
-    def local_info(self) -> Mapping[str, Any]: ...  # this peer's heartbeat info
+    def local_info(self, step: bool = True) -> Mapping[str, Any]: ...  # our heartbeat info
     def durability(self) -> Mapping[str, Any]: ...  # log error, claims held, unwritten events
     def events_made(self) -> int: ...  # our stream's seq and our lanes' (/metrics)
     def log_health(self) -> Mapping[str, Any]: ...  # events, heads digest, refused, quarantined

@@ -372,20 +372,31 @@ class Scheduler:
         heartbeats report, at most MAX_WORKING): a fetch under way of a task's data (a
         split's input, an assembly's results) or a wait for the lanes to join
         (`_joining`). A non-member judging the job reads it as a run of it (`_signs_seen`:
-        review r2 of session 46, L3). Of more, each read (a heartbeat's) names the next
-        MAX_WORKING in id order after the last one named, round (review r2 of session 47,
-        finding 6: the same 16 were named for ever): each is named at least every
-        ceil(n / MAX_WORKING) heartbeats, within the lease a non-member waits for a sign
-        while they are fewer than MAX_WORKING x (lease_s / the heartbeat's interval)."""
+        review r2 of session 46, L3). Of more, the MAX_WORKING in id order after the last
+        one a heartbeat named (`next_working`), round. A read, no step: what /api/peers
+        shows of us."""
+        return self._working()[0]
+
+    def next_working(self) -> list[str]:
+        """`working`, for a heartbeat: the next read names the next MAX_WORKING (review r2
+        of session 47, finding 6: the same 16 were named for ever), so each is named at least
+        every ceil(n / MAX_WORKING) heartbeats, within the lease a non-member waits for a
+        sign while they are fewer than MAX_WORKING x (lease_s / the heartbeat's interval).
+        Only heartbeats step it (the reread of session 47: /api/peers' reads skipped a
+        slice for the mesh at each poll)."""
+        named, step = self._working()
+        if step:
+            self._worked_to = named[-1]
+        return named
+
+    def _working(self) -> tuple[list[str], bool]:
         st = self.state
         jobs = sorted({*self._joining, *(k[0] for k in self.locality.fetching
                                          if k[0] in st.members_of)})
         if len(jobs) <= MAX_WORKING:
-            return jobs
+            return jobs, False
         i = bisect.bisect_right(jobs, self._worked_to)
-        named = [*jobs[i:], *jobs[:i]][:MAX_WORKING]
-        self._worked_to = named[-1]
-        return named
+        return [*jobs[i:], *jobs[:i]][:MAX_WORKING], True
 
     def waiting(self) -> dict[TaskKey, str]:
         """Why tasks wait on this peer (a failed fetch of their data), for the job view."""

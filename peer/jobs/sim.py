@@ -373,7 +373,7 @@ class JobMesh:
                                     "free_slots": 0 if p.sched.claims_held
                                     else p.sched.free_slots,
                                     "running": [list(k) for k in p.sched.running],
-                                    "working": p.sched.working,
+                                    "working": p.sched.next_working(),
                                     "features": self._features(b)}
             self._info[b] = self.tamper(b, info) if self.tamper else info
         for a in self.peers:
