@@ -499,6 +499,9 @@ class JobIndex:
                 with self._tx() as db:
                     db.executemany("DELETE FROM snapshot_pending WHERE rowid = ?",
                                    [(r,) for r in bad])
+                    if bad:  # (their digests: kept with a pending row only)
+                        db.execute("DELETE FROM snapshot_sums WHERE path NOT IN "
+                                   "(SELECT path FROM snapshot_pending)")
                     db.executemany("UPDATE OR REPLACE snapshot_pending SET path = ? "
                                    "WHERE rowid = ?", renamed)
             except sqlite3.Error as e:  # (a full disk: the others are left out meanwhile)

@@ -86,3 +86,14 @@ def test_a_pending_row_without_a_digest_is_taken_as_before(
     while b.compactor.ingest():
         pass
     assert sorted(b.index.providers()) == sorted(a.index.providers())
+
+
+def test_a_pending_row_that_does_not_read_back_takes_its_digest_with_it(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reread of session 47's merge: `snapshots_pending` deletes a row that does not
+    read back (here its offset is negative), and the digest kept for it (`snapshot_sums`)
+    was left for ever, nothing else deleting it."""
+    _, b, _ = _taken_spool(tmp_path, opened, monkeypatch)
+    b.log.db.execute("UPDATE snapshot_pending SET at = -1")
+    assert b.index.snapshots_pending() == []
+    assert b.log.db.execute("SELECT count(*) FROM snapshot_sums").fetchone() == (0,)
