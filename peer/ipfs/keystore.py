@@ -48,18 +48,15 @@ class Keystore:
         self.dir = self.data_dir / "keys"
         self._bad: set[str] = set()  # names of key files that hold no key (logged once)
 
-    def _path(self, name: str) -> Path:
+    def path(self, name: str) -> Path:
+        """The file of the key `name` (`identity.key` for `self`); ArgError for a bad name."""
         if name == SELF:
             return self.data_dir / IDENTITY_FILE
         return self.dir / f"{check_name(name)}.key"
 
-    def path(self, name: str) -> Path:
-        """The file of the key `name` (`identity.key` for `self`); ArgError for a bad name."""
-        return self._path(name)
-
     def gen(self, name: str) -> KeyInfo:
         """Make a new Ed25519 key `name`; Conflict if one exists (`self` always does)."""
-        path = self._path(name)
+        path = self.path(name)
         if path.exists():
             raise Conflict(f"key {name!r} already exists", field="name")
         ensure_dir(self.dir, "the IPNS keys' directory", mode=0o700)  # (a file: DataError)
@@ -74,14 +71,14 @@ class Keystore:
         """The private key `name`; NotFound if there is none, DataError if its file does not
         hold one (peer.log.signing.read_key)."""
         try:
-            return read_key(self._path(name))
+            return read_key(self.path(name))
         except FileNotFoundError:
             raise NotFound(f"no key {name!r} (banzai key gen {name})", field="key") from None
 
     def list(self) -> list[KeyInfo]:
         """Every key: `self` first, then the others by name; a key file that holds no key is
         left out (logged once)."""
-        names = [SELF] if self._path(SELF).exists() else []
+        names = [SELF] if self.path(SELF).exists() else []
         if self.dir.is_dir():
             names += sorted(p.stem for p in self.dir.glob("*.key") if _NAME.match(p.stem))
         out: list[KeyInfo] = []

@@ -1641,9 +1641,10 @@ def _job_members(s: MeshState, ev: Event, b: JobMembers) -> None:
         return  # held, not folded (`MeshState.lanes_on`)
     s.members_of.setdefault(b.job, set()).update(b.add)  # (grow-only: order-free)
     by = peer_of(ev.origin)
-    s._adds.setdefault(b.job, {}).setdefault(by, set()).update(b.add)
     if by in s._vouched.get(b.job, ()):
         _vouch(s, b.job, b.add)
+    else:  # (walked once `by` is vouched for: the vouched set only grows)
+        s._adds.setdefault(b.job, {}).setdefault(by, set()).update(b.add)
     if s.me in b.add:  # we joined: the implicit splits and claims the job's make
         for sub in s._unjoined.pop(b.job, ()):
             _implied(s, sub, sub.body_as(JobSubmitted))
