@@ -299,7 +299,7 @@ def make_record(key: ed25519.Ed25519PrivateKey, value: str, sequence: int, eol: 
             + _pb(5, sequence) + _pb(6, ttl_ns) + _pb(8, sig_v2) + _pb(9, data))
 
 
-_EPOCH = datetime.fromtimestamp(0, UTC)  # (validated "at" it: every check but the end of life)
+EPOCH = datetime.fromtimestamp(0, UTC)  # (validated "at" it: every check but the end of life)
 _WHAT = "the IPNS records' directory"
 
 
@@ -360,7 +360,7 @@ class IpnsNames:
         that does not read back is logged: `put` replaces it)."""
         self.check_root()
         try:
-            held = validate(c, read_record(path), _EPOCH)
+            held = validate(c, read_record(path), EPOCH)
         except FileNotFoundError:
             return None
         except IpnsError as e:
@@ -433,7 +433,7 @@ class IpnsNames:
         """The record of the file `path` (its end of life not checked), or None if it does
         not read back (logged, naming the file: once per version, as `held` caches it)."""
         try:
-            return validate(c, read_record(path), _EPOCH)
+            return validate(c, read_record(path), EPOCH)
         except FileNotFoundError:
             return None  # (removed meanwhile)
         except (OSError, BanzaiError) as e:  # (IpnsError, DataError: a FIFO, a directory)

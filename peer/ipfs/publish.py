@@ -18,7 +18,15 @@ from typing import Any, TypeGuard
 
 from peer.dataentry import ensure_dir, open_file
 from peer.errors import ArgError, BanzaiError, DataError, IpnsError, NotFound
-from peer.ipfs.ipns import IpnsNames, key_name, make_record, parse_name, read_record, validate
+from peer.ipfs.ipns import (
+    EPOCH,
+    IpnsNames,
+    key_name,
+    make_record,
+    parse_name,
+    read_record,
+    validate,
+)
 from peer.ipfs.keystore import Keystore
 from peer.log import Event, EventType, IpnsRecord
 from peer.privfile import replace_private
@@ -72,7 +80,7 @@ class IpnsService:
         self.names.check_root()
         try:
             raw = read_record(self.names.path(name))
-            return validate(parse_name(name)[0], raw, datetime.fromtimestamp(0, UTC)).sequence + 1
+            return validate(parse_name(name)[0], raw, EPOCH).sequence + 1
         except (FileNotFoundError, IpnsError):  # (a record that does not read back: replaced)
             return 0
 

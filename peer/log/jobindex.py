@@ -32,7 +32,7 @@ import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeGuard, TypeVar
 
 from peer.cids import never_cid
 from peer.errors import DataError, StoreError
@@ -400,7 +400,7 @@ class JobIndex:
             return None
         summary = self._column(_job(job), "summary", row[6], _of_job(job))
         members = None if summary is None else summary.get("members")
-        if not (isinstance(members, list) and all(type(p) is str for p in members)):
+        if not _peer_list(members):
             return None
         return members, (row[1], row[2], row[3])
 
@@ -1503,7 +1503,7 @@ def _same_dir(a: Path, b: Path) -> bool:
         return False
 
 
-def _peer_list(v: Any) -> bool:
+def _peer_list(v: Any) -> TypeGuard[list[str]]:
     """A list of peer ids' texts (a lanes job's members, as the index writes them)."""
     return isinstance(v, list) and all(type(p) is str for p in v)
 
