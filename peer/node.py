@@ -54,7 +54,7 @@ from peer.ipfs.kubo import KuboMirror, KuboStore, private_swarm
 from peer.ipfs.publish import IpnsService, records_dir
 from peer.ipfs.replicate import Replicator, is_replica, made_outputs, mirrored
 from peer.ipfs.store import StoreConfig, open_store
-from peer.jobs import kinds, members
+from peer.jobs import confine, kinds, members
 from peer.jobs.ending import EndListings
 from peer.jobs.executor import Executor, ExecutorConfig
 from peer.jobs.janitor import WORK_DIR, Janitor, JanitorConfig, sweep_stale
@@ -316,6 +316,16 @@ class Node:
             if images is None:
                 self.catalog.pop("container", None)
             self.images = images or {}
+        self.shell_box: dict[str, Any] | None = None  # how shell tasks are confined
+        self.shell_unconfined = ""  # why they are not ("": they are, or none run here)
+        if cfg.allow_shell:
+            self.shell_box, self.shell_unconfined = confine.box(
+                [cfg.data_dir, *([cfg.kubo_repo] if cfg.kubo_repo else [])],
+                [p for p in (cfg.secret_file, cfg.task_secrets_file) if p is not None])
+            if self.shell_box is None:
+                log.warning("--allow-shell: shell tasks run unconfined, with this peer's "
+                            "rights: any user of any peer can read its data dir, mesh secret "
+                            "and keys (docs/executors.md): %s", self.shell_unconfined)
         tmpfs_floor = cfg.tmpfs_free_min_mb << 20  # a run starts on tmpfs above it, and is
         # stopped below half of it: one that started there has that much room
         self.executor = Executor(ExecutorConfig(
@@ -344,7 +354,7 @@ class Node:
                                 log_max_bytes=cfg.task_log_max_bytes, secrets=cfg.task_secrets,
                                 runtime=cfg.container_runtime, network=cfg.container_network,
                                 owner=self.peer_id, mem_mb=cfg.worker_memory_mb,
-                                images=self.images),
+                                images=self.images, confine=self.shell_box),
                             partial_outputs=cfg.partial_outputs,
                             inline_max_bytes=cfg.inline_output_max_bytes,
                             tmpfs_free_min_bytes=tmpfs_floor,
@@ -1353,6 +1363,13 @@ class Node:
         ev = self.emit(EventType.REVOKE, payload)
         self.flush()
         return ev
+
+    def shell_confinement(self) -> str | None:
+        """How shell tasks run here, for /api/health: "confined" (bwrap), "unconfined: why",
+        or None where none run (no --allow-shell)."""
+        if not self.cfg.allow_shell:
+            return None
+        return "confined" if self.shell_box else f"unconfined: {self.shell_unconfined}"
 
     def security(self) -> dict[str, Any]:
         """Identity, refusals, conflicts, revocations and clock skews for /api/health."""

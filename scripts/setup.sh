@@ -9,7 +9,8 @@ want_test=0 want_bench=0
 [[ "${1:-}" == "--test" ]] && want_test=1
 [[ "${1:-}" == "--bench" ]] && want_test=1 want_bench=1
 
-apt_pkgs=(espeak-ng sox)
+# bubblewrap: shell tasks run confined (peer/jobs/confine.py: --allow-shell)
+apt_pkgs=(espeak-ng sox bubblewrap)
 # systemd: systemd-analyze checks contrib/banzai-peer.service; util-linux (setpriv, unshare)
 # and passwd (useradd) run a peer as a second, unprivileged local user (security tests)
 (( want_test )) && apt_pkgs+=(chromium iproute2 systemd util-linux passwd)

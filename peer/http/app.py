@@ -183,6 +183,7 @@ async def health(request: web.Request) -> web.Response:
         "log": node.log_health(),
         "inline": node.inline_health(),
         "storage": {"held_back": list(node.janitor.held_back)},  # (gc collects nothing)
+        "shell": node.shell_confinement(),
         "security": node.security(),
         "ipfs": {"refused": dict(request.app[IPFS_REFUSED].items()),
                  "ipns_not_kept": node.ipns.refused},  # gossiped records that do not read

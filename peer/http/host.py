@@ -179,6 +179,7 @@ class Host(Protocol):
     def log_health(self) -> Mapping[str, Any]: ...  # events, heads digest, refused, quarantined
     def inline_health(self) -> Mapping[str, int] | None: ...  # inline blocks kept, refused
     def security(self) -> Mapping[str, Any]: ...  # identity, refusals, revocations, skews
+    def shell_confinement(self) -> str | None: ...  # how shell tasks run (None: none here)
     def revoke(self, peer_id: str, reason: str) -> Event: ...  # NotFound, Conflict
     def load(self) -> Mapping[str, int]: ...  # runs, queues, slots, bytes fetched (/metrics)
     @property

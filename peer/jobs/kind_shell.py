@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from peer.errors import BanzaiError
-from peer.jobs import kinds
+from peer.jobs import confine, kinds
 from tasks.registry import TaskContext, TaskDef
 
 DEFAULT_LOG_BYTES = 10 << 20
@@ -46,8 +46,11 @@ def invoke(tdef: TaskDef, ctx: TaskContext, inp: Path | None, out: Path,
     env = {"PATH": PATH, "HOME": str(cwd), "LANG": "C.UTF-8", "TMPDIR": str(cwd),
            "BANZAI_IN": str(inp), "BANZAI_OUT": str(out)}
     secrets = resolve_env(params.get("env") or {}, cfg, env)
+    argv = ["/bin/sh", "-c", command]
+    if cfg.get("confine"):  # (the peer's: None where bwrap cannot confine, said at its start)
+        argv = confine.wrap(argv, cfg["confine"], ctx.workdir)
     try:
-        run_process(["/bin/sh", "-c", command], ctx, cwd=cwd, env=env,
+        run_process(argv, ctx, cwd=cwd, env=env,
                     stdin=params.get("stdin", ""), secrets=secrets,
                     max_log_bytes=int(cfg.get("log_max_bytes", DEFAULT_LOG_BYTES)))
     finally:

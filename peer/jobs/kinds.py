@@ -103,12 +103,14 @@ def unavailable(call: str) -> str:
 
 def peer_settings(*, log_max_bytes: int, secrets: Mapping[str, str], runtime: str,
                   network: bool, owner: str = "", mem_mb: int = 0,
-                  images: Mapping[str, str] | None = None) -> dict[str, Any]:
+                  images: Mapping[str, str] | None = None,
+                  confine: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A peer's settings for its external kinds (SchedulerConfig.kind_settings): `owner`
-    labels its containers, `mem_mb` bounds them, `images` (name -> sha256:ID) it holds."""
+    labels its containers, `mem_mb` bounds them, `images` (name -> sha256:ID) it holds,
+    `confine` how its shell tasks are confined (`confine.box`; None: they are not)."""
     return {"log_max_bytes": log_max_bytes, "secrets": dict(secrets), "runtime": runtime,
             "allow_network": network, "owner": owner, "mem_mb": mem_mb,
-            "images": dict(images or {})}
+            "images": dict(images or {}), "confine": dict(confine) if confine else None}
 
 
 def start_containers(runtime: str, owner: str) -> dict[str, str] | None:

@@ -196,6 +196,33 @@ async def test_secrets_reach_the_command_and_nothing_else(node: Node) -> None:
     assert stored["key"] is not None
 
 
+async def test_a_shell_task_cannot_read_what_makes_its_peer_a_member(node: Node) -> None:
+    """Review r1 of session 48, F1: any user of any peer submits shell tasks, which run on
+    every --allow-shell peer as its account. Confined (bwrap), the command sees none of the
+    data dir but its own run dir, not the task secrets file, and no process of the peer's:
+    its mesh secret, identity key, HTTP token and command line stay out of its reach."""
+    if node.shell_box is None:
+        pytest.skip(f"shell tasks run unconfined here: {node.shell_unconfined} "
+                    "(scripts/setup.sh installs bubblewrap)")
+    d = node.cfg.data_dir
+    secrets = node.cfg.task_secrets_file
+    assert secrets is not None and (d / "mesh.secret").is_file() and (d / "identity.key").is_file()
+    peer_pid = os.getpid()  # (this Node runs in the test's process)
+    job = submit(node, [shell(
+        f"for f in {d}/mesh.secret {d}/identity.key {secrets} /proc/{peer_pid}/cmdline; do"
+        f" if cat \"$f\" > /dev/null 2>&1; then echo \"read $f\"; fi; done > {{out}}/read;"
+        f" ls -a {d} > {{out}}/listing; ls /proc | grep -c '^[0-9]' > {{out}}/pids;"
+        f" pwd > {{out}}/cwd", cache=False)])
+    v = await wait(node, job)
+    assert v["state"] == "done", v
+    out = v["outputs"]["sh"]
+    assert cat(node, out, "read") == ""  # nothing of the four could be read
+    assert cat(node, out, "listing").split() == [".", "..", "work"]  # its own run dir only
+    assert int(cat(node, out, "pids")) < 10  # its own processes, not the machine's
+    assert Path(cat(node, out, "cwd").strip()).is_relative_to(d / "work")
+    assert node.shell_confinement() == "confined"  # (/api/health's `shell`)
+
+
 async def test_a_secret_the_peer_lacks_fails_the_task_by_name(node: Node) -> None:
     v = await wait(node, submit(node, [shell("true", env={"T": {"secret": "NOPE"}})]))
     assert v["state"] == "failed" and "no secret 'NOPE'" in v["tasks"][0]["error"], v
