@@ -443,18 +443,26 @@ class GoneLanes:
     `Node._adders`; a JOB_MEMBERS then grew them, and a restart folded a non-member's lane
     event the live fold had let go). Not fixed: nothing was known as the job went (its
     JOB_SUBMITTED came after its JOB_DELETED): a straggling JOB_SUBMITTED still says what
-    it was, a JOB_MEMBERS never adds a member."""
+    it was, a JOB_MEMBERS never adds a member.
+
+    `vouched`: its vouched members (`MeshState._vouched`). A fixed job's members still grow
+    by a vouched member's JOB_MEMBERS folded after it went, whatever its order, and its adds
+    are vouched for (`_gone_members`): as the live fold adds them, so that the members do not
+    depend on whether it came before this peer's compaction or deletion (review r2 of
+    session 47, finding 3); a JOB_MEMBERS of a peer not vouched for adds none (R3-C)."""
 
     lanes: bool
     members: frozenset[str]
     sub: Order | None
     fixed: bool = True
+    vouched: frozenset[str] = frozenset()
 
     def united(self, other: GoneLanes) -> GoneLanes:
         """Both known of the same job: every input only grows or gets earlier."""
         subs = [o for o in (self.sub, other.sub) if o is not None]
         return GoneLanes(self.lanes or other.lanes, self.members | other.members,
-                         min(subs) if subs else None, self.fixed or other.fixed)
+                         min(subs) if subs else None, self.fixed or other.fixed,
+                         self.vouched | other.vouched)
 
 
 # What is known of a gone job without members, or of one nothing is known of (decided as
@@ -464,6 +472,33 @@ NO_LANES = GoneLanes(False, frozenset(), None, fixed=False)
 # Gone jobs whose `GoneLanes` memory keeps (the first in going first; a job index answers
 # for a compacted one beyond: `MeshState.gone_lookup`): one costs about 0.5 KB.
 GONE_LANES_MAX = 16384
+
+# What memory keeps for a vouched member's JOB_MEMBERS that may come after a lanes job went
+# (`GoneWait`): of at most GONE_WAIT_JOBS jobs (the first in going first), at most
+# GONE_WAIT_MAX lane events and adds each (the later ones are let go, as before session 48).
+GONE_WAIT_JOBS = 256
+GONE_WAIT_MAX = 512
+
+
+class GoneWait:
+    """What waits, of a gone lanes job with fixed facts, for a vouched member's JOB_MEMBERS
+    (`_gone_members`): the lane events of peers that are no member (`_gone_task_fold`; none
+    is folded or let go for good while a later add may still admit it) and the adds of peers
+    not vouched for (folded if a vouched member adds their adder: `_vouch`'s closure)."""
+
+    __slots__ = ("adds", "lanes", "n")
+
+    def __init__(self) -> None:
+        self.lanes = Untasked()
+        self.adds: dict[str, set[str]] = {}
+        self.n = 0
+
+    def room(self) -> bool:
+        """May one more be kept (GONE_WAIT_MAX)?"""
+        if self.n >= GONE_WAIT_MAX:
+            return False
+        self.n += 1
+        return True
 
 
 def _split_key(k: ChunkKey) -> SplitKey:
@@ -816,6 +851,10 @@ class MeshState:
     # one not here, None without it
     _gone_lanes: OrderedDict[str, GoneLanes] = field(default_factory=OrderedDict)
     gone_lookup: Callable[[str], GoneLanes | None] | None = None
+    # Gone lanes job -> what of it waits for a vouched member's JOB_MEMBERS (`GoneWait`: its
+    # lane events of peers that are no member, the adds of peers not vouched for), at most
+    # GONE_WAIT_JOBS (review r2 of session 47, finding 3)
+    _gone_waits: OrderedDict[str, GoneWait] = field(default_factory=OrderedDict)
     # Job -> origin -> the least by `end_rank` of its JOB_ENDEDs of the job folded (those
     # `end_refusal` admitted: only grows or gets less): the job's end (`ended`) is the least
     # of them, `end_rank` reading the winning JOB_SUBMITTED's `members`, which rank every
@@ -872,6 +911,11 @@ class MeshState:
     # Told of every event that leaves memory (`_evict_one`): the compactor, which drops a
     # deleted job's events from the log (peer.log.compact.Compactor.evicted).
     on_evict: Callable[[Event], None] | None = None
+    # Told of a gone lanes job's facts each time a vouched member's JOB_MEMBERS folded after
+    # it went grows them (`_gone_members`): the compactor, which writes them to the job index
+    # where it keeps the job's (its record, or beside its tombstone), so that a replay whose
+    # log no longer holds that JOB_MEMBERS reads them (review r2 of session 47, finding 3).
+    on_members: Callable[[str, GoneLanes], None] | None = None
 
     def sizes(self) -> dict[str, int]:
         """The entries each table keeps in memory (a Tiered's, a TieredSet's: in memory
@@ -891,10 +935,16 @@ class MeshState:
         sub = self.jobs.get(job)
         if (lanes or members) and not (straggler and sub is None):
             facts = GoneLanes(lanes, frozenset(members or ()),
-                              None if sub is None else sub.order, fixed=not straggler)
+                              None if sub is None else sub.order, fixed=not straggler,
+                              vouched=frozenset(self._vouched.get(job, ())))
             known = self.gone_lanes(job) if straggler else None
             if known is None or not known.fixed:
                 self._gone(job, facts)
+            if not straggler and (adds := self._adds.get(job)):  # (`_vouch`'s closure goes
+                wait = self.gone_wait(job)  # on once the job went: `_gone_members`)
+                for by, peers in adds.items():
+                    if wait.room():
+                        wait.adds.setdefault(by, set()).update(peers)
         for per_job in (self.jobs, self.cancelled, self.members_of, self.ended, self.unended,
                         self.listed, self.end_outputs, self._unjoined, self._untasked,
                         self._ends, self._vouched, self._adds, self._aside):
@@ -912,6 +962,17 @@ class MeshState:
         table.move_to_end(job)
         while len(table) > GONE_LANES_MAX:
             table.popitem(last=False)
+
+    def gone_wait(self, job: str) -> GoneWait:
+        """What of gone `job` waits for a vouched member's JOB_MEMBERS (`GoneWait`), made if
+        none was (the first of more than GONE_WAIT_JOBS let go)."""
+        waits = self._gone_waits
+        got = waits.get(job)
+        if got is None:
+            got = waits[job] = GoneWait()
+            while len(waits) > GONE_WAIT_JOBS:
+                waits.popitem(last=False)
+        return got
 
     def gone_lanes(self, job: str) -> GoneLanes | None:
         """What decides compacted or deleted `job`'s task events (`GoneLanes`), None if
@@ -1244,10 +1305,12 @@ class MeshState:
         tombs = {j: o for j, o in self.deleted.items() if (o[1], o[2]) not in self.events}
         fresh = MeshState(compacted=self.compacted, evicted=dict(self.evicted),
                           archive=self.archive, on_evict=self.on_evict,
+                          on_members=self.on_members,
                           deletions=self.deletions, jobless_window=self.jobless_window,
                           gaps_filled=self.gaps_filled, entered=self.entered,
                           lanes_on=self.lanes_on, me=self.me,
                           _gone_lanes=OrderedDict(self._gone_lanes),
+                          _gone_waits=OrderedDict(self._gone_waits),
                           tomb_lanes={j: f for j, f in self.tomb_lanes.items() if j in tombs},
                           gone_lookup=self.gone_lookup)
         for name in ("outputs", "_outputs_src", "cache", "_cache_src", "providers", "deleted"):
@@ -1639,6 +1702,10 @@ def _ipns_record(s: MeshState, ev: Event, b: IpnsRecord) -> None:
 def _job_members(s: MeshState, ev: Event, b: JobMembers) -> None:
     if not s.lanes_on:
         return  # held, not folded (`MeshState.lanes_on`)
+    if b.job not in s.jobs and (s.deleted or s.compacted) and (
+            b.job in s.deleted or b.job in s.compacted):
+        _gone_members(s, ev, b)
+        return
     s.members_of.setdefault(b.job, set()).update(b.add)  # (grow-only: order-free)
     by = peer_of(ev.origin)
     if by in s._vouched.get(b.job, ()):
@@ -1650,6 +1717,55 @@ def _job_members(s: MeshState, ev: Event, b: JobMembers) -> None:
             _implied(s, sub, sub.body_as(JobSubmitted))
     _tasks_due(s, b.job, b.add)
     _ends_due(s, b.job)
+
+
+def _gone_members(s: MeshState, ev: Event, b: JobMembers) -> None:
+    """A JOB_MEMBERS of compacted or deleted `b.job`, folded after the job left memory (once
+    it did, the door admits one from anyone: `Node._adders`). It adds its peers to the fixed
+    facts (`GoneLanes`) as the live fold adds them, if its origin is vouched for there (a
+    vouched member's, whatever its order: the live fold adds every one, ordered before or
+    after the job's end or deletion), and they are vouched for, with the peers they added
+    that waited (`GoneWait.adds`); the lane events of the peers it adds that waited fold
+    (`GoneWait.lanes`). One of a peer not vouched for waits (a later vouching may count it)
+    and adds none: a peer that adds itself once the job went makes no member (R3-C), and
+    nor does one backdated before the job's end or deletion. Without fixed facts (nothing
+    was known of the job as it went) none adds a member, as before. So every peer that
+    holds the same events holds the same members of a gone job, whichever of them came
+    before its compaction or deletion (review r2 of session 47, finding 3), except a peer
+    not vouched for that a JOB_MEMBERS folded while the job was live here added (a
+    member then, as its lane events folded then: what left memory is not taken back)."""
+    facts = s.gone_lanes(b.job)
+    if facts is None or not facts.fixed or not facts.lanes:
+        return
+    by = peer_of(ev.origin)
+    if by not in facts.vouched:
+        if (waiting := s.gone_wait(b.job)).room():
+            waiting.adds.setdefault(by, set()).update(b.add)
+        return
+    wait = s._gone_waits.get(b.job)
+    vouched, new, todo = set(facts.vouched), set[str](), list(b.add)
+    while todo:  # (each peer once, as `_vouch`)
+        p = todo.pop()
+        if p in vouched:
+            continue
+        vouched.add(p)
+        new.add(p)
+        if wait is not None:
+            todo += wait.adds.pop(p, ())
+    added = new - facts.members
+    if not new:
+        return
+    grown = replace(facts, members=facts.members | new, vouched=frozenset(vouched))
+    s._keep_gone(b.job, grown)
+    if b.job in s.tomb_lanes:  # (written beside its tombstone: `_bury`)
+        s.tomb_lanes[b.job] = grown
+    if s.on_members is not None:
+        s.on_members(b.job, grown)
+    if wait is None or grown.sub is None:
+        return
+    due = [e for p in sorted(added) for e in wait.lanes.take_after(p, grown.sub)]
+    for part in due:
+        s.fold_only(part)
 
 
 def _task_fold(s: MeshState, ev: Event, job: str) -> bool:
@@ -1687,10 +1803,12 @@ def _gone_task_fold(s: MeshState, ev: Event, job: str) -> bool:
     """May task event `ev` (a part) of compacted or deleted `job` be folded (with lanes on;
     its per-job effects are then forgotten, `_forget`: what stays is its cache entries,
     outputs and providers)? As `_task_fold` decided while the job was live, by what is kept
-    of it (`GoneLanes`), but nothing is held: a mesh stream's, unless it was a lanes job; a
-    lane's, if its peer was a member and the winning JOB_SUBMITTED is ordered before it.
-    Without a record of the job (no JOB_SUBMITTED of it came before it went, or it went long
-    ago) a mesh stream's is folded (a job replicated in full, as before lanes), a lane's is
+    of it (`GoneLanes`): a mesh stream's, unless it was a lanes job; a lane's, if its peer
+    is a member and the winning JOB_SUBMITTED is ordered before it. A lane's of a peer that
+    is no member waits (`GoneWait`, bounded), as the live fold holds it: a vouched member's
+    JOB_MEMBERS that comes after may add its peer (`_gone_members`; review r2 of session 47,
+    finding 3). Without a record of the job (no JOB_SUBMITTED of it came before it went, or
+    it went long ago) a mesh stream's is folded (a job replicated in full), a lane's is
     not (session 46, helper g: review r1 F1; a non-member's backdated TASK_DONE dropped
     while the job was live was folded once it was gone: the output cache then depended on
     the order events came in, and a hostile peer got its output into every cache by sending
@@ -1699,8 +1817,13 @@ def _gone_task_fold(s: MeshState, ev: Event, job: str) -> bool:
     lane = lane_of(ev.origin) if SEPARATOR in ev.origin else None
     if lane is None:
         return facts is None or not facts.lanes
-    return (lane[1] == job and facts is not None and lane[0] in facts.members
-            and facts.sub is not None and facts.sub < ev.order)
+    if lane[1] != job or facts is None or facts.sub is None or not facts.sub < ev.order:
+        return False
+    if lane[0] in facts.members:
+        return True
+    if facts.fixed and facts.lanes and (wait := s.gone_wait(job)).room():
+        wait.lanes.hold(ev, lane[0])  # (a vouched member may add its peer: `_gone_members`)
+    return False
 
 
 def _tasks_due(s: MeshState, job: str, peers: Iterable[str] | None = None) -> None:

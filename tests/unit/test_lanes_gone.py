@@ -26,7 +26,7 @@ MESH = task_done(X, 1, 1500, BAD)  # a non-member's, in its mesh stream
 LANE = task_done(lane(X, J), 1, 1500, BAD)  # a non-member's lane
 EARLY = task_done(lane(R, J), 2, 500, BAD)  # a member's lane, ordered before the SUB
 STRAYS = [MESH, LANE, EARLY]
-FACTS = GoneLanes(True, frozenset({H, R}), SUB.order)  # what the job index knows of J
+FACTS = GoneLanes(True, frozenset({H, R}), SUB.order, vouched=frozenset({H, R}))  # (the index)
 
 
 def state(**kw: Any) -> MeshState:

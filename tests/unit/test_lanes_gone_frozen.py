@@ -192,7 +192,8 @@ def test_every_deleted_lanes_job_s_facts_are_written_past_the_memory_bound(
         for j in (J1, J2):
             node.emit(EventType.JOB_DELETED, {"job": j, "reason": "retention"})
         node.flush()
-        assert node.state.gone_lanes(J1) == GoneLanes(True, frozenset({me}), subs[J1])
+        assert node.state.gone_lanes(J1) == GoneLanes(True, frozenset({me}), subs[J1],
+                                                      vouched=frozenset({me}))
         node.catchup.compact()
         assert node.index.tombstone(J1) is not None and node.index.tombstone(J2) is not None
         assert {j: node.index.lanes_of(j) for j in (J1, J2)} == {
