@@ -301,6 +301,8 @@ class Node:
             adders=self._adders if lanes else None)
         replayed: list[Event] = []  # what the replay let leave memory (deleted jobs' events
         self.state.on_evict = replayed.append  # among them: the compactor drops them later)
+        grown: dict[str, GoneLanes] = {}  # gone jobs' facts a replayed JOB_MEMBERS grew (the
+        self.state.on_members = grown.__setitem__  # compactor writes them: `members_grown`)
         # What leaves memory is served from the log, from the replay on (jobless events a
         # window behind their origin's head leave as they are replayed: peer.log.jobless).
         self.state.archive = self.log.range
@@ -377,6 +379,7 @@ class Node:
         for ev in replayed:
             self.compactor.evicted(ev)
         del replayed
+        self.compactor.grown.update(grown)
         try:  # what the replay folded of compacted or deleted jobs leaves memory
             self.compactor.settle()
         except Exception:  # (a full disk): the first compaction pass does it, as any pass
@@ -512,9 +515,15 @@ class Node:
 
     def _gone_lanes(self, job: str) -> GoneLanes | None:
         """What the job index knows of compacted lanes job `job` that decides its late task
-        events (peer.log.fold `_gone_task_fold`), None if it knows none."""
+        events (peer.log.fold `_gone_task_fold`), None if it knows none: its members and
+        order, with its vouched members and the members added since it went (`vouched_of`;
+        none kept of a job gone before session 48)."""
         got = self.index.lanes_of(job)
-        return None if got is None else GoneLanes(True, frozenset(got[0]), got[1])
+        if got is None:
+            return None
+        added, vouched = self.index.vouched_of(job) or ((), ())
+        return GoneLanes(True, frozenset(got[0]).union(added), got[1],
+                         vouched=frozenset(vouched))
 
     def _after_replay(self) -> None:
         """Events that left memory (or the log) are served from disk (what the replay folded

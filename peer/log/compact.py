@@ -38,6 +38,7 @@ from peer.log.events import (
 )
 from peer.log.fold import (
     READ_MAX,
+    GoneLanes,
     MeshState,
     Tiered,
     end_rank,
@@ -407,6 +408,15 @@ class Compactor:
         # it keeps of its own
         self.forgot: Callable[[Sequence[str]], None] = lambda origins: None
         state.on_evict = self.evicted
+        # gone lanes jobs whose facts a JOB_MEMBERS grew since the last pass wrote them
+        # (`members_grown`; written by `_bury`, review r2 of session 47 finding 3)
+        self.grown: dict[str, GoneLanes] = {}
+        state.on_members = self.members_grown
+
+    def members_grown(self, job: str, facts: GoneLanes) -> None:
+        """A vouched member's JOB_MEMBERS grew gone `job`'s facts (`MeshState.on_members`):
+        the next pass writes them to the job index (`_bury`), before it drops any row."""
+        self.grown[job] = facts
 
     def note(self, ev: Event) -> None:
         """A listener (of single events, a TURN's parts one by one): the job `ev` is about
@@ -731,6 +741,7 @@ class Compactor:
         """Compact the jobs of `jobs` still finished; False if none was."""
         records: list[JobRecord] = []
         done: list[str] = []
+        vouched: list[tuple[str, Sequence[str], Sequence[str]]] = []
         st = self.state
         for job in jobs:
             by_ended = self._by_ended(job)
@@ -746,6 +757,7 @@ class Compactor:
                 # non-member asks for its view), and a member's lanes leave the log later
                 named = {"members": sorted(members)}
                 summary, record = {**summary, **named}, {**record, **named}
+                vouched.append((job, (), sorted(st.vouched(job))))  # (`vouched_of`)
                 if st.member_of(job, self.me):
                     self.lane_members[job] = frozenset(members)
             records.append(JobRecord(job, ev.order, f.ended_hlc, f.state, summary, record,
@@ -757,6 +769,7 @@ class Compactor:
         records = [JobRecord(r.job, r.order, r.ended_hlc, r.state, r.summary, r.record,
                              tuple(ids.get(r.job, ())), r.facts) for r in records]
         entries, cids = _entries(self.state, leaving)
+        self.index.put_vouched(vouched)  # (first: a row without its record is never read)
         self.index.put(records, entries, _pairs(self.state, cids), cids)  # raises: nothing
         self._compacting = set(done)  # changed in memory
         try:
@@ -783,9 +796,20 @@ class Compactor:
             facts = self.state.tomb_lanes
             lanes = [(j, sorted(f.members), f.sub) for j in tombs
                      if (f := facts.get(j)) is not None and f.sub is not None]
+            self._write_grown([(j, facts[j]) for j, _, _ in lanes])
             self.index.put_deleted(tombs.items(), ids, lanes)  # raises: they stay in memory
             self.state.spill_deleted()
             del ids[:]
+        self._write_grown([])
+
+    def _write_grown(self, more: Sequence[tuple[str, GoneLanes]]) -> None:
+        """Write the vouched members of gone lanes jobs (`more`: deleted ones whose tombstone
+        is about to be written) and the facts a JOB_MEMBERS grew since the last pass
+        (`grown`) to the job index (`put_vouched`; raises: they stay in memory)."""
+        rows = [*more, *self.grown.items()]
+        if rows:
+            self.index.put_vouched((j, sorted(f.members), sorted(f.vouched)) for j, f in rows)
+            self.grown.clear()
 
     def settle(self) -> int:
         """After a replay: what it folded of compacted or deleted jobs leaves memory (their

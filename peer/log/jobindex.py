@@ -136,6 +136,14 @@ _MADE = (
     # (`put_deleted`, the first kept), forgotten with it (`note_forgotten`).
     "CREATE TABLE IF NOT EXISTS deleted_lanes (job TEXT PRIMARY KEY, members TEXT NOT NULL, "
     "hlc INTEGER NOT NULL, origin TEXT NOT NULL, seq INTEGER NOT NULL) WITHOUT ROWID",
+    # A gone lanes job's vouched members, and the members a vouched member's JOB_MEMBERS
+    # added once it left memory (`vouched_of`: what a replay decides such a JOB_MEMBERS and
+    # its lane events by, as the live fold did; review r2 of session 47, finding 3). Written
+    # as the job is compacted or its tombstone is, and as a JOB_MEMBERS grows them
+    # (`put_vouched`, united with the row there), forgotten with its tombstone. A job gone
+    # before session 48 has none: decided as then (no JOB_MEMBERS adds to it).
+    "CREATE TABLE IF NOT EXISTS gone_vouched (job TEXT PRIMARY KEY, members TEXT NOT NULL, "
+    "vouched TEXT NOT NULL) WITHOUT ROWID",
     # (`member_vv`, the version vector each member last sent, made by session 27's build
     # and never written by it while the bound was off, is no longer made nor read: every
     # member must be live for a tombstone to go, with the vector it sends now.)
@@ -417,6 +425,33 @@ class JobIndex:
             return None
         members = self._column(what, "members", row[0], _peer_list)
         return None if members is None else (members, (row[1], row[2], row[3]))
+
+    def vouched_of(self, job: str) -> tuple[list[str], list[str]] | None:
+        """Gone lanes job `job`'s (members added since it went, vouched members) as
+        `put_vouched` kept them; None without a row, or if it does not read back (left out,
+        logged once: decided as a job gone before they were kept)."""
+        row = self._one("SELECT members, vouched FROM gone_vouched WHERE job = ?", (job,))
+        if row is None:
+            return None
+        what = f"the vouched members of the gone job {job[:64]!r}"
+        members = self._column(what, "members", row[0], _peer_list)
+        vouched = None if members is None else self._column(what, "vouched", row[1],
+                                                            _peer_list)
+        return None if members is None or vouched is None else (members, vouched)
+
+    def put_vouched(self, rows: Iterable[tuple[str, Iterable[str], Iterable[str]]]) -> None:
+        """Keep gone lanes jobs' (job, members, vouched members) (`vouched_of`), each united
+        with the row there (both only grow), in one transaction."""
+        got = {job: (set(m), set(v)) for job, m, v in rows}
+        if not got:
+            return
+        with self._tx() as db:
+            for job, (members, vouched) in got.items():
+                if (old := self.vouched_of(job)) is not None:
+                    members.update(old[0])
+                    vouched.update(old[1])
+                db.execute("INSERT OR REPLACE INTO gone_vouched VALUES (?, ?, ?)",
+                           (job, _dumps(sorted(members)), _dumps(sorted(vouched))))
 
     def _unknown_view(self, job: str, column: str) -> DataError:
         """The DataError of a job whose row is there but whose `column` does not read back
@@ -730,6 +765,7 @@ class JobIndex:
         self._db.executemany("DELETE FROM job_deleted WHERE job = ?", names)
         self._db.executemany("DELETE FROM deleted_ids WHERE job = ?", names)
         self._db.executemany("DELETE FROM deleted_lanes WHERE job = ?", names)
+        self._db.executemany("DELETE FROM gone_vouched WHERE job = ?", names)
         self.note_dropped((), floors)
 
     def forgot(self, jobs: Iterable[str]) -> None:

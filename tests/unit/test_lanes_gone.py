@@ -173,7 +173,8 @@ def test_a_node_reads_a_compacted_lanes_jobs_members_and_order_from_its_job_inde
     node.listeners[:] = [node.compactor.note]  # (as `_node`: no scheduler)
     try:
         assert J1 in node.state.compacted and J1 not in node.state._gone_lanes
-        assert node.state.gone_lanes(J1) == GoneLanes(True, frozenset({me}), sub)
+        assert node.state.gone_lanes(J1) == GoneLanes(True, frozenset({me}), sub,
+                                                      vouched=frozenset({me}))
         assert node.state.gone_lanes("j" + "e" * 12) is None
         stray = Event(X, 1, sub[0] - 1, EventType.TASK_DONE,
                       {"job": J1, "task": "t0", "output": BAD, "cached": False, "key": "kx"})

@@ -122,7 +122,8 @@ def _restarted_lets_x_go(tmp_path: Path, job: str, me: str, sub: Order,
     node = _restarted(tmp_path)
     try:
         assert not deleted or job in node.state.deleted
-        assert node.state.gone_lanes(job) == GoneLanes(True, frozenset({me}), sub)
+        assert node.state.gone_lanes(job) == GoneLanes(True, frozenset({me}), sub,
+                                                       vouched=frozenset({me}))
         assert node.state.outputs.get("kx") is None and BAD not in node.state.providers
     finally:
         node.log.close()

@@ -8,6 +8,7 @@ order (R3-C). The real fold on a real `MeshState`."""
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Any
 
 from peer.log import Event, EventType, fold
@@ -90,3 +91,63 @@ def test_a_job_whose_submission_came_after_its_deletion_takes_no_members() -> No
     for order in itertools.permutations([SUB, HX, XL]):
         s = fold([DEL, *order], state())
         assert (cache(s), _members(s)) == ((None, {}), frozenset({H, R})), [e.id for e in order]
+
+
+# -- a Node: the facts a late JOB_MEMBERS grew go to the job index; older ones read as before ------
+def test_a_late_job_members_of_a_deleted_job_outlives_its_rows_and_a_restart(
+        tmp_path: Path) -> None:
+    """J1 (this peer its one member) is deleted and its tombstone written; then this peer
+    adds X (the JOB_MEMBERS lands after the job went, as on a peer that got it late). The
+    next pass writes the grown facts (`gone_vouched`), and a restart reads them back from
+    the job index (whether or not the JOB_MEMBERS is still in the log): X is a member there
+    (on 45818f71 the JOB_MEMBERS added nothing once the job had gone)."""
+    from tests.unit.test_lanes_compact import J1, _node
+    from tests.unit.test_lanes_gone_frozen import _restarted
+    node = _node(tmp_path)
+    try:
+        me, sub = node.peer_id, node.state.jobs[J1].order
+        node.janitor.delete_job(J1)
+        node.flush()
+        node.catchup.compact()
+        assert node.index.tombstone(J1) is not None
+        node.emit(EventType.JOB_MEMBERS, {"job": J1, "add": [X]})
+        node.flush()
+        node.catchup.compact()
+        node.catchup.compact()
+        want = GoneLanes(True, frozenset({me, X}), sub, vouched=frozenset({me, X}))
+        assert node.state.gone_lanes(J1) == want
+        assert node.index.vouched_of(J1) == (sorted({me, X}), sorted({me, X}))
+    finally:
+        node.log.close()
+    back = _restarted(tmp_path)
+    try:
+        assert back.state.gone_lanes(J1) == want
+        assert back.state.gone_lookup is not None and back.state.gone_lookup(J1) == want
+    finally:
+        back.log.close()
+
+
+def test_a_job_gone_before_the_vouched_members_were_kept_decides_as_before(
+        tmp_path: Path) -> None:
+    """A data dir of session 47: no `gone_vouched` row (the table is made where missing).
+    The job's facts read as then (no one vouched for), and a JOB_MEMBERS folded after it
+    went adds no member, as then."""
+    from tests.unit.test_lanes_compact import J1, _node
+    from tests.unit.test_lanes_gone_frozen import _restarted
+    node = _node(tmp_path)
+    try:
+        me, sub = node.peer_id, node.state.jobs[J1].order
+        node.janitor.delete_job(J1)
+        node.flush()
+        node.catchup.compact()
+        node.log.db.execute("DROP TABLE gone_vouched")  # (as an earlier release made it)
+    finally:
+        node.log.close()
+    back = _restarted(tmp_path)
+    try:
+        assert back.index.vouched_of(J1) is None
+        assert back.state.gone_lanes(J1) == GoneLanes(True, frozenset({me}), sub)
+        back.emit(EventType.JOB_MEMBERS, {"job": J1, "add": [X]})
+        assert back.state.gone_lanes(J1) == GoneLanes(True, frozenset({me}), sub)
+    finally:
+        back.log.close()
