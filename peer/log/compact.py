@@ -809,7 +809,23 @@ class Compactor:
         rows = [*more, *self.grown.items()]
         if rows:
             self.index.put_vouched((j, sorted(f.members), sorted(f.vouched)) for j, f in rows)
+            self.index.put(self._regrown(), (), ())
             self.grown.clear()
+
+    def _regrown(self) -> list[JobRecord]:
+        """The records of the compacted jobs in `grown` whose members the facts outgrew,
+        naming them all: as a peer that folded the JOB_MEMBERS before it compacted the job
+        names them (its view, `lanes_of`, and what `_late_end` admits a late end by)."""
+        out = []
+        for job, f in self.grown.items():
+            held = None if job in self.state.deleted else self.index.full(job)
+            named = None if held is None else held.summary.get("members")
+            if held is None or type(named) is not list or f.members <= set(named):
+                continue
+            m = {"members": sorted(f.members.union(named))}
+            out.append(JobRecord(job, held.order, held.ended_hlc, held.state,
+                                 {**held.summary, **m}, {**held.record, **m}, (), held.facts))
+        return out
 
     def settle(self) -> int:
         """After a replay: what it folded of compacted or deleted jobs leaves memory (their

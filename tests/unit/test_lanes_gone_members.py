@@ -151,3 +151,30 @@ def test_a_job_gone_before_the_vouched_members_were_kept_decides_as_before(
         assert back.state.gone_lanes(J1) == GoneLanes(True, frozenset({me}), sub)
     finally:
         back.log.close()
+
+
+def test_a_late_job_members_of_a_compacted_job_names_its_member_in_the_record(
+        tmp_path: Path) -> None:
+    """J1 is compacted, then this peer (its home, vouched) adds X: the next pass writes the
+    record again naming X among its members, as a peer that got the JOB_MEMBERS before it
+    compacted J1 wrote it (on 45818f71 the record kept the members as of compaction)."""
+    from tests.unit.test_lanes_compact import J1, _end, _node
+    node = _node(tmp_path)
+    try:
+        me = node.peer_id
+        _end(node, J1)
+        assert node.catchup.compact().jobs == [J1]
+        before = node.index.full(J1)
+        assert before is not None and before.summary["members"] == [me]
+        node.emit(EventType.JOB_MEMBERS, {"job": J1, "add": [X]})
+        node.flush()
+        node.catchup.compact()
+        after = node.index.full(J1)
+        assert after is not None
+        assert after.summary["members"] == after.record["members"] == sorted({me, X})
+        assert (after.state, after.facts, after.order) == (before.state, before.facts,
+                                                            before.order)
+        got = node.index.lanes_of(J1)
+        assert got is not None and set(got[0]) == {me, X}
+    finally:
+        node.log.close()
