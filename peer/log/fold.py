@@ -940,9 +940,12 @@ class MeshState:
             known = self.gone_lanes(job) if straggler else None
             if known is None or not known.fixed:
                 self._gone(job, facts)
-            if not straggler and (adds := self._adds.get(job)):  # (`_vouch`'s closure goes
-                wait = self.gone_wait(job)  # on once the job went: `_gone_members`)
-                for by, peers in adds.items():
+            vouched = self._vouched.get(job, ())
+            waiting = {by: peers for by, peers in self._adds.get(job, {}).items()
+                       if by not in vouched}  # (`_vouch`'s closure goes on once the job
+            if not straggler and waiting:  # went: `_gone_members`)
+                wait = self.gone_wait(job)
+                for by, peers in waiting.items():
                     if wait.room():
                         wait.adds.setdefault(by, set()).update(peers)
         for per_job in (self.jobs, self.cancelled, self.members_of, self.ended, self.unended,

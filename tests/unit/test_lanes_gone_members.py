@@ -85,6 +85,19 @@ def test_a_self_added_peer_adds_no_one_to_a_gone_job_in_any_order() -> None:
             (BAD, {BAD: frozenset({Y}), WANT[0]: frozenset({R})}), frozenset({H, R, X, Y}))
 
 
+def test_the_vouched_closure_is_the_same_whichever_adds_came_before_the_deletion() -> None:
+    """X adds itself and then Y (not vouched for), H adds X: in every order around the
+    deletion, the gone job's members and vouched members are the live fold's (X's adds
+    folded live wait in the facts' closure, `GoneWait.adds`, until H vouches for X)."""
+    xx = Event(X, 2, 1500, EventType.JOB_MEMBERS, {"job": J, "add": [X]})
+    xy = Event(X, 3, 1550, EventType.JOB_MEMBERS, {"job": J, "add": [Y]})
+    every = frozenset({H, R, X, Y})
+    for order in itertools.permutations([xx, xy, HX, DEL]):
+        s = fold([SUB, *order], state())
+        got = s.gone_lanes(J)
+        assert got is not None and (got.members, got.vouched) == (every, every), [
+            e.id for e in order]
+
 def test_a_job_whose_submission_came_after_its_deletion_takes_no_members() -> None:
     """Nothing fixed was known of J as it went (its JOB_SUBMITTED came after its
     JOB_DELETED): a JOB_MEMBERS adds no member there, as before (R3-C)."""
