@@ -12,7 +12,6 @@ import logging
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, cast
@@ -21,6 +20,7 @@ from peer.dataentry import open_dir, open_file, unlink_in
 from peer.errors import DataError
 from peer.jsontext import pieces
 from peer.log.clock import hlc_ms
+from peer.log.endrules import least, merge_earliest, output_flaw, output_order
 from peer.log.events import (
     CachePut,
     ChunkDone,
@@ -53,7 +53,6 @@ from peer.log.jobindex import (
     CacheEntry,
     JobIndex,
     JobRecord,
-    Order,
     SliceRow,
 )
 from peer.log.jobless import PROVIDING, Jobless, jobless
@@ -528,8 +527,8 @@ class Compactor:
             return
         members, tasks, wf = of
         outs = _outs_of(kept, held.record.get("outputs"))
-        if outs is not None and not all(_fits(o, job, members, held.order, tasks)
-                                        for m in outs for o in m.items()):
+        if outs is not None and any(output_flaw(job, t, o, members, held.order, tasks)
+                                    for m in outs for t, o in m.items()):
             outs = None  # (written by a snapshot's signer: as a record of session 46)
         admitted = sorted((e for e in moving if refusal_of(
             e, e.body_as(JobEnded), members, held.order, tasks) is None),
@@ -1531,17 +1530,6 @@ def _output_of(e: Any, lanes: Sequence[str], cid: Any) -> Output | None:
     return Output(None, cid, e[0], lanes[e[1]], e[2]) if type(cid) is str else None
 
 
-def _fits(output: tuple[str, Output], job: str, members: AbstractSet[str], sub_order: Order,
-          tasks: AbstractSet[str]) -> bool:
-    """Could an admitted JOB_ENDED of `job` carry (task, output) `output`
-    (`fold.refusal_of`: a task of the job, its order after the JOB_SUBMITTED's, made in a
-    member's lane)?"""
-    task, o = output
-    made_in = lane_of(o.origin)
-    return (task in tasks and sub_order < (o.hlc, o.origin, o.seq) and made_in is not None
-            and made_in[1] == job and made_in[0] in members)
-
-
 def _lowers(end: Mapping[str, Any], outputs: Mapping[str, Output]) -> bool:
     """Would `outputs` (a JOB_ENDED's) change the merged outputs a record's facts keep
     (`end`, as `_outputs_facts` writes them; read for `outputs`' tasks only: a replay asks
@@ -1555,23 +1543,11 @@ def _lowers(end: Mapping[str, Any], outputs: Mapping[str, Output]) -> bool:
     try:
         for t, o in outputs.items():
             e = merged.get(t)
-            if e is None or o[2:] < (e[0], lanes[e[1]], e[2]):
+            if e is None or output_order(o) < (e[0], lanes[e[1]], e[2]):  # (`earlier`)
                 return True
     except (AttributeError, TypeError, IndexError, KeyError):
         return True
     return False
-
-
-def _merge_outputs(merged: dict[str, Output], outputs: Mapping[str, Output]) -> None:
-    """`outputs` into `merged`, each task's earliest by order (fold._end_outputs's rule)."""
-    for t, o in outputs.items():
-        if (m := merged.get(t)) is None or o[2:] < m[2:]:
-            merged[t] = Output(None, *o[1:])
-
-
-def _least(a: Output | None, b: Output | None) -> Output | None:
-    """The earlier by order of `a` and `b` (`a` on a tie: `MeshState.end_body`'s rule)."""
-    return a if b is None or (a is not None and a[2:] <= b[2:]) else b
 
 
 def _late_body(held: JobRecord, wf: Mapping[str, Any], won: Event | None,
@@ -1586,17 +1562,17 @@ def _late_body(held: JobRecord, wf: Mapping[str, Any], won: Event | None,
     if outs is None:  # (a record of session 46: no orders to merge by)
         return None if won is None else (won.body_as(JobEnded), None)
     merged, listed = dict(outs[0]), outs[1]
-    for e in admitted:
-        _merge_outputs(merged, e.body_as(JobEnded).outputs)
+    for e in admitted:  # (fold._end_outputs's rule: endrules)
+        merge_earliest(merged, e.body_as(JobEnded).outputs, keyless=True)
     if won is None:  # the same end, with earlier outputs
         own = _body_of(held, wf)
         if own is None:
             return None
-        b = replace(own, outputs={t: _least(listed.get(t), merged.get(t)) or o
+        b = replace(own, outputs={t: least(listed.get(t), merged.get(t)) or o
                                   for t, o in own.outputs.items()})
     else:
         w = won.body_as(JobEnded)
-        b = replace(w, outputs={t: _least(o, merged.get(t)) or o for t, o in w.outputs.items()})
+        b = replace(w, outputs={t: least(o, merged.get(t)) or o for t, o in w.outputs.items()})
         listed = {}
     return b, (merged, listed)
 

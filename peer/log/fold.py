@@ -30,6 +30,7 @@ from types import MappingProxyType
 from typing import Any, cast
 
 from peer.log.contents import BLOCK_SEQS, ContentSums, block_digest, block_seqs
+from peer.log.endrules import least, merge_earliest, output_flaw
 from peer.log.events import (
     CachePut,
     ChunkDone,
@@ -1507,7 +1508,7 @@ class MeshState:
         won, merged = self.ended.get(b.job), self.end_outputs.get(b.job)
         if won is None or won.id != ev.id or not merged:
             return b
-        outputs = {t: o if (m := merged.get(t)) is None or o[2:] <= m[2:] else m
+        outputs = {t: least(o, merged.get(t)) or o
                    for t, o in b.outputs.items()}  # (its listing's are not in `merged`)
         return b if outputs == b.outputs else replace(b, outputs=outputs)
 
@@ -1879,16 +1880,9 @@ def refusal_of(ev: Event, b: JobEnded, members: AbstractSet[str], sub_order: Ord
         return "its order is not after its job's JOB_SUBMITTED's"
     if (flaw := end_flaw(ev, b)) is not None:
         return flaw
-    if not b.outputs.keys() <= tasks:
-        task = next(t for t in b.outputs if t not in tasks)
-        return f"outputs.{task} is no task of the job"
-    for task, o in b.outputs.items():
-        if not sub_order < (o.hlc, o.origin, o.seq):
-            return (f"outputs.{task}'s order is not between the job's JOB_SUBMITTED's and "
-                    "the JOB_ENDED's")
-    for origin in {o.origin for o in b.outputs.values()}:  # (lanes of the job: end_flaw)
-        if origin.partition(SEPARATOR)[0] not in members:
-            return _no_lane(b, origin)
+    for task, o in b.outputs.items():  # (the rule the compactor applies too: endrules)
+        if (flaw := output_flaw(b.job, task, o, members, sub_order, tasks)) is not None:
+            return flaw
     return None
 
 
@@ -2063,9 +2057,8 @@ def _end_outputs(s: MeshState, ev: Event, b: JobEnded, inline: bool = True) -> N
     if not counts and inline:
         s._aside.setdefault(b.job, {}).setdefault(ev.origin, []).append(ev)
     merged = s.end_outputs.setdefault(b.job, {})
-    for task, o in b.outputs.items() if inline and counts else ():  # (order-free: the least
-        if (cur := merged.get(task)) is None or o[2:] < cur[2:]:  # by order)
-            merged[task] = o
+    if inline and counts:  # (order-free: each task's least by order)
+        merge_earliest(merged, b.outputs)
     outputs = list(b.outputs.values())
     for i in range(0, len(outputs), AHEAD):
         part = outputs[i:i + AHEAD]
