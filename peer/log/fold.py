@@ -823,6 +823,17 @@ class MeshState:
     _vouched: dict[str, set[str]] = field(default_factory=dict)
     _adds: dict[str, dict[str, set[str]]] = field(default_factory=dict)
     _aside: dict[str, dict[str, list[Event]]] = field(default_factory=dict)
+    # Job -> lane peer not vouched for -> its TASK_DONEs (a CHUNK_DONE's implied one too)
+    # and CHUNK_DONEs of the live job folded while it was not (`_unvouched`): such a
+    # TASK_DONE ranks after every vouched lane's for its task (`task_done`: by (not
+    # vouched, order), so it wins only where no vouched member's is folded: an orphan
+    # takeover still finishes the job), and neither puts its output nor a CHUNK_DONE its
+    # items in the cache; once its peer is vouched for (`_vouch`) they are folded again
+    # as a vouched lane's. Why (R3-D's rest, session 48): a self-added member's own lane
+    # TASK_DONE ordered early (the door bounds only how far an hlc is ahead) won its task
+    # and key on every member, and the home's end named it. Grows as `_aside`, leaves with
+    # the job.
+    _aside_done: dict[str, dict[str, list[Event]]] = field(default_factory=dict)
     # Partial replication enabled (`lanes-v1`, not announced yet: docs/design/partial-
     # replication.md): until then `members` and JOB_MEMBERS/JOB_ENDED are held, not folded
     # (as before they had types: one JOB_ENDED of any member would otherwise set cache
@@ -951,7 +962,8 @@ class MeshState:
                         wait.adds.setdefault(by, set()).update(peers)
         for per_job in (self.jobs, self.cancelled, self.members_of, self.ended, self.unended,
                         self.listed, self.end_outputs, self._unjoined, self._untasked,
-                        self._ends, self._vouched, self._adds, self._aside):
+                        self._ends, self._vouched, self._adds, self._aside,
+                        self._aside_done):
             per_job.pop(job, None)
         self._lanes_tasks.pop(job, None)
 
@@ -1491,7 +1503,8 @@ class MeshState:
                 table.pop(origin, None)
             self.sums.forget(origin)
         for per_job in (self.members_of, self.ended, self._ends, self.listed,
-                        self.end_outputs, self._vouched, self._adds, self._aside):
+                        self.end_outputs, self._vouched, self._adds, self._aside,
+                        self._aside_done):
             per_job.pop(job, None)
         return origins
 
@@ -2082,10 +2095,13 @@ def _vouch(s: MeshState, job: str, peers: Iterable[str]) -> None:
     """`peers` are vouched for as members of `job` (a JOB_SUBMITTED names them, or a vouched
     member's JOB_MEMBERS adds them): so is every peer they added (`MeshState._adds`), and the
     outputs of their JOB_ENDEDs set aside enter now (`_end_outputs`; a listing's too once
-    folded: `listed`), as if they had been vouched for when those came."""
+    folded: `listed`), and their lanes' TASK_DONEs and CHUNK_DONEs set aside are folded
+    again as a vouched lane's (`_aside_done`), as if they had been vouched for when those
+    came."""
     vouched = s._vouched.setdefault(job, set())
     adds = s._adds.get(job, {})
     aside = s._aside.get(job, {})
+    done = s._aside_done.get(job, {})
     todo = list(peers)
     while todo:  # (each peer once: its adds and ends are walked when first vouched for)
         p = todo.pop()
@@ -2097,8 +2113,15 @@ def _vouch(s: MeshState, job: str, peers: Iterable[str]) -> None:
             _end_outputs(s, ev, ev.body_as(JobEnded))
             if (got := s.listed.get(job)) is not None and got[0] == ev.id:
                 _end_outputs(s, ev, got[1], inline=False)
+        for ev in done.pop(p, ()):  # its lane's TASK_DONEs ranked again, as a vouched
+            if type(b := ev.body) is TaskDone:  # lane's (`_task_done`), their outputs
+                _task_done(s, ev, b)  # and items into the cache
+            elif type(b) is ChunkDone:
+                _merge_items(s, ev, b.cache)
     if job in s._aside and not aside:
         del s._aside[job]
+    if job in s._aside_done and not done:
+        del s._aside_done[job]
 
 
 def _ahead(table: Mapping[str, Any], keys: list[str]) -> None:
@@ -2120,7 +2143,11 @@ def _chunk_done(s: MeshState, ev: Event, b: ChunkDone) -> None:
                                                    c.done.order):
         c.done = ev
         s.chunks.note_done(b.key)
-    _merge_items(s, ev, b.cache)
+    if (peer := _unvouched(s, b.key.job, ev)) is None:
+        _merge_items(s, ev, b.cache)
+    elif b.cache:  # its items' providers now, their entries once its peer is vouched for
+        _merge_items(s, ev, b.cache, entries=False)  # (`_vouch`)
+        s._aside_done.setdefault(b.key.job, {}).setdefault(peer, []).append(ev)
     if b.output:
         _hold(s, b.output, ev)
     if b.done is not None and (done := implied_done(ev)) is not None:
@@ -2136,20 +2163,46 @@ def _chunk_failed(s: MeshState, ev: Event, b: ChunkFailed) -> None:
 
 
 def _task_done(s: MeshState, ev: Event, b: TaskDone) -> None:
-    s._first(s.task_done, (b.job, b.task), ev)
+    """A task's TASK_DONE (or a CHUNK_DONE's implied one): the task's (`task_done`) if it
+    ranks first by (not made in a vouched lane, order) (`_unvouched`: a self-added member's
+    ranks after every vouched member's, whatever their orders), its output into the cache
+    (`outputs`, first-wins by order) only if made in a vouched lane, else both once its
+    peer is vouched for (`_aside_done`, `_vouch`). Every input only grows (the vouched
+    set, the TASK_DONEs folded), so the winner and the cache are one for every order."""
+    peer = _unvouched(s, b.job, ev)
+    k = (b.job, b.task)
+    cur = s.task_done.get(k)
+    if cur is None or ((peer is not None, ev.order)
+                       < (_unvouched(s, b.job, cur) is not None, cur.order)):
+        s.task_done[k] = ev
     if not b.cached:
         _hold(s, b.output, ev)
-    if b.key:
+    if peer is not None:
+        s._aside_done.setdefault(b.job, {}).setdefault(peer, []).append(ev)
+    elif b.key:
         s._merge_first(s.outputs, s._outputs_src, {b.key: b.output}, ev.order)
+
+
+def _unvouched(s: MeshState, job: str, ev: Event) -> str | None:
+    """The peer of the lane `ev` (a task event of `job`) was made in, if the job is live, a
+    lanes job (lanes on) and that peer no vouched member of it (`MeshState._vouched`); else
+    None (a mesh stream's, a vouched member's, any of a job replicated in full; and a
+    straggler of a gone job, decided by its members as before: `_gone_task_fold`)."""
+    if not s.lanes_on or SEPARATOR not in ev.origin or job not in s.jobs:
+        return None
+    peer = peer_of(ev.origin)
+    return None if peer in s._vouched.get(job, ()) else peer
 
 
 def _cache_put(s: MeshState, ev: Event, b: CachePut) -> None:
     _merge_items(s, ev, b.cache)
 
 
-def _merge_items(s: MeshState, ev: Event, cache: Mapping[str, Any]) -> None:
+def _merge_items(s: MeshState, ev: Event, cache: Mapping[str, Any], entries: bool = True,
+                 ) -> None:
     cids = [c for v in cache.values() if type(v) is dict and type(c := v.get("c")) is str]
-    s._merge_first(s.cache, s._cache_src, cache, ev.order)
+    if entries:  # (not of a lane not vouched for: `_chunk_done`)
+        s._merge_first(s.cache, s._cache_src, cache, ev.order)
     # values are any JSON: only a string "c" is an item's CID; the peer that made it holds it
     _hold_all(s, cids, peer_of(ev.origin), ev)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import random
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -209,13 +208,106 @@ def test_the_cache_holds_the_earliest_output_of_a_vouched_members_end_in_any_ord
             assert s.end_body(won).outputs["t0"][2:] == want
 
 
-@pytest.mark.xfail(strict=True, reason="open (docs/security.md, R3-D's rest): a self-added "
-                   "member's own lane TASK_DONE, backdated, wins its task and cache key on "
-                   "every member, and the home's end then names it")
 def test_a_self_added_members_backdated_lane_task_done_does_not_win_the_cache() -> None:
-    """What this rule leaves: X's TASK_DONE in its own lane, ordered after the JOB_SUBMITTED
-    (before its own JOB_MEMBERS, even), counts as a member's on every member (`_task_fold`):
-    it wins t0 and k0 there, and the home's end, made from its fold, names it."""
+    """R3-D's rest (session 48): X's TASK_DONE in its own lane, ordered after the
+    JOB_SUBMITTED (before its own JOB_MEMBERS, even), counted as a member's on every member
+    (`_task_fold`): it won t0 and k0 there, and the home's end, made from its fold, named
+    it. A vouched lane's TASK_DONE now ranks first, and an unvouched one's output enters no
+    cache: on every member, in every order (the home's end names the real output)."""
     x_done = task_done(lane(X, J), 1, 1050, BAD)
     for order in itertools.permutations([SUB, ADD, x_done, REAL]):
-        assert lanes_fold(list(order), H).outputs["k0"] == GOOD
+        for me in (H, R, X):
+            s = lanes_fold(list(order), me)
+            assert s.outputs["k0"] == GOOD and s._outputs_src["k0"] == REAL.order
+            assert s.task_done[(J, "t0")].id == REAL.id
+
+
+def test_an_orphan_takeovers_task_done_alone_finishes_its_task_and_counts_once_vouched() -> None:
+    """A self-added member's TASK_DONE still wins its task where no vouched member's is
+    folded (an orphan takeover finishes the job when every vouched member is gone), but its
+    output enters no cache until a vouched member adds it (`_vouch`); then it ranks as a
+    vouched lane's: by order, so its earlier TASK_DONE takes the task and key from R's, in
+    every order."""
+    x_done = task_done(lane(X, J), 1, 1050)
+    vouching = Event(R, 3, 1200, EventType.JOB_MEMBERS, {"job": J, "add": [X]})
+    for evs, winner, cached in (([SUB, ADD, x_done], x_done, None),
+                                ([SUB, ADD, x_done, REAL], REAL, REAL),
+                                ([SUB, ADD, x_done, REAL, vouching], x_done, x_done)):
+        for order in itertools.permutations(evs):
+            s = lanes_fold(list(order), H)
+            assert s.task_done[(J, "t0")].id == winner.id, [e.id for e in order]
+            assert s._outputs_src.get("k0") == (None if cached is None else cached.order)
+
+
+def chunk_done(origin: str, seq: int, hlc: int, output: str = GOOD, items: bool = False,
+               ) -> Event:
+    """A CHUNK_DONE of J's t0 in `origin`: its one chunk's item result (`items`), else the
+    whole output, implying t0's TASK_DONE of key k0."""
+    body: dict[str, object] = {"job": J, "task": "t0", "chunk": 0, "attempt": 0,
+                               "split": [H, 1]}
+    body.update({"cache": {"i0": {"n": "a.wav", "c": output}}} if items
+                else {"output": output, "done": {"key": "k0"}})
+    return Event(origin, seq, hlc, EventType.CHUNK_DONE, body)
+
+
+@st.composite
+def members_and_dones(draw: st.DrawFn) -> tuple[list[Event], set[str], list[Event]]:
+    """JOB_MEMBERS among PEERS (as `members_and_ends`), the vouched closure, and 1-5
+    TASK_DONEs or CHUNK_DONEs (implying t0's TASK_DONE, or with an item result) of t0 in
+    random members' lanes at random orders after the JOB_SUBMITTED's."""
+    adds, seqs = [], dict.fromkeys(PEERS, 10)
+    for _ in range(draw(st.integers(0, 4))):
+        by = draw(st.sampled_from(PEERS))
+        add = draw(st.lists(st.sampled_from(PEERS), min_size=1, max_size=2, unique=True))
+        adds.append(Event(by, seqs[by], draw(st.integers(1001, 1400)), EventType.JOB_MEMBERS,
+                          {"job": J, "add": add}))
+        seqs[by] += 1
+    vouched, grew = {H, R}, True
+    while grew:
+        more = {p for a in adds if a.origin in vouched for p in a.payload["add"]}
+        grew = not more <= vouched
+        vouched |= more
+    members = {H, R} | {p for a in adds for p in a.payload["add"]}
+    dones, lane_seqs = [], dict.fromkeys(PEERS, 1)
+    for _ in range(draw(st.integers(1, 5))):
+        by = draw(st.sampled_from(sorted(members)))
+        cid, hlc = draw(st.sampled_from([GOOD, BAD])), draw(st.integers(1001, 1500))
+        kind = draw(st.sampled_from(["task", "chunk", "items"]))
+        dones.append(task_done(lane(by, J), lane_seqs[by], hlc, cid) if kind == "task" else
+                     chunk_done(lane(by, J), lane_seqs[by], hlc, cid, kind == "items"))
+        lane_seqs[by] += 1
+    return adds, vouched, dones
+
+
+@settings(max_examples=200, deadline=None)
+@given(members_and_dones(), st.lists(st.integers(0, 2**32), min_size=2, max_size=2),
+       st.sampled_from([H, X]))
+def test_task_done_and_the_cache_rank_a_vouched_lane_first_in_any_order_and_a_restart(
+        drawn: tuple[list[Event], set[str], list[Event]], seeds: list[int], me: str) -> None:
+    """A member's fold (the home's, or a peer's that may have added itself): t0's TASK_DONE
+    (implied ones too) is the least by (not in a vouched lane, order); k0's cache entry the
+    earliest of a vouched lane's, none if none; i0's item entry likewise; the same in every
+    order, after a refold and a replay in the log's order (a restart)."""
+    adds, vouched, dones = drawn
+    task_dones = [e for e in dones if "output" in e.payload]  # (items imply none)
+    want_done = min(((lane_of(e.origin)[0] not in vouched, e.order)  # type: ignore[index]
+                     for e in task_dones), default=None)
+    counted = [e for e in dones if lane_of(e.origin)[0] in vouched]  # type: ignore[index]
+    want_k0 = min((e.order for e in counted if "output" in e.payload), default=None)
+    want_i0 = min((e.order for e in counted if "cache" in e.payload), default=None)
+    for seed in seeds:
+        evs = [SUB, *adds, *dones]
+        random.Random(seed).shuffle(evs)
+        s = lanes_fold(evs, me)
+        replayed = lanes_fold(sorted(evs, key=lambda e: e.order), me)
+        for st_ in (s, replayed):
+            won = st_.task_done.get((J, "t0"))
+            got = None if won is None else (lane_of(won.origin)[0] not in vouched,  # type: ignore[index]
+                                            won.order)
+            assert got == want_done
+            assert st_._outputs_src.get("k0") == want_k0
+            assert st_._cache_src.get("i0") == want_i0
+            assert st_._vouched[J] == vouched
+        s.refold()
+        assert s.task_done.get((J, "t0")) == replayed.task_done.get((J, "t0"))
+        assert s._outputs_src.get("k0") == want_k0 and s._cache_src.get("i0") == want_i0
