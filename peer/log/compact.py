@@ -12,6 +12,7 @@ import logging
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, cast
@@ -539,7 +540,7 @@ class Compactor:
         merging = [e for e in admitted if e.origin in vouched]  # (their outputs: R3-D)
         if won is None and not merging:
             return
-        made = _late_body(held, wf, won, merging, outs)
+        made = _late_body(held, wf, won, merging, outs, vouched)
         if made is None:
             return
         b, merged = made
@@ -1552,18 +1553,19 @@ def _lowers(end: Mapping[str, Any], outputs: Mapping[str, Output]) -> bool:
 
 def _late_body(held: JobRecord, wf: Mapping[str, Any], won: Event | None,
                admitted: Sequence[Event], outs: tuple[_Outputs, _Outputs] | None,
+               vouched: AbstractSet[str],
                ) -> tuple[JobEnded, tuple[_Outputs, _Outputs] | None] | None:
     """(the body `Compactor._late_end` makes compacted record `held` again of, the merged
     and listed outputs its facts keep then (None: a record of session 46's, none)),
     `admitted` the JOB_ENDEDs that came after whose outputs it merges (a vouched
-    member's: `_vouched_of`), `won` the least-ranked of the ends that came after
-    if it ranks before the one `held` was made of, `outs` what `held`'s facts keep
-    (`_outs_of`); None if `held` stays as it is."""
+    member's: `_vouched_of`, each output made in a `vouched` member's lane only), `won` the
+    least-ranked of the ends that came after if it ranks before the one `held` was made
+    of, `outs` what `held`'s facts keep (`_outs_of`); None if `held` stays as it is."""
     if outs is None:  # (a record of session 46: no orders to merge by)
         return None if won is None else (won.body_as(JobEnded), None)
     merged, listed = dict(outs[0]), outs[1]
     for e in admitted:  # (fold._end_outputs's rule: endrules)
-        merge_earliest(merged, e.body_as(JobEnded).outputs, keyless=True)
+        merge_earliest(merged, e.body_as(JobEnded).outputs, keyless=True, vouched=vouched)
     if won is None:  # the same end, with earlier outputs
         own = _body_of(held, wf)
         if own is None:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 
 from peer.log.events import Output
-from peer.log.lanes import lane_of
+from peer.log.lanes import lane_of, peer_of
 
 Order = tuple[int, str, int]  # (hlc, origin, seq), as peer.log.fold.Order
 
@@ -35,6 +35,13 @@ def output_flaw(job: str, task: str, o: Output, members: AbstractSet[str], sub_o
     return None
 
 
+def made_in_vouched(o: Output, vouched: AbstractSet[str]) -> bool:
+    """Was output `o` made in the lane of a peer in `vouched` (a job's vouched members)?
+    Only such an output enters the output cache and a job's merged outputs (R3-D's rest,
+    session 48: a vouched member's end may name what a self-added member's lane made)."""
+    return peer_of(o.origin) in vouched
+
+
 def earlier(o: Output, than: Output | None) -> bool:
     """Does `o` take a task's place from `than` (none yet, or `o` strictly earlier by
     order): the first-wins rule by which each task keeps its earliest output."""
@@ -42,11 +49,15 @@ def earlier(o: Output, than: Output | None) -> bool:
 
 
 def merge_earliest(merged: dict[str, Output], outputs: Mapping[str, Output],
-                   keyless: bool = False) -> None:
+                   keyless: bool = False, vouched: AbstractSet[str] | None = None) -> None:
     """`outputs` (task -> output) into `merged`, each task's earliest by order (`earlier`: a
     tie keeps the one there), the cache key left out if `keyless` (a record's facts keep
-    none): `fold._end_outputs`'s `end_outputs`, `compact._late_body`'s merge."""
+    none), and with `vouched` only those made in a vouched member's lane
+    (`made_in_vouched`): `fold._end_outputs`'s `end_outputs`, `compact._late_body`'s
+    merge."""
     for t, o in outputs.items():
+        if vouched is not None and not made_in_vouched(o, vouched):
+            continue
         if earlier(o, merged.get(t)):
             merged[t] = Output(None, *o[1:]) if keyless else o
 

@@ -30,7 +30,7 @@ from types import MappingProxyType
 from typing import Any, cast
 
 from peer.log.contents import BLOCK_SEQS, ContentSums, block_digest, block_seqs
-from peer.log.endrules import least, merge_earliest, output_flaw
+from peer.log.endrules import least, made_in_vouched, merge_earliest, output_flaw
 from peer.log.events import (
     CachePut,
     ChunkDone,
@@ -70,6 +70,7 @@ from peer.log.lanes import LANE_PARTS, SEPARATOR, in_scope, lane_of, peer_of
 
 Order = tuple[int, str, int]  # (hlc, origin, seq): the order of every conflict rule
 _MISSING = object()
+_NO_PEERS: frozenset[str] = frozenset()
 
 
 # Seqs behind its origin's head past which a jobless event leaves memory (`_let_go_jobless`):
@@ -815,14 +816,16 @@ class MeshState:
     # and `end_outputs` (`_end_outputs`). `_adds`: job -> peer -> the peers its JOB_MEMBERS
     # added (vouched for once it is: `_vouch`). `_aside`: job -> origin not vouched for ->
     # its JOB_ENDEDs folded, whose outputs enter neither until it is (by origin: a vouching
-    # walks the peers it vouches for, not every end set aside). Why
+    # walks the peers it vouches for, not every end set aside), by id; and likewise, under
+    # the peer of each lane not vouched for that an end's output was made in, that end
+    # (such an output enters neither until that peer is vouched for: session 48). Why
     # (review r3 of session 46, R3-D): an output's order in a JOB_ENDED is a claim no peer
     # that holds no lane of the job can check, and first-wins by order let a self-added
     # peer's losing end put a made-up early output in every peer's cache, the home's too.
     # All three only grow (the vouched set is a closure of events), and leave with the job.
     _vouched: dict[str, set[str]] = field(default_factory=dict)
     _adds: dict[str, dict[str, set[str]]] = field(default_factory=dict)
-    _aside: dict[str, dict[str, list[Event]]] = field(default_factory=dict)
+    _aside: dict[str, dict[str, dict[tuple[str, int], Event]]] = field(default_factory=dict)
     # Job -> lane peer not vouched for -> its TASK_DONEs (a CHUNK_DONE's implied one too)
     # and CHUNK_DONEs of the live job folded while it was not (`_unvouched`): such a
     # TASK_DONE ranks after every vouched lane's for its task (`task_done`: by (not
@@ -2066,20 +2069,22 @@ def _end_outputs(s: MeshState, ev: Event, b: JobEnded, inline: bool = True) -> N
     only grows, so every peer that folded the same events holds the same cache, in any
     order."""
     made: dict[str, Order] = {}  # CID -> the earliest order of an output of it
-    counts = ev.origin in s._vouched.get(b.job, ())
-    if not counts and inline:
-        s._aside.setdefault(b.job, {}).setdefault(ev.origin, []).append(ev)
+    vouched = s._vouched.get(b.job, _NO_PEERS)
+    counts = ev.origin in vouched
+    lanes = {o.origin: made_in_vouched(o, vouched) for o in b.outputs.values()}  # (a few)
+    _set_aside(s, ev, b.job, {peer_of(o) for o, ok in lanes.items() if not ok}
+               | (set() if counts else {ev.origin}))
     merged = s.end_outputs.setdefault(b.job, {})
     if inline and counts:  # (order-free: each task's least by order)
-        merge_earliest(merged, b.outputs)
+        merge_earliest(merged, b.outputs, vouched=vouched)
     outputs = list(b.outputs.values())
     for i in range(0, len(outputs), AHEAD):
         part = outputs[i:i + AHEAD]
         if counts:
-            _ahead(s._outputs_src, [o.key for o in part if o.key])
+            _ahead(s._outputs_src, [o.key for o in part if o.key and lanes[o.origin]])
         for o in part:
             order = (o.hlc, o.origin, o.seq)
-            if o.key and counts:  # (as `_task_done`'s)
+            if o.key and counts and lanes[o.origin]:  # (as `_task_done`'s)
                 s._merge_first(s.outputs, s._outputs_src, {o.key: o.cid}, order)
             if o.cid not in made or order < made[o.cid]:
                 made[o.cid] = order
@@ -2089,6 +2094,17 @@ def _end_outputs(s: MeshState, ev: Event, b: JobEnded, inline: bool = True) -> N
         for cid in cids[i:i + AHEAD]:
             for p in b.producers[cid]:
                 _hold_all(s, (cid,), p, made.get(cid, ev.order))
+
+
+def _set_aside(s: MeshState, ev: Event, job: str, peers: AbstractSet[str]) -> None:
+    """JOB_ENDED `ev` of `job` waits under each of `peers` not vouched for (its origin, the
+    peers of the lanes its outputs not taken in were made in: `_end_outputs`) until `_vouch`
+    takes it in (session 48: a vouched member's end naming what a self-added member's lane
+    made, R3-D's rest; by id: an end is taken again under each)."""
+    if peers:
+        aside = s._aside.setdefault(job, {})
+        for p in peers:
+            aside.setdefault(p, {})[ev.id] = ev
 
 
 def _vouch(s: MeshState, job: str, peers: Iterable[str]) -> None:
@@ -2109,7 +2125,7 @@ def _vouch(s: MeshState, job: str, peers: Iterable[str]) -> None:
             continue
         vouched.add(p)
         todo += adds.get(p, ())
-        for ev in aside.pop(p, ()):  # (`p` is vouched for now: not set aside again)
+        for ev in aside.pop(p, {}).values():  # (not set aside under `p` again)
             _end_outputs(s, ev, ev.body_as(JobEnded))
             if (got := s.listed.get(job)) is not None and got[0] == ev.id:
                 _end_outputs(s, ev, got[1], inline=False)

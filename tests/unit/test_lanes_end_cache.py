@@ -192,10 +192,12 @@ def members_and_ends(draw: st.DrawFn) -> tuple[list[Event], set[str], list[Event
 def test_the_cache_holds_the_earliest_output_of_a_vouched_members_end_in_any_order(
         drawn: tuple[list[Event], set[str], list[Event]], seeds: list[int]) -> None:
     """A non-member's cache: k0 is the earliest output by order of the ends of vouched
-    members (a closure: SUB's members, and whoever a vouched member's JOB_MEMBERS adds),
-    none if none; the same in every order of the events."""
+    members (a closure: SUB's members, and whoever a vouched member's JOB_MEMBERS adds)
+    made in a vouched member's lane (session 48), none if none; the same in every order of
+    the events; the winning end shows its own output where that is earlier."""
     adds, vouched, ends = drawn
-    outs = [e.payload["outputs"]["t0"] for e in ends if e.origin in vouched]
+    outs = [o for e in ends if e.origin in vouched
+            if lane_of((o := e.payload["outputs"]["t0"])[3])[0] in vouched]  # type: ignore[index]
     want = min(((o[2], o[3], o[4]) for o in outs), default=None)
     for seed in seeds:
         evs = [SUB, *adds, *ends]
@@ -205,7 +207,8 @@ def test_the_cache_holds_the_earliest_output_of_a_vouched_members_end_in_any_ord
         assert s._vouched[J] == vouched
         won = s.ended[J]
         if won.origin in vouched:
-            assert s.end_body(won).outputs["t0"][2:] == want
+            own = tuple(won.payload["outputs"]["t0"][2:])
+            assert s.end_body(won).outputs["t0"][2:] == min(own, want or own)
 
 
 def test_a_self_added_members_backdated_lane_task_done_does_not_win_the_cache() -> None:
@@ -311,3 +314,20 @@ def test_task_done_and_the_cache_rank_a_vouched_lane_first_in_any_order_and_a_re
         s.refold()
         assert s.task_done.get((J, "t0")) == replayed.task_done.get((J, "t0"))
         assert s._outputs_src.get("k0") == want_k0 and s._cache_src.get("i0") == want_i0
+
+
+def test_a_home_end_naming_a_self_added_members_output_puts_it_in_no_cache() -> None:
+    """X's TASK_DONE was t0's only one (no vouched member ran it: an orphan takeover, or X
+    was first), so the home's end, made from its fold, names X's output: a vouched end,
+    but an output of an unvouched lane, which enters no peer's cache (on 9db4c16 every
+    peer took BAD from the end) until a vouched member adds X; the end still shows it."""
+    x_done = task_done(lane(X, J), 1, 1050, BAD)
+    home_end = ended(H, 2, 3000, named(x_done))
+    vouching = Event(R, 3, 1200, EventType.JOB_MEMBERS, {"job": J, "add": [X]})
+    for evs, want in (([SUB, ADD, x_done, home_end], None),
+                      ([SUB, ADD, x_done, home_end, vouching], x_done.order)):
+        for order in itertools.permutations(evs):
+            for me in (H, R, X, N):
+                s = lanes_fold(list(order), me)
+                assert s._outputs_src.get("k0") == want, (me, [e.id for e in order])
+                assert s.end_body(s.ended[J]).outputs["t0"].cid == BAD
