@@ -528,7 +528,8 @@ class Compactor:
             return
         members, tasks, wf = of
         outs = _outs_of(kept, held.record.get("outputs"))
-        if outs is not None and any(output_flaw(job, t, o, members, held.order, tasks)
+        lanes: dict[str, bool] = {}
+        if outs is not None and any(output_flaw(job, t, o, members, held.order, tasks, lanes)
                                     for m in outs for t, o in m.items()):
             outs = None  # (written by a snapshot's signer: as a record of session 46)
         admitted = sorted((e for e in moving if refusal_of(

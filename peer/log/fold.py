@@ -30,7 +30,7 @@ from types import MappingProxyType
 from typing import Any, cast
 
 from peer.log.contents import BLOCK_SEQS, ContentSums, block_digest, block_seqs
-from peer.log.endrules import least, made_in_vouched, merge_earliest, output_flaw
+from peer.log.endrules import least, merge_earliest, output_flaw, vouched_lane
 from peer.log.events import (
     CachePut,
     ChunkDone,
@@ -1896,8 +1896,9 @@ def refusal_of(ev: Event, b: JobEnded, members: AbstractSet[str], sub_order: Ord
         return "its order is not after its job's JOB_SUBMITTED's"
     if (flaw := end_flaw(ev, b)) is not None:
         return flaw
+    lanes: dict[str, bool] = {}
     for task, o in b.outputs.items():  # (the rule the compactor applies too: endrules)
-        if (flaw := output_flaw(b.job, task, o, members, sub_order, tasks)) is not None:
+        if (flaw := output_flaw(b.job, task, o, members, sub_order, tasks, lanes)) is not None:
             return flaw
     return None
 
@@ -2071,7 +2072,8 @@ def _end_outputs(s: MeshState, ev: Event, b: JobEnded, inline: bool = True) -> N
     made: dict[str, Order] = {}  # CID -> the earliest order of an output of it
     vouched = s._vouched.get(b.job, _NO_PEERS)
     counts = ev.origin in vouched
-    lanes = {o.origin: made_in_vouched(o, vouched) for o in b.outputs.values()}  # (a few)
+    lanes = {o: vouched_lane(o, vouched)  # (origin -> counts; a few: a lane per member)
+             for o in {o.origin for o in b.outputs.values()}}
     _set_aside(s, ev, b.job, {peer_of(o) for o, ok in lanes.items() if not ok}
                | (set() if counts else {ev.origin}))
     merged = s.end_outputs.setdefault(b.job, {})
@@ -2206,7 +2208,7 @@ def _unvouched(s: MeshState, job: str, ev: Event) -> str | None:
     straggler of a gone job, decided by its members as before: `_gone_task_fold`)."""
     if not s.lanes_on or SEPARATOR not in ev.origin or job not in s.jobs:
         return None
-    peer = peer_of(ev.origin)
+    peer = ev.origin.partition(SEPARATOR)[0]  # (a lane of `job`: `_task_fold`)
     return None if peer in s._vouched.get(job, ()) else peer
 
 
