@@ -4,11 +4,12 @@ In process, pure `MeshState.apply` (no door, log nor listeners), CPU time, best 
 
     PYTHONPATH=$PWD .venv/bin/python scripts/bench_lane_done.py --tasks 5000 --reps 7
 
-Run it with PYTHONPATH on a `git archive` copy of another commit for an A/B. Three
+Run it with PYTHONPATH on a `git archive` copy of another commit for an A/B. Four
 batches a rep, each folded into a fresh state: `vouched` (every TASK_DONE in a lane of a
 member the JOB_SUBMITTED names: the honest case), `self_added` (every one in the lane of a
-peer that added itself: set aside) and `end` (a non-member folding the home's JOB_ENDED
-naming every task's output).
+peer that added itself: set aside), `end` (a non-member folding the home's JOB_ENDED
+naming every task's output) and `plain` (a job without members, its TASK_DONEs in a mesh
+stream, lanes off: every job before partial replication).
 """
 
 from __future__ import annotations
@@ -41,8 +42,12 @@ def events(tasks: int) -> dict[str, list[Event]]:
         "outputs": {f"t{i}": [d.payload["key"], CID, d.hlc, d.origin, d.seq]
                     for i, d in enumerate(vouched)},
         "producers": {CID: [R]}, "failed": {}, "digest": "0" * 32})
+    plain = Event(H, 1, 1000, EventType.JOB_SUBMITTED, {"job": JOB, "workflow": wf})
+    mesh = [Event(R, i + 1, 2000 + i, EventType.TASK_DONE,
+                  {"job": JOB, "task": f"t{i}", "output": CID, "cached": False,
+                   "key": f"{R}{i:060x}"}) for i in range(tasks)]
     return {"vouched": [sub, add, *vouched], "self_added": [sub, add, *dones(X)],
-            "end": [sub, add, end]}
+            "end": [sub, add, end], "plain": [plain, *mesh]}
 
 
 def main() -> None:
@@ -54,7 +59,7 @@ def main() -> None:
     best = dict.fromkeys(batches, float("inf"))
     for _ in range(a.reps):
         for name, evs in batches.items():
-            s = MeshState(lanes_on=True, me=N if name == "end" else H)
+            s = MeshState(lanes_on=name != "plain", me=N if name == "end" else H)
             t0 = time.process_time()
             for ev in evs:
                 s.apply(ev)
