@@ -2164,8 +2164,9 @@ def _chunk_done(s: MeshState, ev: Event, b: ChunkDone) -> None:
     if (peer := _unvouched(s, b.key.job, ev)) is None:
         _merge_items(s, ev, b.cache)
     elif b.cache:  # its items' providers now, their entries once its peer is vouched for
-        _merge_items(s, ev, b.cache, entries=False)  # (`_vouch`)
-        s._aside_done.setdefault(b.key.job, {}).setdefault(peer, []).append(ev)
+        _merge_items(s, ev, b.cache, entries=False)  # (`_vouch`; a gone job's: never)
+        if b.key.job in s.jobs:
+            s._aside_done.setdefault(b.key.job, {}).setdefault(peer, []).append(ev)
     if b.output:
         _hold(s, b.output, ev)
     if b.done is not None and (done := implied_done(ev)) is not None:
@@ -2196,20 +2197,29 @@ def _task_done(s: MeshState, ev: Event, b: TaskDone) -> None:
     if not b.cached:
         _hold(s, b.output, ev)
     if peer is not None:
-        s._aside_done.setdefault(b.job, {}).setdefault(peer, []).append(ev)
+        if b.job in s.jobs:  # (a gone job's: left out, as what waited aside went with it)
+            s._aside_done.setdefault(b.job, {}).setdefault(peer, []).append(ev)
     elif b.key:
         s._merge_first(s.outputs, s._outputs_src, {b.key: b.output}, ev.order)
 
 
 def _unvouched(s: MeshState, job: str, ev: Event) -> str | None:
-    """The peer of the lane `ev` (a task event of `job`) was made in, if the job is live, a
-    lanes job (lanes on) and that peer no vouched member of it (`MeshState._vouched`); else
-    None (a mesh stream's, a vouched member's, any of a job replicated in full; and a
-    straggler of a gone job, decided by its members as before: `_gone_task_fold`)."""
-    if not s.lanes_on or SEPARATOR not in ev.origin or job not in s.jobs:
+    """The peer of the lane `ev` (a task event of `job`) was made in, if the job is a lanes
+    job (lanes on) and that peer no vouched member of it: `MeshState._vouched` while the
+    job is live, the vouched set kept as it went (`GoneLanes.vouched`) once it is gone, so
+    that a self-added member's straggler is judged as the live fold judged it (the seam of
+    session 48's helpers a and c). Else None: a mesh stream's, a vouched member's, any of a
+    job replicated in full, and a gone job's whose vouched set was not kept (an earlier
+    release's facts: judged by its members as before, `_gone_task_fold`)."""
+    if not s.lanes_on or SEPARATOR not in ev.origin:
         return None
     peer = ev.origin.partition(SEPARATOR)[0]  # (a lane of `job`: `_task_fold`)
-    return None if peer in s._vouched.get(job, ()) else peer
+    if job in s.jobs:
+        return None if peer in s._vouched.get(job, ()) else peer
+    facts = s.gone_lanes(job)
+    if facts is None or not facts.lanes or not facts.vouched:
+        return None
+    return None if peer in facts.vouched else peer
 
 
 def _cache_put(s: MeshState, ev: Event, b: CachePut) -> None:

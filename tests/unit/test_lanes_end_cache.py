@@ -331,3 +331,25 @@ def test_a_home_end_naming_a_self_added_members_output_puts_it_in_no_cache() -> 
                 s = lanes_fold(list(order), me)
                 assert s._outputs_src.get("k0") == want, (me, [e.id for e in order])
                 assert s.end_body(s.ended[J]).outputs["t0"].cid == BAD
+
+
+def test_a_self_added_members_lane_task_done_after_its_job_went_puts_nothing_in_the_cache(
+) -> None:
+    """The seam of session 48's helpers a and c: a self-added member's backdated lane
+    TASK_DONE is kept out of the cache while its job is live (`_unvouched`); once the job
+    was compacted or deleted, it was judged by the job's members alone (X is one: it added
+    itself), so a peer that got it late held BAD for k0 and one that got it early GOOD. Now
+    the gone job's kept vouched set decides, as the live `_vouched` did: one answer for
+    every order and every point the job went."""
+    x_done = task_done(lane(X, J), 1, 1050, BAD)
+    deleted = Event(H, 5, 9000, EventType.JOB_DELETED, {"job": J, "reason": "user"})
+    for rest in itertools.permutations([ADD, x_done, REAL]):
+        for cut in range(len(rest) + 1):
+            for me in (H, R):
+                s = fold([SUB, *rest[:cut]], MeshState(lanes_on=True, me=me))
+                s.compact([J])
+                fold(rest[cut:], s)
+                assert s.outputs.get("k0") == GOOD, ("compacted", me, cut)
+                s = fold([SUB, *rest[:cut], deleted, *rest[cut:]],
+                         MeshState(lanes_on=True, me=me))
+                assert s.outputs.get("k0") == GOOD, ("deleted", me, cut)
