@@ -93,7 +93,7 @@ from peer.log import (
 from peer.log.compact import CompactConfig, Compactor, Finished
 from peer.log.conflicts import ConflictRule
 from peer.log.events import MAX_REVOKED_LANES
-from peer.log.flaps import Flaps
+from peer.log.flaps import Flaps, Repeats
 from peer.log.fold import GoneLanes
 from peer.log.ids import BOUND_FEATURE, SELF_ID_CHARS, hex_digits, new_job_id
 from peer.log.jobindex import SPOOL_DIR, JobIndex, read_outputs, read_provided
@@ -428,9 +428,11 @@ class Node:
         self._sync_error: Exception | None = None  # why events in _rewrite are not on disk
         self.write_error: BanzaiError | None = None  # why the queued events are not on disk
         # Which lines of a flapping outage are logged (review r1 M2's second half, session
-        # 46): the clock they are timed by (monotonic; a fake one in tests)
+        # 46): the clock they are timed by (monotonic; a fake one in tests), as a failing
+        # listener's lines are (`_tell`'s `Repeats`, session 48)
         self.outage_clock: Callable[[], float] = time.monotonic
         self._write_flaps, self._sync_flaps = Flaps(), Flaps()
+        self._listener_lines = Repeats()
         self._retry: asyncio.TimerHandle | None = None
         self._log_closed = False
         self._bg: set[asyncio.Task[None]] = set()
@@ -774,16 +776,30 @@ class Node:
         a CHUNK_DONE implies after it (peer.log.facts). A listener that raises (a bug, or an
         event's content it cannot take) is logged and counted (/api/health's
         `log.listener_errors`), and the others and the next events are told still: the
-        event is stored and folded already, so raising would only leave the rest untold."""
+        event is stored and folded already, so raising would only leave the rest untold.
+        A listener's failures are logged rate-limited (`Repeats`: each kind's first with its
+        traceback, then a line per minute at most that counts the rest; session 48): one
+        that fails on every event of a flood wrote a traceback per event."""
         for single in facts(ev):
             for fn in list(self.listeners):
                 try:
                     fn(single)
-                except Exception:
+                except Exception as e:
                     self.listener_errors += 1
-                    log.exception("listener %s failed on event %s/%d (%s); the others are "
-                                  "told", getattr(fn, "__qualname__", fn), single.origin,
-                                  single.seq, single.type)
+                    self._listener_failed(fn, single, e)
+
+    def _listener_failed(self, fn: Listener, ev: Event, e: Exception) -> None:
+        """Log listener `fn`'s exception `e` on `ev`, if `Repeats` says so."""
+        name = str(getattr(fn, "__qualname__", fn))
+        said = self._listener_lines.note(name, type(e).__qualname__, self.outage_clock())
+        if said is None:
+            return
+        traced, n = said
+        more = (f" ({n} more failures of it since its last line, not logged each: "
+                "/api/health log.listener_errors counts them)") if n else ""
+        log.error("listener %s failed on event %s/%d (%s): %s: %s; the others are told%s",
+                  name, ev.origin, ev.seq, ev.type.name, type(e).__qualname__, e, more,
+                  exc_info=e if traced else None)
 
     def batching(self) -> bool:
         """True if every live member says it folds TURN events (its heartbeat's or its MEMBER

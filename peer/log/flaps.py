@@ -16,9 +16,9 @@ the outages not logged since the last line.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-__all__ = ["FLAP_WINDOW_S", "Flaps"]
+__all__ = ["FLAP_WINDOW_S", "Flaps", "Repeats"]
 
 FLAP_WINDOW_S = 60.0
 
@@ -75,3 +75,33 @@ class Flaps:
                  "logged each: it flaps)") if n else ""
         self.said_on, self.last_line, self.unlogged = on, now, 0
         return words
+
+
+@dataclass
+class Repeats:
+    """Which lines of a failure that recurs are logged (a listener that raises on every
+    event of a flood: `Node._tell`, session 48). Per key (the listener): the first failure
+    of each kind (its exception type) is logged with its traceback; the others at most once
+    per `window_s` on the caller's clock, one line without a traceback that counts those
+    not logged since the key's last line. At most `max_traced` (key, kind) pairs are
+    remembered (then a new kind is logged as a repeat). Loop-owned; pure."""
+
+    window_s: float = FLAP_WINDOW_S
+    max_traced: int = 256
+    traced: set[tuple[str, str]] = field(default_factory=set)
+    last_line: dict[str, float] = field(default_factory=dict)  # key -> when its last line was
+    unlogged: dict[str, int] = field(default_factory=dict)  # key -> failures since, unlogged
+
+    def note(self, key: str, kind: str, now: float) -> tuple[bool, int] | None:
+        """A failure of `key`, of `kind`: None if it is not logged (counted); else
+        (traceback, n): log it (with its traceback if the first bool says so), naming the
+        `n` failures of `key` not logged since its last line."""
+        first = (key, kind) not in self.traced and len(self.traced) < self.max_traced
+        last = self.last_line.get(key)
+        if not first and last is not None and now - last < self.window_s:
+            self.unlogged[key] = self.unlogged.get(key, 0) + 1
+            return None
+        if first:
+            self.traced.add((key, kind))
+        self.last_line[key] = now
+        return first, self.unlogged.pop(key, 0)
