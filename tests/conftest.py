@@ -5,6 +5,7 @@ other clients take `PeerProc.auth`."""
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import re
 import secrets
@@ -15,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -68,10 +70,15 @@ class PeerProc:
         stop_peers([self], sig)
 
 
-def stop_peers(peers: Iterable[PeerProc], sig: int = signal.SIGTERM) -> None:
+def stop_peers(peers: Iterable[PeerProc], sig: int = signal.SIGTERM, *,
+               expect_listener_errors: bool = False) -> None:
     """`PeerProc.kill(sig)` of every peer, the signals sent first: the peers shut down at
-    the same time, not one after another."""
+    the same time, not one after another. Before, each live peer's /api/health is read:
+    a listener's exception there (`log.listener_errors`, logged and swallowed by the peer:
+    Node._tell) fails the caller once the peers are stopped, unless it expects them
+    (session 48). A peer that does not answer within 3 s is not read."""
     live = [p for p in peers if p.proc.poll() is None]
+    failing = [] if expect_listener_errors else _listener_errors(live)
     for p in live:
         p.proc.send_signal(sig)
     for p in live:
@@ -80,6 +87,25 @@ def stop_peers(peers: Iterable[PeerProc], sig: int = signal.SIGTERM) -> None:
         except subprocess.TimeoutExpired:
             p.proc.kill()
             p.proc.wait(5)
+    if failing:
+        raise AssertionError(
+            "a listener raised in a peer (its log has the traceback): log.listener_errors "
+            + ", ".join(f"{p.log.name}: {n}" for p, n in failing)
+            + " (pass expect_listener_errors=True if the test expects them)")
+
+
+def _listener_errors(peers: Iterable[PeerProc]) -> list[tuple[PeerProc, int]]:
+    """The peers whose /api/health counts a listener's exception, with the count."""
+    out: list[tuple[PeerProc, int]] = []
+    for p in peers:
+        try:
+            with urllib.request.urlopen(f"{p.url}/api/health", timeout=3) as r:
+                n = json.load(r).get("log", {}).get("listener_errors", 0)
+        except (OSError, ValueError, AttributeError):
+            continue  # (hung, stopped, TLS of its own, or an older release's answer)
+        if n:
+            out.append((p, n))
+    return out
 
 
 # Peers of one test run share a mesh name no other run (or concurrent test) uses.
@@ -173,3 +199,28 @@ def peer_factory(tmp_path: Path) -> Iterator[object]:
 
     yield start
     stop_peers(started)
+
+
+@pytest.fixture(autouse=True)
+def _listener_guard(request: pytest.FixtureRequest,
+                    monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every in-process Node a test makes is looked at when the test ends: a listener's
+    exception (logged and counted, not raised: Node._tell) fails the test, unless it is
+    marked `listener_errors` (it expects them). Session 48: swallowed, they could hide a
+    bug from a test that does not read `listener_errors`."""
+    from peer.node import Node
+
+    made: list[Node] = []
+    init = Node.__init__
+
+    def recorded(self: Node, *args: object, **kwargs: object) -> None:
+        init(self, *args, **kwargs)  # type: ignore[arg-type]
+        made.append(self)
+
+    monkeypatch.setattr(Node, "__init__", recorded)
+    yield
+    failing = [(n.cfg.data_dir, n.listener_errors) for n in made if n.listener_errors]
+    if failing and request.node.get_closest_marker("listener_errors") is None:
+        pytest.fail("a listener raised (see the captured log): listener_errors "
+                    + ", ".join(f"{d}: {c}" for d, c in failing)
+                    + " (mark the test listener_errors if it expects them)", pytrace=False)

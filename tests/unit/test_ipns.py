@@ -514,6 +514,7 @@ def test_a_merged_ipns_record_of_a_bad_name_or_record_is_refused_and_the_rest_to
         b.log.close()
 
 
+@pytest.mark.listener_errors
 def test_a_listener_that_raises_does_not_abort_the_merge(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Node._tell: a listener's exception (a bug) was raised out of merge after the batch

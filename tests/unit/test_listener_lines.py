@@ -16,6 +16,8 @@ from peer.log import Event, EventType
 from peer.log.flaps import FLAP_WINDOW_S, Repeats
 from peer.node import Node
 
+pytestmark = pytest.mark.listener_errors  # (the failures are the tests' own)
+
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[Node]:

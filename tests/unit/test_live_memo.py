@@ -88,6 +88,7 @@ def test_the_next_merge_reads_the_membership_again(node: Node) -> None:
     assert g.reads == 2
 
 
+@pytest.mark.listener_errors
 def test_a_listener_that_raises_leaves_no_memo_behind(node: Node) -> None:
     g = FakeGossip()
     node.gossip = g  # type: ignore[assignment]
