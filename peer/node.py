@@ -1934,6 +1934,7 @@ class Node:
             await self.gossip.close()  # announces that we leave
         await self.replicator.close()
         await self.catchup.close()
+        await self.ipns.close()  # (the IPNS records heard are kept off the loop: session 48)
         await self._sync_last()
         for task in list(self._bg):
             task.cancel()

@@ -9,6 +9,7 @@ import hashlib
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -325,6 +326,7 @@ class IpnsNames:
         # validates a file once per version, then only checks its end of life
         self._seen: dict[str, tuple[tuple[int, int], str, Record | None]] = {}
         self._unread: str | None = None  # why the records cannot be read (logged once)
+        self._putting = threading.Lock()  # a put's check and write, one at a time (threads)
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
@@ -347,12 +349,13 @@ class IpnsNames:
         c, _ = parse_name(name)
         record = validate(c, raw, self._now())
         path = self._path(c)
-        held = self._held(c, path)
-        if held is not None and held.sequence > record.sequence:
-            raise IpnsError(f"a newer record (sequence {held.sequence}) is held for {name}")
-        ensure_dir(self.root, _WHAT)
-        check_entry(path, "file", "an IPNS record")  # (a directory there: named, not OSError)
-        replace_private(path, raw)  # (fsynced, then the directory: a crash leaves either)
+        with self._putting:  # (the mesh's records off the loop, a publish, a routing/put)
+            held = self._held(c, path)
+            if held is not None and held.sequence > record.sequence:
+                raise IpnsError(f"a newer record (sequence {held.sequence}) is held for {name}")
+            ensure_dir(self.root, _WHAT)
+            check_entry(path, "file", "an IPNS record")  # (a directory: named, not OSError)
+            replace_private(path, raw)  # (fsynced, then the directory: a crash leaves either)
         return record
 
     def _held(self, c: Cid, path: Path) -> Record | None:

@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,6 +38,7 @@ DEFAULT_LIFETIME_S = 48 * 3600.0  # Kubo's default --lifetime
 DEFAULT_TTL_S = 3600.0  # Kubo's default --ttl
 REPUBLISH_CHECK_S = 300.0
 MAX_PUBLISHED_BYTES = 64 << 20  # published.json: an entry a name (~200 bytes); more is not ours
+MAX_PENDING_BYTES = 8 << 20  # records heard, waiting to be kept off the loop (`on_event`)
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -71,6 +73,11 @@ class IpnsService:
         self.refused = 0  # IPNS_RECORD events heard whose record was not kept (/api/health)
         self._unread: str | None = None  # why published.json cannot be read (logged once)
         self._lost: set[str] = set()  # names whose key derives another name now (logged once)
+        # IPNS_RECORD events heard, kept in order by one task off the loop (`_keep_pending`:
+        # a put fsyncs; session 48): (name, record, origin), and their bytes
+        self._pending: deque[tuple[str, bytes, str]] = deque()
+        self._pending_bytes = 0
+        self._keeper: asyncio.Task[None] | None = None
 
     # -- blocking parts (worker threads) ------------------------------------------------------
 
@@ -188,16 +195,59 @@ class IpnsService:
 
     def on_event(self, ev: Event) -> None:
         """Keep the record of an IPNS_RECORD event (a listener; invalid or older ones are
-        logged and dropped)."""
+        logged and dropped). On a running loop the put (a read, a write, two fsyncs) is made
+        off it, after those of the records heard before (one task: `_keep_pending`, so the
+        puts of one name keep their order); inline without a loop (tests, tools), or while
+        MAX_PENDING_BYTES of records wait (a flood: the loop waits, as before session 48)."""
         b = ev.body
         if not isinstance(b, IpnsRecord):
             return
         try:
-            self.names.put(b.name, base64.b64decode(b.record, validate=True))
-        except (BanzaiError, OSError, ValueError) as e:  # (binascii.Error; the door checks an
-            self.refused += 1  # event's signature and shape, not what its record holds)
-            message = e.message if isinstance(e, BanzaiError) else str(e)
-            log.info("IPNS record for %s from %s not kept: %s", b.name[:80], ev.origin, message)
+            raw = base64.b64decode(b.record, validate=True)
+        except ValueError as e:  # (binascii.Error; the door checks an event's signature and
+            self._not_kept(b.name, ev.origin, str(e))  # shape, not what its record holds)
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None or self._pending_bytes + len(raw) > MAX_PENDING_BYTES:
+            if (why := self._put(b.name, raw)) is not None:
+                self._not_kept(b.name, ev.origin, why)
+            return
+        self._pending.append((b.name, raw, ev.origin))
+        self._pending_bytes += len(raw)
+        if self._keeper is None or self._keeper.done():
+            self._keeper = loop.create_task(self._keep_pending())
+
+    async def _keep_pending(self) -> None:
+        """Put the records heard, in the order heard, each in a worker thread."""
+        while self._pending:
+            name, raw, origin = self._pending[0]
+            try:
+                why = await asyncio.to_thread(self._put, name, raw)
+            finally:
+                self._pending.popleft()
+                self._pending_bytes -= len(raw)
+            if why is not None:
+                self._not_kept(name, origin, why)
+
+    def _put(self, name: str, raw: bytes) -> str | None:
+        """`names.put`: None, or why the record is not kept (blocking)."""
+        try:
+            self.names.put(name, raw)
+        except (BanzaiError, OSError) as e:
+            return e.message if isinstance(e, BanzaiError) else str(e)
+        return None
+
+    def _not_kept(self, name: str, origin: str, message: str) -> None:
+        self.refused += 1
+        log.info("IPNS record for %s from %s not kept: %s", name[:80], origin, message)
+
+    async def close(self) -> None:
+        """Wait for the records heard to be kept (Node.close)."""
+        if self._keeper is not None:
+            await asyncio.gather(self._keeper, return_exceptions=True)
 
     async def republish(self) -> int:
         """Republish what is due now; returns how many (failures are logged)."""

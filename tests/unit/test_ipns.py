@@ -8,6 +8,7 @@ import base64
 import json
 import logging
 import re
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -308,9 +309,12 @@ async def test_records_are_emitted_and_kept_by_the_peers_that_hear_them(tmp_path
     other, _ = _service(tmp_path / "b", now)
     ev = Event("p1", 1, 1, EventType.IPNS_RECORD, payload)
     other.on_event(ev)
+    await other.close()  # (kept off the loop: session 48)
     assert other.names.get(name).value == "/ipfs/bafkqaaa"
     forged = dict(payload, name=ipns.key_name(ed25519.Ed25519PrivateKey.generate().public_key()))
     other.on_event(Event("p1", 2, 2, EventType.IPNS_RECORD, forged))  # signed by another key
+    await other.close()
+    assert other.refused == 1
     with pytest.raises(NotFound):
         other.names.get(forged["name"])
 
@@ -673,3 +677,48 @@ def test_a_published_name_whose_key_file_now_derives_another_name_is_said_once(
     assert len(said) == 1, said
     assert f"the IPNS name {name} is not republished" in said[0]
     assert f"its key 'model' ({path}) now derives" in said[0] and "restore it" in said[0]
+
+
+async def test_a_heard_record_is_kept_off_the_loop_in_the_order_heard(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Session 47's Left: IpnsNames.put (a read, a write, two fsyncs) ran on the event loop,
+    in the listener. Now the puts run in worker threads, one at a time, in the order the
+    records were heard: of one name, the last heard of the highest sequence is held."""
+    now = [NOW.timestamp()]
+    svc, _ = _service(tmp_path, now)
+    k, other = Key(), Key()
+    loop_thread = threading.get_ident()
+    puts: list[tuple[str, int, bool]] = []
+    put = svc.names.put
+
+    def recorded(name: str, raw: bytes) -> ipns.Record:
+        try:
+            r = put(name, raw)
+        except IpnsError:
+            puts.append((name, -1, threading.get_ident() == loop_thread))
+            raise
+        puts.append((name, r.sequence, threading.get_ident() == loop_thread))
+        return r
+
+    monkeypatch.setattr(svc.names, "put", recorded)
+    heard = [(k, k.record("/ipfs/a", seq=1)), (other, other.record("/ipfs/x", seq=5)),
+             (k, k.record("/ipfs/b", seq=2)), (k, k.record("/ipfs/c", seq=1)),
+             (k, k.record("/ipfs/d", seq=2))]
+    for i, (key_, raw) in enumerate(heard):
+        svc.on_event(Event("p1", i + 1, i + 1, EventType.IPNS_RECORD,
+                           {"name": key_.name, "record": base64.b64encode(raw).decode()}))
+    assert puts == []  # (on 45818f71 every put was made here, on the loop)
+    await svc.close()
+    assert puts == [(k.name, 1, False), (other.name, 5, False), (k.name, 2, False),
+                    (k.name, -1, False), (k.name, 2, False)]
+    assert svc.names.get(k.name).value == "/ipfs/d" and svc.refused == 1
+    assert svc.names.get(other.name).value == "/ipfs/x"
+
+
+def test_without_a_loop_a_heard_record_is_kept_at_once(tmp_path: Path, key: Key) -> None:
+    svc, _ = _service(tmp_path, [NOW.timestamp()])
+    svc.on_event(Event("p1", 1, 1, EventType.IPNS_RECORD, {
+        "name": key.name, "record": base64.b64encode(key.record("/ipfs/a")).decode()}))
+    assert svc.names.get(key.name).value == "/ipfs/a"
+    svc.on_event(Event("p1", 2, 2, EventType.IPNS_RECORD, {"name": key.name, "record": "!"}))
+    assert svc.refused == 1
