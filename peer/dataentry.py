@@ -175,17 +175,24 @@ def remove(path: Path) -> None:
         os.unlink(path)
 
 
-def unlink_in(directory: str | Path, name: str, what: str) -> None:
-    """Remove the entry `name` (not a directory) of `directory`, never through a symlink at
-    `directory` (`what` it is: one the peer deletes in, so `check_entry`'s `real`): DataError
-    naming it if it is one or not a directory; OSError if `name` cannot be removed
-    (FileNotFoundError: it is gone)."""
+def open_real_dir(directory: str | Path, what: str) -> int:
+    """A descriptor of the directory `directory` (`what` it is), opened never through a
+    symlink at it (one the peer deletes or moves entries in, so `check_entry`'s `real`):
+    DataError naming it if it is one or not a directory; OSError if it cannot be opened
+    (FileNotFoundError: it is absent). The caller closes it."""
     try:
-        fd = os.open(directory, DIR_NOFOLLOW)
+        return os.open(directory, DIR_NOFOLLOW)
     except OSError as e:
         if e.errno in (errno.ENOTDIR, errno.ELOOP):  # (a symlink: ENOTDIR with O_DIRECTORY)
             check_entry(Path(directory), "directory", what, real=True)
         raise  # (a directory again meanwhile, or absent: not ours to say more)
+
+
+def unlink_in(directory: str | Path, name: str, what: str) -> None:
+    """Remove the entry `name` (not a directory) of `directory`, never through a symlink at
+    `directory` (`open_real_dir`): DataError naming it if it is one or not a directory;
+    OSError if `name` cannot be removed (FileNotFoundError: it is gone)."""
+    fd = open_real_dir(directory, what)
     try:
         os.unlink(name, dir_fd=fd)
     finally:
@@ -334,4 +341,5 @@ def _unlink_files(fd: int, first: OSError | None) -> tuple[list[str], OSError | 
 
 
 __all__ = ["DIR_NOFOLLOW", "TMP_DIR", "check_entry", "empty", "ensure_dir", "open_dir",
-           "open_file", "open_new", "remove", "remove_tree", "temp_file", "unlink_in"]
+           "open_file", "open_new", "open_real_dir", "remove", "remove_tree", "temp_file",
+           "unlink_in"]

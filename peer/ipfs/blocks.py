@@ -54,6 +54,7 @@ from peer.dataentry import (
     ensure_dir,
     open_dir,
     open_file,
+    open_real_dir,
     remove,
     remove_tree,
     unlink_in,
@@ -475,15 +476,12 @@ class BlockStore:
         what it holds is not the store's), which is named and left as it is."""
         shard, key = os.path.split(name)
         try:
-            fd = os.open(shard, DIR_NOFOLLOW)
+            fd = open_real_dir(shard, _SHARD)
+        except DataError as refused:  # (a symlink)
+            log.error("block %s is corrupt on disk (%s %s), left there: %s", c, name, wrong,
+                      refused)
+            return
         except OSError as e:
-            if e.errno in (errno.ENOTDIR, errno.ELOOP):  # (a symlink: its DataError)
-                try:
-                    check_entry(Path(shard), "directory", _SHARD, real=True)
-                except DataError as refused:
-                    log.error("block %s is corrupt on disk (%s %s), left there: %s", c, name,
-                              wrong, refused)
-                    return
             log.error("block %s is corrupt on disk (%s %s), not moved: %s", c, name, wrong,
                       e.strerror or e)
             return
@@ -496,6 +494,24 @@ class BlockStore:
             log.error("block %s is corrupt on disk (%s %s): %s", c, name, wrong, where)
         finally:
             os.close(fd)
+
+    def aside_bytes(self) -> int:
+        """Bytes of the corrupt block files kept aside in `corrupt_dir` (at most about
+        CORRUPT_MAX_BYTES: `_prune_aside`), which a store budget counts (`used_bytes`,
+        session 48); 0 if there are none, or it is no directory of the store's own."""
+        try:
+            fd = os.open(self.corrupt_dir, DIR_NOFOLLOW)
+        except OSError:
+            return 0
+        total = 0
+        try:
+            with os.scandir(fd) as it:
+                for entry in it:
+                    with contextlib.suppress(OSError):
+                        total += entry.stat(follow_symlinks=False).st_size
+        finally:
+            os.close(fd)
+        return total
 
     def _move_aside(self, shard_fd: int, key: str) -> str:
         """Move the entry `key` of the shard `shard_fd` to `corrupt_dir` as <key>.<ns> (removed

@@ -666,13 +666,15 @@ class EmbeddedStore:
         return dict(sorted(out.items()))
 
     def used_bytes(self) -> int:
-        """Bytes of every stored block (one scan of the block directory)."""
+        """Bytes of every stored block (one scan of the block directory), and of the corrupt
+        block files kept aside (`blocks.aside_bytes`: a store budget counts them, session
+        48; at most 64 files and 64 MiB)."""
         total = 0
         stored = self.blocks.keys()
         for _, path in stored:
             with contextlib.suppress(OSError):
                 total += path.stat().st_size
-        return total + self.blocks.pack.file_bytes()
+        return total + self.blocks.pack.file_bytes() + self.blocks.aside_bytes()
 
     def gc(self, roots: Iterable[str] = (), grace_s: float = 0.0) -> GcStats:
         """Delete every block not reachable from a pin or from `roots` and not written (or

@@ -7,11 +7,16 @@ at or put back; once the block is back, gc collects what is really unreachable."
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from peer.cids import Cid, parse_cid
+from peer.errors import IntegrityError
 from peer.ipfs import EmbeddedStore, blocks
 from peer.ipfs.store import GcHeldBack
 from peer.jobs.janitor import Janitor, JanitorConfig
@@ -124,3 +129,85 @@ async def test_a_storage_cycle_held_back_says_so(store: EmbeddedStore) -> None:
         await janitor.collect()
     store.put_block(str(cid), root_bytes)
     assert (await janitor.cycle()).held_back == () and janitor.held_back == ()
+
+
+def _grown(store: EmbeddedStore, i: int, size: int) -> Cid:
+    """A stored block whose file has grown to `size` bytes (sparse: written in no time), so
+    that its read finds it longer than any block (corrupt, moved aside, not read whole)."""
+    c = parse_cid(store.add_bytes(f"grown {i}".encode()))
+    with store.blocks.path(c.key).open("r+b") as f:
+        f.truncate(size)
+    return c
+
+
+def _read_corrupt(store: EmbeddedStore, c: Cid) -> None:
+    with pytest.raises(IntegrityError):
+        store.blocks.get(c)
+
+
+def test_the_corrupt_dir_keeps_the_newest_64_files(store: EmbeddedStore) -> None:
+    """Session 47's Left: the 64-file bound of store/corrupt/, untested at its own value."""
+    cids = [parse_cid(store.add_bytes(f"block {i}".encode()))
+            for i in range(blocks.CORRUPT_MAX_FILES + 3)]
+    for c in cids:
+        store.blocks.path(c.key).write_bytes(b"not it")
+        _read_corrupt(store, c)
+    kept = sorted(p.name.partition(".")[0] for p in _corrupt_files(store))
+    assert kept == sorted(c.key for c in cids[3:])
+
+
+def test_the_corrupt_dir_keeps_the_newest_64_mib_and_no_file_larger(
+        store: EmbeddedStore) -> None:
+    """The 64 MiB bound: 13 grown files of 5 MiB (65 MiB) keep the newest 12 (60 MiB); a file
+    over 64 MiB is removed, not kept aside, and what was kept stays."""
+    mib = 1 << 20
+    cids = [_grown(store, i, 5 * mib) for i in range(13)]
+    for c in cids:
+        _read_corrupt(store, c)
+    kept = {p.name.partition(".")[0]: p.lstat().st_size for p in _corrupt_files(store)}
+    assert sorted(kept) == sorted(c.key for c in cids[1:])
+    assert sum(kept.values()) == 60 * mib <= blocks.CORRUPT_MAX_BYTES
+    huge = _grown(store, 99, blocks.CORRUPT_MAX_BYTES + 1)
+    _read_corrupt(store, huge)
+    assert not store.blocks.path(huge.key).exists()
+    assert sorted(p.name.partition(".")[0] for p in _corrupt_files(store)) == sorted(kept)
+
+
+def test_a_corrupt_block_on_another_disk_than_the_corrupt_dir_is_removed(
+        store: EmbeddedStore, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The EXDEV path (store/corrupt/ a mount of its own): the rename into it fails, the
+    block file is removed (and said so), the read goes on to its repair. Injected at the one
+    call (a tmpfs mount needs root)."""
+    c = parse_cid(store.add_bytes(b"on another disk"))
+    path = store.blocks.path(c.key)
+    path.write_bytes(b"not it")
+    rename = os.rename
+
+    def across(src: Any, dst: Any, *, src_dir_fd: int | None = None,
+               dst_dir_fd: int | None = None) -> None:
+        if src_dir_fd is not None and dst_dir_fd is not None:
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+        rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+
+    monkeypatch.setattr(os, "rename", across)
+    with caplog.at_level(logging.ERROR, logger="banzai"):
+        _read_corrupt(store, c)
+    assert not path.exists() and _corrupt_files(store) == []
+    assert f"removed (not moved aside: {store.blocks.corrupt_dir} is on another disk)" in (
+        caplog.text)
+    path.write_bytes(b"not it again")  # (a repair hook: the read is answered from a peer)
+    store.blocks.repair = lambda want: b"on another disk" if want == c else None
+    assert store.blocks.get(c) == b"on another disk" and store.blocks.corrupt == 2
+
+
+def test_the_corrupt_files_kept_aside_count_in_the_stores_used_bytes(
+        store: EmbeddedStore) -> None:
+    """A store budget (--store-max-gb: retention reads `used_bytes`) counts store/corrupt/:
+    up to 64 MiB there were not counted (session 47's Left)."""
+    c = _grown(store, 0, 3 << 20)
+    before = store.used_bytes()
+    _read_corrupt(store, c)
+    assert not store.blocks.path(c.key).exists()
+    assert store.blocks.aside_bytes() == 3 << 20
+    assert store.used_bytes() == before  # (moved, not freed: on 45818f71, 3 MiB less)
