@@ -160,6 +160,18 @@ def open_file(path: Path, what: str, dir_fd: int | None = None) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
+def read_file(path: Path, what: str, max_bytes: int) -> bytes:
+    """The bytes of the regular file `path` (`what` it is), opened as `open_file` does (never
+    through a symlink, never waiting on a FIFO: DataError naming it), at most `max_bytes` + 1
+    of them: more than `max_bytes` says the file is over the caller's bound, which it need
+    not read whole. The read allocates the file's size + 1 up to the bound, not the bound
+    (a small file, a block of a few bytes, costs its size). FileNotFoundError if absent,
+    OSError if it cannot be read."""
+    with open_file(path, what) as f:
+        size = os.fstat(f.fileno()).st_size  # (read(n) allocates n first)
+        return f.read(min(size, max_bytes) + 1)
+
+
 def remove(path: Path) -> None:
     """Remove the entry `path` (nothing if absent) and never what a symlink points to: a
     symlink is removed itself, a directory with what it holds (`remove_tree`: of any depth,
@@ -341,5 +353,5 @@ def _unlink_files(fd: int, first: OSError | None) -> tuple[list[str], OSError | 
 
 
 __all__ = ["DIR_NOFOLLOW", "TMP_DIR", "check_entry", "empty", "ensure_dir", "open_dir",
-           "open_file", "open_new", "open_real_dir", "remove", "remove_tree", "temp_file",
-           "unlink_in"]
+           "open_file", "open_new", "open_real_dir", "read_file", "remove", "remove_tree",
+           "temp_file", "unlink_in"]

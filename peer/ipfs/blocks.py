@@ -53,8 +53,8 @@ from peer.dataentry import (
     check_entry,
     ensure_dir,
     open_dir,
-    open_file,
     open_real_dir,
+    read_file,
     remove,
     remove_tree,
     unlink_in,
@@ -802,10 +802,10 @@ class BlockStore:
 def _read_block(name: str) -> tuple[bytes | None, str]:
     """The bytes of the block file `name` and "", or None and what is wrong with it: not a
     regular file (a FIFO, a directory, a symlink at the file: opened without blocking nor
-    following it, `open_file`), or longer than any block (MAX_BLOCK_BYTES: at most one byte
-    more is read). FileNotFoundError if absent, OSError if it cannot be read."""
+    following it), or longer than any block (MAX_BLOCK_BYTES: at most one byte more is read,
+    `dataentry.read_file`). FileNotFoundError if absent, OSError if it cannot be read."""
     try:
-        f = open_file(Path(name), "a block file")
+        data = read_file(Path(name), "a block file", MAX_BLOCK_BYTES)
     except DataError:
         try:
             mode = os.lstat(name).st_mode
@@ -814,11 +814,12 @@ def _read_block(name: str) -> tuple[bytes | None, str]:
         kind = ("a directory" if stat.S_ISDIR(mode) else "a symlink" if stat.S_ISLNK(mode)
                 else "a FIFO" if stat.S_ISFIFO(mode) else "a special file")
         return None, f"is {kind}, not a file"
-    with f:  # (read(n) allocates n first: the file's size + 1, not the bound, per block)
-        size = os.fstat(f.fileno()).st_size
-        data = f.read(min(size, MAX_BLOCK_BYTES) + 1)
     if len(data) > MAX_BLOCK_BYTES:
-        return None, f"is longer than any block ({size} bytes; at most {MAX_BLOCK_BYTES})"
+        try:
+            size = f"{os.stat(name, follow_symlinks=False).st_size} bytes"
+        except OSError:  # (gone meanwhile)
+            size = f"over {MAX_BLOCK_BYTES} bytes"
+        return None, f"is longer than any block ({size}; at most {MAX_BLOCK_BYTES})"
     return data, ""
 
 

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
 from peer.cids import IDENTITY, Cid, parse_cid
-from peer.dataentry import check_entry, ensure_dir, open_file
+from peer.dataentry import check_entry, ensure_dir, read_file
 from peer.errors import ArgError, BadCID, BanzaiError, IpnsError, NotFound, StoreError
 from peer.ipfs.dagpb import read_varint
 from peer.privfile import replace_private
@@ -306,11 +306,10 @@ _WHAT = "the IPNS records' directory"
 
 def read_record(path: Path) -> bytes:
     """The bytes of the record file `path`, at most MAX_RECORD_BYTES + 1 of them (`validate`
-    refuses more), opened as `dataentry.open_file` does: never through a symlink, never
-    waiting on a FIFO (DataError naming it if it is not a regular file); FileNotFoundError if
-    it is absent, NotADirectoryError if its directory is a file."""
-    with open_file(path, "an IPNS record") as f:
-        return f.read(MAX_RECORD_BYTES + 1)
+    refuses more), read by `dataentry.read_file`: never through a symlink, never waiting on
+    a FIFO (DataError naming it if it is not a regular file); FileNotFoundError if it is
+    absent, NotADirectoryError if its directory is a file."""
+    return read_file(path, "an IPNS record", MAX_RECORD_BYTES)
 
 
 class IpnsNames:

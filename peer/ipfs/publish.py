@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from peer.dataentry import ensure_dir, open_file
+from peer.dataentry import ensure_dir, read_file
 from peer.errors import ArgError, BanzaiError, DataError, IpnsError, NotFound
 from peer.ipfs.ipns import (
     EPOCH,
@@ -97,8 +97,8 @@ class IpnsService:
         larger than MAX_PUBLISHED_BYTES."""
         self.names.check_root()
         try:
-            with open_file(self._published, "the IPNS names published here") as f:
-                text = f.read(MAX_PUBLISHED_BYTES + 1)
+            text = read_file(self._published, "the IPNS names published here",
+                             MAX_PUBLISHED_BYTES)
         except FileNotFoundError:
             return {}
         if len(text) > MAX_PUBLISHED_BYTES:

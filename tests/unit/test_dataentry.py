@@ -136,3 +136,35 @@ def test_the_start_sweep_removes_a_killed_runs_tree_of_any_depth(deep: Path) -> 
     _deep_tree(data / "work" / "banzai-exec-1-a1b2c3d4")
     assert sweep_stale(data, store) == {"work dirs": 1}
     assert list((data / "work").iterdir()) == []
+
+
+def test_read_file_reads_at_most_one_byte_past_its_bound_and_only_what_a_small_file_holds(
+        tmp_path: Path) -> None:
+    """dataentry.read_file (session 48: the three bounded reads of session 47, a record, the
+    published names, a block, share it): a file over the bound reads bound + 1 bytes; a
+    small one allocates its size, not the bound; no symlink, no FIFO, no directory."""
+    import os
+    import tracemalloc
+
+    from peer.dataentry import read_file
+
+    small, big = tmp_path / "small", tmp_path / "big"
+    small.write_bytes(b"ten bytes!")
+    big.write_bytes(b"x" * 5000)
+    assert read_file(small, "a small file", 1 << 20) == b"ten bytes!"
+    assert read_file(big, "a big file", 100) == b"x" * 101
+    tracemalloc.start()
+    try:
+        read_file(small, "a small file", 256 << 20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20  # (not the 256 MiB bound)
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "link").symlink_to(small)
+    (tmp_path / "dir").mkdir()
+    for name, kind in (("fifo", "a FIFO"), ("link", "a symlink"), ("dir", "a directory")):
+        with pytest.raises(DataError, match=f"{tmp_path / name}.*{kind}"):
+            read_file(tmp_path / name, "a test file", 100)
+    with pytest.raises(FileNotFoundError):
+        read_file(tmp_path / "absent", "a test file", 100)
