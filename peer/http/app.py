@@ -186,7 +186,8 @@ async def health(request: web.Request) -> web.Response:
         "shell": node.shell_confinement(),
         "security": node.security(),
         "ipfs": {"refused": dict(request.app[IPFS_REFUSED].items()),
-                 "ipns_not_kept": node.ipns.refused},  # gossiped records that do not read
+                 "ipns_not_kept": node.ipns.refused,  # gossiped records that do not read
+                 "ipns_older": node.ipns.older},  # and those older than the one held
         "http": request.app[GATE].stats(),
         "mdns": None if node.discovery is None else node.discovery.health()})
 

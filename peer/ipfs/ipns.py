@@ -312,6 +312,11 @@ def read_record(path: Path) -> bytes:
     return read_file(path, "an IPNS record", MAX_RECORD_BYTES)
 
 
+class OlderRecord(IpnsError):
+    """A valid record older than the one held for its name (`IpnsNames.put`): not kept, as
+    the rule says, no sign of damage (gossip brings records in any order)."""
+
+
 class IpnsNames:
     """The IPNS records this peer holds, one file per name under `root` (the highest sequence
     wins); safe from several threads and processes (files are replaced by rename). A file that
@@ -351,7 +356,8 @@ class IpnsNames:
         with self._putting:  # (the mesh's records off the loop, a publish, a routing/put)
             held = self._held(c, path)
             if held is not None and held.sequence > record.sequence:
-                raise IpnsError(f"a newer record (sequence {held.sequence}) is held for {name}")
+                raise OlderRecord(f"a newer record (sequence {held.sequence}) is held for "
+                                  f"{name}")
             ensure_dir(self.root, _WHAT)
             check_entry(path, "file", "an IPNS record")  # (a directory: named, not OSError)
             replace_private(path, raw)  # (fsynced, then the directory: a crash leaves either)
@@ -456,6 +462,7 @@ def record_etag(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()[:32]
 
 
-__all__ = ["LIBP2P_KEY", "MAX_RECORD_BYTES", "RECORD_TYPE", "IpnsNames", "Record", "canonical",
+__all__ = ["LIBP2P_KEY", "MAX_RECORD_BYTES", "RECORD_TYPE", "IpnsNames", "OlderRecord", "Record",
+           "canonical",
            "key_name", "make_record", "parse_name", "read_record", "record_etag", "rfc3339",
            "validate"]

@@ -22,6 +22,7 @@ from peer.errors import ArgError, BanzaiError, DataError, IpnsError, NotFound
 from peer.ipfs.ipns import (
     EPOCH,
     IpnsNames,
+    OlderRecord,
     key_name,
     make_record,
     parse_name,
@@ -70,7 +71,11 @@ class IpnsService:
         self.clock = clock
         self._published = names.root / "published.json"  # name -> {key, value, lifetime_s, ttl_s}
         self._bad: set[str] = set()  # names whose entry there is malformed (logged once)
-        self.refused = 0  # IPNS_RECORD events heard whose record was not kept (/api/health)
+        # IPNS_RECORD events heard whose record was not kept (/api/health): it does not read
+        # (malformed, badly signed, expired, or the IPNS tree is damaged), or it is older
+        # than the one held (the rule; split from `refused` in session 48)
+        self.refused = 0
+        self.older = 0
         self._unread: str | None = None  # why published.json cannot be read (logged once)
         self._lost: set[str] = set()  # names whose key derives another name now (logged once)
         # IPNS_RECORD events heard, kept in order by one task off the loop (`_keep_pending`:
@@ -232,16 +237,20 @@ class IpnsService:
             if why is not None:
                 self._not_kept(name, origin, why)
 
-    def _put(self, name: str, raw: bytes) -> str | None:
+    def _put(self, name: str, raw: bytes) -> BanzaiError | OSError | None:
         """`names.put`: None, or why the record is not kept (blocking)."""
         try:
             self.names.put(name, raw)
         except (BanzaiError, OSError) as e:
-            return e.message if isinstance(e, BanzaiError) else str(e)
+            return e
         return None
 
-    def _not_kept(self, name: str, origin: str, message: str) -> None:
-        self.refused += 1
+    def _not_kept(self, name: str, origin: str, why: BanzaiError | OSError | str) -> None:
+        if isinstance(why, OlderRecord):
+            self.older += 1
+        else:
+            self.refused += 1
+        message = why.message if isinstance(why, BanzaiError) else str(why)
         log.info("IPNS record for %s from %s not kept: %s", name[:80], origin, message)
 
     async def close(self) -> None:

@@ -711,7 +711,7 @@ async def test_a_heard_record_is_kept_off_the_loop_in_the_order_heard(
     await svc.close()
     assert puts == [(k.name, 1, False), (other.name, 5, False), (k.name, 2, False),
                     (k.name, -1, False), (k.name, 2, False)]
-    assert svc.names.get(k.name).value == "/ipfs/d" and svc.refused == 1
+    assert svc.names.get(k.name).value == "/ipfs/d" and (svc.older, svc.refused) == (1, 0)
     assert svc.names.get(other.name).value == "/ipfs/x"
 
 
@@ -722,3 +722,27 @@ def test_without_a_loop_a_heard_record_is_kept_at_once(tmp_path: Path, key: Key)
     assert svc.names.get(key.name).value == "/ipfs/a"
     svc.on_event(Event("p1", 2, 2, EventType.IPNS_RECORD, {"name": key.name, "record": "!"}))
     assert svc.refused == 1
+
+
+async def test_an_older_record_is_counted_apart_from_one_that_does_not_read(
+        served_node: tuple[Any, Any], key: Key) -> None:
+    """Session 47 (helper g) left `ipfs.ipns_not_kept` counting records refused because a
+    newer one is held (gossip's order, no damage) with those that do not read; now
+    /api/health says `ipns_older` for the first, `ipns_not_kept` for the second."""
+    client, node = served_node
+    svc = node.ipns
+
+    def heard(seq: int, record: str) -> None:
+        svc.on_event(Event("p1", seq, seq, EventType.IPNS_RECORD,
+                           {"name": key.name, "record": record}))
+
+    heard(1, base64.b64encode(key.record("/ipfs/new", seq=2)).decode())
+    heard(2, base64.b64encode(key.record("/ipfs/old", seq=1)).decode())
+    heard(3, base64.b64encode(key.record("/ipfs/bad", seq=3, tamper=True)).decode())
+    heard(4, "not base64!")
+    await svc.close()
+    assert svc.names.get(key.name).value == "/ipfs/new"
+    r = await client.get("/api/health")
+    assert r.status == 200
+    ipfs = (await r.json())["ipfs"]
+    assert (ipfs["ipns_older"], ipfs["ipns_not_kept"]) == (1, 2)
