@@ -241,22 +241,29 @@ class Janitor:
             return CycleReport(tuple(deleted), held_back=(read,))
         jobs = read
         unpinned: list[str] = []
+        freed: list[GcStats] = []
+        held: tuple[str, ...] = ()
         try:
-            stats = await self._collect_and_unpin(jobs, now, unpinned)
+            await self._collect_and_unpin(jobs, now, unpinned, freed)
         except GcHeldBack as e:  # (logged by the store, naming each block)
-            return CycleReport(tuple(deleted), tuple(unpinned), held_back=e.held)
+            held = e.held  # (what a gc before it freed is reported still: session 48)
+        stats = GcStats(sum(s.blocks for s in freed), sum(s.bytes for s in freed),
+                        tuple(r for s in freed for r in s.removed))
         unprovided = await self._unprovide() if stats.blocks else 0
-        return CycleReport(tuple(deleted), tuple(unpinned), stats, unprovided)
+        return CycleReport(tuple(deleted), tuple(unpinned), stats, unprovided, held)
 
     async def _collect_and_unpin(self, jobs: list[JobFacts], now: float,
-                                 unpinned: list[str]) -> GcStats:
-        """Unpin what retention says (appended to `unpinned`) and collect garbage; what gc
-        freed. GcHeldBack if a gc was held back (then nothing more is unpinned or freed)."""
+                                 unpinned: list[str], freed: list[GcStats]) -> None:
+        """Unpin what retention says (appended to `unpinned`) and collect garbage (what each
+        gc freed appended to `freed`). GcHeldBack if a gc was held back (then nothing more
+        is unpinned or freed; a store budget's first gc, before the unpins, may have freed
+        some: in `freed`, reported and unprovided all the same)."""
         ret = self.cfg.retention
-        stats, collected = GcStats(), False
+        collected = False
         if ret.keep_outputs_s is not None or ret.store_max_bytes is not None:
             if ret.store_max_bytes is not None:  # measure the store without its garbage
-                stats, collected = await self._gc(jobs), True
+                freed.append(await self._gc(jobs))
+                collected = True
             facts = await asyncio.to_thread(self._store_facts, ret.store_max_bytes is not None)
             known = set(self.state.outputs.values())  # in memory, and pinned ones of the index
             known.update(await asyncio.to_thread(
@@ -268,10 +275,7 @@ class Janitor:
                 for hook in self.on_unpinned:
                     await hook(unpinned)
         if unpinned or not collected:
-            more = await self._gc(self._refreshed(jobs))
-            stats = GcStats(stats.blocks + more.blocks, stats.bytes + more.bytes,
-                            stats.removed + more.removed)
-        return stats
+            freed.append(await self._gc(self._refreshed(jobs)))
 
     def _store_facts(self, measure: bool) -> StoreFacts:
         """The pins, and with `measure` (a store budget) their DAG sizes and the store's

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from peer.cids import parse_cid
 from peer.errors import Conflict, NotFound
 from peer.ipfs import EmbeddedStore
 from peer.jobs import retention
@@ -605,3 +606,32 @@ def test_a_split_listing_that_is_not_json_is_an_error_naming_it(tmp_path: Path,
     shown = {b"{": ": invalid JSON", b"\xff": " is not UTF-8 text", b"[": " is nested too"}
     with pytest.raises(BanzaiError, match=f"a: the split listing {cid}{shown[listing[:1]]}"):
         Planner(m.state, s, Data(), 1, 64).chunks(split)
+
+
+async def test_a_cycle_held_back_after_its_budget_gc_reports_and_unprovides_what_that_freed(
+        tmp_path: Path) -> None:
+    """With a store budget a cycle collects garbage first (to measure the store), unpins,
+    then collects again. A second gc held back (a pinned DAG's linking block unreadable
+    meanwhile) lost the first one's stats: the report said nothing freed, and what it freed
+    stayed announced as provided here (session 47, helper h's open case)."""
+    s = EmbeddedStore(tmp_path / "store")
+    out = s.add_bytes(b"an output" * 1000)
+    s.pin(out)
+    loose = s.add_bytes(b"g" * 5000)
+    upload = s.add_bytes(b"".join(bytes([i]) * (256 * 1024) for i in range(3)))
+    s.pin(upload)
+    m = Mesh()
+    m.submit("j", [{"name": "a", **T}])
+    m.run("j", "a", out)
+    m.emit(EventType.PROVIDE, {"cids": [loose]})
+    janitor = _janitor(m, s, RetentionConfig(store_max_bytes=0))  # (`upload`: explicit)
+
+    async def damage(unpinned: Any) -> None:  # (between the two gcs)
+        s.blocks.path(parse_cid(upload).key).unlink()
+
+    janitor.on_unpinned.append(damage)
+    report = await janitor.cycle()
+    assert report.unpinned == (out,) and len(report.held_back) == 1
+    assert (report.gc.blocks, report.gc.bytes, report.gc.removed) == (1, 5000, (loose,))
+    assert report.unprovided == 1 and loose not in m.state.providers
+    assert s.has(out)  # (unpinned, not collected: the second gc was held back)
