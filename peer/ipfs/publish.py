@@ -229,8 +229,12 @@ class IpnsService:
         """Put the records heard, in the order heard, each in a worker thread."""
         while self._pending:
             name, raw, origin = self._pending[0]
+            why: BanzaiError | OSError | str | None
             try:
                 why = await asyncio.to_thread(self._put, name, raw)
+            except Exception as e:  # (a bug: said, and the records after it are kept still)
+                log.exception("IPNS record for %s from %s: keeping it failed", name[:80], origin)
+                why = f"{type(e).__qualname__}: {e}"
             finally:
                 self._pending.popleft()
                 self._pending_bytes -= len(raw)
