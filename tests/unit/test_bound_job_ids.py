@@ -12,7 +12,7 @@ import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peer.config import PeerConfig
@@ -125,6 +125,7 @@ def _view(s: MeshState) -> tuple[object, ...]:
             {j: sorted(e.id for e in held) for j, held in s._untasked.items()})
 
 
+@settings(deadline=None)  # (720 folds an example: 630 ms on a loaded host, over the 200 ms)
 @given(st.sampled_from([None, [X], [X, H, R]]), st.sampled_from([500, 1100]),
        st.sampled_from([H, R, X]))
 def test_a_rival_of_a_bound_id_changes_nothing_on_any_peer_in_any_order(
