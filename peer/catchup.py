@@ -106,11 +106,16 @@ class CatchUpConfig:
     # take several times its bytes): a longer one is refused (~190,000 compacted jobs at
     # 26 MB per 4,750; a peer that holds more is caught up from by a newer member's stream)
     max_snapshot_v1_bytes: int = 1 << 30
+    # A second member's per-job digests (`?digest=1`, read into memory and parsed whole, off
+    # the loop): a longer answer, or one in a Content-Encoding (never decompressed: 4 MB of
+    # gzip was 4 GiB), passes to the next member as a 503 does. ~60-110 bytes a job: 64 MiB
+    # is 600,000 compacted jobs or more (review r2 of session 48, H1)
+    max_digests_bytes: int = 64 << 20
 
     def __post_init__(self) -> None:
         for name in ("retry_s", "timeout_s", "record_timeout_s", "max_record_bytes",
                      "view_timeout_s", "view_total_s", "max_view_bytes", "max_snapshot_bytes",
-                     "max_snapshot_v1_bytes"):
+                     "max_snapshot_v1_bytes", "max_digests_bytes"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"catch-up {name} must be positive", field=name)
 
@@ -379,6 +384,16 @@ class CatchUp:
                           "later or ask a member (this peer's job list has the job's state)",
                           field="members")  # (not "runs": it may have ended)
 
+    def _session(self, timeout_s: float, stall_s: float | None = None,
+                 ) -> aiohttp.ClientSession:
+        """A session to ask members with (our mesh credential; each request within
+        `timeout_s`, and, given `stall_s`, no wait for a byte longer than that): an answer
+        is read as sent, never decompressed (a Content-Encoding is the member's choice:
+        4 MB of gzip made 4 GiB, H1 of review r2, session 48)."""
+        return aiohttp.ClientSession(headers=self._headers, auto_decompress=False,
+                                     timeout=aiohttp.ClientTimeout(total=timeout_s,
+                                                                   sock_read=stall_s))
+
     async def _ask(self, asked: Sequence[tuple[str, str]], params: Mapping[str, str],
                    what: str, check: Callable[[bytes], T], timeout_s: float,
                    max_bytes: int, total_s: float | None = None,
@@ -390,12 +405,9 @@ class CatchUp:
         each peer asked gave none). An answer that `check` finds does not match what was
         signed (StreamError) counts a `record_mismatch` refusal of its peer."""
         why: dict[str, str] = {}
-        timeout = aiohttp.ClientTimeout(total=timeout_s)
         peer = ""
         try:
-            async with (asyncio.timeout(total_s),
-                        aiohttp.ClientSession(headers=self._headers, timeout=timeout,
-                                              auto_decompress=False) as http):
+            async with asyncio.timeout(total_s), self._session(timeout_s) as http:
                 for peer, url in asked:
                     try:
                         async with http.get(f"{url}/api/snapshot", params=params) as r:
@@ -856,7 +868,6 @@ class CatchUp:
             self._snapshot_next = 0.0
             return
         asked = time.perf_counter() - self._born
-        timeout = aiohttp.ClientTimeout(total=self.cfg.timeout_s)
         t0 = time.perf_counter()
         v = "3" if SNAPSHOT_FEATURE in (self._host.live_peers().get(peer_id, {}).get("features")
                                         or ()) else "2"
@@ -866,7 +877,7 @@ class CatchUp:
             log.warning("no snapshot from %s: %s", peer_id[:16], e)
             return
         try:
-            async with aiohttp.ClientSession(headers=self._headers, timeout=timeout) as http:
+            async with self._session(self.cfg.timeout_s) as http:
                 second_task = asyncio.ensure_future(self._second(http, urls, peer_id, v))
                 try:
                     params = {"v": v, "part": "jobs"} if v == "3" else {"v": v}
@@ -922,8 +933,10 @@ class CatchUp:
         """Another live member's digests of what it compacted (per job, of version `v`; an
         older peer answers with one digest of its whole snapshot), None if there is none.
         A member that gives none (a connection error or timeout, a status other than 200:
-        503 at its bound of snapshot serves, an answer that is not a JSON object) is passed
-        for the next, all of them within `timeout_s`."""
+        503 at its bound of snapshot serves, an answer longer than `max_digests_bytes` or in
+        a Content-Encoding, one that is not a JSON object) is passed for the next, all of
+        them within `timeout_s`. An answer is read as sent (never decompressed: H1 of
+        review r2, session 48) and parsed in a worker thread (`loads_within`, sharing)."""
         deadline = time.monotonic() + self.cfg.timeout_s
         for other, other_url in urls.items():
             if other == peer_id or (v == "3" and SNAPSHOT_FEATURE not in (
@@ -935,12 +948,20 @@ class CatchUp:
             try:
                 async with http.get(f"{other_url}/api/snapshot", params={"digest": "1", "v": v},
                                     timeout=aiohttp.ClientTimeout(total=left)) as r:
-                    if r.status == 200:
-                        d = loads_within(await r.read())
-                        if isinstance(d, dict):
-                            return d
+                    if r.status != 200:
+                        continue
+                    coding = r.headers.get(aiohttp.hdrs.CONTENT_ENCODING, "identity")
+                    if coding.strip().lower() != "identity":
+                        raise ValueError(f"an answer in Content-Encoding {coding[:40]!r} "
+                                         "(read as sent: never decompressed)")
+                    data = await _read_within(r, self.cfg.max_digests_bytes)
+                d = await asyncio.to_thread(loads_within, data, sharing=True)
+                if isinstance(d, dict):
+                    return d
+                raise ValueError("an answer that is not a JSON object")
             except (aiohttp.ClientError, TimeoutError, ValueError) as e:
-                log.warning("no snapshot digests from %s: %s", other[:16], e)
+                log.warning("no snapshot digests from %s (%s): %s; the next member is asked",
+                            other[:16], other_url[:200], e)
         return None
 
     def archived_jobs(self, limit: int | None, before: tuple[int, str, int] | None,
