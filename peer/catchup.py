@@ -17,7 +17,16 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Coroutine, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, TypeVar
@@ -111,11 +120,22 @@ class CatchUpConfig:
     # gzip was 4 GiB), passes to the next member as a 503 does. ~60-110 bytes a job: 64 MiB
     # is 600,000 compacted jobs or more (review r2 of session 48, H1)
     max_digests_bytes: int = 64 << 20
+    # A snapshot download (either part, an older peer's one body too) that has not brought
+    # `min_rate_bytes_s` per second since it was asked, once `rate_grace_s` passed, is cut
+    # (at the next piece, or when the next one is that late): a member trickling bytes held
+    # a catch-up for `timeout_s` (review r2 of session 48, M1)
+    min_rate_bytes_s: float = 16 << 10
+    rate_grace_s: float = 30.0
+    # A member whose snapshot failed (an error, a cut, a refusal, or taken and still below
+    # the floors it announced) is not asked again for retry_s x 2^(failures in a row - 1),
+    # at most `max_backoff_s`; other members are asked meanwhile (M1)
+    max_backoff_s: float = 600.0
 
     def __post_init__(self) -> None:
         for name in ("retry_s", "timeout_s", "record_timeout_s", "max_record_bytes",
                      "view_timeout_s", "view_total_s", "max_view_bytes", "max_snapshot_bytes",
-                     "max_snapshot_v1_bytes", "max_digests_bytes"):
+                     "max_snapshot_v1_bytes", "max_digests_bytes", "min_rate_bytes_s",
+                     "rate_grace_s", "max_backoff_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"catch-up {name} must be positive", field=name)
 
@@ -123,6 +143,8 @@ class CatchUpConfig:
 _SPOOLS = itertools.count()  # spool files of one process never share a name
 _SPOOL = "a snapshot download's spool"  # (named in a DataError: written O_EXCL, read O_NOFOLLOW)
 PIECE_BYTES = 256 << 10  # a snapshot's events frame is sent in pieces of this size
+MAX_BACKOFF_PEERS = 1024  # members remembered as failed (`CatchUp._backoff`); then the one
+# free soonest gives way
 
 
 async def _read_within(r: aiohttp.ClientResponse, max_bytes: int) -> bytes:
@@ -269,8 +291,12 @@ class CatchUp:
         self._fetching: asyncio.Task[None] | None = None  # ... or fetched
         self._loop: asyncio.AbstractEventLoop | None = None
         self._bg: set[asyncio.Task[None]] = set()
-        self._snapshot_next = 0.0  # monotonic time before which no snapshot is asked for
+        self.clock: Callable[[], float] = time.monotonic  # (a fake one in tests)
+        self._snapshot_next = 0.0  # `clock` time before which no snapshot is asked for
         self._catching = False  # a snapshot is being fetched and taken
+        # Member -> (`clock` time before which it is not asked for a snapshot again, its
+        # failures in a row): `_judge`; at most MAX_BACKOFF_PEERS
+        self._backoff: dict[str, tuple[float, int]] = {}
         self.catch_up_s: dict[str, float] = {}  # the last snapshot taken: seconds per stage
         self.served_s: dict[str, float] = {}  # the last snapshot served: seconds per stage
 
@@ -393,6 +419,39 @@ class CatchUp:
         return aiohttp.ClientSession(headers=self._headers, auto_decompress=False,
                                      timeout=aiohttp.ClientTimeout(total=timeout_s,
                                                                    sock_read=stall_s))
+
+    async def _within_rate(self, r: aiohttp.ClientResponse, t0: float,
+                           ) -> AsyncGenerator[bytes, None]:
+        """`r`'s body in pieces (of at most 1 MiB) as they come; StreamError once it has
+        brought fewer than `min_rate_bytes_s` a second since it was asked (at `t0`, on
+        `clock`), from `rate_grace_s` on: checked at each piece and by a deadline on the
+        next one (a member trickling a byte now and then held a catch-up for the whole
+        `timeout_s`; one that sends no byte at all: `sock_read`, `_session`)."""
+        cfg = self.cfg
+        got = 0
+
+        def slow() -> StreamError:
+            return StreamError(f"a download slower than {cfg.min_rate_bytes_s:g} bytes/s "
+                               f"(min_rate_bytes_s): {got} bytes in "
+                               f"{self.clock() - t0:.0f} s; cut")
+
+        pieces = r.content.iter_chunked(1 << 20).__aiter__()
+        while True:  # (if nothing more comes, the rate falls below the floor `left` s on)
+            left = max(cfg.rate_grace_s, got / cfg.min_rate_bytes_s) - (self.clock() - t0)
+            if left <= 0:
+                raise slow()
+            deadline = asyncio.timeout(left)
+            try:
+                async with deadline:
+                    piece = await anext(pieces)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                if not deadline.expired():
+                    raise  # (aiohttp's own)
+                raise slow() from None
+            got += len(piece)
+            yield piece
 
     async def _ask(self, asked: Sequence[tuple[str, str]], params: Mapping[str, str],
                    what: str, check: Callable[[bytes], T], timeout_s: float,
@@ -742,15 +801,16 @@ class CatchUp:
         except (OSError, BanzaiError) as e:
             log.warning("no snapshot rows from %s: %s", url, e)
             return False
-        timeout = aiohttp.ClientTimeout(total=self.cfg.timeout_s)
         try:
-            async with aiohttp.ClientSession(headers=self._headers, timeout=timeout) as http, \
+            t0 = self.clock()
+            async with self._session(self.cfg.timeout_s, self.cfg.rate_grace_s) as http, \
                     http.get(f"{url}/api/snapshot", params={"v": "3", "part": "rows"}) as r:
                 r.raise_for_status()
                 with f:
                     spool = FrameSpool(f, self.cfg.max_snapshot_bytes)
-                    async for chunk in r.content.iter_chunked(1 << 20):
-                        spool.feed(chunk)
+                    async with contextlib.aclosing(self._within_rate(r, t0)) as chunks:
+                        async for chunk in chunks:
+                            spool.feed(chunk)
             return self.take_rows_part(spool, rows, owed, spool_dir)
         except (aiohttp.ClientError, TimeoutError, ValueError, BanzaiError, OSError) as e:
             log.warning("no snapshot rows from %s: %s", url, e)  # (OSError: as `_catch_up`)
@@ -843,30 +903,77 @@ class CatchUp:
         return why
 
     def behind(self, peer_id: str, info: Mapping[str, Any]) -> None:
-        """`peer_id` dropped events we lack (its compaction floors are above our heads): ask
-        it for a snapshot (one request at a time, at most every `retry_s`)."""
+        """`peer_id` dropped events we lack (its compaction floors are above our heads for an
+        origin we know: `_above`): ask it for a snapshot (one request at a time, at most every
+        `retry_s`, and not while it waits out a failure of its own: `_judge`)."""
         floors = info.get("cfloor")
         if not isinstance(floors, dict) or self._loop is None:
             return
-        heads = self._host.state.heads  # (each origin's own: a floor is per origin)
-        if not any(type(q) is int and heads.get(o, 0) < q for o, q in floors.items()):
-            return
-        now = time.monotonic()
+        now = self.clock()
         if now < self._snapshot_next or self._catching:  # one at a time: a slow download is
             return  # not raced by a second one
+        wait = self._backoff.get(peer_id)
+        if (wait is not None and now < wait[0]) or not self._above(floors):
+            return  # (waiting: the turn is left to another member heard meanwhile)
         self._snapshot_next = now + self.cfg.retry_s
         self._catching = True
-        self._spawn(self._catch_up(peer_id), self._loop).add_done_callback(self._caught)
+        self._spawn(self._attempt(peer_id, dict(floors)), self._loop).add_done_callback(
+            self._caught)
+
+    def _above(self, floors: Mapping[Any, Any]) -> bool:
+        """Is one of a member's `floors` above our head of its origin, an origin we know: one
+        whose MEMBER event we hold (a peer emits one before any other: `Node.start`; mesh
+        events are never compacted, so every member serves it, and a snapshot's signer must
+        be one, `check_snapshot`) or whose events we hold (to our head or past a gap)? A
+        floor of any other origin is a member's word alone (`{"x": 2**60}` made every peer
+        ask that member, again and again): no snapshot could be checked to cover it."""
+        st = self._host.state
+        heads = st.heads
+        return any(type(q) is int and heads.get(o, 0) < q
+                   and (o in st.members or o in heads or o in st.beyond)
+                   for o, q in floors.items())
+
+    async def _attempt(self, peer_id: str, floors: Mapping[str, Any]) -> None:
+        """Catch up from `peer_id`, which announced `floors`, and judge it by the outcome."""
+        why = await self._catch_up(peer_id)
+        if why == "" and self._above(floors):
+            why = "its snapshot was taken and our heads are still below the floors it announced"
+        if why is not None:
+            self._judge(peer_id, why)
+
+    def _judge(self, peer_id: str, why: str) -> None:
+        """A snapshot asked of `peer_id` was taken (`why` ""): it is forgotten. Else (why
+        not) it is not asked again for retry_s x 2^(failures in a row - 1), at most
+        `max_backoff_s`, and the next member heard that announces floors above us may be
+        asked at once (M1: a member that failed, lied or trickled was asked first again at
+        every `retry_s`). At most MAX_BACKOFF_PEERS members are remembered: past it, the
+        one free soonest goes."""
+        if not why:
+            self._backoff.pop(peer_id, None)
+            return
+        now = self.clock()
+        failures = self._backoff.pop(peer_id, (0.0, 0))[1] + 1
+        if len(self._backoff) >= MAX_BACKOFF_PEERS:
+            del self._backoff[min(self._backoff, key=lambda p: self._backoff[p][0])]
+        wait_s = min(self.cfg.max_backoff_s, self.cfg.retry_s * 2.0 ** min(failures - 1, 30))
+        self._backoff[peer_id] = (now + wait_s, failures)
+        self._snapshot_next = min(self._snapshot_next, now)
+        log.warning("no snapshot taken from %s (%s): not asked again for %g s (failure %d "
+                    "in a row); other members are asked meanwhile", peer_id[:16], why[:200],
+                    wait_s, failures)
 
     def _caught(self, task: asyncio.Task[None]) -> None:
         self._catching = False
 
-    async def _catch_up(self, peer_id: str) -> None:
+    async def _catch_up(self, peer_id: str) -> str | None:
+        """Ask `peer_id` for a snapshot and take it: "" once taken, else why not (its answer
+        failed, was cut or refused: `_judge`), None if it was not asked (not live to gossip
+        yet, or our spool could not be made: nothing of the member's to judge)."""
         urls = self._host.peer_urls()
         url = urls.get(peer_id)
         if url is None:  # not live to gossip yet: ask again at its next heartbeat
             self._snapshot_next = 0.0
-            return
+            return None
         asked = time.perf_counter() - self._born
         t0 = time.perf_counter()
         v = "3" if SNAPSHOT_FEATURE in (self._host.live_peers().get(peer_id, {}).get("features")
@@ -875,23 +982,26 @@ class CatchUp:
             rows, spool_dir, f = self._new_spool("snapshot", ".rows")
         except (OSError, BanzaiError) as e:
             log.warning("no snapshot from %s: %s", peer_id[:16], e)
-            return
+            return None
         try:
-            async with self._session(self.cfg.timeout_s) as http:
+            begun = self.clock()
+            async with self._session(self.cfg.timeout_s, self.cfg.rate_grace_s) as http:
                 second_task = asyncio.ensure_future(self._second(http, urls, peer_id, v))
                 try:
                     params = {"v": v, "part": "jobs"} if v == "3" else {"v": v}
                     async with http.get(f"{url}/api/snapshot", params=params) as r:
                         r.raise_for_status()
                         if r.content_type == "application/json":  # an older peer: one body
-                            body: Any = await self._read_v1(r)
+                            body: Any = await self._read_v1(r, begun)
                         else:
                             with f:
                                 body = (FrameSpool(f, self.cfg.max_snapshot_bytes)
                                         if r.content_type == SNAPSHOT_TYPE_V3
                                         else Spool(f, self.cfg.max_snapshot_bytes))
-                                async for chunk in r.content.iter_chunked(1 << 20):
-                                    body.feed(chunk)
+                                async with contextlib.aclosing(
+                                        self._within_rate(r, begun)) as chunks:
+                                    async for chunk in chunks:
+                                        body.feed(chunk)
                     self.catch_up_s = {"asked_after_init": asked,
                                        "download": time.perf_counter() - t0}
                     if isinstance(body, Spool | FrameSpool):
@@ -903,29 +1013,39 @@ class CatchUp:
                 t1 = time.perf_counter()
                 parsed = await _parsed(body.head or b"")
                 self.catch_up_s["events_parse"] = time.perf_counter() - t1  # (off the loop)
-                self.take_stream(body, rows, second, parsed, spool_dir)
+                why = self.take_stream(body, rows, second, parsed, spool_dir)
             else:
-                self.take_snapshot(body[0], second, body[1])
-        except (aiohttp.ClientError, TimeoutError, ValueError, BanzaiError, OSError) as e:
-            # (OSError: the spool removed by another process, a temp cleaner, before its
-            # take, or a full disk: not damage, asked again later)
+                why = self.take_snapshot(body[0], second, body[1])
+            return why or ""
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:  # (its answer: judged)
+            why = str(e) or f"no answer within {self.cfg.timeout_s:g} s (timeout_s)"
+            if isinstance(e, aiohttp.ServerTimeoutError):
+                why = (f"{why}: no byte for {self.cfg.rate_grace_s:g} s (catch-up "
+                       "rate_grace_s)")
+            log.warning("no snapshot from %s: %s", peer_id[:16], why)
+            return why
+        except (BanzaiError, OSError) as e:
+            # (ours: the spool removed by another process, a temp cleaner, before its take,
+            # or a full disk: not damage, asked again later)
             log.warning("no snapshot from %s: %s", peer_id[:16], e)
+            return None
         finally:
             f.close()
             _drop_spool(rows, spool_dir)
 
-    async def _read_v1(self, r: aiohttp.ClientResponse) -> _Parsed:
+    async def _read_v1(self, r: aiohttp.ClientResponse, t0: float) -> _Parsed:
         """An older peer's one snapshot body (`take_snapshot`'s), read into memory up to
         `max_snapshot_v1_bytes` (and `max_snapshot_bytes`; else StreamError), then parsed
         and its events decoded in a worker thread (`_parse`; the parse 0.3-0.65 s at 26 MB:
         on the loop, or in a thread without `sharing`, the loop waited for it)."""
         most = min(self.cfg.max_snapshot_bytes, self.cfg.max_snapshot_v1_bytes)
         data = bytearray()
-        async for chunk in r.content.iter_chunked(1 << 20):
-            data += chunk
-            if len(data) > most:
-                raise StreamError(f"a snapshot over {most} bytes (an older peer's one body, "
-                                  "held in memory)")
+        async with contextlib.aclosing(self._within_rate(r, t0)) as chunks:
+            async for chunk in chunks:
+                data += chunk
+                if len(data) > most:
+                    raise StreamError(f"a snapshot over {most} bytes (an older peer's one "
+                                      "body, held in memory)")
         return await asyncio.to_thread(_parse, data)
 
     async def _second(self, http: aiohttp.ClientSession, urls: Mapping[str, str],

@@ -1210,6 +1210,16 @@ async def test_a_temp_dir_made_a_symlink_after_a_download_is_spooled_is_not_foll
     assert sorted(b.index.providers()) == sorted(a.index.providers())
 
 
+def _floor_known_to(n: Node) -> dict[str, Any]:
+    """A member's heartbeat info announcing a floor above `n`'s head of an origin `n`
+    knows (its own MEMBER event: a floor of an origin it knows nothing of starts no
+    catch-up, review r2 of session 48, M1)."""
+    if n.peer_id not in n.state.members:
+        n.emit(EventType.MEMBER, n.capabilities())
+        n.flush()
+    return {"cfloor": {n.peer_id: n.state.heads[n.peer_id] + 5}}
+
+
 async def test_a_slow_catch_up_is_not_raced_by_a_second_one(
         tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
     """A download longer than the retry interval (the first 1M-task run: 35 s) must not be
@@ -1226,16 +1236,16 @@ async def test_a_slow_catch_up_is_not_raced_by_a_second_one(
 
     monkeypatch.setattr(b.catchup, "_catch_up", slow)
     monkeypatch.setattr(b.catchup, "_loop", asyncio.get_running_loop())
-    b.catchup.behind("x", {"cfloor": {"o": 5}})
+    b.catchup.behind("x", _floor_known_to(b))
     await asyncio.sleep(0)
     b.catchup._snapshot_next = 0.0  # the retry interval has passed
-    b.catchup.behind("x", {"cfloor": {"o": 5}})
+    b.catchup.behind("x", _floor_known_to(b))
     await asyncio.sleep(0)
     assert started == ["x"]
     gate.set()
     for _ in range(3):
         await asyncio.sleep(0)
-    b.catchup.behind("x", {"cfloor": {"o": 5}})
+    b.catchup.behind("x", _floor_known_to(b))
     await asyncio.sleep(0)
     assert started == ["x", "x"]
 
@@ -1255,7 +1265,7 @@ async def test_closing_ends_a_catch_up_in_progress(
 
     monkeypatch.setattr(b.catchup, "_catch_up", slow)
     monkeypatch.setattr(b.catchup, "_loop", asyncio.get_running_loop())
-    b.catchup.behind("x", {"cfloor": {"o": 5}})
+    b.catchup.behind("x", _floor_known_to(b))
     await asyncio.sleep(0)
     await b.catchup.close()
     assert ended == ["x"]
