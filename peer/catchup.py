@@ -117,9 +117,12 @@ class CatchUpConfig:
     max_snapshot_v1_bytes: int = 1 << 30
     # A second member's per-job digests (`?digest=1`, read into memory and parsed whole, off
     # the loop): a longer answer, or one in a Content-Encoding (never decompressed: 4 MB of
-    # gzip was 4 GiB), passes to the next member as a 503 does. ~60-110 bytes a job: 64 MiB
-    # is 600,000 compacted jobs or more (review r2 of session 48, H1)
-    max_digests_bytes: int = 64 << 20
+    # gzip was 4 GiB), passes to the next member as a 503 does. ~50-70 bytes a job: 16 MiB
+    # is ~250,000 compacted jobs or more. Its parse, in a worker thread, still stops the loop
+    # ~10-15 ms per MiB (one flat object: json's C decoder holds the GIL throughout, `sharing`
+    # or not), so the bound is kept low (review r2 of session 48, H1; docs/benchmarks.md,
+    # "Session 48, helper f")
+    max_digests_bytes: int = 16 << 20
     # A snapshot download (either part, an older peer's one body too) that has not brought
     # `min_rate_bytes_s` per second since it was asked, once `rate_grace_s` passed, is cut
     # (at the next piece, or when the next one is that late): a member trickling bytes held
@@ -1056,7 +1059,7 @@ class CatchUp:
         503 at its bound of snapshot serves, an answer longer than `max_digests_bytes` or in
         a Content-Encoding, one that is not a JSON object) is passed for the next, all of
         them within `timeout_s`. An answer is read as sent (never decompressed: H1 of
-        review r2, session 48) and parsed in a worker thread (`loads_within`, sharing)."""
+        review r2, session 48) and parsed in a worker thread (`loads_within`)."""
         deadline = time.monotonic() + self.cfg.timeout_s
         for other, other_url in urls.items():
             if other == peer_id or (v == "3" and SNAPSHOT_FEATURE not in (
@@ -1075,7 +1078,8 @@ class CatchUp:
                         raise ValueError(f"an answer in Content-Encoding {coding[:40]!r} "
                                          "(read as sent: never decompressed)")
                     data = await _read_within(r, self.cfg.max_digests_bytes)
-                d = await asyncio.to_thread(loads_within, data, sharing=True)
+                d = await asyncio.to_thread(loads_within, data)  # (not `sharing`: one flat
+                # object, whose pairs its hook would hold twice, +38 MiB at 15 MiB)
                 if isinstance(d, dict):
                     return d
                 raise ValueError("an answer that is not a JSON object")
