@@ -154,7 +154,10 @@ class GossipConfig:
     # SWIM membership; None: heartbeats to every peer, as the previous release
     swim: SwimConfig | None = field(default_factory=SwimConfig.lan)
     renew_s: float = 0.5  # live members' last reports are handed to the sink this often
-    max_connections: int = 128  # ZeroMQ paths kept open at once (least recently used go)
+    max_connections: int = 128  # ZeroMQ paths proven open at once (least recently used go)
+    # ZeroMQ paths not yet proven (connecting, or leading nowhere: sightings, dead joins);
+    # they never displace a proven one (transport.ZmqTransport)
+    max_unproven_connections: int = 32
     # received frames held before they are handled (ZeroMQ; more are dropped, counted)
     max_queue_bytes: int = 64 << 20
     # anti-entropy answers only proven addresses (cookies, fixnonce-v1: antientropy.py);
@@ -191,8 +194,8 @@ class GossipConfig:
             raise ValueError("mesh_id must be 1..255 bytes")
         if self.secret is not None and len(self.secret) < 16:
             raise ValueError("secret must be at least 16 bytes")
-        if self.max_connections < 1:
-            raise ValueError("max_connections must be >= 1")
+        if self.max_connections < 1 or self.max_unproven_connections < 1:
+            raise ValueError("max_connections and max_unproven_connections must be >= 1")
 
     @classmethod
     def lan(cls, **overrides: Any) -> GossipConfig:
@@ -213,6 +216,7 @@ def zmq_transport(cfg: GossipConfig, keyring: Keyring | None = None) -> ZmqTrans
     """The production transport for `cfg`: CURVE with `keyring`'s keys when given."""
     return ZmqTransport(cfg.bind, max_frame_bytes=cfg.max_frame_bytes, keyring=keyring,
                         max_connections=cfg.max_connections,
+                        max_unproven=cfg.max_unproven_connections,
                         max_queue_bytes=cfg.max_queue_bytes)
 
 

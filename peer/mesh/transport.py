@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Literal, Protocol
@@ -87,6 +88,15 @@ def _endpoint(addr: str) -> str:
 READ_BUDGET = 64
 HANDLE_BUDGET = 8
 
+# A DEALER on which no send was accepted yet is unproven: its connection (and, with CURVE, its
+# handshake, which needs the mesh's keys) is not done, or never will be (nothing listens there;
+# an mDNS sighting any LAN host may announce). A frame to one waits for it (IMMEDIATE queues
+# nothing on a pipe not yet connected, so it would be dropped), at most FIRST_WAIT_S and
+# FIRST_FRAMES frames per address, retried every FIRST_RETRY_S.
+FIRST_WAIT_S = 1.0
+FIRST_FRAMES = 4
+FIRST_RETRY_S = 0.005
+
 
 class _ConnQueue:
     """One connection's received frames waiting to be handled, and their bytes."""
@@ -135,8 +145,16 @@ class ZmqTransport:
     rotation), sending on whichever completed its handshake. Failed handshakes on the
     ROUTER are counted (`refused`).
 
-    At most `max_connections` peer addresses have DEALERs at once: connecting one more closes
-    the least recently used (SWIM talks to a few members per period, not to all).
+    DEALERs are kept in two pools. A DEALER is unproven until a send on it is accepted (its
+    connection, with CURVE its handshake, is done): at most `max_unproven` of those, the
+    least recently used closed first, and a new address only ever displaces an unproven one,
+    so addresses that lead nowhere (mDNS sightings any LAN host may announce, dead `--join`
+    addresses) never close a member's DEALER. A proven DEALER stays until `max_connections`
+    proven ones are open and another one is proven: then the least recently used proven one
+    is closed (SWIM talks to a few members per period, not to all). A frame to an unproven
+    DEALER made less than FIRST_WAIT_S ago waits for its connection (at most FIRST_FRAMES
+    per address, and `max_frame_bytes` in all) instead of being dropped, so a DEALER made
+    again after an eviction loses nothing while its peer answers.
 
     A connection whose handshake is not done within `handshake_ivl_ms` is closed, on both
     sides (libzmq's default, 30 s, let a LAN host hold a descriptor per idle connection for
@@ -154,8 +172,11 @@ class ZmqTransport:
     def __init__(self, bind: str = "127.0.0.1:0", *, max_frame_bytes: int = 16 << 20,
                  sndhwm: int = 1000, rcvhwm: int = 10000, reconnect_ivl_max_ms: int = 2000,
                  keyring: Keyring | None = None, max_connections: int = 128,
-                 handshake_ivl_ms: int = 10_000, max_queue_bytes: int = 64 << 20) -> None:
+                 handshake_ivl_ms: int = 10_000, max_queue_bytes: int = 64 << 20,
+                 max_unproven: int = 32) -> None:
         parse_addr(bind)
+        if max_connections < 1 or max_unproven < 1:
+            raise ValueError("max_connections and max_unproven must be >= 1")
         self._handshake_ms = handshake_ivl_ms
         if max_queue_bytes < max_frame_bytes:
             raise ValueError("max_queue_bytes must be >= max_frame_bytes")
@@ -166,6 +187,15 @@ class ZmqTransport:
         self._queued_bytes = 0
         self._overflowed = 0
         self._max_conn = max_connections
+        self._max_unproven = max_unproven
+        # addresses whose DEALERs no send was accepted on yet -> when they were made
+        # (least recently used first); the other addresses of `_dealers` are proven
+        self._unproven: dict[str, float] = {}
+        # frames waiting for an unproven DEALER's connection, oldest first
+        self._waiting: dict[str, deque[bytes]] = {}
+        self._waiting_bytes = 0
+        self._retry: asyncio.TimerHandle | None = None
+        self.first_dropped = 0  # frames that waited for a connection in vain
         self._keyring = keyring
         self._zap: ZapHandler | None = None
         self._monitor: zmq.asyncio.Socket | None = None
@@ -320,8 +350,8 @@ class ZmqTransport:
     def connect(self, addr: str) -> None:
         if addr in self._dealers or self._ctx is None:
             return
-        while len(self._dealers) >= self._max_conn:
-            self._close_dealers(next(iter(self._dealers)))  # the least recently used
+        while len(self._unproven) >= self._max_unproven:
+            self._close_dealers(next(iter(self._unproven)))  # the least recently used
         dealers: list[zmq.Socket[bytes]] = []
         for keys in self._keys_for(addr):
             d: zmq.Socket[bytes] = zmq.Socket(self._ctx, zmq.DEALER)
@@ -342,10 +372,27 @@ class ZmqTransport:
                 continue
             dealers.append(d)
         self._dealers[addr] = dealers  # none: every send to it drops
+        self._unproven[addr] = time.monotonic()
 
     def _close_dealers(self, addr: str) -> None:
         for d in self._dealers.pop(addr, ()):
             d.close(linger=0)
+        self._unproven.pop(addr, None)
+        q = self._waiting.pop(addr, None)
+        if q:
+            self._waiting_bytes -= sum(map(len, q))
+            self.first_dropped += len(q)
+
+    def _proven(self, addr: str) -> None:
+        """A send on `addr`'s DEALER was accepted: it joins the proven pool, and the least
+        recently used proven DEALER beyond `max_connections` is closed."""
+        if self._unproven.pop(addr, None) is None:
+            return
+        over = len(self._dealers) - len(self._unproven) - self._max_conn
+        if over > 0:
+            old = [a for a in self._dealers if a not in self._unproven and a != addr]
+            for a in old[:over]:
+                self._close_dealers(a)
 
     def disconnect(self, addr: str) -> None:
         self._close_dealers(addr)
@@ -363,15 +410,69 @@ class ZmqTransport:
         self.connect(addr)
         dealers = self._dealers.pop(addr)
         self._dealers[addr] = dealers  # the most recently used now
+        made = self._unproven.pop(addr, None)
+        if made is not None:
+            self._unproven[addr] = made
+        if addr in self._waiting:  # behind the frames already waiting, in order
+            return self._wait(addr, frame)
+        if self._try(addr, dealers, frame):
+            return True
+        if made is not None and time.monotonic() - made < FIRST_WAIT_S:
+            return self._wait(addr, frame)
+        return False
+
+    def _try(self, addr: str, dealers: list[zmq.Socket[bytes]], frame: bytes) -> bool:
         for d in dealers:
             try:
                 d.send(frame, zmq.NOBLOCK, copy=len(frame) < 65536)
             except zmq.Again:  # not connected (IMMEDIATE) or HWM reached: drop, gossip repairs
                 continue
+            self._proven(addr)
             return True
         return False
 
+    def _wait(self, addr: str, frame: bytes) -> bool:
+        """Hold `frame` until `addr`'s new DEALER is connected (False: over the bounds)."""
+        q = self._waiting.get(addr)
+        if (q is not None and len(q) >= FIRST_FRAMES) or (
+                self._waiting_bytes + len(frame) > self._max):
+            return False
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop to retry on
+            return False
+        if q is None:
+            q = self._waiting[addr] = deque()
+        q.append(frame)
+        self._waiting_bytes += len(frame)
+        if self._retry is None:
+            self._retry = loop.call_later(FIRST_RETRY_S, self._send_waiting)
+        return True
+
+    def _send_waiting(self) -> None:
+        """Send what waits for a connection, oldest first; drop what waited FIRST_WAIT_S."""
+        self._retry = None
+        now = time.monotonic()
+        for addr in list(self._waiting):
+            q = self._waiting.get(addr)  # gone if a DEALER proven here closed its
+            if q is None:
+                continue
+            while q and self._try(addr, self._dealers.get(addr, []), q[0]):
+                self._waiting_bytes -= len(q.popleft())
+            if q and now - self._unproven.get(addr, now - FIRST_WAIT_S) >= FIRST_WAIT_S:
+                self._waiting_bytes -= sum(map(len, q))  # never connected, or full once it was
+                self.first_dropped += len(q)
+                q.clear()
+            if not q:
+                self._waiting.pop(addr, None)
+        if self._waiting and self._ctx is not None:
+            self._retry = asyncio.get_running_loop().call_later(FIRST_RETRY_S,
+                                                                self._send_waiting)
+
     async def close(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
         for t in (self._task, self._monitor_task):
             if t is not None:
                 t.cancel()
