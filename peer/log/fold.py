@@ -1563,16 +1563,24 @@ class MeshState:
 
     def _run(self, origin: str, have: int, head: int, limit: int) -> Iterator[Event]:
         """`origin`'s events held in (have, head], in seq order, at most `limit` (the seqs
-        set aside under a floor are skipped)."""
+        set aside under a floor are skipped). Once more seqs were missed than are held (a
+        floor raised over seqs let go, as the unknown-type cap's: no evicted mark, no archive
+        read), the held seqs left are read instead of every seq of the range."""
         log = self.by_origin.get(origin, {})
-        n = 0
+        n = missed = 0
         for q in range(have + 1, head + 1):
             ev = log.get(q)
-            if ev is not None:
-                yield ev
-                n += 1
-                if n >= limit:
+            if ev is None:
+                missed += 1
+                if missed > len(log):
+                    for k in heapq.nsmallest(limit - n, (k for k in log if q < k <= head)):
+                        yield log[k]
                     return
+                continue
+            yield ev
+            n += 1
+            if n >= limit:
+                return
 
     # -- helpers used by the appliers -------------------------------------------------
     def _first(self, table: dict[Any, Event], key: Any, ev: Event) -> None:
