@@ -97,6 +97,11 @@ FIRST_WAIT_S = 1.0
 FIRST_FRAMES = 4
 FIRST_RETRY_S = 0.005
 
+# Key-id hints (`peer_key`) kept at most: every member's report names one, and members come
+# and go; past it the least recently announced goes (its address is then reached with one
+# DEALER per secret held, as before its first report).
+MAX_HINTS = 4096
+
 
 class _ConnQueue:
     """One connection's received frames waiting to be handled, and their bytes."""
@@ -399,9 +404,14 @@ class ZmqTransport:
         self._hints.pop(addr, None)
 
     def peer_key(self, addr: str, key_id: str) -> None:
-        if self._keyring is None or self._hints.get(addr) == key_id:
+        if self._keyring is None:
             return
-        self._hints[addr] = key_id
+        old = self._hints.pop(addr, None)
+        self._hints[addr] = key_id  # the most recently announced last
+        if old == key_id:
+            return
+        while len(self._hints) > MAX_HINTS:  # the oldest goes: its DEALER, if any, stays
+            self._hints.pop(next(iter(self._hints)))
         self._close_dealers(addr)  # reconnected with the right keys on the next send
 
     def send(self, addr: str, frame: bytes) -> bool:

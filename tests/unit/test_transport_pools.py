@@ -12,9 +12,10 @@ import time
 from collections.abc import Callable
 
 from peer.mesh.gossip import Gossip, GossipConfig, zmq_transport
+from peer.mesh.keyring import Keyring
 from peer.mesh.sim import MemorySink, RecordingMembers
 from peer.mesh.swim import State
-from peer.mesh.transport import ZmqTransport
+from peer.mesh.transport import MAX_HINTS, ZmqTransport
 
 
 async def wait_for(cond: Callable[[], bool], timeout_s: float = 5.0) -> None:
@@ -150,3 +151,19 @@ async def test_sightings_beyond_the_connection_bound_make_no_member_suspect() ->
     finally:
         for g in peers:
             await g.close()
+
+
+def test_key_id_hints_are_bounded_and_the_least_recently_announced_goes() -> None:
+    """Review r2 of session 48, L3: every member's report names the key id it serves, and
+    the transport kept each address's for good (removed only by `disconnect`)."""
+    ring = Keyring([b"mesh-secret-A-" + b"a" * 30])
+    kid = ring.serving.key_id
+    t = ZmqTransport(keyring=ring)
+    t.peer_key("10.0.0.1:7000", kid)
+    for i in range(MAX_HINTS + 100):  # members come and go
+        t.peer_key(f"10.1.{i // 250}.{i % 250}:7000", kid)
+        if i % 1000 == 0:
+            t.peer_key("10.0.0.1:7000", kid)  # a member still announcing its key
+    assert len(t._hints) == MAX_HINTS
+    assert t._hints["10.0.0.1:7000"] == kid
+    assert "10.1.0.0:7000" not in t._hints
