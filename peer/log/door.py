@@ -53,6 +53,8 @@ class DoorConfig:
     max_origins_counted: int = 64  # origins with their own refusal counter; the rest: "other"
     max_unknown_events_per_origin: int = 10_000  # events of unknown types held per origin
     max_unknown_bytes_per_origin: int = 16 << 20  # and their payloads' bytes
+    max_unknown_events: int = 100_000  # events of unknown types held, all origins together
+    max_unknown_bytes: int = 256 << 20  # and their payloads' bytes
     log_every_s: float = 10.0  # at most one warning per reason per this
 
     def __post_init__(self) -> None:
@@ -62,6 +64,8 @@ class DoorConfig:
             raise ValueError("max_origins_counted and max_unknown_events_per_origin must be >= 1")
         if self.max_unknown_bytes_per_origin < 1:
             raise ValueError("max_unknown_bytes_per_origin must be >= 1")
+        if self.max_unknown_events < 1 or self.max_unknown_bytes < 1:
+            raise ValueError("max_unknown_events and max_unknown_bytes must be >= 1")
 
     @property
     def max_clock_drift_ms(self) -> int:
@@ -159,41 +163,89 @@ class _Held:
 class UnknownCap:
     """Bounds the events of unknown types held per origin (count and bytes); past the cap
     the one of lowest seq is let go (counted in `dropped`). By seq, not by arrival: peers
-    that saw the same events then hold the same ones (their content digests agree)."""
+    that saw the same events then hold the same ones (their content digests agree).
 
-    def __init__(self, max_events: int, max_bytes: int) -> None:
+    All origins together are bounded too (`max_total_events`, `max_total_bytes`: origins
+    are not bounded, a member may mint identities): over either, the origins holding the
+    most (events, or bytes if those are over; ties by origin) let go of their lowest seqs
+    until a tenth of the bound is free. Which ones go depends on everything a peer holds, so
+    two peers past this bound may hold different ones; below it, nothing changes."""
+
+    def __init__(self, max_events: int, max_bytes: int, *, max_total_events: int = 100_000,
+                 max_total_bytes: int = 256 << 20) -> None:
         self.max_events = max_events
         self.max_bytes = max_bytes
+        self.max_total_events = max_total_events
+        self.max_total_bytes = max_total_bytes
         self.dropped = 0
         self._held: dict[str, _Held] = {}
+        self._events = 0  # held in all
+        self._bytes = 0
 
     def add(self, ev: Event) -> list[tuple[str, int]]:
         """Hold `ev`; returns the ids let go to stay within the cap (possibly `ev`'s own)."""
         h = self._held.setdefault(ev.origin, _Held())
         size = len(repr(ev.payload))  # a cheap bound of its JSON size; only unknown types
-        h.bytes += size - h.seqs.get(ev.seq, 0)
+        grew = size - h.seqs.get(ev.seq, 0)
+        h.bytes += grew
+        self._bytes += grew
         if ev.seq not in h.seqs:
             heapq.heappush(h.heap, ev.seq)
+            self._events += 1
         h.seqs[ev.seq] = size
         out: list[tuple[str, int]] = []
         while h.seqs and (len(h.seqs) > self.max_events or h.bytes > self.max_bytes):
-            seq = heapq.heappop(h.heap)
-            if seq in h.seqs:  # else released already
-                h.bytes -= h.seqs.pop(seq)
-                out.append((ev.origin, seq))
+            out.append((ev.origin, self._let_go(ev.origin, h)))
+        if not h.seqs:
+            del self._held[ev.origin]
+        if self._events > self.max_total_events or self._bytes > self.max_total_bytes:
+            out += self._over_all()
         self.dropped += len(out)
+        return out
+
+    def _let_go(self, origin: str, h: _Held) -> int:
+        """Let go of `origin`'s lowest seq held (`h.seqs` is not empty); returns it."""
+        while (seq := heapq.heappop(h.heap)) not in h.seqs:  # else released already
+            pass
+        size = h.seqs.pop(seq)
+        h.bytes -= size
+        self._events -= 1
+        self._bytes -= size
+        return seq
+
+    def _over_all(self) -> list[tuple[str, int]]:
+        """Over the bound of all origins: the origins holding the most let go of their lowest
+        seqs until a tenth of the bound is free (one pass over the origins per tenth)."""
+        by_bytes = self._bytes > self.max_total_bytes
+        low_events = self.max_total_events - self.max_total_events // 10
+        low_bytes = self.max_total_bytes - self.max_total_bytes // 10
+        most = [(-(h.bytes if by_bytes else len(h.seqs)), o) for o, h in self._held.items()]
+        heapq.heapify(most)
+        out: list[tuple[str, int]] = []
+        while most and (self._events > low_events or self._bytes > low_bytes):
+            _, origin = heapq.heappop(most)
+            h = self._held[origin]
+            out.append((origin, self._let_go(origin, h)))
+            if h.seqs:
+                heapq.heappush(most, (-(h.bytes if by_bytes else len(h.seqs)), origin))
+            else:
+                del self._held[origin]
         return out
 
     def release(self, ev: Event) -> None:
         """`ev` (of an unknown type) is no longer held (replaced by another content)."""
         h = self._held.get(ev.origin)
         if h is not None and ev.seq in h.seqs:
-            h.bytes -= h.seqs.pop(ev.seq)
+            size = h.seqs.pop(ev.seq)
+            h.bytes -= size
+            self._events -= 1
+            self._bytes -= size
+            if not h.seqs:
+                del self._held[ev.origin]
 
     def held(self) -> tuple[int, int]:
         """(events, bytes) held in all."""
-        return (sum(len(h.seqs) for h in self._held.values()),
-                sum(h.bytes for h in self._held.values()))
+        return self._events, self._bytes
 
 
 class _RateLimited:
@@ -246,7 +298,9 @@ class Door:
         self.adders = adders
         self.refused = Refusals(cfg.max_origins_counted)
         self.unknown = UnknownCap(cfg.max_unknown_events_per_origin,
-                                  cfg.max_unknown_bytes_per_origin)
+                                  cfg.max_unknown_bytes_per_origin,
+                                  max_total_events=cfg.max_unknown_events,
+                                  max_total_bytes=cfg.max_unknown_bytes)
         self.quarantined = 0  # by this run
         self._warn = _RateLimited(cfg.log_every_s)
         # The lanes jobs whose JOB_SUBMITTED (one with `members`) the door admitted in the

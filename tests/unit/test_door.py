@@ -470,3 +470,31 @@ def test_event_log_quarantine_keeps_the_row(tmp_path: Path) -> None:
     assert (origin, seq, reason) == ("a", 1, "a reason")
     assert door.health()["quarantined"] == 1
     log.close()
+
+
+def test_unknown_cap_bounds_all_origins_together() -> None:
+    """Review r2 of session 48, L2: the cap was per origin, and origins are not bounded (a
+    member may mint identities): 16 MiB of unknown events held per origin, for any number
+    of origins, and an origin's table stayed after its last event was let go."""
+    cap = UnknownCap(max_events=100, max_bytes=1 << 20, max_total_events=20,
+                     max_total_bytes=1 << 20)
+    let_go: list[tuple[str, int]] = []
+    for q in range(1, 11):  # one origin holds 10
+        let_go += cap.add(newer("big", q))
+    for i in range(200):  # then many origins, 1 each
+        let_go += cap.add(newer(f"o{i:03}", 1))
+    events, _ = cap.held()
+    assert events <= 20 and cap.dropped == len(let_go) == 210 - events
+    assert len(cap._held) <= 20  # an origin whose last event went is forgotten
+    assert [q for o, q in let_go if o == "big"] == list(range(1, 11))  # the largest first
+    # by bytes: the origin holding the most bytes loses its lowest seqs first
+    cap = UnknownCap(max_events=100, max_bytes=1 << 20, max_total_events=1000,
+                     max_total_bytes=1000)
+    assert cap.add(newer("fat", 1, pad="x" * 400)) == []
+    assert cap.add(newer("fat", 2, pad="x" * 400)) == []
+    assert cap.add(newer("thin", 1, pad="x" * 10)) == []
+    assert cap.add(newer("thin", 2, pad="x" * 300)) == [("fat", 1)]
+    assert cap.held()[1] <= 1000
+    cap.release(newer("thin", 1, pad="x" * 10))
+    cap.release(newer("thin", 2, pad="x" * 300))
+    assert "thin" not in cap._held and cap.held()[0] == 1
