@@ -1847,7 +1847,8 @@ class Node:
         try:
             # No HMAC tag: CURVE (keys from the mesh secret) authenticates every frame.
             gcfg = GossipConfig.lan(bind=cfg.gossip, advertise_host=advertise,
-                                    mesh_id=self.mesh_id, secret=None)
+                                    mesh_id=self.mesh_id, secret=None,
+                                    max_connections=cfg.gossip_max_connections)
         except ValueError as e:
             raise ConfigError(f"gossip: {e}", field="gossip") from None
         # One switch (`lanes`): the fold's, the door's, the push's and the pair rounds'

@@ -275,6 +275,10 @@ def test_settings_derive_flag_and_parsing_from_the_field() -> None:
     assert spec["lease_s"].flag == "--lease-s" and spec["lease_s"].env == "BANZAI_LEASE_S"
     assert spec["worker_memory_mb"].kind is int and spec["secret_file"].kind is Path
     assert spec["join"].parse("a:1, b:2,") == ("a:1", "b:2")
+    # the gossip transport's bound of proven connections (review r2 of session 48, H2)
+    assert spec["gossip_max_connections"].flag == "--gossip-max-connections"
+    assert build_parser().parse_args(["--gossip-max-connections", "512"]
+                                     ).gossip_max_connections == 512
     assert spec["mdns"].parse("yes") is True and spec["mdns"].parse("0") is False
     with pytest.raises(ConfigError) as e:
         spec["ack_timeout_s"].parse("soon")
@@ -292,7 +296,7 @@ def test_default_worker_memory_is_half_the_machine(monkeypatch: pytest.MonkeyPat
 
 
 @pytest.mark.parametrize("name", ["max_tasks_per_job", "max_workflow_bytes", "max_body_bytes",
-                                  "compact_read_back_entries"])
+                                  "compact_read_back_entries", "gossip_max_connections"])
 def test_bounds_must_be_positive(name: str) -> None:
     with pytest.raises(ConfigError) as e:
         PeerConfig(**{name: 0})

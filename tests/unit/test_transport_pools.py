@@ -10,12 +10,16 @@ import random
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+from peer.config import PeerConfig
 from peer.mesh.gossip import Gossip, GossipConfig, zmq_transport
 from peer.mesh.keyring import Keyring
 from peer.mesh.sim import MemorySink, RecordingMembers
 from peer.mesh.swim import State
 from peer.mesh.transport import MAX_HINTS, ZmqTransport
+from peer.node import Node
 
 
 async def wait_for(cond: Callable[[], bool], timeout_s: float = 5.0) -> None:
@@ -167,3 +171,29 @@ def test_key_id_hints_are_bounded_and_the_least_recently_announced_goes() -> Non
     assert len(t._hints) == MAX_HINTS
     assert t._hints["10.0.0.1:7000"] == kid
     assert "10.1.0.0:7000" not in t._hints
+
+
+async def test_the_setting_reaches_the_transport(tmp_path: Path, monkeypatch: Any) -> None:
+    """--gossip-max-connections (PeerConfig.gossip_max_connections) is the bound of proven
+    connections the node's transport is made with (it had no setting: 128 for any mesh)."""
+    made: list[ZmqTransport] = []
+
+    class NoGossip:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        async def start(self) -> None:
+            pass
+
+    def transport(cfg: GossipConfig, keyring: Any = None) -> ZmqTransport:
+        made.append(zmq_transport(cfg, keyring))
+        return made[-1]
+
+    monkeypatch.setattr("peer.node.Gossip", NoGossip)
+    monkeypatch.setattr("peer.node.zmq_transport", transport)
+    node = Node(PeerConfig(data_dir=tmp_path, slots=1, mdns=False, gossip_max_connections=512))
+    try:
+        await node._start_mesh()
+    finally:
+        node.log.close()
+    assert made[0]._max_conn == 512 and made[0]._max_unproven == 32
