@@ -427,7 +427,7 @@ class ZmqTransport:
             return self._wait(addr, frame)
         if self._try(addr, dealers, frame):
             return True
-        if made is not None and time.monotonic() - made < FIRST_WAIT_S:
+        if dealers and made is not None and time.monotonic() - made < FIRST_WAIT_S:
             return self._wait(addr, frame)
         return False
 
