@@ -1118,6 +1118,7 @@ class Compactor:
         for job in jobs:
             self.waiting.pop(job, None)
             self.leaving.pop(job, None)
+            self.state.drop_wait(job)  # (review r3 of session 48, F3)
         self._raise_floors(floors)
         self.store.prune_batches()
         out.dropped += n

@@ -405,6 +405,12 @@ class Untasked:
         else:
             bisect.insort_right(self.lanes.setdefault(peer, []), ev, key=_order)
 
+    def holds(self, ev: Event, peer: str) -> bool:
+        """Is `ev` held already in `peer`'s lane (a refold folds it again)?"""
+        held = self.lanes.get(peer, ())
+        i = bisect.bisect_left(held, _order(ev), key=_order)
+        return i < len(held) and held[i].id == ev.id
+
     def take_mesh(self) -> list[Event]:
         """The mesh streams' events held; they are no longer."""
         out, self.mesh = self.mesh, []
@@ -476,17 +482,23 @@ NO_LANES = GoneLanes(False, frozenset(), None, fixed=False)
 GONE_LANES_MAX = 16384
 
 # What memory keeps for a vouched member's JOB_MEMBERS that may come after a lanes job went
-# (`GoneWait`): of at most GONE_WAIT_JOBS jobs (the first in going first), at most
-# GONE_WAIT_MAX lane events and adds each (the later ones are let go, as before session 48).
+# (`GoneWait`), counted by what it costs: one for each lane event held and each (adder,
+# peer) add parked (a JOB_MEMBERS names up to MAX_MEMBERS peers: counting it as one let a
+# non-member park ~51 MB per job, review r3 of session 48, F3). At most GONE_WAIT_MAX of
+# a job, GONE_WAIT_ALL in all (about 100 bytes an add: ~7 MB of adds), of at most
+# GONE_WAIT_JOBS jobs (the first in going first); what would pass a bound is let go whole,
+# as before session 48. A job's is freed when its tombstone or record leaves memory.
 GONE_WAIT_JOBS = 256
-GONE_WAIT_MAX = 512
+GONE_WAIT_MAX = 4096
+GONE_WAIT_ALL = 65536
 
 
 class GoneWait:
     """What waits, of a gone lanes job with fixed facts, for a vouched member's JOB_MEMBERS
     (`_gone_members`): the lane events of peers that are no member (`_gone_task_fold`; none
     is folded or let go for good while a later add may still admit it) and the adds of peers
-    not vouched for (folded if a vouched member adds their adder: `_vouch`'s closure)."""
+    not vouched for (folded if a vouched member adds their adder: `_vouch`'s closure). `n`
+    is what it costs (GONE_WAIT_MAX), `MeshState.wait_room` charges it."""
 
     __slots__ = ("adds", "lanes", "n")
 
@@ -495,12 +507,14 @@ class GoneWait:
         self.adds: dict[str, set[str]] = {}
         self.n = 0
 
-    def room(self) -> bool:
-        """May one more be kept (GONE_WAIT_MAX)?"""
-        if self.n >= GONE_WAIT_MAX:
-            return False
-        self.n += 1
-        return True
+    def copy(self) -> GoneWait:
+        """A copy sharing no mutable part (a refold's: review r3 of session 48, F5)."""
+        out = GoneWait()
+        out.lanes.mesh = list(self.lanes.mesh)
+        out.lanes.lanes = {p: list(evs) for p, evs in self.lanes.lanes.items()}
+        out.adds = {by: set(peers) for by, peers in self.adds.items()}
+        out.n = self.n
+        return out
 
 
 def _split_key(k: ChunkKey) -> SplitKey:
@@ -870,6 +884,8 @@ class MeshState:
     # lane events of peers that are no member, the adds of peers not vouched for), at most
     # GONE_WAIT_JOBS (review r2 of session 47, finding 3)
     _gone_waits: OrderedDict[str, GoneWait] = field(default_factory=OrderedDict)
+    # What they cost in all (`GoneWait.n` summed, at most GONE_WAIT_ALL: `wait_room`)
+    _gone_wait_n: int = 0
     # Job -> origin -> the least by `end_rank` of its JOB_ENDEDs of the job folded (those
     # `end_refusal` admitted: only grows or gets less): the job's end (`ended`) is the least
     # of them, `end_rank` reading the winning JOB_SUBMITTED's `members`, which rank every
@@ -961,8 +977,7 @@ class MeshState:
             if not straggler and waiting:  # went: `_gone_members`)
                 wait = self.gone_wait(job)
                 for by, peers in waiting.items():
-                    if wait.room():
-                        wait.adds.setdefault(by, set()).update(peers)
+                    self.park_adds(wait, by, peers)
         for per_job in (self.jobs, self.cancelled, self.members_of, self.ended, self.unended,
                         self.listed, self.end_outputs, self._unjoined, self._untasked,
                         self._ends, self._vouched, self._adds, self._aside,
@@ -990,8 +1005,36 @@ class MeshState:
         if got is None:
             got = waits[job] = GoneWait()
             while len(waits) > GONE_WAIT_JOBS:
-                waits.popitem(last=False)
+                self._gone_wait_n -= waits.popitem(last=False)[1].n
         return got
+
+    def drop_wait(self, job: str) -> None:
+        """`job`'s tombstone or record went: what of it waited goes (review r3 of session
+        48, F3: nothing freed a `GoneWait` but the GONE_WAIT_JOBS bound)."""
+        got = self._gone_waits.pop(job, None)
+        if got is not None:
+            self._gone_wait_n -= got.n
+
+    def wait_room(self, wait: GoneWait, cost: int) -> bool:
+        """May `wait` keep `cost` more (GONE_WAIT_MAX of a job, GONE_WAIT_ALL in all)? If so
+        it is charged."""
+        if wait.n + cost > GONE_WAIT_MAX or self._gone_wait_n + cost > GONE_WAIT_ALL:
+            return False
+        wait.n += cost
+        self._gone_wait_n += cost
+        return True
+
+    def park_adds(self, wait: GoneWait, by: str, peers: Iterable[str]) -> None:
+        """`by`'s adds of `peers` wait in `wait` (the closure of a gone job): only those not
+        parked yet cost (a refold's re-parking costs none: review r3 of session 48, F6),
+        all of them or none (past a bound they are let go, as before session 48)."""
+        had = wait.adds.get(by)
+        new = set(peers) if had is None else set(peers) - had
+        if new and self.wait_room(wait, len(new)):
+            if had is None:
+                wait.adds[by] = new
+            else:
+                had |= new
 
     def gone_lanes(self, job: str) -> GoneLanes | None:
         """What decides compacted or deleted `job`'s task events (`GoneLanes`), None if
@@ -1329,7 +1372,9 @@ class MeshState:
                           gaps_filled=self.gaps_filled, entered=self.entered,
                           lanes_on=self.lanes_on, me=self.me,
                           _gone_lanes=OrderedDict(self._gone_lanes),
-                          _gone_waits=OrderedDict(self._gone_waits),
+                          _gone_waits=OrderedDict(
+                              (j, w.copy()) for j, w in self._gone_waits.items()),
+                          _gone_wait_n=self._gone_wait_n,
                           tomb_lanes={j: f for j, f in self.tomb_lanes.items() if j in tombs},
                           gone_lookup=self.gone_lookup)
         for name in ("outputs", "_outputs_src", "cache", "_cache_src", "providers", "deleted"):
@@ -1767,8 +1812,7 @@ def _gone_members(s: MeshState, ev: Event, b: JobMembers) -> None:
         return
     by = peer_of(ev.origin)
     if by not in facts.vouched:
-        if (waiting := s.gone_wait(b.job)).room():
-            waiting.adds.setdefault(by, set()).update(b.add)
+        s.park_adds(s.gone_wait(b.job), by, b.add)
         return
     wait = s._gone_waits.get(b.job)
     vouched, new, todo = set(facts.vouched), set[str](), list(b.add)
@@ -1849,7 +1893,8 @@ def _gone_task_fold(s: MeshState, ev: Event, job: str) -> bool:
         return False
     if lane[0] in facts.members:
         return True
-    if facts.fixed and facts.lanes and (wait := s.gone_wait(job)).room():
+    if facts.fixed and facts.lanes and not (wait := s.gone_wait(job)).lanes.holds(
+            ev, lane[0]) and s.wait_room(wait, 1):
         wait.lanes.hold(ev, lane[0])  # (a vouched member may add its peer: `_gone_members`)
     return False
 
