@@ -770,8 +770,8 @@ class Compactor:
         records = [JobRecord(r.job, r.order, r.ended_hlc, r.state, r.summary, r.record,
                              tuple(ids.get(r.job, ())), r.facts) for r in records]
         entries, cids = _entries(self.state, leaving)
-        self.index.put_vouched(vouched)  # (first: a row without its record is never read)
-        self.index.put(records, entries, _pairs(self.state, cids), cids)  # raises: nothing
+        self.index.put(records, entries, _pairs(self.state, cids), cids,  # raises: nothing
+                       vouched=vouched)
         self._compacting = set(done)  # changed in memory
         try:
             out.evicted += len(self._compact_state(done))
@@ -806,11 +806,13 @@ class Compactor:
     def _write_grown(self, more: Sequence[tuple[str, GoneLanes]]) -> None:
         """Write the vouched members of gone lanes jobs (`more`: deleted ones whose tombstone
         is about to be written) and the facts a JOB_MEMBERS grew since the last pass
-        (`grown`) to the job index (`put_vouched`; raises: they stay in memory)."""
+        (`grown`) to the job index, with the compacted records they regrew, in one transaction
+        (a crash between two left a record naming the old members for good: review r3 of
+        session 48, F2; raises: they stay in memory)."""
         rows = [*more, *self.grown.items()]
         if rows:
-            self.index.put_vouched((j, sorted(f.members), sorted(f.vouched)) for j, f in rows)
-            self.index.put(self._regrown(), (), ())
+            self.index.put(self._regrown(), (), (), vouched=[
+                (j, f.members, f.vouched) for j, f in rows])
             self.grown.clear()
 
     def _regrown(self) -> list[JobRecord]:

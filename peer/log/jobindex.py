@@ -274,16 +274,21 @@ class JobIndex:
             raise
 
     def put(self, records: Iterable[JobRecord], entries: Iterable[CacheEntry],
-            providers: Iterable[tuple[str, str]], cids: Iterable[str] = ()) -> None:
+            providers: Iterable[tuple[str, str]], cids: Iterable[str] = (),
+            vouched: Iterable[tuple[str, Iterable[str], Iterable[str]]] = ()) -> None:
         """Store finished jobs, the cache entries their events made (an entry replaces one of
-        a later order only) and (cid, origin) providers, in one transaction. The provider rows
+        a later order only), (cid, origin) providers and gone lanes jobs' vouched rows (as
+        `put_vouched`: a record regrown by them is never written apart from them, review r3
+        of session 48, F2), in one transaction. The provider rows
         of `cids` are replaced by those of `providers` (the set the fold holds now: an origin
         that UNPROVIDEd a CID is no longer listed); those of other CIDs are added to. A
         record held already whose ids do not read back (`_ids`: logged once) is set aside:
         its row is left as it is (its events stay in the log), the others are written."""
         records = list(records)
+        grown = {job: (set(m), set(v)) for job, m, v in vouched}
         try:
             with self._tx() as db:
+                self._vouched_rows(db, grown)
                 held: dict[str, list[tuple[str, int]]] = {}  # job -> its ids as held
                 aside: set[str] = set()  # jobs whose held ids do not read back
                 for r in records:
@@ -446,12 +451,17 @@ class JobIndex:
         if not got:
             return
         with self._tx() as db:
-            for job, (members, vouched) in got.items():
-                if (old := self.vouched_of(job)) is not None:
-                    members.update(old[0])
-                    vouched.update(old[1])
-                db.execute("INSERT OR REPLACE INTO gone_vouched VALUES (?, ?, ?)",
-                           (job, _dumps(sorted(members)), _dumps(sorted(vouched))))
+            self._vouched_rows(db, got)
+
+    def _vouched_rows(self, db: sqlite3.Connection,
+                      got: Mapping[str, tuple[set[str], set[str]]]) -> None:
+        """`put_vouched`'s writes, in the caller's transaction (`got` is united in place)."""
+        for job, (members, vouched) in got.items():
+            if (old := self.vouched_of(job)) is not None:
+                members.update(old[0])
+                vouched.update(old[1])
+            db.execute("INSERT OR REPLACE INTO gone_vouched VALUES (?, ?, ?)",
+                       (job, _dumps(sorted(members)), _dumps(sorted(vouched))))
 
     def _unknown_view(self, job: str, column: str) -> DataError:
         """The DataError of a job whose row is there but whose `column` does not read back

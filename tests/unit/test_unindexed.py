@@ -41,10 +41,11 @@ class FailingIndex(JobIndex):
     failing = False
 
     def put(self, records: Iterable[JobRecord], entries: Iterable[CacheEntry],
-            providers: Iterable[tuple[str, str]], cids: Iterable[str] = ()) -> None:
+            providers: Iterable[tuple[str, str]], cids: Iterable[str] = (),
+            vouched: Iterable[tuple[str, Iterable[str], Iterable[str]]] = ()) -> None:
         if self.failing:
             raise sqlite3.OperationalError("database or disk is full")
-        super().put(records, entries, providers, cids)
+        super().put(records, entries, providers, cids, vouched)
 
 
 def _cid(i: int) -> str:
