@@ -825,7 +825,7 @@ class Compactor:
             named = None if held is None else held.summary.get("members")
             if held is None or type(named) is not list or f.members <= set(named):
                 continue
-            m = {"members": sorted(f.members.union(named))}
+            m = {"members": sorted({*f.members, *named})}
             out.append(JobRecord(job, held.order, held.ended_hlc, held.state,
                                  {**held.summary, **m}, {**held.record, **m}, (), held.facts))
         return out
