@@ -1633,6 +1633,16 @@ class Node:
         its skew is reported in /api/health, never a reason to drop a peer."""
         self.skew_ms[peer_id] = wall_ms - int(time.time() * 1000)
 
+    def forgot(self, peer_id: str) -> None:
+        """Gossip holds nothing of `peer_id` any more (dead or left long ago): its last info
+        and clock skew go (/api/health lists skews); when it was last heard stays for a
+        registered member only (/api/peers shows it; the log holds those anyway). Review r2
+        of session 48, M2: every id ever heard was kept for the life of the process."""
+        self.infos.pop(peer_id, None)
+        self.skew_ms.pop(peer_id, None)
+        if peer_id not in self.state.members:
+            self.heard_at.pop(peer_id, None)
+
     def left(self, peer_id: str) -> None:
         """`peer_id` announced that it leaves: nothing waits for the leases of its claims."""
         self.scheduler.gone(peer_id)

@@ -80,6 +80,8 @@ class Membership:
         self._peers: dict[str, PeerRecord] = {}
         self._at: dict[str, str] = {}  # address -> the peer last heard there
         self._live_cache: frozenset[str] | None = None  # reset when a status or address changes
+        # told each peer forgotten (long dead): what the layers above keep of it may go
+        self.forgotten: Callable[[str], None] = lambda _p: None
 
     # -- addresses ---------------------------------------------------------------------
     @property
@@ -194,6 +196,7 @@ class Membership:
             p = self._peers.pop(pid)
             if self._at.get(p.addr) == pid:
                 del self._at[p.addr]
+            self.forgotten(pid)
         for p in self._peers.values():
             quiet = now - p.last_heard
             st = liveness(quiet, self.suspect_after_s, self.dead_after_s)

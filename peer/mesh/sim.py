@@ -143,7 +143,8 @@ class MemorySink:
 
 @dataclass
 class RecordingMembers:
-    """A MemberSink that remembers every heartbeat."""
+    """A MemberSink that remembers every member's last heartbeat or report, until gossip
+    forgets the member."""
 
     heard_from: dict[str, dict[str, Any]] = field(default_factory=dict)
     count: int = 0
@@ -151,6 +152,10 @@ class RecordingMembers:
     def heard(self, peer_id: str, info: Mapping[str, Any]) -> None:
         self.heard_from[peer_id] = dict(info)
         self.count += 1
+
+    def forgot(self, peer_id: str) -> None:
+        """Gossip holds nothing of `peer_id` any more (as `Node.forgot`)."""
+        self.heard_from.pop(peer_id, None)
 
 
 @dataclass

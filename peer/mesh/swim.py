@@ -289,6 +289,11 @@ class Listener(Protocol):
         """`member` answered our probe; its wall clock read `wall_ms` (for clock skews)."""
         ...
 
+    def member_forgotten(self, member: Member) -> None:
+        """`member`'s record is gone: dead or left for `forget_s` (what the layers above
+        keep of it may go too, or a lab running for months holds every id it ever heard)."""
+        ...
+
 
 @dataclass
 class Suspicion:
@@ -830,6 +835,7 @@ class Swim:
             self._unprobed -= not m.probed
             if self._by_addr.get(m.addr) == m.id:
                 del self._by_addr[m.addr]
+            self._listener.member_forgotten(m)
 
     def _gossip(self) -> None:
         if not self._queue:

@@ -35,6 +35,15 @@ class MemberSink(Protocol):
         ...
 
 
+def tell_forgot(members: MemberSink, peer_id: str) -> None:
+    """Tell the member sink that nothing is held of `peer_id` any more (SWIM forgot it, or
+    a peer of the previous release long dead): what it keeps of it may go. Optional, as the
+    sink's `left`: `forgot(peer_id)`."""
+    forgot = getattr(members, "forgot", None)
+    if forgot is not None:
+        forgot(peer_id)
+
+
 class AuthSigner:
     """SWIM updates signed with this peer's identity and checked against bound keys (the
     membership signature of docs/security.md, one domain byte per update kind)."""
@@ -123,6 +132,16 @@ class MeshView:
             if noted is not None:  # (Node.acks counts live peers only)
                 noted(member.id)
 
+    def member_forgotten(self, member: Member) -> None:
+        """SWIM forgot `member` (dead or left for `forget_s`): its report, vector and lanes
+        mark go, and the member sink is told unless a peer of the previous release holds
+        the id (review r2 of session 48, M2: every id ever heard was kept for good)."""
+        self._infos.pop(member.id, None)
+        self._heads.pop(member.id, None)
+        self.lane_peers.pop(member.id, None)
+        if member.id not in self.legacy_ids and self._legacy.judged(member.id) is None:
+            tell_forgot(self._members, member.id)
+
     def member_report(self, member: Member) -> None:
         assert member.report is not None
         try:
@@ -176,6 +195,14 @@ class MeshView:
         heads = info.get("heads")
         if isinstance(heads, dict):
             self.note_heads(peer_id, heads)
+
+    def legacy_forgotten(self, peer_id: str) -> None:
+        """`Membership` forgot `peer_id` (long dead by its heartbeats): its legacy mark and
+        vector go, and the member sink is told unless SWIM holds the id."""
+        self.legacy_ids.discard(peer_id)
+        if self.swim is None or peer_id not in self.swim.members:
+            self._heads.pop(peer_id, None)
+            tell_forgot(self._members, peer_id)
 
     def heard_swim(self, peer_id: str) -> None:
         """A SWIM frame from `peer_id`: it is no legacy peer (any more)."""
@@ -283,4 +310,4 @@ def report_bytes(info: Mapping[str, Any]) -> bytes:
                       separators=(",", ":"), sort_keys=True).encode()
 
 
-__all__ = ["NOT_REPORTED", "AuthSigner", "MemberSink", "MeshView", "report_bytes"]
+__all__ = ["NOT_REPORTED", "AuthSigner", "MemberSink", "MeshView", "report_bytes", "tell_forgot"]

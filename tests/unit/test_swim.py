@@ -59,6 +59,7 @@ class Listener:
         self.changes: list[tuple[str, State | None, State]] = []
         self.reports: list[str] = []
         self.walls: list[tuple[str, int]] = []
+        self.forgotten: list[str] = []
 
     def member_changed(self, member: Member, before: State | None) -> None:
         self.changes.append((member.id, before, member.state))
@@ -68,6 +69,9 @@ class Listener:
 
     def member_wall(self, member: Member, wall_ms: int) -> None:
         self.walls.append((member.id, wall_ms))
+
+    def member_forgotten(self, member: Member) -> None:
+        self.forgotten.append(member.id)
 
 
 def alive(mid: str, port: int, inc: int = 1) -> dict[str, Any]:
