@@ -78,7 +78,14 @@ from peer.mesh.addr import WILDCARD_HOSTS, canonical_addr, format_addr, parse_ad
 from peer.mesh.antientropy import AntiEntropy, ContentSink, EventSink, HeadsSeen, LaneSink, PeerAt
 from peer.mesh.keyring import Keyring
 from peer.mesh.membership import MAX_PEER_SAMPLE, Clock, Liveness, Membership, MemberSink
-from peer.mesh.swim import MAX_START_INC, IncarnationStore, Msg, Swim, SwimConfig
+from peer.mesh.swim import (
+    MAX_REPORT_BYTES,
+    MAX_START_INC,
+    IncarnationStore,
+    Msg,
+    Swim,
+    SwimConfig,
+)
 from peer.mesh.transport import Transport, ZmqTransport
 from peer.mesh.view import AuthSigner, MeshView, report_bytes
 from peer.mesh.wire import (
@@ -264,6 +271,8 @@ class GossipStats:
     swim_over_frame: int = 0  # updates dropped unread: past a frame's bound, or repeated
     swim_unprobed_refused: int = 0  # new members refused: too many held from gossip alone
     swim_addr_taken: int = 0  # alives refused: another live member holds their address
+    swim_large_reports: int = 0  # reports refused: longer than swim.MAX_REPORT_BYTES
+    swim_unsendable: int = 0  # updates no frame could carry (larger than max_frame_bytes)
     # anti-entropy frames that did not prove their reply-to address (a handshake at most),
     # and vectors not noted: not proven to come from their sender's address (signed)
     ae_unverified: int = 0
@@ -358,7 +367,8 @@ class Gossip:
             self.swim = self.view.swim = Swim(
                 cfg.swim, peer_id, start << 16, self, self.view, self._rng,
                 None if auth is None else AuthSigner(auth, cfg.mesh_id),
-                wall_ms=lambda: int(time.time() * 1000), store=incarnations)
+                wall_ms=lambda: int(time.time() * 1000), store=incarnations,
+                max_frame_bytes=cfg.max_frame_bytes)
         self._writer: FrameWriter | None = None  # made by bind(), once our address is known
         self._address = ""
         self._next_hb = 0.0
@@ -393,6 +403,8 @@ class Gossip:
             self._stats.swim_over_frame = self.swim.stats.over_frame
             self._stats.swim_unprobed_refused = self.swim.stats.unprobed_refused
             self._stats.swim_addr_taken = self.swim.stats.addr_taken
+            self._stats.swim_large_reports = self.swim.stats.large_reports
+            self._stats.swim_unsendable = self.swim.stats.unsendable
         return self._stats
 
     @property
@@ -654,7 +666,7 @@ class Gossip:
         with SWIM only to peers of the previous release; with SWIM, also update our report."""
         info = self._local_info()
         if self.swim is not None:
-            self.swim.set_report(report_bytes(info), self._clock())
+            self._set_report(info)
         targets = self.view.legacy_addrs()
         if not targets:
             return
@@ -662,6 +674,24 @@ class Gossip:
         if frame is not None:
             for addr in targets:
                 self._send_frame(addr, frame)
+
+    def _set_report(self, info: Mapping[str, Any]) -> None:
+        """Our SWIM report of `info`; over MAX_REPORT_BYTES (which peers refuse), without its
+        compaction floors (they grow with the origins ever compacted), else not renewed;
+        either way said (rate-limited)."""
+        assert self.swim is not None
+        report = report_bytes(info)
+        if len(report) > MAX_REPORT_BYTES and "cfloor" in info:
+            full = len(report)
+            report = report_bytes({k: v for k, v in info.items() if k != "cfloor"})
+            self._warn.warn("report_large", "gossip: our report of %d bytes is over %d: sent "
+                            "without its compaction floors (%d origins)", full,
+                            MAX_REPORT_BYTES, len(info["cfloor"]))
+        if len(report) > MAX_REPORT_BYTES:
+            self._warn.warn("report_large", "gossip: our report of %d bytes is over %d: not "
+                            "sent (peers would refuse it)", len(report), MAX_REPORT_BYTES)
+            return
+        self.swim.set_report(report, self._clock())
 
     def acknowledge(self, peer_ids: Iterable[str]) -> None:
         """Send our version vector now to these peers (they wait for acknowledgements): an

@@ -65,6 +65,15 @@ log = logging.getLogger("banzai.swim")
 
 Body = dict[str, Any]
 MAX_UPDATES_PER_FRAME = 24  # piggybacked updates on one frame
+# A member's report ("d" of its "r" update) longer than this is refused, counted (review r2 of
+# session 48, M3: a report as large as a frame, relayed on honest peers' probes, made them
+# unsendable). This release's report is about 0.4 KB, 4.5 KB with 64 runs and 16 jobs worked
+# on; its compaction floors ("cfloor") add ~33 bytes per origin compacted
+# (`Gossip.heartbeat` leaves them out of a report that would be longer, and says so).
+MAX_REPORT_BYTES = 64 << 10
+# What a frame's header and JSON around its updates take at most (3 strings of 255 bytes,
+# the version bytes, an HMAC tag): piggybacked updates fill the frame bound less this
+FRAME_SLACK = 1024
 SEQ_BITS = 48  # probe sequence numbers are random: an off-path member cannot forge an ack
 # Members we never heard of that probed us, synced with until their alive arrives (at most):
 # their alive's bounded retransmits may all have missed us, and nothing else would repair it.
@@ -384,6 +393,10 @@ class SwimStats:
     # signed alives refused: their address is held by another live member (also counted in
     # dropped_updates)
     addr_taken: int = 0
+    # reports refused: longer than MAX_REPORT_BYTES (also counted in dropped_updates); and
+    # updates dropped from our queue that no frame can carry (larger than the frame bound)
+    large_reports: int = 0
+    unsendable: int = 0
 
 
 class Swim:
@@ -394,8 +407,11 @@ class Swim:
     def __init__(self, cfg: SwimConfig, me: str, inc: int, net: SwimNet, listener: Listener,
                  rng: random.Random, signer: Signer | None = None,
                  wall_ms: Callable[[], int] | None = None,
-                 store: IncarnationStore | None = None) -> None:
+                 store: IncarnationStore | None = None,
+                 max_frame_bytes: int = 16 << 20) -> None:
         self.cfg = cfg
+        # the bytes of piggybacked updates one frame may carry (`piggyback`)
+        self._room = max(1, max_frame_bytes - FRAME_SLACK)
         self._wall = wall_ms
         self.me = me
         self.addr = ""  # set by `bind`
@@ -421,7 +437,7 @@ class Swim:
         # addresses whose live holder another identity's signed alive claimed (refused):
         # they need proof of routability whatever the holder announces (`contested`)
         self._contested: dict[str, None] = {}
-        self._queue: dict[str, list[Any]] = {}  # key -> [update, transmits]
+        self._queue: dict[str, list[Any]] = {}  # key -> [update, transmits, JSON bytes]
         self._order: list[str] = []  # the probe round's shuffled member ids
         self._pos = 0
         self._probes: dict[int, Probe] = {}
@@ -658,23 +674,42 @@ class Swim:
 
     # -- the broadcast queue ---------------------------------------------------------
     def _enqueue(self, key: str, update: Body) -> None:
-        self._queue[key] = [update, 0]  # a newer update about the same thing replaces it
+        # (a newer update about the same thing replaces it; its size as the frame holds it,
+        # with the comma before it)
+        self._queue[key] = [update, 0, len(dumps(update)) + 1]
 
-    def piggyback(self, limit: int = MAX_UPDATES_PER_FRAME) -> list[Body]:
-        """Updates to add to an outgoing frame: the least sent first, each counted."""
+    def piggyback(self, limit: int = MAX_UPDATES_PER_FRAME, used: int = 0) -> list[Body]:
+        """Updates to add to an outgoing frame whose other parts take `used` bytes: the least
+        sent first, each counted, at most `limit` and as many as fit the frame bound (as
+        memberlist fills by bytes: an update that does not fit is left for a later frame, and
+        never makes its frame unsendable, review r2 of session 48, M3). One that no frame can
+        carry leaves the queue (counted)."""
         if not self._queue:
             return []
         cap = retransmit_limit(self.cfg, self.n())
         q = self._queue
-        keys = (list(q) if len(q) <= limit
-                else heapq.nsmallest(limit, q, key=lambda k: q[k][1]))
-        out = []
+        room = self._room - used
+        keys = (list(q) if len(q) <= 2 * limit
+                else heapq.nsmallest(2 * limit, q, key=lambda k: q[k][1]))
+        keys.sort(key=lambda k: q[k][1])
+        out: list[Body] = []
         for k in keys:
-            entry = self._queue[k]
+            if len(out) >= limit:
+                break
+            entry = q[k]
+            if entry[2] > self._room:
+                del q[k]
+                self.stats.unsendable += 1
+                log.warning("swim: an update of %d bytes dropped: no frame can carry it",
+                            entry[2])
+                continue
+            if entry[2] > room:
+                continue
+            room -= entry[2]
             entry[1] += 1
             out.append(entry[0])
             if entry[1] >= cap:
-                del self._queue[k]
+                del q[k]
         return out
 
     @property
@@ -771,7 +806,7 @@ class Swim:
         return body
 
     def _send(self, addr: str, kind: Msg, body: Body) -> None:
-        updates = self.piggyback()
+        updates = self.piggyback(used=len(dumps(body)))
         if updates:
             body["m"] = [*body.get("m", ()), *updates]
         self._net.send_swim(addr, kind, body)
@@ -1313,7 +1348,11 @@ class Swim:
         m = self._members.get(mid)
         if m is None or (inc, ctr) <= m.report_ver or m.state == State.LEFT:
             return
-        if not self._checked(Sig.REPORT, mid, "", inc, ctr, data.encode(), u):
+        # (characters first: a string's bytes are at least as many)
+        if len(data) > MAX_REPORT_BYTES or len(raw := data.encode()) > MAX_REPORT_BYTES:
+            self.stats.large_reports += 1
+            raise ValueError(f"report of more than {MAX_REPORT_BYTES} bytes")
+        if not self._checked(Sig.REPORT, mid, "", inc, ctr, raw, u):
             return
         m.report, m.report_ver = u, (inc, ctr)
         self._listener.member_report(m)
@@ -1368,7 +1407,8 @@ def _int(v: Any) -> int:
     return v
 
 
-__all__ = ["BAD_SIGNATURE", "MAX_BAD_SIGNATURES", "MAX_START_INC", "MAX_UPDATES_PER_FRAME",
+__all__ = ["BAD_SIGNATURE", "MAX_BAD_SIGNATURES", "MAX_REPORT_BYTES", "MAX_START_INC",
+           "MAX_UPDATES_PER_FRAME",
            "IncarnationStore", "Member", "Msg", "NoSigner", "Sig", "Signer", "State", "Swim",
            "SwimConfig", "SwimNet", "SwimStats", "push_pull_interval_s",
            "remaining_suspicion_s", "retransmit_limit", "suspicion_bounds_s"]

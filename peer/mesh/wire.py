@@ -373,6 +373,9 @@ _INFO_INT = ("slots", "free_slots", "wall_ms")
 # announce itself); `features`, a MEMBER event's (256; this release sends 11); `working`,
 # 4 x the 16 this release sends (`scheduler.MAX_WORKING`): room for a later release
 _INFO_STRS = {"calls": MAX_TASKS, "features": 256, "working": 64}
+# `running`, the attempt keys of a peer's runs (one per slot it runs, and those finishing):
+# the scheduler builds a set of it per report renewed (review r2 of session 48, M3)
+MAX_RUNNING = 4096
 _INFO_VV = ("heads", "cfloor")
 
 
@@ -398,8 +401,8 @@ def _check_types(info: Mapping[str, Any]) -> None:
     for k, most in _INFO_STRS.items():
         if k in info:
             _check_strs(k, info[k], most)
-    if "running" in info and not isinstance(info["running"], list):
-        raise ValueError("info.running is not a list")
+    if "running" in info:
+        _check_running(info["running"])
     for k in _INFO_VV:
         if k in info:
             try:
@@ -408,6 +411,15 @@ def _check_types(info: Mapping[str, Any]) -> None:
                 raise ValueError(f"info.{k} is not an object of seqs") from None
     if "kubo" in info and not isinstance(info["kubo"], dict):
         raise ValueError("info.kubo is not an object")
+
+
+def _check_running(v: Any) -> None:
+    """ValueError unless `v` is a list of at most MAX_RUNNING entries (the scheduler checks
+    each entry as an attempt key)."""
+    if not isinstance(v, list):
+        raise ValueError("info.running is not a list")
+    if len(v) > MAX_RUNNING:
+        raise ValueError(f"info.running holds {len(v)} entries, more than {MAX_RUNNING}")
 
 
 def _check_strs(key: str, v: Any, most: int) -> None:
