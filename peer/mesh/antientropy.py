@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from enum import Enum
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -63,6 +64,16 @@ FIX_ASKS = 4
 FIXNONCE_FEATURE = "fixnonce-v1"  # announced in `features`: this peer sends and checks cookies
 COOKIE_BYTES = 8  # a cookie or nonce: 64 random or keyed bits, hex on the wire
 MAX_ECHOES = 4096  # addresses whose cookie for us we keep (the oldest are forgotten)
+# Full DIGESTs (those that read and encode events) answered per address per window of the
+# anti-entropy period (at most ANSWER_WINDOW_MAX_S): an honest peer sends one per round of
+# ours (its answer to our DIGEST_SUM) and of its own, one per pair round, one per lanes job
+# it was just added to; more are not answered, counted (review r2 of session 48, M4: each
+# answer reads and encodes up to max_events_per_frame events, ~4 ms and ~900x the bytes of a
+# 160-byte DIGEST). A DIGEST that goes on a pull our last answer to it said `more` of (its
+# vector holds what that answer sent) is answered beyond them: a restarted peer's burst.
+MAX_DIGEST_ANSWERS = 8
+ANSWER_WINDOW_MAX_S = 1.0
+MAX_PULLS = 256  # (address, scope) pairs whose `more` answer we keep the marks of
 # A frame to an address whose cookie for us we lack is padded ("p") by this many characters:
 # its receiver's handshake must not be larger than it (QUIC pads its first packets likewise)
 PAD_CHARS = 64
@@ -263,8 +274,16 @@ class AntiEntropy:
                  max_events_per_frame: int, heads_seen: HeadsSeen | None = None,
                  contents: ContentSink | None = None, max_frame_bytes: int = 16 << 20,
                  nonces: bool = False, signed: bool = False,
-                 lanes: LaneSink | None = None, pair_seen: HeadsSeen | None = None) -> None:
+                 lanes: LaneSink | None = None, pair_seen: HeadsSeen | None = None,
+                 clock: Callable[[], float] = time.monotonic, period_s: float = 1.0) -> None:
         self._sink = sink
+        self._clock = clock
+        self._window = min(period_s, ANSWER_WINDOW_MAX_S)
+        # address -> (until when its window runs, full DIGESTs answered in it)
+        self._answers: dict[str, tuple[float, int]] = {}
+        # (address, scope) -> the highest seq of each origin our last answer there that said
+        # `more` sent (within our heads): a DIGEST whose vector holds them goes on that pull
+        self._pulls: dict[tuple[str, str], dict[str, int]] = {}
         self._lanes = lanes  # None: lanes are off (no pair round started nor answered)
         # Told a member's lanes vector a pair round proved it holds (the shared jobs' lanes
         # only): what a compacted job's lanes wait for (peer.log.compact.Compactor.pair_vvs)
@@ -285,6 +304,7 @@ class AntiEntropy:
         self._echoes: dict[str, str] = {}  # address -> the cookie its peer gave us
         self.unverified = 0  # frames that proved nothing and so got at most a handshake
         self.unbound = 0  # vectors not noted: the frame was not proven to be its sender's
+        self.throttled = 0  # full DIGESTs not answered: MAX_DIGEST_ANSWERS in their window
 
     # -- cookies -------------------------------------------------------------------------
     def _cookie(self, addr: str) -> str:
@@ -523,9 +543,15 @@ class AntiEntropy:
             behind = any(seq > theirs.get(o, 0) for o, seq in mine.items())
             self._unproven(f, "d" if ahead or behind else "c")
             return
+        scope = "" if jobs is None else ",".join(jobs)
+        if not self._may_answer(f.reply_to, scope, theirs):
+            self.throttled += 1
+            return
         missing = sink.events_after(theirs, self._limit)
         keys = self._keys(f.reply_to, f.body.get("n")) if f.reply_to else {}
         vv, more = dict(mine) if ahead else None, len(missing) >= self._limit
+        if more:
+            self._note_pull(f.reply_to, scope, missing, mine)
         cs = f.body.get("cs")
         blocks = None if cs is None else self._differing(theirs, mine, cs, contents)
         nonce = secrets.token_hex(COOKIE_BYTES) if blocks and self._nonces else None
@@ -538,6 +564,45 @@ class AntiEntropy:
             awaited[f.reply_to] = [*asks, nonce][-FIX_ASKS:]
             if len(awaited) > FIX_PEERS:
                 del awaited[self._fix_to_forget()]
+
+    def _may_answer(self, addr: str, scope: str, theirs: Mapping[str, int]) -> bool:
+        """Whether a full DIGEST from `addr` (over `scope`: "" the mesh's, else a pair
+        round's jobs) is answered: it goes on a pull our last answer there said `more` of,
+        or fewer than MAX_DIGEST_ANSWERS were in this address's window (the windows of at
+        most MAX_ECHOES addresses are held: more at once, not answered)."""
+        marks = self._pulls.pop((addr, scope), None)
+        if marks is not None and all(theirs.get(o, 0) >= q for o, q in marks.items()):
+            return True
+        now = self._clock()
+        until, n = self._answers.get(addr, (0.0, 0))
+        if now >= until:
+            if addr not in self._answers and len(self._answers) >= MAX_ECHOES:
+                for a in [a for a, (u, _) in self._answers.items() if now >= u]:
+                    del self._answers[a]
+                if len(self._answers) >= MAX_ECHOES:
+                    return False
+            until, n = now + self._window, 0
+        if n >= MAX_DIGEST_ANSWERS:
+            if marks is not None:  # (kept: the pull's DIGEST may still come)
+                self._pulls[(addr, scope)] = marks
+            return False
+        self._answers[addr] = (until, n + 1)
+        return True
+
+    def _note_pull(self, addr: str, scope: str, sent: Sequence[Event],
+                   mine: Mapping[str, int]) -> None:
+        """Our answer to `addr` says `more`: the seqs it sent within our heads, which the
+        DIGEST that goes on its pull holds (the oldest pull is forgotten past MAX_PULLS)."""
+        marks: dict[str, int] = {}
+        for e in sent:
+            if e.seq <= mine.get(e.origin, 0) and e.seq > marks.get(e.origin, 0):
+                marks[e.origin] = e.seq
+        self._pulls.pop((addr, scope), None)
+        if not marks:  # (only events beyond our gaps: nothing a DIGEST could show it holds)
+            return
+        self._pulls[(addr, scope)] = marks
+        if len(self._pulls) > MAX_PULLS:
+            del self._pulls[next(iter(self._pulls))]
 
     def _fix_to_forget(self) -> str:
         """The awaited fix to forget when FIX_PEERS are: the oldest at an address no live

@@ -277,6 +277,8 @@ class GossipStats:
     # and vectors not noted: not proven to come from their sender's address (signed)
     ae_unverified: int = 0
     ae_unbound: int = 0
+    # full DIGESTs not answered: their address had MAX_DIGEST_ANSWERS answered in its window
+    ae_throttled: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -355,7 +357,8 @@ class Gossip:
                                contents=sink if isinstance(sink, ContentSink) else None,
                                max_frame_bytes=cfg.max_frame_bytes,
                                nonces=cfg.anti_entropy_nonces, signed=auth is not None,
-                               lanes=lanes, pair_seen=pair_seen)
+                               lanes=lanes, pair_seen=pair_seen, clock=clock,
+                               period_s=cfg.anti_entropy_s)
         self.swim: Swim | None = None
         self._incarnations = incarnations
         if cfg.swim is not None:
@@ -395,6 +398,7 @@ class Gossip:
         self._stats.dropped_queue_full = self._t.overflowed
         self._stats.ae_unverified = self._ae.unverified
         self._stats.ae_unbound = self._ae.unbound
+        self._stats.ae_throttled = self._ae.throttled
         if self.swim is not None:
             self._stats.swim_dropped_updates = self.swim.stats.dropped_updates
             self._stats.swim_unanswered = self.swim.stats.unanswered
