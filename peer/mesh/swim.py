@@ -397,6 +397,8 @@ class SwimStats:
     # updates dropped from our queue that no frame can carry (larger than the frame bound)
     large_reports: int = 0
     unsendable: int = 0
+    # updates left out of a SYNC (a join sync, a push-pull's): they did not fit its frame
+    sync_left_out: int = 0
 
 
 class Swim:
@@ -935,8 +937,9 @@ class Swim:
                     self.stats.push_pulls += 1
                     self._net.send_swim(a, Msg.SYNC, body)
 
-    def _updates_of(self, ids: Iterable[str]) -> list[Body]:
-        """The signed alive and report of each of these members we hold live (or us)."""
+    def _updates_of(self, ids: Iterable[str], used: int = 0) -> list[Body]:
+        """The signed alive and report of each of these members we hold live (or us), as many
+        as fit one frame besides `used` bytes of its body (`_fitting`)."""
         ups: list[Body] = []
         for mid in ids:
             if mid == self.me:
@@ -950,7 +953,24 @@ class Swim:
                 ups.append(alive)
                 if report is not None:
                     ups.append(report)
-        return ups
+        return self._fitting(ups, used)
+
+    def _fitting(self, ups: list[Body], used: int = 0) -> list[Body]:
+        """Of `ups`, in order, those that fit one frame (SYNC's updates; the room
+        `piggyback` fills, less our own alive and report's worth for the rest of the body): a
+        mesh whose reports sum past the frame bound got no join sync at all, its frame not
+        sent. What is left out (counted) comes by gossip and later push-pulls. `used`: what
+        the rest of the frame's body takes."""
+        room = self._room - used
+        out: list[Body] = []
+        for u in ups:
+            n = len(dumps(u)) + 1
+            if n <= room:
+                room -= n
+                out.append(u)
+            else:
+                self.stats.sync_left_out += 1
+        return out
 
     def _on_push_pull(self, sender: str, reply_to: str, body: Mapping[str, Any],
                       now: float) -> None:
@@ -1009,8 +1029,10 @@ class Swim:
         want = [mid for mid, n in sorted(theirs.items()) if mid != self.me
                 and ((m := self._members.get(mid)) is None or m.inc < n)]
         if push or want:
+            want = want[:MAX_PUSHED]
             self._net.send_swim(reply_to, Msg.SYNC, {
-                "m": self._updates_of(push[:MAX_PUSHED]), "w": want[:MAX_PUSHED]})
+                "m": self._updates_of(push[:MAX_PUSHED], used=len(dumps(want))),
+                "w": want})
 
     def _answer_sync(self, reply_to: str, now: float) -> bool:
         """Whether a join sync ("r") from this address is answered: MAX_SYNC_ANSWERS per
@@ -1040,7 +1062,7 @@ class Swim:
                 ups.append(m.alive)
                 if m.report is not None:
                     ups.append(m.report)
-        return {"m": ups, "r": reply}
+        return {"m": self._fitting(ups), "r": reply}
 
     # -- receiving -------------------------------------------------------------------
     def on_ping(self, sender: str, reply_to: str, body: Mapping[str, Any], now: float) -> None:

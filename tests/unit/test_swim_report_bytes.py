@@ -125,3 +125,20 @@ def test_a_running_list_over_its_bound_is_a_malformed_info() -> None:
     check_info({"running": [["j", "t", i, 1] for i in range(MAX_RUNNING)]})
     with pytest.raises(ValueError, match=r"info\.running holds"):
         check_info({"running": [["j", "t", i, 1] for i in range(MAX_RUNNING + 1)]})
+
+
+def test_a_join_sync_takes_what_fits_its_frame() -> None:
+    """A join sync of members whose reports sum past the frame bound carries every alive
+    and the reports that fit, within the frame (before: all of them, a frame that was not
+    sent, so the joiner got nothing); the ones left out are counted."""
+    s = Swim(CFG, "me", 5, Net(), Listener(), random.Random(1), max_frame_bytes=8192)
+    clock = FakeClock()
+    s.bind("127.0.0.1:1", clock())
+    s.apply_updates([alive(f"m{i}", 10 + i) for i in range(5)], clock())
+    s.apply_updates([report(f"m{i}", 1, 3000) for i in range(5)], clock())
+    body = s.sync_body(reply=True)
+    assert len(dumps(body)) <= 8192 - FRAME_SLACK
+    ups = body["m"]
+    assert {u["i"] for u in ups if u["t"] == "a"} == {"me", *(f"m{i}" for i in range(5))}
+    assert 1 <= sum(u["t"] == "r" for u in ups) < 5
+    assert s.stats.sync_left_out == 5 - sum(u["t"] == "r" for u in ups)
