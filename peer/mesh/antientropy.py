@@ -543,7 +543,8 @@ class AntiEntropy:
             behind = any(seq > theirs.get(o, 0) for o, seq in mine.items())
             self._unproven(f, "d" if ahead or behind else "c")
             return
-        scope = "" if jobs is None else ",".join(jobs)
+        scope = "" if jobs is None else hashlib.blake2b(
+            ",".join(jobs).encode(), digest_size=8).hexdigest()  # (up to MAX_PAIR_JOBS ids)
         if not self._may_answer(f.reply_to, scope, theirs):
             self.throttled += 1
             return
@@ -566,12 +567,15 @@ class AntiEntropy:
                 del awaited[self._fix_to_forget()]
 
     def _may_answer(self, addr: str, scope: str, theirs: Mapping[str, int]) -> bool:
-        """Whether a full DIGEST from `addr` (over `scope`: "" the mesh's, else a pair
-        round's jobs) is answered: it goes on a pull our last answer there said `more` of,
-        or fewer than MAX_DIGEST_ANSWERS were in this address's window (the windows of at
-        most MAX_ECHOES addresses are held: more at once, not answered)."""
-        marks = self._pulls.pop((addr, scope), None)
+        """Whether a full DIGEST from `addr` (over `scope`: "" the mesh's, else a hash of a
+        pair round's jobs) is answered: it goes on a pull our last answer there said `more`
+        of (that pull's marks go), or fewer than MAX_DIGEST_ANSWERS were in this address's
+        window (the windows of at most MAX_ECHOES addresses are held: more at once, not
+        answered). A DIGEST that does not go on the pull leaves its marks: its DIGEST may
+        still come."""
+        marks = self._pulls.get((addr, scope))
         if marks is not None and all(theirs.get(o, 0) >= q for o, q in marks.items()):
+            del self._pulls[(addr, scope)]
             return True
         now = self._clock()
         until, n = self._answers.get(addr, (0.0, 0))
@@ -583,8 +587,6 @@ class AntiEntropy:
                     return False
             until, n = now + self._window, 0
         if n >= MAX_DIGEST_ANSWERS:
-            if marks is not None:  # (kept: the pull's DIGEST may still come)
-                self._pulls[(addr, scope)] = marks
             return False
         self._answers[addr] = (until, n + 1)
         return True
