@@ -510,7 +510,9 @@ async def cars(request: web.Request) -> web.StreamResponse:
     if not held:
         raise NotFound("none of these CIDs is held by this peer", field="cids")
     resp = web.StreamResponse(headers={"Content-Type": gateway.CAR_CONTENT_TYPE})
-    await gateway.write_stream(request, resp, node.store.export_cars(held))
+    exports = request.app.get(gateway.EXPORTS)  # (the gateway's export pool: not the default)
+    await gateway.write_stream(request, resp, node.store.export_cars(held),
+                               pool=None if exports is None else exports.pool)
     return resp
 
 

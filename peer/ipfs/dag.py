@@ -165,20 +165,63 @@ def file_blocks(get: GetBlock, c: Cid, data: bytes, start: int, end: int,
         pos += size
 
 
+# What an export may write again of content it has already written (a TAR's entry whose CID
+# it wrote under another name, a dups=y CAR's block met again), beyond as much as it wrote
+# once: a DAG of a few blocks whose directories all name one child (W entries, L levels: W**L
+# paths) is otherwise an export without end (session 48, review r1 F2).
+REPEAT_ALLOWANCE = 64 << 20
+MIN_REPEAT_COST = 512  # what one thing written again counts at least (a TAR header's size)
+
+
+class Expansion:
+    """The bound of one export on what it writes again: `once(n)` counts n bytes of content
+    written for the first time, `again(n, what)` n bytes written again (at least
+    MIN_REPEAT_COST), TooLarge (naming `what`, nothing written of it) once those would pass
+    `allowance` plus the bytes written once. Honest content repeats little (empty files);
+    content that repeats more is whole, once, in a CAR without duplicates."""
+
+    def __init__(self, export: str, allowance: int | None = None) -> None:
+        self.export = export  # what the message calls it: "a TAR", "a CAR with dups=y"
+        self.allowance = REPEAT_ALLOWANCE if allowance is None else allowance
+        self.written_once = 0
+        self.written_again = 0
+
+    def once(self, n: int) -> None:
+        self.written_once += n
+
+    def again(self, n: int, what: str) -> None:
+        n = max(n, MIN_REPEAT_COST)
+        if self.written_again + n > self.allowance + self.written_once:
+            raise TooLarge(
+                f"{self.export} would write more than {self.allowance} bytes beyond its "
+                f"{self.written_once} bytes of distinct content again (the same blocks under "
+                f"other names, at {what}): cut there; ?format=car (no duplicates) holds every "
+                "block once", field="format")
+        self.written_again += n
+
+
 def car_pieces(roots: list[Cid], blocks: Iterable[tuple[Cid, bytes]], *, dups: bool = False,
-               piece_bytes: int = 1 << 18) -> Iterator[bytes]:
+               piece_bytes: int = 1 << 18,
+               repeat_allowance: int | None = None) -> Iterator[bytes]:
     """A CARv1 of `roots` and `blocks` (each once unless `dups`), in pieces of about
-    `piece_bytes`."""
+    `piece_bytes`. With `dups`, what is written again is bounded (Expansion, by
+    `repeat_allowance` or REPEAT_ALLOWANCE: TooLarge ends the stream)."""
     piece = [car.frame(car.encode_header(roots))]
     size = len(piece[0])
     seen: set[str] = set()
+    expansion = Expansion("a CAR with dups=y", repeat_allowance)
     for c, data in blocks:
         if c.multihash[0] == IDENTITY:  # virtual: the data is the CID; never a CAR block
             continue
-        if not dups and c.key in seen:
+        repeat = c.key in seen
+        if repeat and not dups:
             continue
-        seen.add(c.key)
         section = car.block_section(c, data)
+        if repeat:
+            expansion.again(len(section), f"block {c}")
+        else:
+            expansion.once(len(section))
+            seen.add(c.key)
         piece.append(section)
         size += len(section)
         if size >= piece_bytes:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import html
 import json
@@ -29,6 +30,7 @@ import math
 import mimetypes
 import re
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
@@ -44,6 +46,7 @@ from peer.errors import (
     NotAcceptable,
     NotCached,
     NotFound,
+    Unavailable,
 )
 from peer.errors_http import HttpError, Surface, http_error, unexpected
 from peer.ipfs import ipld, ipns, subdomain
@@ -121,6 +124,40 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
 
 Fetch = Callable[[str], Awaitable[bool]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Exports (TARs, CARs) read their batches in a pool of threads of their own, never the
+# default pool that every other store call of the peer runs in; the exports that may write
+# content again (a TAR, a CAR with dups=y: dag.Expansion bounds each) run at most
+# EXPANDING_EXPORTS at once, one more is answered 503 (session 48, review r1 F2). CARs
+# without duplicates (the mesh's fetches) are never refused: they wait their batch's turn.
+EXPORT_THREADS = 4
+EXPANDING_EXPORTS = 4
+EXPORTS_RETRY_AFTER_S = 5
+
+
+class Exports:
+    """The exports' thread pool and the turns of expanding exports (loop-owned count)."""
+
+    def __init__(self, threads: int = EXPORT_THREADS, slots: int = EXPANDING_EXPORTS) -> None:
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="banzai-export")
+        self.slots = slots
+        self.running = 0
+
+    def enter(self) -> None:
+        """Take a turn, or Unavailable (503) while every one is taken."""
+        if self.running >= self.slots:
+            raise Unavailable(f"{self.running} TAR or dups=y CAR exports are running on this "
+                              f"peer, its most at once: retry later (or ask for ?format=car "
+                              "without duplicates)", field="format")
+        self.running += 1
+
+    def leave(self) -> None:
+        self.running -= 1
+
+    async def close(self, _app: web.Application | None = None) -> None:
+        await asyncio.to_thread(self.pool.shutdown, True, cancel_futures=True)
+
+
+EXPORTS: web.AppKey[Exports] = web.AppKey("exports")
 # Requests made by peers fetching data carry this header: they never trigger a fetch in
 # turn, so two peers lacking a block cannot ask each other for it forever.
 PEER_FETCH_HEADER = "X-Banzai-Fetch"
@@ -137,7 +174,10 @@ def add_routes(app: web.Application, store: Store, fetch: Fetch | None = None,
     access check) that serves Hosts `{cid}.ipfs.{host}` / `{key}.ipns.{host}` and redirects
     /ipfs/ and /ipns/ paths on `host` there. /ipfs/?uri= and /ipns/?uri= redirect ipfs:// and
     ipns:// URIs (browsers' protocol handlers) to their paths."""
-    gateway = Gateway(store, fetch, names, codec_conversion)
+    exports = Exports()
+    app[EXPORTS] = exports  # (POST /api/car's too)
+    app.on_cleanup.append(exports.close)
+    gateway = Gateway(store, fetch, names, codec_conversion, exports)
     app.router.add_get("/ipfs/", protocol_handler)
     app.router.add_get("/ipns/", protocol_handler)
     app.router.add_get("/ipfs/{cid}", gateway.handle)
@@ -416,17 +456,21 @@ class Plan:
     body: bytes | None = None
     stream: Iterator[bytes] | None = None
     length: int | None = None
+    export: bool = False  # read in the export pool (a TAR, a CAR)
+    expands: bool = False  # and it may write content again (a TAR, dups=y): a turn first
 
 
 class Gateway:
     """Request handler; the store is only touched from worker threads."""
 
     def __init__(self, store: Store, fetch: Fetch | None = None,
-                 names: ipns.IpnsNames | None = None, codec_conversion: bool = False) -> None:
+                 names: ipns.IpnsNames | None = None, codec_conversion: bool = False,
+                 exports: Exports | None = None) -> None:
         self.store = store
         self.fetch = fetch
         self.names = names
         self.codec_conversion = codec_conversion
+        self.exports = Exports() if exports is None else exports
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Serve one /ipfs request; errors become JSON bodies with their status, never a 500."""
@@ -481,7 +525,7 @@ class Gateway:
                 return web.Response(status=302, headers={"Location": location} | CORS)
             record = await asyncio.to_thread(self.names.resolve, name)
             if response_format(request) == "ipns-record":
-                return await _send(request, _record_plan(request, name, record))
+                return await _send(request, _record_plan(request, name, record), self.exports)
             target = _ipns_target(record, rest, gateway_host, content_path)
         except BanzaiError as exc:
             return _error(http_error(exc, Surface.GATEWAY))
@@ -507,7 +551,7 @@ class Gateway:
         except Exception:
             log.exception("gateway: unexpected error serving %s", request.rel_url)
             return _error(unexpected(Surface.GATEWAY))
-        return await _send(request, plan)
+        return await _send(request, plan, self.exports)
 
     def plan(self, request: web.Request, target: Target) -> Plan:
         """Resolve the request for `target` into a Plan (blocking store calls)."""
@@ -623,7 +667,8 @@ class Gateway:
         }
         if etag_matches(request.headers.get("If-None-Match", ""), etag):
             return Plan(304, headers)
-        return Plan(200, headers, stream=tar_stream(self.store, cid, cid))
+        return Plan(200, headers, stream=tar_stream(self.store, cid, cid), export=True,
+                    expands=True)
 
     def _car(self, cids: list[str], path: str, request: web.Request,
              headers: dict[str, str]) -> Plan:
@@ -643,7 +688,8 @@ class Gateway:
             return Plan(304, headers)
         # The CAR's root is the request's root (Kubo puts the path's terminal CID there; our
         # tests pin the root); NotFound comes before the first byte.
-        return Plan(200, headers, stream=self.store.export_car(cids[0], path, opts))
+        return Plan(200, headers, stream=self.store.export_car(cids[0], path, opts),
+                    export=True, expands=opts.dups)
 
     def _dir(self, entry: Entry, request: web.Request, headers: dict[str, str], fmt: str,
              target: Target) -> Plan:
@@ -864,22 +910,42 @@ async def preflight(request: web.Request) -> web.Response:
     return web.Response(status=204, headers=CORS)
 
 
-async def _send(request: web.Request, plan: Plan) -> web.StreamResponse:
+async def _send(request: web.Request, plan: Plan, exports: Exports) -> web.StreamResponse:
     plan.headers.update(CORS | ISOLATION)
     if plan.stream is None:
         return web.Response(status=plan.status, headers=plan.headers, body=plan.body)
     body = request.method != "HEAD"
+    turn = body and plan.expands
+    if turn:
+        try:
+            exports.enter()
+        except Unavailable as exc:
+            await asyncio.to_thread(getattr(plan.stream, "close", lambda: None))
+            busy = _error(http_error(exc, Surface.GATEWAY))
+            busy.headers["Retry-After"] = str(EXPORTS_RETRY_AFTER_S)
+            return busy
+    try:
+        return await _stream(request, plan, body, exports.pool if plan.export else None)
+    finally:
+        if turn:
+            exports.leave()
+
+
+async def _stream(request: web.Request, plan: Plan, body: bool,
+                  pool: ThreadPoolExecutor | None) -> web.StreamResponse:
+    assert plan.stream is not None
+    loop = asyncio.get_running_loop()
     first = None
     if body:  # before the status is sent: a DAG too deep or corrupt at its start is an error
         try:
-            first = await asyncio.to_thread(next, plan.stream, None)
+            first = await loop.run_in_executor(pool, next, plan.stream, None)
         except BanzaiError as exc:
-            await asyncio.to_thread(getattr(plan.stream, "close", lambda: None))
+            await loop.run_in_executor(pool, getattr(plan.stream, "close", lambda: None))
             return _error(http_error(exc, Surface.GATEWAY))
     resp = web.StreamResponse(status=plan.status, headers=plan.headers)
     if plan.length is not None:
         resp.content_length = plan.length
-    await write_stream(request, resp, plan.stream, first=first, body=body)
+    await write_stream(request, resp, plan.stream, first=first, body=body, pool=pool)
     return resp
 
 
@@ -900,22 +966,27 @@ def _take(stream: Iterator[bytes], max_bytes: int) -> list[bytes]:
 
 
 async def write_stream(request: web.Request, resp: web.StreamResponse, stream: Iterator[bytes],
-                       *, first: bytes | None = None, body: bool = True) -> None:
+                       *, first: bytes | None = None, body: bool = True,
+                       pool: ThreadPoolExecutor | None = None) -> None:
     """Prepare `resp` and write `stream` (after `first`); content that vanishes or breaks
-    mid-stream cuts the connection. The stream is pulled in worker threads about
-    READ_AHEAD_BYTES at a time, the next batch while this one is written (so at most two
-    batches are in memory, and one thread at a time touches the stream). It is always
-    closed, once no thread holds it."""
+    mid-stream cuts the connection, after a last line naming why when the response has no
+    Content-Length (a TAR or CAR: boxo writes the error there too, trailers being unread by
+    browsers; the archive is corrupt, and the transfer incomplete, either way). The stream is
+    pulled in worker threads (of `pool`, else the default pool) about READ_AHEAD_BYTES at a
+    time, the next batch while this one is written (so at most two batches are in memory,
+    and one thread at a time touches the stream). It is always closed, once no thread holds
+    it."""
     loop = asyncio.get_running_loop()
     pending: asyncio.Future[list[bytes]] | None = None
+    take = functools.partial(loop.run_in_executor, pool, _take, stream, READ_AHEAD_BYTES)
     try:
         await resp.prepare(request)
         if body:
-            pending = loop.run_in_executor(None, _take, stream, READ_AHEAD_BYTES)
+            pending = take()
             if first is not None:
                 await resp.write(first)
             while batch := await pending:
-                pending = loop.run_in_executor(None, _take, stream, READ_AHEAD_BYTES)
+                pending = take()
                 for piece in batch:
                     await resp.write(piece)
             pending = None
@@ -923,6 +994,9 @@ async def write_stream(request: web.Request, resp: web.StreamResponse, stream: I
     except BanzaiError as exc:
         pending = None  # the failed read was the pending one: no thread holds the stream
         log.warning("gateway: aborted %s: %s", request.rel_url, exc.message)
+        if resp.content_length is None:
+            with contextlib.suppress(ConnectionError):
+                await resp.write(f"\n\n[Gateway Error: {exc.message}]\n".encode())
         if request.transport is not None:
             request.transport.close()
     except ConnectionResetError:  # the client left (a fetch that gave up): nothing to answer
@@ -933,4 +1007,4 @@ async def write_stream(request: web.Request, resp: web.StreamResponse, stream: I
                 await pending
         close = getattr(stream, "close", None)
         if close is not None:
-            await asyncio.to_thread(close)
+            await loop.run_in_executor(pool, close)

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from peer.errors import NotAcceptable, TooLarge
+from peer.ipfs.dag import Expansion
 from peer.ipfs.store import DirLink, Entry
 
 BLOCK = tarfile.BLOCKSIZE  # 512: headers and data are padded to it
@@ -28,13 +29,6 @@ def _header(name: str, kind: bytes, size: int) -> bytes:
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
-def _file(store: TarSource, name: str, entry: Entry) -> Iterator[bytes]:
-    yield _header(name, tarfile.REGTYPE, entry.size)
-    yield from store.cat(entry.cid)
-    if entry.size % BLOCK:
-        yield b"\0" * (BLOCK - entry.size % BLOCK)
-
-
 def entry_path(root: str, parent: str, name: str) -> str:
     """Where entry `name` of directory `parent` goes in a TAR rooted at `root`: joined and
     cleaned as boxo's TarWriter does (`r/a` + `../b` is `r/b`, `r/a` + `/b` is `r/a/b`);
@@ -48,24 +42,51 @@ def entry_path(root: str, parent: str, name: str) -> str:
     return path
 
 
-def tar_stream(store: TarSource, cid: str, name: str) -> Iterator[bytes]:
+def tar_stream(store: TarSource, cid: str, name: str,
+               repeat_allowance: int | None = None) -> Iterator[bytes]:
     """A POSIX (pax) TAR of `cid` as `name`: a file, or a directory with every entry below
     it, depth first in name order. Entry names are joined to their directory's path as boxo
     does (entry_path): a name such as `../x` that stays inside the root is written there; one
     that leaves it ends the stream with NotAcceptable (before the first byte when it is an
-    entry of `cid` itself: each directory's names are checked before its header)."""
+    entry of `cid` itself: each directory's names are checked before its header). An entry
+    whose CID this TAR has written already (under another name) is written again within a
+    bound (dag.Expansion, `repeat_allowance` or dag.REPEAT_ALLOWANCE beyond the bytes of
+    distinct entries): past it the stream ends with TooLarge, before that entry."""
+    expansion = Expansion("a TAR", repeat_allowance)
+    written: set[str] = set()  # the CIDs of the entries written (bounded by the blocks read)
     stack = [(cid, name, 0)]
     while stack:
         c, path, depth = stack.pop()
         entry = store.stat(c)
         if entry.kind == "file":
-            yield from _file(store, path, entry)
+            header = _header(path, tarfile.REGTYPE, entry.size)
+            _count(expansion, written, c, len(header) + entry.size + _pad(entry.size), path)
+            yield header
+            yield from store.cat(entry.cid)
+            if entry.size % BLOCK:
+                yield b"\0" * _pad(entry.size)
             continue
         if depth >= MAX_TAR_DEPTH:
             raise TooLarge(f"{cid} nests directories more than {MAX_TAR_DEPTH} deep",
                            field="cid")
+        header = _header(path, tarfile.DIRTYPE, 0)
+        _count(expansion, written, c, len(header), path)
         below = [(link.cid, entry_path(name, path, link.name), depth + 1)
                  for link in store.dir_links(c)]
-        yield _header(path, tarfile.DIRTYPE, 0)
+        yield header
         stack.extend(reversed(below))
     yield b"\0" * (2 * BLOCK)
+
+
+def _pad(size: int) -> int:
+    return -size % BLOCK
+
+
+def _count(expansion: Expansion, written: set[str], cid: str, n: int, path: str) -> None:
+    """Count an entry of `n` bytes of the TAR (header, data, padding) as written once or
+    again (TooLarge past the bound, before it is written)."""
+    if cid in written:
+        expansion.again(n, repr(path))
+    else:
+        written.add(cid)
+        expansion.once(n)
