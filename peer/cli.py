@@ -136,12 +136,30 @@ async def cmd_status(c: Client, a: argparse.Namespace) -> int:
             if t.get("waiting") and t["state"] not in FINAL:
                 out.print(f"{t['name']} {t['waiting']}")
         return 0 if view["state"] != "failed" else 1
-    jobs = (await c.call("GET", "/api/jobs"))["jobs"]
     table = Table("job", "name", "state", "progress")
-    for j in jobs:
+    for j in await all_jobs(c):
         table.add_row(j["id"], j["name"], j["state"], f"{j['progress']:.0%}")
     out.print(table)
     return 0
+
+
+JOBS_PAGE = 1000  # jobs per GET /api/jobs of `banzai status` (the API's largest page)
+
+
+async def all_jobs(c: Client) -> list[dict[str, Any]]:
+    """Every job, newest first: GET /api/jobs a page at a time, following `next` until the
+    last page (a peer whose list has no `next`, of an earlier release, gives all at once);
+    a cursor given twice ends the walk (no loop without end on a peer's fault)."""
+    jobs: list[dict[str, Any]] = []
+    path, seen = f"/api/jobs?limit={JOBS_PAGE}", set()
+    while True:
+        page = await c.call("GET", path)
+        jobs += page["jobs"]
+        cursor = page.get("next")
+        if not cursor or cursor in seen:
+            return jobs
+        seen.add(cursor)
+        path = f"/api/jobs?limit={JOBS_PAGE}&cursor={quote(cursor, safe='')}"
 
 
 async def cmd_cancel(c: Client, a: argparse.Namespace) -> int:

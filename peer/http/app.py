@@ -51,8 +51,11 @@ from peer.http.views import (
     elsewhere_entry,
     held_elsewhere,
     job_view,
+    live_page,
     member_view,
-    page_jobs,
+    merge_page,
+    page_limit,
+    parse_cursor,
     published_names,
     served_by,
 )
@@ -266,21 +269,24 @@ async def submit(request: web.Request) -> web.Response:
 
 
 async def list_jobs(request: web.Request) -> web.Response:
-    """Every job, newest first; with `?limit=N` one page of them and `next`, the `cursor`
-    of the following page (null on the last)."""
+    """One page of the jobs, newest first: `?limit=N` of them (MAX_PAGE_JOBS without it: the
+    list has a ceiling), older than `?cursor=`, and `next`, the `cursor` of the following
+    page (null on the last). The live jobs' entries are made first (the loop's state), then
+    the compacted ones' summaries read from the job index in a worker thread, on a
+    connection of its own (session 48, review r1 F3: the whole index was read on the loop);
+    a job compacted meanwhile is listed once."""
     node = _node(request)
     raw = request.query.get("limit")
     try:
-        limit = None if raw is None else int(raw)
+        asked = None if raw is None else int(raw)
     except ValueError:
         raise ArgError("limit must be an integer", field="limit") from None
-    jobs, nxt = page_jobs(node.state, limit, request.query.get("cursor"),
-                          node.catchup.archived_jobs)
-    body: dict[str, Any] = {"jobs": [j if isinstance(j, dict) else _entry(node, j)
-                                     for j in jobs]}
-    if limit is not None:
-        body["next"] = nxt
-    return web.json_response(body)
+    limit = page_limit(asked)
+    after = parse_cursor(request.query.get("cursor"))
+    live = [(order, _entry(node, job)) for order, job in live_page(node.state, limit, after)]
+    archived = await asyncio.to_thread(node.catchup.index.page_apart, limit + 1, after)
+    jobs, nxt = merge_page(live, archived, limit)
+    return web.json_response({"jobs": jobs, "next": nxt})
 
 
 def _count(request: web.Request, name: str) -> int:

@@ -100,8 +100,19 @@ class MeshSecretsView(Protocol):
     def secrets(self) -> Sequence[bytes]: ...  # the first is served, every one accepted
 
 
+class JobPages(Protocol):
+    """The job index as the job list reads it (peer.log.jobindex.JobIndex)."""
+
+    def page_apart(self, limit: int, before: tuple[int, str, int] | None,
+                   ) -> list[tuple[tuple[int, str, int], dict[str, Any]]]: ...  # (order,
+    # summary) of compacted jobs older than `before`, newest first: in any thread
+
+
 class Archive(Protocol):
     """Compacted jobs and the snapshots served to peers catching up (peer.catchup.CatchUp)."""
+
+    @property
+    def index(self) -> JobPages: ...  # the job index (read in a worker thread: page_apart)
 
     def job_record(self, job: str) -> dict[str, Any] | None: ...  # a compacted job's view
     async def fetch_record(self, job: str) -> dict[str, Any] | None: ...  # a thin one's,

@@ -67,9 +67,11 @@ OPENAPI: dict[str, Any] = {
         "/api/tasks": {"get": _op("The task catalog with argument schemas and docs",
                                   errors=())},
         "/api/jobs": {
-            "get": _op("All jobs known to the mesh, newest first; with limit, one page and "
-                       "`next`, the cursor of the following page", query=(
-                           ("limit", "at most this many jobs (1..1000), and `next`"),
+            "get": _op("The jobs known to the mesh, newest first, one page at a time: "
+                       "`jobs` and `next`, the cursor of the following page (null on the "
+                       "last); without limit, the first 1000 (the list has a ceiling: follow "
+                       "`next` for the rest)", query=(
+                           ("limit", "at most this many jobs (1..1000; default 1000)"),
                            ("cursor", "the `next` of the previous page"))),
             "post": _op("Submit a pipeline (the seed's list or a DAG; JSON or YAML); "
                         "returns once the job is in the durable log", ok="201",

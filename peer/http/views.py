@@ -5,10 +5,10 @@ from __future__ import annotations
 import heapq
 import json
 import reprlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from itertools import chain
 from operator import attrgetter
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from peer.errors import ArgError
 from peer.jobs.claims import chunk_exhausted, job_state, task_status
@@ -348,26 +348,50 @@ MAX_PAGE_JOBS = 1000  # the largest `?limit=` of the job list
 
 
 Order = tuple[int, str, int]
+T = TypeVar("T")
 # (limit, before) -> (order, summary) of compacted jobs older than `before`, newest first
 Archived = Callable[[int | None, Order | None], list[tuple[Order, dict[str, Any]]]]
 
 
 def page_jobs(state: MeshState, limit: int | None, cursor: str | None,
               archived: Archived | None = None) -> tuple[list[str | dict[str, Any]], str | None]:
-    """Jobs newest first (by the submission's (hlc, origin, seq)): all of them without a
-    limit (the list's first form), else at most `limit` older than `cursor` and the cursor
-    of the next page (None on the last). A job of the state is its id; a compacted one
-    (`archived`, from the job index) its summary. ArgError for a bad limit or cursor."""
-    if limit is not None and not 1 <= limit <= MAX_PAGE_JOBS:
-        raise ArgError(f"limit must be 1..{MAX_PAGE_JOBS}", field="limit")
-    after = None if cursor is None else _parse_cursor(cursor)
-    jobs = state.jobs
-    entries: list[tuple[Order, str | dict[str, Any]]] = [
-        (ev.order, j) for j, ev in jobs.items() if after is None or ev.order < after]
-    if archived is not None:
-        entries += archived(None if limit is None else limit + 1, after)
+    """Jobs newest first (by the submission's (hlc, origin, seq)): at most `limit` (without
+    one, MAX_PAGE_JOBS: the list has a ceiling, session 48 review r1 F3) older than `cursor`,
+    and the cursor of the next page (None on the last). A job of the state is its id; a
+    compacted one (`archived`, from the job index) its summary. ArgError for a bad limit or
+    cursor."""
+    limit = page_limit(limit)
+    after = parse_cursor(cursor)
+    live = live_page(state, limit, after)
+    return merge_page(live, [] if archived is None else archived(limit + 1, after), limit)
+
+
+def page_limit(limit: int | None) -> int:
+    """The page size asked for (MAX_PAGE_JOBS without one); ArgError out of 1..MAX_PAGE_JOBS."""
     if limit is None:
-        return [e for _, e in sorted(entries, key=lambda oe: oe[0], reverse=True)], None
+        return MAX_PAGE_JOBS
+    if not 1 <= limit <= MAX_PAGE_JOBS:
+        raise ArgError(f"limit must be 1..{MAX_PAGE_JOBS}", field="limit")
+    return limit
+
+
+def live_page(state: MeshState, limit: int, after: Order | None) -> list[tuple[Order, str]]:
+    """(order, id) of the newest `limit` + 1 jobs of the state older than `after`."""
+    entries = [(ev.order, j) for j, ev in state.jobs.items() if after is None or ev.order < after]
+    return heapq.nlargest(limit + 1, entries, key=lambda oe: oe[0])
+
+
+def merge_page(live: Sequence[tuple[Order, T]], archived: Sequence[tuple[Order, dict[str, Any]]],
+               limit: int) -> tuple[list[T | dict[str, Any]], str | None]:
+    """One page of `limit` of `live` entries and `archived` summaries (each newest first, at
+    most `limit` + 1), and the cursor of the next page (None on the last). A job in both (it
+    was compacted between the two reads) is listed once, by its summary."""
+    summarized = {s.get("id") for _, s in archived}
+    entries: list[tuple[Order, T | dict[str, Any]]] = [
+        (o, e) for o, e in live
+        if (e if isinstance(e, str) else e.get("id") if isinstance(e, dict) else None)
+        not in summarized]
+    entries += archived
     page = heapq.nlargest(limit + 1, entries, key=lambda oe: oe[0])
     if len(page) <= limit:
         return [e for _, e in page], None
@@ -375,7 +399,10 @@ def page_jobs(state: MeshState, limit: int | None, cursor: str | None,
     return [e for _, e in page[:limit]], f"{last[0]}.{last[2]}.{last[1]}"
 
 
-def _parse_cursor(cursor: str) -> tuple[int, str, int]:
+def parse_cursor(cursor: str | None) -> Order | None:
+    """The order a `next` cursor stands for (None for none); ArgError if it is none given."""
+    if cursor is None:
+        return None
     try:
         hlc, seq, origin = cursor.split(".", 2)
         if not origin:

@@ -471,9 +471,26 @@ class JobIndex:
             "log): this job's view is not known here; restore the file from a backup, or "
             "delete the job (`banzai jobs rm`)", field="job_index")
 
-    def page(self, limit: int | None, before: Order | None) -> list[tuple[Order, dict[str, Any]]]:
+    def page_apart(self, limit: int, before: Order | None) -> list[tuple[Order, dict[str, Any]]]:
+        """`page` on a read connection of its own to the index's file, closed after: for a
+        worker thread (GET /api/jobs reads the list off the loop, session 48 review r1 F3;
+        the index's own connection is its owner's). An index without a file (in memory) is
+        read on its connection."""
+        if not self.path.is_file():
+            return self.page(limit, before)
+        try:
+            db = connect(str(self.path), isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as e:
+            raise unreadable(self.path, e) from e
+        try:
+            return self.page(limit, before, db)
+        finally:
+            db.close()
+
+    def page(self, limit: int | None, before: Order | None,
+             db: sqlite3.Connection | None = None) -> list[tuple[Order, dict[str, Any]]]:
         """(order, summary) of the jobs older than `before` (all without it), newest first,
-        at most `limit` (all without it)."""
+        at most `limit` (all without it); on `db` if given (`_read`)."""
         sql = f"SELECT {KEY_COLUMNS}, summary FROM job_index"
         args: list[Any] = []
         if before is not None:
@@ -484,7 +501,7 @@ class JobIndex:
             sql += " LIMIT ?"
             args.append(limit)
         out: list[tuple[Order, dict[str, Any]]] = []
-        for row in self._read(sql, args):
+        for row in self._read(sql, args, db):
             if not self._keys_ok(row):
                 continue
             summary = self._column(_job(row[0]), "summary", row[6], _of_job(row[0]))
