@@ -928,6 +928,14 @@ class JobMembers:
 TURN_PARTS: frozenset[EventType] = frozenset({
     EventType.TASK_SPLIT, EventType.TASK_SPLIT_REF, EventType.CLAIM, EventType.PROGRESS,
     EventType.CHUNK_DONE, EventType.CHUNK_FAILED, EventType.TASK_DONE, EventType.CACHE_PUT})
+# The types whose stored row is the canonical text of the payload (its keys sorted at every
+# level: the text its content hash covers, encoded once for both; peer.log.signing.stored_text)
+# where other types' rows keep the payload's own key order (compact JSON). A task's events
+# only: nothing reads their payloads' key order back (the audit: docs/design/
+# partial-replication.md, section 8, session 48 helper e), while a JOB_SUBMITTED's workflow
+# goes as it is into views and into a compacted job's record text, whose hash other peers
+# check a fetched copy against (peer.log.snapframe.check_record).
+ONE_TEXT_TYPES: frozenset[EventType] = TURN_PARTS | {EventType.TURN}
 
 
 @dataclass(frozen=True, slots=True)
@@ -1092,6 +1100,11 @@ class Event:
     # A TURN's parts: single events sharing its origin, seq and hlc, each with its part's
     # payload and body (what the fold and the listeners see). () for any other event.
     parts: tuple[Event, ...] = field(default=(), init=False, repr=False, compare=False)
+    # The canonical JSON text of `payload` (peer.log.signing.event_hash's), kept by the hash
+    # of an event about to be written (ONE_TEXT_TYPES: a flush's signing, a receiver's check)
+    # for its row, which takes it and clears it (peer.log.sqlite): one encoding serves both.
+    # None at any other time (an event held in memory keeps no second copy of its payload).
+    text: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         t = self.type
@@ -1181,8 +1194,8 @@ def _turn_parts(ev: Event, body: Turn) -> tuple[Event, ...]:
 # them past the frozen class's check, at less than half its cost (the fold makes about five
 # parts per task of a TURN: its parts, the TASK_DONE each CHUNK_DONE implies).
 (_SET_ORIGIN, _SET_SEQ, _SET_HLC, _SET_TYPE, _SET_PAYLOAD, _SET_BODY, _SET_ATT,
- _SET_PARTS) = (Event.__dict__[f].__set__ for f in ("origin", "seq", "hlc", "type", "payload",
-                                                    "body", "att", "parts"))
+ _SET_PARTS, SET_TEXT) = (Event.__dict__[f].__set__ for f in (
+     "origin", "seq", "hlc", "type", "payload", "body", "att", "parts", "text"))
 
 
 def part_event(origin: str, seq: int, hlc: int, typ: EventType, payload: dict[str, Any],
@@ -1197,6 +1210,7 @@ def part_event(origin: str, seq: int, hlc: int, typ: EventType, payload: dict[st
     _SET_BODY(part, body)
     _SET_ATT(part, None)
     _SET_PARTS(part, ())
+    SET_TEXT(part, None)
     return part
 
 
@@ -1269,6 +1283,6 @@ def turn_event(parts: list[Event]) -> Event:
     for name, v in (("origin", first.origin), ("seq", first.seq), ("hlc", first.hlc),
                     ("type", EventType.TURN),
                     ("payload", {"parts": [[int(p.type), p.payload] for p in parts]}),
-                    ("body", body), ("att", None), ("parts", tuple(parts))):
+                    ("body", body), ("att", None), ("parts", tuple(parts)), ("text", None)):
         _setattr(ev, name, v)
     return ev

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from peer.errors import BanzaiError, DataError, SignedTextTooLong
-from peer.log.events import MAX_CLOCK, MAX_ID_CHARS, Event
+from peer.log.events import MAX_CLOCK, MAX_ID_CHARS, ONE_TEXT_TYPES, SET_TEXT, Event
 from peer.log.ids import OLD_ID_CHARS, SELF_ID_CHARS, hex_digits, is_peer_id
 from peer.log.lanes import lane_of
 from peer.privfile import create_private, read_private
@@ -48,12 +48,40 @@ MAX_BAD_SIGNATURES = 2
 # sort_keys=True), byte for byte, without making an encoder per call (dumps does, with
 # options: 30 % of an event's hash; every event received and every one read back pays it).
 CANONICAL = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # (peer.jsontext.compact's)
 
 
-def event_hash(e: Event) -> bytes:
-    """sha256 of the canonical encoding of (origin, seq, hlc, type, payload)."""
-    canon = CANONICAL.encode([e.origin, e.seq, e.hlc, int(e.type), e.payload])
-    return hashlib.sha256(EVENT_DOMAIN + canon.encode()).digest()
+def event_hash(e: Event, keep: bool = False) -> bytes:
+    """sha256 of the canonical encoding of (origin, seq, hlc, type, payload). `keep`: `e`
+    is about to be written (a flush signs it, a receiver checks it): an event of
+    ONE_TEXT_TYPES keeps its payload's canonical text (`Event.text`) for its row
+    (`stored_text`), which then costs no second encoding."""
+    if not keep or e.type not in ONE_TEXT_TYPES:
+        canon = CANONICAL.encode([e.origin, e.seq, e.hlc, int(e.type), e.payload])
+        return hashlib.sha256(EVENT_DOMAIN + canon.encode()).digest()
+    text = e.text
+    if text is None:
+        text = CANONICAL.encode(e.payload)
+        SET_TEXT(e, text)
+    # `[origin,seq,hlc,type,payload]` as CANONICAL encodes that list, byte for byte: the
+    # head's list without its `]`, then the payload's text (each item is encoded on its own)
+    head = CANONICAL.encode([e.origin, e.seq, e.hlc, int(e.type)])
+    return hashlib.sha256(EVENT_DOMAIN + (head[:-1] + "," + text + "]").encode()).digest()
+
+
+def stored_text(e: Event) -> str:
+    """The text of `e`'s payload in its row of the log: of ONE_TEXT_TYPES, the canonical
+    text (the one `event_hash(e, keep=True)` kept, taken and cleared: it is not held in
+    memory past the write, and a write done again encodes it again); of the other types, the
+    payload's compact JSON in its own key order, as every earlier release stored it. Either
+    reads back as the same payload, whose content hash is the same (it sorts the keys)."""
+    text = e.text
+    if text is not None:
+        SET_TEXT(e, None)
+        return text
+    if e.type in ONE_TEXT_TYPES:
+        return CANONICAL.encode(e.payload)
+    return _COMPACT.encode(e.payload)
 
 
 def held_hash(e: Event) -> bytes:
@@ -206,12 +234,13 @@ class Batch:
         i = (seq - self.first) * HASH_BYTES
         return self.hashes[i:i + HASH_BYTES]
 
-    def mismatch(self, e: Event) -> str | None:
+    def mismatch(self, e: Event, keep: bool = False) -> str | None:
         """Why this batch does not vouch for `e`'s content ("bad_batch_ref": not its origin
-        or seq; "bad_hash": another content), or None if it does (one hash of `e`)."""
+        or seq; "bad_hash": another content), or None if it does (one hash of `e`; `keep`:
+        as `event_hash`'s, for an event about to be written)."""
         if self.origin != e.origin or not self.covers(e.seq):
             return "bad_batch_ref"
-        if event_hash(e) != self.hash_at(e.seq):
+        if event_hash(e, keep) != self.hash_at(e.seq):
             return "bad_hash"
         return None
 
@@ -270,7 +299,7 @@ def _hexstr(d: Mapping[str, Any], k: str) -> str:
 def sign_run(me: Identity, signer: str, origin: str, events: Sequence[Event],
              admit: bytes | None) -> Batch:
     """One batch over `events`: consecutive seqs of one origin, in seq order."""
-    hashes = b"".join(event_hash(e) for e in events)
+    hashes = b"".join(event_hash(e, True) for e in events)  # (each written next)
     first = events[0].seq
     return Batch(signer, origin, first, hashes, me.key, admit,
                  me.sign(batch_digest(signer, origin, first, hashes)))
@@ -468,7 +497,7 @@ class MemberKeys:
             return "revoked"
         if b is None:
             return "unsigned"
-        why = b.mismatch(e)
+        why = b.mismatch(e, keep=True)  # (an event accepted is written next)
         if why is not None:
             return why
         object.__setattr__(e, "att", b)
@@ -575,4 +604,4 @@ __all__ = ["BATCH_DOMAIN", "EVENT_DOMAIN", "HASH_BYTES", "MAX_BATCH", "Batch", "
            "Identity", "MemberKeys", "MeshAuth", "admit_tag", "batch_digest", "decode_events",
            "event_hash",
            "held_hash", "membership_message", "peer_id_for", "read_key", "self_certifying",
-           "sign_events", "sign_run", "stored_peer_id", "verify", "write_key"]
+           "sign_events", "sign_run", "stored_peer_id", "stored_text", "verify", "write_key"]

@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from peer.errors import DataError, StorageFull, StoreError, disk_full
-from peer.jsontext import compact
-from peer.log.events import MAX_CLOCK, MAX_ID_CHARS, MAX_OWN_SEQ, Event, EventType
+from peer.log.events import MAX_CLOCK, MAX_ID_CHARS, MAX_OWN_SEQ, SET_TEXT, Event, EventType
 from peer.log.lanes import SEPARATOR, owned_by, shown_origin
-from peer.log.signing import Batch
+from peer.log.signing import Batch, stored_text
 from peer.log.vacuum import (
     Converted,
     FileStats,
@@ -314,8 +313,7 @@ class EventLog:
         return bid
 
     def _rows(self, events: Sequence[Event]) -> list[tuple[object, ...]]:
-        return [(e.origin, e.seq, e.hlc, int(e.type),
-                 compact(e.payload),
+        return [(e.origin, e.seq, e.hlc, int(e.type), stored_text(e),
                  None if e.att is None else self._batch_id(e.att)) for e in events]
 
     def attest(self, events: Sequence[Event]) -> None:
@@ -326,6 +324,8 @@ class EventLog:
         self._db.executemany("UPDATE events SET batch = ? WHERE origin = ? AND seq = ?",
                              [(self._batch_id(e.att), e.origin, e.seq) for e in events])
         self._db.execute("COMMIT")
+        for e in events:  # (their rows stay as they are: the texts their signing kept go)
+            SET_TEXT(e, None)
 
     def replace(self, events: Sequence[Event], sync: bool | None = None) -> None:
         """Store `events` in place of the events with their (origin, seq)s (the conflict
