@@ -2,7 +2,10 @@
 received (their payloads as JSON text) and, once the job is compacted, the job index's rows
 (the record, its thin row, the cache entries, the providers). Pinned as 7f28943 wrote them,
 so a cut of the receive path's cost (issue 12: one encoder for the texts) changes none of
-it: a data dir stays what an earlier release reads."""
+it: a data dir stays what an earlier release reads. The one change since, on purpose: the
+log's rows of task events (a TURN, a lone CHUNK_DONE) hold their payloads' canonical text
+(keys sorted, the text their content hash covers: one encoding for both, session 48 helper
+e), which every release reads as the same payload; the job index's rows did not move."""
 
 from __future__ import annotations
 
@@ -17,8 +20,9 @@ from tests.helpers import load_script
 
 # sha256 (first 16 hex digits) of repr(rows) per table, ordered by the first two columns, and
 # the row count: as 7f28943 stored them from scripts/bench_receive.py's frames (50 tasks, 3 a
-# TURN, from hlc 1_700_000_000_000 << 16)
-LOGGED = (18, "50e710a35f906362")
+# TURN, from hlc 1_700_000_000_000 << 16); the events' rows as 0575111a+ stores them (the
+# TURNs' payloads canonical; 7f28943's, compact in the sender's key order: 50e710a35f906362)
+LOGGED = (18, "e420d0629d0f737d")
 COMPACTED = {"job_index": (1, "bddbb8eceaac3410"), "job_thin": (1, "8364af1301c07e28"),
              "cache_index": (50, "3e2d1006380d8fae"), "provider_index": (50, "785b894c85457dae"),
              "events": (0, "4f53cda18c2baa0c")}
@@ -46,8 +50,9 @@ def test_a_received_job_is_stored_and_compacted_as_before(tmp_path: Path) -> Non
 
 # the same of 20 jobs of 2 tasks each (scripts/bench_receive.py's `--jobs` frames, from hlc
 # 1_700_000_000_000 << 16: per job a JOB_SUBMITTED that claims its tasks, then one TURN of
-# their CHUNK_DONEs), merged with the scheduler listening, as e55eb9e stored them
-JOBS_LOGGED = (40, "187476c6837728d4")
+# their CHUNK_DONEs), merged with the scheduler listening, as e55eb9e stored them (the
+# events' rows as 0575111a+ stores them: e55eb9e's 187476c6837728d4, the TURNs compact)
+JOBS_LOGGED = (40, "fa18e2109809a6b1")
 JOBS_COMPACTED = {"job_index": (20, "ca1834dc87f7493c"), "job_thin": (20, "5e564a00b528d868"),
                   "cache_index": (40, "e7d2259a2003dd43"),
                   "provider_index": (40, "4bc9729766affeb9"), "events": (0, "4f53cda18c2baa0c")}
