@@ -63,6 +63,11 @@ def event_hash(e: Event, keep: bool = False) -> bytes:
     if text is None:
         text = CANONICAL.encode(e.payload)
         SET_TEXT(e, text)
+    return _hash_of_text(e, text)
+
+
+def _hash_of_text(e: Event, text: str) -> bytes:
+    """The content hash of `e` if `text` is its payload's canonical text."""
     # `[origin,seq,hlc,type,payload]` as CANONICAL encodes that list, byte for byte: the
     # head's list without its `]`, then the payload's text (each item is encoded on its own)
     head = CANONICAL.encode([e.origin, e.seq, e.hlc, int(e.type)])
@@ -234,12 +239,19 @@ class Batch:
         i = (seq - self.first) * HASH_BYTES
         return self.hashes[i:i + HASH_BYTES]
 
-    def mismatch(self, e: Event, keep: bool = False) -> str | None:
+    def mismatch(self, e: Event, keep: bool = False, row: str | None = None) -> str | None:
         """Why this batch does not vouch for `e`'s content ("bad_batch_ref": not its origin
         or seq; "bad_hash": another content), or None if it does (one hash of `e`; `keep`:
-        as `event_hash`'s, for an event about to be written)."""
+        as `event_hash`'s, for an event about to be written). `row`: the text `e`'s payload
+        was read from (a row of the log): of ONE_TEXT_TYPES it is the canonical text as this
+        release writes it, then hashed as it is (no encoding); a text that does not give the
+        signed hash (an earlier release's row, in the sender's key order, or an edited one)
+        is checked by encoding the payload, as before."""
         if self.origin != e.origin or not self.covers(e.seq):
             return "bad_batch_ref"
+        if (row is not None and e.type in ONE_TEXT_TYPES
+                and _hash_of_text(e, row) == self.hash_at(e.seq)):
+            return None  # (the signed text itself: its payload is what it decodes to)
         if event_hash(e, keep) != self.hash_at(e.seq):
             return "bad_hash"
         return None

@@ -856,9 +856,10 @@ def _event(origin: Any, seq: Any, hlc: Any, typ: Any, payload: Any, bid: Any,
     them), TypeError or RecursionError if it is not a valid one."""
     if isinstance(payload, str | bytes) and len(payload) > max_payload_bytes:
         raise ValueError(f"payload of {len(payload)} bytes")
-    ev = Event(_text(origin), seq, hlc, typ, json.loads(_text(payload)))
-    if att is not None:  # its content must be the one signed (one hash)
-        why = att.mismatch(ev)
+    text = _text(payload)
+    ev = Event(_text(origin), seq, hlc, typ, json.loads(text))
+    if att is not None:  # its content must be the one signed (one hash; of the row's text
+        why = att.mismatch(ev, row=text)  # itself when it is the canonical one)
         if why is not None:
             raise ValueError(f"{why}: not the content its signed batch (row {bid}) holds at "
                              f"seq {seq}")

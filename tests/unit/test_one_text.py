@@ -183,3 +183,28 @@ def test_attesting_old_events_keeps_no_text(tmp_path: Path) -> None:
     log.attest([e])
     assert e.text is None
     log.close()
+
+
+def test_a_row_of_one_text_is_checked_as_it_reads(tmp_path: Path) -> None:
+    """At a start a canonical row is hashed as its text reads (no encoding); a row edited
+    since (another content, still valid JSON; or the same content with its keys in another
+    order, as an earlier release wrote it) is not the signed text: the payload it decodes to
+    is checked as before, so the edited one is quarantined and the reordered one loads."""
+    path = tmp_path / "log.db"
+    log = EventLog(path)
+    events = [_turn(1, 10), _turn(2, 11), _turn(3, 12)]
+    sign_events(ME, ID, events, None)
+    log.append(events)
+    text = CANONICAL.encode(events[0].payload)
+    assert '"chunk":0' in text
+    log._db.execute("UPDATE events SET payload = ? WHERE seq = 1",
+                    (text.replace('"chunk":0', '"chunk":1', 1),))
+    log._db.execute("UPDATE events SET payload = ? WHERE seq = 2",
+                    (json.dumps(events[1].payload, separators=(",", ":")),))
+    log.close()
+    log = EventLog(path)
+    loaded = list(log.load())
+    assert [e.id for e in loaded] == [(ID, 2), (ID, 3)]
+    assert [e.payload for e in loaded] == [events[1].payload, events[2].payload]
+    assert log.quarantined() == 1
+    log.close()
