@@ -1085,8 +1085,9 @@ def _check_envelope(ev: Event, kind: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One fact: `payload` is the wire object (stored and sent byte for byte as received);
-    `body` its typed, validated form, built at construction (InvalidEvent if it is not)."""
+    """One fact: `payload` is the wire object (sent byte for byte as received; stored so,
+    or as its canonical text for ONE_TEXT_TYPES: the same object read back); `body` its
+    typed, validated form, built at construction (InvalidEvent if it is not)."""
 
     origin: str
     seq: int
