@@ -70,10 +70,13 @@ MAX_ECHOES = 4096  # addresses whose cookie for us we keep (the oldest are forgo
 # it was just added to; more are not answered, counted (review r2 of session 48, M4: each
 # answer reads and encodes up to max_events_per_frame events, ~4 ms and ~900x the bytes of a
 # 160-byte DIGEST). A DIGEST that goes on a pull our last answer to it said `more` of (its
-# vector holds what that answer sent) is answered beyond them: a restarted peer's burst.
+# vector holds what that answer sent) is answered beyond them: a restarted peer's burst; so
+# is one we asked for (a DIGEST_SUM of ours to that address and scope, `_asked`: a
+# scale-out's catch-ups send one per job added, all at once).
 MAX_DIGEST_ANSWERS = 8
 ANSWER_WINDOW_MAX_S = 1.0
 MAX_PULLS = 256  # (address, scope) pairs whose `more` answer we keep the marks of
+MAX_ASKED = 1024  # (address, scope) pairs whose DIGEST we asked for by a DIGEST_SUM of ours
 # A frame to an address whose cookie for us we lack is padded ("p") by this many characters:
 # its receiver's handshake must not be larger than it (QUIC pads its first packets likewise)
 PAD_CHARS = 64
@@ -261,6 +264,13 @@ class PeerSample(Protocol):
         ...
 
 
+def _scope(jobs: Sequence[str] | None) -> str:
+    """A round's scope: "" the mesh's, else a hash of a pair round's jobs (up to
+    MAX_PAIR_JOBS ids: the key of the marks kept per address, `_pulls` and `_asked`)."""
+    return "" if jobs is None else hashlib.blake2b(",".join(jobs).encode(),
+                                                   digest_size=8).hexdigest()
+
+
 class AntiEntropy:
     """One side of the push-pull exchange: `send_digest` starts a round, `on_digest` and
     `on_digest_reply` answer the frames of one. Malformed bodies raise KeyError, TypeError
@@ -284,6 +294,10 @@ class AntiEntropy:
         # (address, scope) -> the highest seq of each origin our last answer there that said
         # `more` sent (within our heads): a DIGEST whose vector holds them goes on that pull
         self._pulls: dict[tuple[str, str], dict[str, int]] = {}
+        # (address, scope) -> DIGEST_SUMs of ours sent there whose DIGEST is not in yet: a
+        # DIGEST we asked for is answered beyond the window's bound (a scale-out's catch-ups:
+        # one pair round per job, all at once; the seam of session 48's review rr, S1)
+        self._asked: dict[tuple[str, str], int] = {}
         self._lanes = lanes  # None: lanes are off (no pair round started nor answered)
         # Told a member's lanes vector a pair round proved it holds (the shared jobs' lanes
         # only): what a compacted job's lanes wait for (peer.log.compact.Compactor.pair_vvs)
@@ -458,6 +472,10 @@ class AntiEntropy:
         body.update(self._keys(addr))
         if jobs is not None:
             body["jobs"] = jobs
+        key = (addr, _scope(jobs))
+        self._asked[key] = self._asked.pop(key, 0) + 1  # (the most recent last)
+        if len(self._asked) > MAX_ASKED:
+            del self._asked[next(iter(self._asked))]
         self._link.send(addr, Kind.DIGEST_SUM, dumps(body))
 
     def on_digest_sum(self, f: Frame) -> None:
@@ -543,8 +561,7 @@ class AntiEntropy:
             behind = any(seq > theirs.get(o, 0) for o, seq in mine.items())
             self._unproven(f, "d" if ahead or behind else "c")
             return
-        scope = "" if jobs is None else hashlib.blake2b(
-            ",".join(jobs).encode(), digest_size=8).hexdigest()  # (up to MAX_PAIR_JOBS ids)
+        scope = _scope(jobs)
         if not self._may_answer(f.reply_to, scope, theirs):
             self.throttled += 1
             return
@@ -576,6 +593,10 @@ class AntiEntropy:
         marks = self._pulls.get((addr, scope))
         if marks is not None and all(theirs.get(o, 0) >= q for o, q in marks.items()):
             del self._pulls[(addr, scope)]
+            return True
+        if (asked := self._asked.pop((addr, scope), 0)) > 0:  # (its answer to our sum)
+            if asked > 1:
+                self._asked[(addr, scope)] = asked - 1
             return True
         now = self._clock()
         until, n = self._answers.get(addr, (0.0, 0))

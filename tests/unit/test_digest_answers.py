@@ -15,6 +15,7 @@ from peer.mesh.sim import Cluster
 from peer.mesh.wire import Kind
 
 from .mesh_helpers import Probe
+from .test_lanes_routing import _joined, cluster, emit_lane, lane_done, lane_ids, steps, submit
 
 NEVER = 1e6
 EVENTS = 600
@@ -101,3 +102,27 @@ def test_a_restarted_peer_catches_up_in_one_burst() -> None:
         c.net.pump()
     assert len(b.sink.ids()) == EVENTS
     assert a.gossip.stats.ae_throttled == 0
+
+
+def test_a_scale_outs_catch_ups_all_at_once_are_answered_beyond_the_bound() -> None:
+    """The seam of review rr (session 48, S1): a peer added to 12 lanes jobs at once asks
+    for each job's lanes (`Gossip.catch_up`: one DIGEST_SUM each to its adder, whose DIGESTs
+    come back from one address); the bound of MAX_DIGEST_ANSWERS a window let only 8 of
+    them be answered, so 4 jobs' lanes waited for later periodic rounds. A DIGEST we asked
+    for by a DIGEST_SUM of ours is answered beyond the bound: every job's lanes come."""
+    jobs = ["j" + f"{i:012d}" for i in range(1, 3 + 2 * MAX_DIGEST_ANSWERS)]
+    c = cluster(seed=3, n=3)
+    a, b, d = c.peers
+    ia, ib = a.gossip.peer_id, b.gossip.peer_id
+    for job in jobs:
+        submit(a, job, [ia, ib])
+    steps(c, 6)
+    for job in jobs:
+        emit_lane(a, [lane_done(a, job, 1)])
+    c.net.pump()
+    _joined(c, a, d, jobs)
+    for job in jobs:
+        d.gossip.catch_up(job, ia, fallback=True)
+    c.net.pump()
+    assert all(lane_ids(d, job) for job in jobs), {j: len(lane_ids(d, j)) for j in jobs}
+    assert d.gossip.stats.ae_throttled == 0
