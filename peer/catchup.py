@@ -1088,7 +1088,3 @@ class CatchUp:
                             other[:16], other_url[:200], e)
         return None
 
-    def archived_jobs(self, limit: int | None, before: tuple[int, str, int] | None,
-                      ) -> list[tuple[tuple[int, str, int], dict[str, Any]]]:
-        """(order, summary) of compacted jobs older than `before`, newest first."""
-        return self.index.page(limit, before)

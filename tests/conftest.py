@@ -70,15 +70,14 @@ class PeerProc:
         stop_peers([self], sig)
 
 
-def stop_peers(peers: Iterable[PeerProc], sig: int = signal.SIGTERM, *,
-               expect_listener_errors: bool = False) -> None:
+def stop_peers(peers: Iterable[PeerProc], sig: int = signal.SIGTERM) -> None:
     """`PeerProc.kill(sig)` of every peer, the signals sent first: the peers shut down at
     the same time, not one after another. Before, each live peer's /api/health is read:
     a listener's exception there (`log.listener_errors`, logged and swallowed by the peer:
-    Node._tell) fails the caller once the peers are stopped, unless it expects them
-    (session 48). A peer that does not answer within 3 s is not read."""
+    Node._tell) fails the caller once the peers are stopped (session 48). A peer that does
+    not answer within 3 s is not read."""
     live = [p for p in peers if p.proc.poll() is None]
-    failing = [] if expect_listener_errors else _listener_errors(live)
+    failing = _listener_errors(live)
     for p in live:
         p.proc.send_signal(sig)
     for p in live:
@@ -90,8 +89,7 @@ def stop_peers(peers: Iterable[PeerProc], sig: int = signal.SIGTERM, *,
     if failing:
         raise AssertionError(
             "a listener raised in a peer (its log has the traceback): log.listener_errors "
-            + ", ".join(f"{p.log.name}: {n}" for p, n in failing)
-            + " (pass expect_listener_errors=True if the test expects them)")
+            + ", ".join(f"{p.log.name}: {n}" for p, n in failing))
 
 
 def _listener_errors(peers: Iterable[PeerProc]) -> list[tuple[PeerProc, int]]:

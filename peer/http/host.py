@@ -128,8 +128,6 @@ class Archive(Protocol):
     def digest_reader(self, per_job: bool = False, v: int = 2,
                       ) -> Callable[[], Mapping[str, Any]]: ...  # ?digest=1: heads, floors,
     # digest (per_job: one per compacted job), read in a thread
-    def archived_jobs(self, limit: int | None, before: tuple[int, str, int] | None,
-                      ) -> list[tuple[tuple[int, str, int], dict[str, Any]]]: ...  # summaries
 
 
 class Host(Protocol):

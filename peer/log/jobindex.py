@@ -140,7 +140,7 @@ _MADE = (
     # added once it left memory (`vouched_of`: what a replay decides such a JOB_MEMBERS and
     # its lane events by, as the live fold did; review r2 of session 47, finding 3). Written
     # as the job is compacted or its tombstone is, and as a JOB_MEMBERS grows them
-    # (`put_vouched`, united with the row there), forgotten with its tombstone. A job gone
+    # (`_vouched_rows`, united with the row there), forgotten with its tombstone. A job gone
     # before session 48 has none: decided as then (no JOB_MEMBERS adds to it).
     "CREATE TABLE IF NOT EXISTS gone_vouched (job TEXT PRIMARY KEY, members TEXT NOT NULL, "
     "vouched TEXT NOT NULL) WITHOUT ROWID",
@@ -277,8 +277,8 @@ class JobIndex:
             providers: Iterable[tuple[str, str]], cids: Iterable[str] = (),
             vouched: Iterable[tuple[str, Iterable[str], Iterable[str]]] = ()) -> None:
         """Store finished jobs, the cache entries their events made (an entry replaces one of
-        a later order only), (cid, origin) providers and gone lanes jobs' vouched rows (as
-        `put_vouched`: a record regrown by them is never written apart from them, review r3
+        a later order only), (cid, origin) providers and gone lanes jobs' vouched rows
+        (`_vouched_rows`: a record regrown by them is never written apart from them, review r3
         of session 48, F2), in one transaction. The provider rows
         of `cids` are replaced by those of `providers` (the set the fold holds now: an origin
         that UNPROVIDEd a CID is no longer listed); those of other CIDs are added to. A
@@ -433,7 +433,7 @@ class JobIndex:
 
     def vouched_of(self, job: str) -> tuple[list[str], list[str]] | None:
         """Gone lanes job `job`'s (members added since it went, vouched members) as
-        `put_vouched` kept them; None without a row, or if it does not read back (left out,
+        `put` kept them; None without a row, or if it does not read back (left out,
         logged once: decided as a job gone before they were kept)."""
         row = self._one("SELECT members, vouched FROM gone_vouched WHERE job = ?", (job,))
         if row is None:
@@ -444,18 +444,11 @@ class JobIndex:
                                                             _peer_list)
         return None if members is None or vouched is None else (members, vouched)
 
-    def put_vouched(self, rows: Iterable[tuple[str, Iterable[str], Iterable[str]]]) -> None:
-        """Keep gone lanes jobs' (job, members, vouched members) (`vouched_of`), each united
-        with the row there (both only grow), in one transaction."""
-        got = {job: (set(m), set(v)) for job, m, v in rows}
-        if not got:
-            return
-        with self._tx() as db:
-            self._vouched_rows(db, got)
-
     def _vouched_rows(self, db: sqlite3.Connection,
                       got: Mapping[str, tuple[set[str], set[str]]]) -> None:
-        """`put_vouched`'s writes, in the caller's transaction (`got` is united in place)."""
+        """Keep gone lanes jobs' (members, vouched members) (`vouched_of`), each united with
+        the row there (both only grow), in the caller's transaction (`got` is united in
+        place)."""
         for job, (members, vouched) in got.items():
             if (old := self.vouched_of(job)) is not None:
                 members.update(old[0])

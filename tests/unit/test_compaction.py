@@ -133,10 +133,10 @@ def test_finished_jobs_beyond_the_recent_history_become_records_read_on_demand(
     assert n.state.outputs[key_of(0, 1)] == _cid("job000/t1")
     assert ORIGIN in n.state.providers[_cid("job000/t1")]
     # the job list pages across memory and the index, newest first
-    page, cursor = page_jobs(n.state, 3, None, n.catchup.archived_jobs)
+    page, cursor = page_jobs(n.state, 3, None, n.catchup.index.page)
     assert [p if isinstance(p, str) else p["id"] for p in page] == ["job003", "job002",
                                                                      "job001"]
-    rest, end = page_jobs(n.state, 3, cursor, n.catchup.archived_jobs)
+    rest, end = page_jobs(n.state, 3, cursor, n.catchup.index.page)
     assert [p["id"] for p in rest if isinstance(p, dict)] == ["job000"] and end is None
     assert rest[0] == {k: v for k, v in views["job000"].items() if k != "workflow"} | {
         "tasks": [{"name": t["name"], "state": t["state"], "progress": t["progress"]}
@@ -223,7 +223,7 @@ def test_a_job_index_row_that_does_not_read_back_is_left_out_logged_once_and_cou
             else:
                 assert {f.job for f in n.janitor.archived()} >= {"job000", "job001"}
             n.catchup.compact()
-            listed = [s["id"] for _, s in n.catchup.archived_jobs(None, None)]
+            listed = [s["id"] for _, s in n.catchup.index.page(None, None)]
             digests = n.index.thin_digests(job_digest3)
     assert listed[0] == "job001" and "job001" in digests
     assert ("job000" in listed) == (column != "summary")
@@ -609,7 +609,7 @@ def test_a_fresh_peer_catches_up_from_a_v3_stream_and_takes_its_rows_after(
     assert a.peer_id in b.state.providers[_cid("job000/t0")]
     assert b.index.thin_digests(job_digest3) == a.index.thin_digests(job_digest3)
     # the list shows thin entries; the full record is absent until fetched, then checked
-    page, _ = page_jobs(b.state, 10, None, b.catchup.archived_jobs)
+    page, _ = page_jobs(b.state, 10, None, b.catchup.index.page)
     thin_entry = next(e for e in page if isinstance(e, dict) and e["id"] == "job000")
     assert thin_entry["partial"] and thin_entry["n_tasks"] == 2 and thin_entry["tasks"] == []
     assert b.catchup.job_record("job000") is None and b.catchup.record_texts("job000") is None
