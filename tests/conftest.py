@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -97,8 +98,13 @@ def _listener_errors(peers: Iterable[PeerProc]) -> list[tuple[PeerProc, int]]:
     out: list[tuple[PeerProc, int]] = []
     for p in peers:
         try:
-            with urllib.request.urlopen(f"{p.url}/api/health", timeout=3) as r:
-                n = json.load(r).get("log", {}).get("listener_errors", 0)
+            try:
+                with urllib.request.urlopen(f"{p.url}/api/health", timeout=3) as r:
+                    body = json.load(r)
+            except urllib.error.HTTPError as e:  # (503: unhealthy, the same body: read it)
+                with e:
+                    body = json.load(e)
+            n = body.get("log", {}).get("listener_errors", 0)
         except (OSError, ValueError, AttributeError):
             continue  # (hung, stopped, TLS of its own, or an older release's answer)
         if n:

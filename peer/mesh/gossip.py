@@ -247,6 +247,7 @@ class GossipStats:
     dropped_bad_frame: int = 0
     dropped_other_mesh: int = 0
     dropped_queue_full: int = 0  # received while max_queue_bytes (or frames) were held
+    send_waited_dropped: int = 0  # sent frames that waited for a new connection in vain
     # membership messages refused by signature checks (peer.log.signing.MemberKeys)
     dropped_unsigned: int = 0
     dropped_bad_signature: int = 0
@@ -396,6 +397,7 @@ class Gossip:
         """The counters, with the transport's refused handshakes."""
         self._stats.refused_handshakes = self._t.refused
         self._stats.dropped_queue_full = self._t.overflowed
+        self._stats.send_waited_dropped = self._t.first_dropped
         self._stats.ae_unverified = self._ae.unverified
         self._stats.ae_unbound = self._ae.unbound
         self._stats.ae_throttled = self._ae.throttled

@@ -68,6 +68,11 @@ class Transport(Protocol):
         """Frames received and dropped unread: the receive queue was full."""
         ...
 
+    @property
+    def first_dropped(self) -> int:
+        """Frames sent that waited for a new connection in vain (dropped)."""
+        ...
+
     async def close(self) -> None:
         """Stop receiving and release sockets (idempotent)."""
         ...
@@ -638,6 +643,10 @@ class MemoryTransport:
 
     @property
     def overflowed(self) -> int:
+        return 0
+
+    @property
+    def first_dropped(self) -> int:
         return 0
 
     def close_now(self) -> None:

@@ -152,6 +152,8 @@ async def test_sightings_beyond_the_connection_bound_make_no_member_suspect() ->
                         suspected.add((g.peer_id, m.id))
         assert suspected == set()
         assert all(len(g.live_peers()) == n - 1 for g in peers)
+        # the frames to the dead ends waited in vain, and /api/health's gossip says so
+        assert all(g.stats.send_waited_dropped > 0 for g in peers)
     finally:
         for g in peers:
             await g.close()
