@@ -158,13 +158,13 @@ def test_a_peer_a_vouched_member_added_counts_one_a_self_added_peer_added_does_n
 PEERS = [H, R, X, "e5" * 8, "f6" * 8]
 
 
-@st.composite
-def members_and_ends(draw: st.DrawFn) -> tuple[list[Event], set[str], list[Event]]:
-    """JOB_MEMBERS among PEERS (any origin adding any peers: self-adds, scale-outs, chains),
-    the vouched closure they make with SUB's [H, R], and JOB_ENDEDs of random members, each
-    naming for k0 a random CID at a random order in a random member's lane."""
+def _adds(draw: st.DrawFn, max_adds: int) -> tuple[list[Event], dict[str, int], set[str],
+                                                  set[str]]:
+    """Up to `max_adds` JOB_MEMBERS among PEERS (any origin adding any peers: self-adds,
+    scale-outs, chains), the next seq of each origin, the vouched closure they make with
+    SUB's [H, R] (whoever a vouched member's JOB_MEMBERS adds), and the members."""
     adds, seqs = [], dict.fromkeys(PEERS, 10)
-    for _ in range(draw(st.integers(0, 5))):
+    for _ in range(draw(st.integers(0, max_adds))):
         by = draw(st.sampled_from(PEERS))
         add = draw(st.lists(st.sampled_from(PEERS), min_size=1, max_size=2, unique=True))
         adds.append(Event(by, seqs[by], draw(st.integers(1001, 1400)), EventType.JOB_MEMBERS,
@@ -175,7 +175,15 @@ def members_and_ends(draw: st.DrawFn) -> tuple[list[Event], set[str], list[Event
         more = {p for a in adds if a.origin in vouched for p in a.payload["add"]}
         grew = not more <= vouched
         vouched |= more
-    members = {H, R} | {p for a in adds for p in a.payload["add"]}
+    return adds, seqs, vouched, {H, R} | {p for a in adds for p in a.payload["add"]}
+
+
+@st.composite
+def members_and_ends(draw: st.DrawFn) -> tuple[list[Event], set[str], list[Event]]:
+    """JOB_MEMBERS among PEERS (any origin adding any peers: self-adds, scale-outs, chains),
+    the vouched closure they make with SUB's [H, R], and JOB_ENDEDs of random members, each
+    naming for k0 a random CID at a random order in a random member's lane."""
+    adds, seqs, vouched, members = _adds(draw, 5)
     ends = []
     for _ in range(draw(st.integers(1, 4))):
         by = draw(st.sampled_from(sorted(members)))
@@ -258,19 +266,7 @@ def members_and_dones(draw: st.DrawFn) -> tuple[list[Event], set[str], list[Even
     """JOB_MEMBERS among PEERS (as `members_and_ends`), the vouched closure, and 1-5
     TASK_DONEs or CHUNK_DONEs (implying t0's TASK_DONE, or with an item result) of t0 in
     random members' lanes at random orders after the JOB_SUBMITTED's."""
-    adds, seqs = [], dict.fromkeys(PEERS, 10)
-    for _ in range(draw(st.integers(0, 4))):
-        by = draw(st.sampled_from(PEERS))
-        add = draw(st.lists(st.sampled_from(PEERS), min_size=1, max_size=2, unique=True))
-        adds.append(Event(by, seqs[by], draw(st.integers(1001, 1400)), EventType.JOB_MEMBERS,
-                          {"job": J, "add": add}))
-        seqs[by] += 1
-    vouched, grew = {H, R}, True
-    while grew:
-        more = {p for a in adds if a.origin in vouched for p in a.payload["add"]}
-        grew = not more <= vouched
-        vouched |= more
-    members = {H, R} | {p for a in adds for p in a.payload["add"]}
+    adds, _, vouched, members = _adds(draw, 4)
     dones, lane_seqs = [], dict.fromkeys(PEERS, 1)
     for _ in range(draw(st.integers(1, 5))):
         by = draw(st.sampled_from(sorted(members)))
