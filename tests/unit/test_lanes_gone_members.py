@@ -14,7 +14,10 @@ from typing import Any
 from peer.log import Event, EventType, fold
 from peer.log.fold import GoneLanes, MeshState
 from peer.log.lanes import lane
+from peer.node import Node
+from tests.unit.test_lanes_compact import J1, _end, _node
 from tests.unit.test_lanes_gone import DEL, WANT, cache, state
+from tests.unit.test_lanes_gone_frozen import _restarted
 from tests.unit.test_lanes_hostile import BAD, REAL, SUB, H, J, R, X, task_done
 
 Y = "d4" * 8  # a peer X adds once H added X
@@ -107,6 +110,17 @@ def test_a_job_whose_submission_came_after_its_deletion_takes_no_members() -> No
 
 
 # -- a Node: the facts a late JOB_MEMBERS grew go to the job index; older ones read as before ------
+def _deleted(tmp_path: Path) -> tuple[Node, str, tuple[int, str, int]]:
+    """A Node whose job J1 (it its one member) is deleted and the pass after it run: the
+    node, its peer id and J1's submission order."""
+    node = _node(tmp_path)
+    me, sub = node.peer_id, node.state.jobs[J1].order
+    node.janitor.delete_job(J1)
+    node.flush()
+    node.catchup.compact()
+    return node, me, sub
+
+
 def test_a_late_job_members_of_a_deleted_job_outlives_its_rows_and_a_restart(
         tmp_path: Path) -> None:
     """J1 (this peer its one member) is deleted and its tombstone written; then this peer
@@ -114,14 +128,8 @@ def test_a_late_job_members_of_a_deleted_job_outlives_its_rows_and_a_restart(
     next pass writes the grown facts (`gone_vouched`), and a restart reads them back from
     the job index (whether or not the JOB_MEMBERS is still in the log): X is a member there
     (on 45818f71 the JOB_MEMBERS added nothing once the job had gone)."""
-    from tests.unit.test_lanes_compact import J1, _node
-    from tests.unit.test_lanes_gone_frozen import _restarted
-    node = _node(tmp_path)
+    node, me, sub = _deleted(tmp_path)
     try:
-        me, sub = node.peer_id, node.state.jobs[J1].order
-        node.janitor.delete_job(J1)
-        node.flush()
-        node.catchup.compact()
         assert node.index.tombstone(J1) is not None
         node.emit(EventType.JOB_MEMBERS, {"job": J1, "add": [X]})
         node.flush()
@@ -145,14 +153,8 @@ def test_a_job_gone_before_the_vouched_members_were_kept_decides_as_before(
     """A data dir of session 47: no `gone_vouched` row (the table is made where missing).
     The job's facts read as then (no one vouched for), and a JOB_MEMBERS folded after it
     went adds no member, as then."""
-    from tests.unit.test_lanes_compact import J1, _node
-    from tests.unit.test_lanes_gone_frozen import _restarted
-    node = _node(tmp_path)
+    node, me, sub = _deleted(tmp_path)
     try:
-        me, sub = node.peer_id, node.state.jobs[J1].order
-        node.janitor.delete_job(J1)
-        node.flush()
-        node.catchup.compact()
         node.log.db.execute("DROP TABLE gone_vouched")  # (as an earlier release made it)
     finally:
         node.log.close()
@@ -171,7 +173,6 @@ def test_a_late_job_members_of_a_compacted_job_names_its_member_in_the_record(
     """J1 is compacted, then this peer (its home, vouched) adds X: the next pass writes the
     record again naming X among its members, as a peer that got the JOB_MEMBERS before it
     compacted J1 wrote it (on 45818f71 the record kept the members as of compaction)."""
-    from tests.unit.test_lanes_compact import J1, _end, _node
     node = _node(tmp_path)
     try:
         me = node.peer_id
