@@ -72,6 +72,7 @@ from typing import Any
 
 from peer.errors import BanzaiError, ConfigError, StoreError
 from peer.log import Event, JobEnded, JobMembers
+from peer.log.flaps import Repeats
 from peer.log.lanes import lane_of
 from peer.log.signing import MeshAuth, membership_message
 from peer.mesh.addr import WILDCARD_HOSTS, canonical_addr, format_addr, parse_addr
@@ -286,23 +287,18 @@ class GossipStats:
 
 
 class _RateLimitedLog:
-    """At most one warning per key per `every_s`, reporting how many were suppressed."""
+    """At most one warning per key per `every_s`, reporting how many were suppressed (the
+    window rule of `Repeats`, which `Node._tell` uses too; one kind, no tracebacks)."""
 
     def __init__(self, clock: Clock, every_s: float = 10.0) -> None:
         self._clock = clock
-        self._every = every_s
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
+        self._repeats = Repeats(window_s=every_s)
 
     def warn(self, key: str, msg: str, *args: object) -> None:
-        now = self._clock()
-        last = self._last.get(key)
-        if last is not None and now - last < self._every:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        n = self._suppressed.pop(key, 0)
-        self._last[key] = now
-        log.warning(msg + (f" ({n} similar suppressed)" if n else ""), *args)
+        said = self._repeats.note(key, "", self._clock())
+        if said is not None:
+            n = said[1]
+            log.warning(msg + (f" ({n} similar suppressed)" if n else ""), *args)
 
 
 # -- gossip --------------------------------------------------------------------------

@@ -98,7 +98,7 @@ def test_large_reports_of_a_members_identities_do_not_silence_honest_probes() ->
                 if m.id in ids and m.state != State.ALIVE:
                     suspected.add((p.gossip.peer_id, m.id))
     assert suspected == set()
-    assert all("send_large" not in p.gossip._warn._last for p in honest)
+    assert all("send_large" not in p.gossip._warn._repeats.last_line for p in honest)
     # and the large reports did reach them
     assert all(len(p.gossip.view._infos.get(b.gossip.peer_id, {}).get("x", "")) == 40_000
                for p in honest for b in bad)
