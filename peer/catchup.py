@@ -67,9 +67,11 @@ from peer.log.snapframe import (
     against3,
     check_record,
     frame,
+    is_bare,
     job_digest3,
     read_jobs,
     row_frames,
+    thin_digest,
 )
 from peer.log.snapstream import (
     MAX_LINE_BYTES,
@@ -133,12 +135,19 @@ class CatchUpConfig:
     # the floors it announced) is not asked again for retry_s x 2^(failures in a row - 1),
     # at most `max_backoff_s`; other members are asked meanwhile (M1)
     max_backoff_s: float = 600.0
+    # When a second member's per-job digests differ from a snapshot's, the digests of more
+    # members are compared, up to this many opinions in all (the first's included; members
+    # with the fewest mismatches asked first, each answer bounded as the first's): the
+    # snapshot is taken when its signer and those that agree with it outnumber those that
+    # do not, and the outvoted side waits (`_judge`). A lone liar answering first refused
+    # every signer it checked (review r2 of session 48, left; session 49, helper f)
+    max_second_opinions: int = 4
 
     def __post_init__(self) -> None:
         for name in ("retry_s", "timeout_s", "record_timeout_s", "max_record_bytes",
                      "view_timeout_s", "view_total_s", "max_view_bytes", "max_snapshot_bytes",
                      "max_snapshot_v1_bytes", "max_digests_bytes", "min_rate_bytes_s",
-                     "rate_grace_s", "max_backoff_s"):
+                     "rate_grace_s", "max_backoff_s", "max_second_opinions"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"catch-up {name} must be positive", field=name)
 
@@ -147,7 +156,7 @@ _SPOOLS = itertools.count()  # spool files of one process never share a name
 _SPOOL = "a snapshot download's spool"  # (named in a DataError: written O_EXCL, read O_NOFOLLOW)
 PIECE_BYTES = 256 << 10  # a snapshot's events frame is sent in pieces of this size
 MAX_BACKOFF_PEERS = 1024  # members remembered as failed (`CatchUp._backoff`); then the one
-# free soonest gives way
+# free soonest gives way; as many remembered by their digests' mismatches (`CatchUp._outvoted`)
 
 
 async def _read_within(r: aiohttp.ClientResponse, max_bytes: int) -> bytes:
@@ -239,6 +248,18 @@ def _job_digests(second: Mapping[str, Any] | None,
     return jobs
 
 
+def _whole_digest(second: Mapping[str, Any] | None, snap: Snapshot) -> bytes | None:
+    """An older second member's one digest of its whole snapshot, if it reported the same
+    heads and floors as `snap` (a snapshot of the previous form), else None."""
+    if (second is not None and second.get("heads") == dict(snap.heads)
+            and second.get("floors") == snap.records.get("floors") and "digest" in second):
+        try:
+            return bytes.fromhex(str(second.get("digest", "")))
+        except ValueError:  # (not hex: a garbled answer, no opinion; it raised out of the
+            return None  # take, and the signer was judged for it)
+    return None
+
+
 def _agrees(records: Mapping[str, Any], digests: Mapping[str, str] | None) -> bool:
     """The job records of a snapshot of the previous form agree with a second member's
     per-job digests (for the jobs it holds; malformed records are refused later)."""
@@ -249,6 +270,27 @@ def _agrees(records: Mapping[str, Any], digests: Mapping[str, str] | None) -> bo
                    if (d := job_digest(r)) is not None)
     except (KeyError, TypeError, ValueError, AttributeError):
         return True
+
+
+def _verdict(batches: Iterable[tuple[str, Sequence[Any]]], digests: Mapping[str, str],
+             tag: str = "j", of: Callable[[Any], str] = job_digest,
+             compared: Callable[[Any], bool] | None = None) -> bool | None:
+    """Does a second member's per-job `digests` agree with a snapshot's job rows (of `tag`,
+    each digested by `of`; `compared`: False for a row left out, as `against`'s)? True if
+    every job both hold agrees and there is one, False at the first that differs, None if
+    they hold no job in common (no opinion: it counts neither way in `CatchUp._vote`)."""
+    seen = False
+    for t, rows in batches:
+        if t != tag:
+            continue
+        for r in rows:
+            d = digests.get(r[0])
+            if d is None or (compared is not None and not compared(r)):
+                continue
+            if d != of(r):
+                return False
+            seen = True
+    return True if seen else None
 
 
 
@@ -300,6 +342,10 @@ class CatchUp:
         # Member -> (`clock` time before which it is not asked for a snapshot again, its
         # failures in a row): `_judge`; at most MAX_BACKOFF_PEERS
         self._backoff: dict[str, tuple[float, int]] = {}
+        # Member -> how often its digests were on the losing side of a vote on a snapshot
+        # (its signer's too), less how often on the winning one (`_vote`): members with
+        # fewer are asked first for their digests; at most MAX_BACKOFF_PEERS
+        self._outvoted: dict[str, int] = {}
         self.catch_up_s: dict[str, float] = {}  # the last snapshot taken: seconds per stage
         self.served_s: dict[str, float] = {}  # the last snapshot served: seconds per stage
 
@@ -658,7 +704,7 @@ class CatchUp:
     def take_stream(self, spool: Spool | FrameSpool, rows: Path,
                     second: Mapping[str, Any] | None = None,
                     parsed: _Parsed | ValueError | None = None, dir_fd: int | None = None,
-                    ) -> str | None:
+                    blame: bool = True) -> str | None:
         """`take_snapshot` for a snapshot stream spooled to `rows` (peer.log.snapstream):
         the events of its first line are checked and merged like a frame's; the trailer must
         check (`check_snapshot`: signer, key, signature, a second member's per-job digests);
@@ -667,7 +713,8 @@ class CatchUp:
         symlink put there since it was written (`open_file`: DataError naming it).
         `parsed`: its events line parsed already (`_parsed`, in a worker thread), else
         parsed here. `dir_fd`: a descriptor of the directory it was made in (`_new_spool`),
-        where it is read and moved from whatever is put at that directory's path since."""
+        where it is read and moved from whatever is put at that directory's path since.
+        `blame`: as `take_snapshot`'s (a `digest_mismatch` leaves the spool where it was)."""
         t = [time.perf_counter()]
 
         def read() -> tuple[Trailer, Any, Any]:
@@ -691,7 +738,8 @@ class CatchUp:
                                                      trailer.heads, trailer.floors)
             except StreamError as e:
                 why = "digest_mismatch" if isinstance(e, Mismatch) else "malformed"
-                self._host.keyring.refused.add(trailer.signer, f"snapshot_{why}")
+                if blame or why != "digest_mismatch":
+                    self._host.keyring.refused.add(trailer.signer, f"snapshot_{why}")
                 log.warning("refused the snapshot of %s: %s", trailer.signer[:16], e)
                 return why
             t.append(time.perf_counter())
@@ -713,14 +761,15 @@ class CatchUp:
         with open_file(rows, _SPOOL, dir_fd) as f:  # (never a symlink put there since written)
             jobs, at = read_jobs(f)
             more = bool(f.read(1))
+        jobs = list(against3(jobs, digests))  # (before the spool moves: a vote reads it again)
         if not more:  # `?part=jobs`: its cache and provider rows are fetched after
-            n = self.compactor.take_rows(against3(jobs, digests), trailer.heads,
+            n = self.compactor.take_rows(jobs, trailer.heads,
                                          trailer.floors, owed=trailer.signer)
             self._ensure_rows()
             return n
         path = self._keep_spool(rows, trailer, dir_fd)
         try:
-            n = self.compactor.take_rows(against3(jobs, digests), trailer.heads,
+            n = self.compactor.take_rows(jobs, trailer.heads,
                                          trailer.floors, (str(path), at, trailer.signer),
                                          sha=trailer.rows_sha)
         except BaseException:
@@ -867,26 +916,27 @@ class CatchUp:
 
     def take_snapshot(self, body: Mapping[str, Any],
                       second: Mapping[str, Any] | None = None,
-                      decoded: list[Event | Exception] | None = None) -> str | None:
+                      decoded: list[Event | Exception] | None = None,
+                      blame: bool = True) -> str | None:
         """Catch up from another member's snapshot: its events are checked (signatures, the
         door) and merged like a frame's; the snapshot itself must come from an admitted,
         unrevoked member with a valid signature and match a second member's digest of the
         same heads and floors when one is given. None once taken, else why not (counted in
-        /api/health `security.refused` under its signer). `decoded`: its events decoded
-        already (`_parse`, in a worker thread), else decoded here."""
+        /api/health `security.refused` under its signer; a `digest_mismatch` only with
+        `blame`: without it, the caller puts it to a vote, `_vote`). `decoded`: its events
+        decoded already (`_parse`, in a worker thread), else decoded here."""
         t = [time.perf_counter()]
         snap = self._merge_events(lambda: (Snapshot.from_json(body["snapshot"]), body,
                                            decoded), t)
         if snap is None:
             return "malformed"
-        digest = None
-        if (second is not None and second.get("heads") == dict(snap.heads)
-                and second.get("floors") == snap.records.get("floors") and "digest" in second):
-            digest = bytes.fromhex(str(second.get("digest", "")))
-        why = self._check(snap, digest)
-        if why is None and not _agrees(snap.records, _job_digests(second, snap.heads)):
+        digest = _whole_digest(second, snap)
+        why = self._check(snap)
+        if why is None and ((digest is not None and digest != snap.content_digest())
+                            or not _agrees(snap.records, _job_digests(second, snap.heads))):
             why = "digest_mismatch"
-            self._host.keyring.refused.add(snap.signer, f"snapshot_{why}")
+            if blame:
+                self._host.keyring.refused.add(snap.signer, f"snapshot_{why}")
         t.append(time.perf_counter())
         if why is None:
             try:
@@ -986,10 +1036,12 @@ class CatchUp:
         except (OSError, BanzaiError) as e:
             log.warning("no snapshot from %s: %s", peer_id[:16], e)
             return None
+        seconds: set[str] = set()  # members asked for their digests (`_opinion`, `_vote`)
         try:
             begun = self.clock()
             async with self._session(self.cfg.timeout_s, self.cfg.rate_grace_s) as http:
-                second_task = asyncio.ensure_future(self._second(http, urls, peer_id, v))
+                second_task = asyncio.ensure_future(self._opinion(
+                    http, urls, peer_id, v, seconds, time.monotonic() + self.cfg.timeout_s))
                 try:
                     params = {"v": v, "part": "jobs"} if v == "3" else {"v": v}
                     async with http.get(f"{url}/api/snapshot", params=params) as r:
@@ -1009,16 +1061,10 @@ class CatchUp:
                                        "download": time.perf_counter() - t0}
                     if isinstance(body, Spool | FrameSpool):
                         self.catch_up_s["bytes"] = body.total
-                    second = await second_task
+                    opinion = await second_task
                 finally:
                     second_task.cancel()
-            if isinstance(body, Spool | FrameSpool):
-                t1 = time.perf_counter()
-                parsed = await _parsed(body.head or b"")
-                self.catch_up_s["events_parse"] = time.perf_counter() - t1  # (off the loop)
-                why = self.take_stream(body, rows, second, parsed, spool_dir)
-            else:
-                why = self.take_snapshot(body[0], second, body[1])
+            why = await self._take_voted(peer_id, v, body, rows, spool_dir, opinion, seconds)
             return why or ""
         except (aiohttp.ClientError, TimeoutError, ValueError) as e:  # (its answer: judged)
             why = str(e) or f"no answer within {self.cfg.timeout_s:g} s (timeout_s)"
@@ -1035,6 +1081,145 @@ class CatchUp:
         finally:
             f.close()
             _drop_spool(rows, spool_dir)
+
+    async def _take_voted(self, signer: str, v: str, body: Any, rows: Path, spool_dir: int,
+                          opinion: tuple[str, Mapping[str, Any]] | None, seconds: set[str],
+                          ) -> str | None:
+        """Take `signer`'s snapshot downloaded (`body`: a stream spooled to `rows`, or an
+        older peer's one body parsed) checked against a second member's `opinion` (who,
+        its digests); if they differ, it goes to a vote (`_vote`, asking members not in
+        `seconds`) and, won, is taken checked against one that agreed. As `take_stream`."""
+        first, second = opinion if opinion is not None else ("", None)
+        take: Callable[[Mapping[str, Any] | None, bool], str | None]
+        if isinstance(body, Spool | FrameSpool):
+            t1 = time.perf_counter()
+            parsed = await _parsed(body.head or b"")
+            self.catch_up_s["events_parse"] = time.perf_counter() - t1  # (off the loop)
+            stream = body
+
+            def take(second: Mapping[str, Any] | None, blame: bool) -> str | None:
+                return self.take_stream(stream, rows, second, parsed, spool_dir, blame)
+        else:
+            def take(second: Mapping[str, Any] | None, blame: bool) -> str | None:
+                return self.take_snapshot(body[0], second, body[1], blame)
+        why = take(second, False)
+        if why == "digest_mismatch":  # (nothing taken, the spool where it was)
+            agreed = await self._vote(signer, first, v, seconds,
+                                      self._comparer(body, rows, spool_dir))
+            if agreed is not None:  # (taken again, checked against one that agreed)
+                why = take(agreed, True)
+        return why
+
+    def _comparer(self, body: Any, rows: Path, dir_fd: int,
+                  ) -> Callable[[Mapping[str, Any]], bool | None]:
+        """What `_vote` asks of each second member's answer, in a worker thread: does it
+        agree with the snapshot downloaded (`body`: a stream spooled to `rows`, in the
+        directory of `dir_fd`, or an older peer's one body parsed), `_verdict`'s answer;
+        None when it is not comparable (other heads, no job in common). StreamError if
+        the spool's rows are malformed (the take would refuse them)."""
+        if isinstance(body, Spool | FrameSpool):
+            heads, thin = body.trailer().heads, isinstance(body, FrameSpool)
+
+            def compare(second: Mapping[str, Any]) -> bool | None:
+                digests = _job_digests(second, heads)
+                if digests is None:
+                    return None
+                with open_file(rows, _SPOOL, dir_fd) as f:
+                    if thin:
+                        return _verdict(read_jobs(f)[0], digests, "t", thin_digest,
+                                        lambda r: not is_bare(r[6]))
+                    return _verdict(read_rows(f), digests)
+            return compare
+        snap = Snapshot.from_json(body[0]["snapshot"])
+
+        def compare_v1(second: Mapping[str, Any]) -> bool | None:
+            digest = _whole_digest(second, snap)
+            if digest is not None:
+                return digest == snap.content_digest()
+            digests = _job_digests(second, snap.heads)
+            if digests is None:
+                return None
+            try:  # (malformed records: no opinion; the take refuses them)
+                return _verdict([("j", snap.records["jobs"])], digests)
+            except (KeyError, TypeError, ValueError, AttributeError):
+                return None
+        return compare_v1
+
+    async def _vote(self, signer: str, first: str, v: str, asked: set[str],
+                    compare: Callable[[Mapping[str, Any]], bool | None],
+                    ) -> Mapping[str, Any] | None:
+        """`first`'s digests differ from `signer`'s snapshot: a mismatch is not blamed on
+        the signer alone (one liar answering first refused every signer it checked). More
+        members (not in `asked`, the least outvoted first: `_opinion`) are asked, one at a
+        time, until `max_second_opinions` opinions in all would not change the outcome, or
+        no member is left (all asked within `timeout_s`); `compare` says whether each
+        agrees (True) or not (False; None, not comparable, counts neither way). The signer
+        and those that agree with it against those that do not: the larger side wins. Won:
+        the snapshot is to be taken, checked against the digests of one that agreed
+        (returned). Lost or a tie (a mesh of three members, one a liar: no side can be told
+        right): None, the signer is refused (`snapshot_digest_mismatch`; its catch-up
+        judges it, `_judge`). The losing side's members, both sides on a tie, count a vote
+        lost (`_outvoted`: they are asked after the others); the winning side's one fewer;
+        a losing second member is counted (`security.refused` `snapshot_digests_outvoted`)
+        and waits as a failed signer does (`_judge`)."""
+        agree: list[tuple[str, Mapping[str, Any]]] = []
+        disagree = [first]
+        most = self.cfg.max_second_opinions
+
+        def decided() -> bool:  # (whatever the opinions left say)
+            left = max(0, most - len(agree) - len(disagree))
+            return (1 + len(agree) > len(disagree) + left
+                    or len(disagree) >= 1 + len(agree) + left)
+
+        deadline = time.monotonic() + self.cfg.timeout_s
+        async with self._session(self.cfg.timeout_s) as http:
+            while not decided():
+                got = await self._opinion(http, self._host.peer_urls(), signer, v, asked,
+                                          deadline)
+                if got is None:
+                    break
+                verdict = await asyncio.to_thread(compare, got[1])
+                if verdict is True:
+                    agree.append(got)
+                elif verdict is False:
+                    disagree.append(got[0])
+        pro = [signer, *(m for m, _ in agree)]
+        tally = (f"{len(pro)} for the snapshot of {signer[:16]} (its signer"
+                 f"{''.join(', ' + m[:16] for m in pro[1:])}), {len(disagree)} against "
+                 f"({', '.join(m[:16] for m in disagree)})")
+        won, lost = len(pro) > len(disagree), len(disagree) > len(pro)
+        winners, losers = (pro, disagree) if won else (disagree, pro) if lost else ([], [])
+        for m in winners:
+            self._note(m, -1)
+        for m in losers or [*pro, *disagree]:
+            self._note(m, 1)
+        for m in losers:
+            if m != signer:
+                self._host.keyring.refused.add(m, "snapshot_digests_outvoted")
+                self._judge(m, f"its snapshot digests were outvoted: {tally}")
+        if won:
+            log.warning("a second member's digests differed from a snapshot's, which is "
+                        "taken: %s", tally)
+            return agree[-1][1]
+        self._host.keyring.refused.add(signer, "snapshot_digest_mismatch")
+        log.warning("refused the snapshot of %s: second members' digests differ from it%s: "
+                    "%s", signer[:16], "" if lost else " as many as agree", tally)
+        return None
+
+    def _note(self, member: str, by: int) -> None:
+        """`member`'s count of votes lost moves `by` (`_vote`; at 0 it is forgotten). At most
+        MAX_BACKOFF_PEERS members are remembered: past it, those no longer live go, then
+        the least outvoted."""
+        n = self._outvoted.pop(member, 0) + by
+        if n <= 0:
+            return
+        if len(self._outvoted) >= MAX_BACKOFF_PEERS:
+            live = self._host.peer_urls()
+            for m in [m for m in self._outvoted if m not in live]:
+                del self._outvoted[m]
+            if len(self._outvoted) >= MAX_BACKOFF_PEERS:
+                del self._outvoted[min(self._outvoted, key=self._outvoted.__getitem__)]
+        self._outvoted[member] = n
 
     async def _read_v1(self, r: aiohttp.ClientResponse, t0: float) -> _Parsed:
         """An older peer's one snapshot body (`take_snapshot`'s), read into memory up to
@@ -1053,21 +1238,32 @@ class CatchUp:
 
     async def _second(self, http: aiohttp.ClientSession, urls: Mapping[str, str],
                       peer_id: str, v: str = "2") -> dict[str, Any] | None:
+        """The digests of the first member `_opinion` finds, None if there is none."""
+        got = await self._opinion(http, urls, peer_id, v, set(),
+                                  time.monotonic() + self.cfg.timeout_s)
+        return None if got is None else got[1]
+
+    async def _opinion(self, http: aiohttp.ClientSession, urls: Mapping[str, str],
+                       peer_id: str, v: str, asked: set[str], deadline: float,
+                       ) -> tuple[str, dict[str, Any]] | None:
         """Another live member's digests of what it compacted (per job, of version `v`; an
-        older peer answers with one digest of its whole snapshot), None if there is none.
-        A member that gives none (a connection error or timeout, a status other than 200:
-        503 at its bound of snapshot serves, an answer longer than `max_digests_bytes` or in
-        a Content-Encoding, one that is not a JSON object) is passed for the next, all of
-        them within `timeout_s`. An answer is read as sent (never decompressed: H1 of
-        review r2, session 48) and parsed in a worker thread (`loads_within`)."""
-        deadline = time.monotonic() + self.cfg.timeout_s
-        for other, other_url in urls.items():
-            if other == peer_id or (v == "3" and SNAPSHOT_FEATURE not in (
+        older peer answers with one digest of its whole snapshot) and who it is, None if
+        there is none. Members not in `asked` are asked (and added to it) in the order of
+        `urls`, those outvoted least first (`_vote`: a member whose digests lost a vote is
+        asked after the others). A member that gives none (a connection error or timeout, a
+        status other than 200: 503 at its bound of snapshot serves, an answer longer than
+        `max_digests_bytes` or in a Content-Encoding, one that is not a JSON object) is
+        passed for the next, all of them before `deadline` (`time.monotonic`). An answer is
+        read as sent (never decompressed: H1 of review r2, session 48) and parsed in a
+        worker thread (`loads_within`)."""
+        for other, other_url in sorted(urls.items(), key=lambda m: self._outvoted.get(m[0], 0)):
+            if other == peer_id or other in asked or (v == "3" and SNAPSHOT_FEATURE not in (
                     self._host.live_peers().get(other, {}).get("features") or ())):
                 continue  # (v3: its digests would be of version 2, not comparable)
             left = deadline - time.monotonic()
             if left <= 0:
                 break
+            asked.add(other)
             try:
                 async with http.get(f"{other_url}/api/snapshot", params={"digest": "1", "v": v},
                                     timeout=aiohttp.ClientTimeout(total=left)) as r:
@@ -1081,7 +1277,7 @@ class CatchUp:
                 d = await asyncio.to_thread(loads_within, data)  # (not `sharing`: one flat
                 # object, whose pairs its hook would hold twice, +38 MiB at 15 MiB)
                 if isinstance(d, dict):
-                    return d
+                    return other, d
                 raise ValueError("an answer that is not a JSON object")
             except (aiohttp.ClientError, TimeoutError, ValueError) as e:
                 log.warning("no snapshot digests from %s (%s): %s; the next member is asked",

@@ -1,0 +1,201 @@
+"""A second member's digests that differ from a snapshot's go to a vote (session 49, helper
+f; left by review r2 of session 48): a liar answering first no longer refuses every signer
+it checks; a lying signer is still refused when honest members disagree with it. Real
+peers' snapshots and digests, served on loopback (aiohttp test servers)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from peer import catchup as catchup_mod
+from peer.log.snapframe import CONTENT_TYPE as SNAPSHOT_TYPE_V3
+from peer.log.snapframe import FEATURE as SNAPSHOT_FEATURE
+from peer.node import Node
+from tests.unit.test_catchup_hostile import _members
+from tests.unit.test_compaction import _pair, _run_history, _v1
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _served(a: Node, v: str) -> tuple[bytes, str, dict[str, Any], dict[str, Any]]:
+    """`a`'s snapshot as `_catch_up` asks for it in version `v` ("1": an older peer's one
+    body), its content type, an honest member's digests of it (one of the same heads and
+    floors: `a`'s own) and a liar's (one job's, or the whole, differ)."""
+    _run_history(a, jobs=4, per_job=1)
+    a.catchup.compact()
+    if v == "1":
+        honest = a.catchup.digest_reader()()
+        liar = {**honest, "digest": "00" * 32}
+        return _v1(a), "application/json", honest, liar
+    if v == "3":
+        body = b"".join(a.catchup.snapshot_stream(v=3, part="jobs"))
+        honest = a.catchup.digest_reader(per_job=True, v=3)()
+    else:
+        body = b"".join(a.catchup.snapshot_stream(v=2))
+        honest = a.catchup.digest_reader(per_job=True)()
+    assert honest["jobs"], "no compacted job to compare"
+    liar = copy.deepcopy(honest)
+    liar["jobs"][min(liar["jobs"])] = "0" * 32
+    return body, SNAPSHOT_TYPE_V3 if v == "3" else "application/x-ndjson", honest, liar
+
+
+async def _catch_up(a: Node, b: Node, monkeypatch: pytest.MonkeyPatch, v: str,
+                    seconds: dict[str, str], asked: list[str]) -> str | None:
+    """`b` catches up from `a` (in version `v`) while the members named in `seconds`
+    answer its digests ("honest", "liar", "busy": 503), in that order of `peer_urls`:
+    what `_catch_up` gives; `asked` lists the members asked for digests, in turn."""
+    body, ctype, honest, liar = _served(a, v)
+
+    async def snapshot(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type=ctype)
+
+    def second(kind: str, name: str) -> Handler:
+        async def serve(request: web.Request) -> web.Response:
+            asked.append(name)
+            if kind == "busy":
+                return web.json_response({"error": "busy"}, status=503)
+            return web.json_response(honest if kind == "honest" else liar)
+        return serve
+
+    routes: dict[str, Handler] = {"a": snapshot}
+    routes.update({name: second(kind, name) for name, kind in seconds.items()})
+    features = [SNAPSHOT_FEATURE] if v == "3" else []
+    async with _members(routes) as urls:
+        named = {(a.peer_id if n == "a" else n): u for n, u in urls.items()}
+        monkeypatch.setattr(b, "peer_urls", lambda: named)
+        monkeypatch.setattr(b, "live_peers", lambda: {
+            p: {"http": u, "features": features} for p, u in named.items()})
+        return await b.catchup._catch_up(a.peer_id)
+    raise AssertionError("no server")
+
+
+@pytest.mark.parametrize("v", ["3", "2", "1"])
+async def test_a_liar_second_member_answering_first_no_longer_blocks_the_catch_up(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture, v: str) -> None:
+    """The first member to answer digests (here: every time) said one of an honest
+    signer's jobs differs: the snapshot was refused (`digest_mismatch`) and every signer
+    it checked was, so no snapshot was ever taken. Other members are now asked: two
+    agree with the signer, the liar is outvoted (counted, waits, asked last after)."""
+    a, b = _pair(tmp_path, opened)
+    asked: list[str] = []
+    with caplog.at_level(logging.WARNING, logger="banzai.catchup"):
+        why = await _catch_up(a, b, monkeypatch, v, {"liar": "liar", "busy": "busy",
+                                                     "h1": "honest", "h2": "honest"}, asked)
+    assert why == ""
+    assert dict(b.heads()) == dict(a.heads()) and b.compactor.floors == a.compactor.floors
+    assert asked == ["liar", "busy", "h1", "h2"]
+    assert "2 against" not in caplog.text and "3 for the snapshot" in caplog.text
+    refused = b.keyring.refused.by_origin
+    assert refused == {"liar": {"snapshot_digests_outvoted": 1}}
+    assert "liar" in b.catchup._backoff and a.peer_id not in b.catchup._backoff
+    assert b.catchup._outvoted == {"liar": 1}  # (asked last from now on: below)
+
+
+async def test_a_liar_that_is_asked_last_checks_no_snapshot(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once outvoted, the liar is asked after honest members: the next catch-up's first
+    answer agrees and the snapshot is taken without a vote (the liar not asked at all)."""
+    a, b = _pair(tmp_path, opened)
+    b.catchup._outvoted["liar"] = 1
+    asked: list[str] = []
+    assert await _catch_up(a, b, monkeypatch, "3", {"liar": "liar", "h1": "honest"},
+                           asked) == ""
+    assert asked == ["h1"] and dict(b.heads()) == dict(a.heads())
+
+
+@pytest.mark.parametrize("v", ["3", "2", "1"])
+async def test_a_lying_signer_is_still_refused_when_honest_members_disagree(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch, v: str) -> None:
+    """A signer whose snapshot differs from what the honest members hold (here `a`: the
+    members answer digests that differ from its own), with a colluder that agrees with
+    it asked second: refused, the signer and the colluder outvoted; every member asked
+    (before: only the first, whose word alone refused it)."""
+    a, b = _pair(tmp_path, opened)
+    asked: list[str] = []
+    heads = dict(b.heads())
+    # (from `b`'s side "liar" is honest: it disagrees with the lying signer)
+    why = await _catch_up(a, b, monkeypatch, v, {"h1": "liar", "colluder": "honest",
+                                                 "h2": "liar", "h3": "liar"}, asked)
+    assert why == "digest_mismatch"
+    assert asked == ["h1", "colluder", "h2", "h3"]
+    assert len(b.index) == 0 and b.compactor.floors == {} and dict(b.heads()) != heads
+    refused = b.keyring.refused.by_origin
+    assert refused[a.peer_id] == {"snapshot_digest_mismatch": 1}
+    assert refused["colluder"] == {"snapshot_digests_outvoted": 1}
+    assert "h1" not in refused and "colluder" in b.catchup._backoff
+    assert b.catchup._outvoted == {a.peer_id: 1, "colluder": 1}
+
+
+async def test_one_against_one_refuses_the_signer_and_counts_both(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mesh of three (the signer, a second that disagrees, us): no side can be told
+    right. Refused, as before; both count a vote lost, neither second waits."""
+    a, b = _pair(tmp_path, opened)
+    asked: list[str] = []
+    assert await _catch_up(a, b, monkeypatch, "3", {"liar": "liar"}, asked) == (
+        "digest_mismatch")
+    assert asked == ["liar"] and len(b.index) == 0
+    assert b.keyring.refused.by_origin == {a.peer_id: {"snapshot_digest_mismatch": 1}}
+    assert b.catchup._outvoted == {a.peer_id: 1, "liar": 1} and not b.catchup._backoff
+
+
+async def test_two_liars_answering_first_are_outvoted_within_the_bound(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`max_second_opinions` (4): two liars then two honest members: 3 against 2, taken.
+    With a bound of 1 (the first opinion alone, as before the vote): refused."""
+    a, b = _pair(tmp_path, opened)
+    asked: list[str] = []
+    seconds = {"l1": "liar", "l2": "liar", "h1": "honest", "h2": "honest", "h3": "honest"}
+    assert await _catch_up(a, b, monkeypatch, "3", seconds, asked) == ""
+    assert asked == ["l1", "l2", "h1", "h2"]  # (decided: h3 could not change it)
+    assert b.catchup._outvoted == {"l1": 1, "l2": 1}
+
+
+async def test_a_bound_of_one_opinion_refuses_at_the_first_mismatch(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = _pair(tmp_path, opened)
+    monkeypatch.setattr(b.catchup, "cfg", catchup_mod.dataclasses.replace(
+        b.catchup.cfg, max_second_opinions=1))
+    asked: list[str] = []
+    assert await _catch_up(a, b, monkeypatch, "3", {"l1": "liar", "h1": "honest"},
+                           asked) == "digest_mismatch"
+    assert asked == ["l1"]
+
+
+def test_the_members_remembered_by_their_votes_are_bounded(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    """At most MAX_BACKOFF_PEERS: members no longer live go first, then the least
+    outvoted; a member back on the winning side is forgotten at 0."""
+    _, b = _pair(tmp_path, opened)
+    cap = catchup_mod.MAX_BACKOFF_PEERS
+    live = {f"m{i}": "u" for i in range(cap // 2, cap + 10)} | {"liar": "u"}
+    monkeypatch.setattr(b, "peer_urls", lambda: live)
+    note = b.catchup._note
+    note("liar", 1)
+    note("liar", 1)
+    for i in range(cap + 10):
+        note(f"m{i}", 1)
+    kept = b.catchup._outvoted
+    assert len(kept) <= cap and kept["liar"] == 2
+    assert "m0" not in kept and f"m{cap + 9}" in kept
+    note("liar", -1)
+    note("liar", -1)
+    assert "liar" not in kept
+
+
+def test_the_vote_bound_must_be_positive(tmp_path: Path) -> None:
+    from peer.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        catchup_mod.CatchUpConfig(tmp_path, max_second_opinions=0)
+    assert e.value.field == "max_second_opinions"
+    assert json.dumps(catchup_mod.CatchUpConfig(tmp_path).max_second_opinions) == "4"
