@@ -153,6 +153,7 @@ class CatchUpConfig:
 
 
 _SPOOLS = itertools.count()  # spool files of one process never share a name
+_NOT_JOBS = (b'["c",', b'["p",')  # a version 2 stream's lines of other rows than jobs
 _SPOOL = "a snapshot download's spool"  # (named in a DataError: written O_EXCL, read O_NOFOLLOW)
 PIECE_BYTES = 256 << 10  # a snapshot's events frame is sent in pieces of this size
 MAX_BACKOFF_PEERS = 1024  # members remembered as failed (`CatchUp._backoff`); then the one
@@ -1128,7 +1129,8 @@ class CatchUp:
                     if thin:
                         return _verdict(read_jobs(f)[0], digests, "t", thin_digest,
                                         lambda r: not is_bare(r[6]))
-                    return _verdict(read_rows(f), digests)
+                    return _verdict(read_rows(ln for ln in f if not ln.startswith(_NOT_JOBS)),
+                                    digests)  # (a line of cache or provider rows: unread)
             return compare
         snap = Snapshot.from_json(body[0]["snapshot"])
 
