@@ -95,6 +95,7 @@ from peer.log.conflicts import ConflictRule
 from peer.log.events import MAX_REVOKED_LANES
 from peer.log.flaps import Flaps, Repeats
 from peer.log.fold import GoneLanes
+from peer.log.gonewait import WaitJournal
 from peer.log.ids import BOUND_FEATURE, SELF_ID_CHARS, hex_digits, new_job_id
 from peer.log.jobindex import SPOOL_DIR, JobIndex, read_outputs, read_provided
 from peer.log.lanes import (
@@ -514,6 +515,13 @@ class Node:
                         some_deleted=self.index.deleted_any(),
                         read_max=self.compact_cfg.read_back_entries)
         self.state.gone_lookup = self._gone_lanes  # (review r1 of session 46, F1)
+        # What waited of gone lanes jobs, as the job index kept it (review r3 of session 48,
+        # F1); what changes from the replay on is noted for the compactor to write
+        let_go = self.state.load_waits(*self.index.gone_waits())
+        if let_go:
+            log.warning("%d waiting adds or events of gone jobs past their bounds: let go",
+                        let_go)
+        self.state.wait_journal = WaitJournal()
 
     def _gone_lanes(self, job: str) -> GoneLanes | None:
         """What the job index knows of compacted lanes job `job` that decides its late task

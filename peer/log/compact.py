@@ -47,6 +47,7 @@ from peer.log.fold import (
     rank_among,
     refusal_of,
 )
+from peer.log.gonewait import WaitJournal
 from peer.log.jobindex import (
     ITEM,
     OUTPUT,
@@ -412,6 +413,11 @@ class Compactor:
         # (`members_grown`; written by `_bury`, review r2 of session 47 finding 3)
         self.grown: dict[str, GoneLanes] = {}
         state.on_members = self.members_grown
+        # what changed of gone jobs' waits (`WaitJournal`; the replay's, if Node kept one):
+        # written with `grown` (review r3 of session 48, F1)
+        if state.wait_journal is None:
+            state.wait_journal = WaitJournal()
+        self.waits = state.wait_journal
 
     def members_grown(self, job: str, facts: GoneLanes) -> None:
         """A vouched member's JOB_MEMBERS grew gone `job`'s facts (`MeshState.on_members`):
@@ -808,12 +814,15 @@ class Compactor:
         is about to be written) and the facts a JOB_MEMBERS grew since the last pass
         (`grown`) to the job index, with the compacted records they regrew, in one transaction
         (a crash between two left a record naming the old members for good: review r3 of
-        session 48, F2; raises: they stay in memory)."""
+        session 48, F2; raises: they stay in memory), and what changed of their waits
+        (`waits`: review r3 of session 48, F1)."""
         rows = [*more, *self.grown.items()]
-        if rows:
+        waits = dict(self.waits.jobs)
+        if rows or waits:
             self.index.put(self._regrown(), (), (), vouched=[
-                (j, f.members, f.vouched) for j, f in rows])
+                (j, f.members, f.vouched) for j, f in rows], waits=waits)
             self.grown.clear()
+            self.waits.clear(waits)
 
     def _regrown(self) -> list[JobRecord]:
         """The records of the compacted jobs in `grown` whose members the facts outgrew,

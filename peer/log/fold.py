@@ -64,6 +64,7 @@ from peer.log.events import (
     implied_done,
     part_event,
 )
+from peer.log.gonewait import HELD_LANE, WaitJournal
 from peer.log.ids import submitter_problem
 from peer.log.jobless import jobless
 from peer.log.lanes import LANE_PARTS, SEPARATOR, in_scope, lane_of, peer_of
@@ -514,16 +515,17 @@ class GoneWait:
     not vouched for (folded if a vouched member adds their adder: `_vouch`'s closure). `n`
     is what it costs (GONE_WAIT_MAX), `MeshState.wait_room` charges it."""
 
-    __slots__ = ("adds", "lanes", "n")
+    __slots__ = ("adds", "job", "lanes", "n")
 
-    def __init__(self) -> None:
+    def __init__(self, job: str = "") -> None:
+        self.job = job
         self.lanes = Untasked()
         self.adds: dict[str, set[str]] = {}
         self.n = 0
 
     def copy(self) -> GoneWait:
         """A copy sharing no mutable part (a refold's: review r3 of session 48, F5)."""
-        out = GoneWait()
+        out = GoneWait(self.job)
         out.lanes.mesh = list(self.lanes.mesh)
         out.lanes.lanes = {p: list(evs) for p, evs in self.lanes.lanes.items()}
         out.adds = {by: set(peers) for by, peers in self.adds.items()}
@@ -900,6 +902,11 @@ class MeshState:
     _gone_waits: OrderedDict[str, GoneWait] = field(default_factory=OrderedDict)
     # What they cost in all (`GoneWait.n` summed, at most GONE_WAIT_ALL: `wait_room`)
     _gone_wait_n: int = 0
+    # Their changes since the compactor last wrote them to the job index (`WaitJournal`;
+    # None: not kept, a state without a job index), read back at a start (`load_waits`):
+    # a restart whose log no longer holds a gone job's rows waits as before it (review r3
+    # of session 48, F1)
+    wait_journal: WaitJournal | None = None
     # Job -> origin -> the least by `end_rank` of its JOB_ENDEDs of the job folded (those
     # `end_refusal` admitted: only grows or gets less): the job's end (`ended`) is the least
     # of them, `end_rank` reading the winning JOB_SUBMITTED's `members`, which rank every
@@ -1017,9 +1024,12 @@ class MeshState:
         waits = self._gone_waits
         got = waits.get(job)
         if got is None:
-            got = waits[job] = GoneWait()
+            got = waits[job] = GoneWait(job)
             while len(waits) > GONE_WAIT_JOBS:
-                self._gone_wait_n -= waits.popitem(last=False)[1].n
+                first, out = waits.popitem(last=False)
+                self._gone_wait_n -= out.n
+                if self.wait_journal is not None:
+                    self.wait_journal.dropped(first)
         return got
 
     def drop_wait(self, job: str) -> None:
@@ -1028,6 +1038,8 @@ class MeshState:
         got = self._gone_waits.pop(job, None)
         if got is not None:
             self._gone_wait_n -= got.n
+            if self.wait_journal is not None:
+                self.wait_journal.dropped(job)
 
     def wait_room(self, wait: GoneWait, cost: int) -> bool:
         """May `wait` keep `cost` more (GONE_WAIT_MAX of a job, GONE_WAIT_ALL in all)? If so
@@ -1049,6 +1061,40 @@ class MeshState:
                 wait.adds[by] = new
             else:
                 had |= new
+            if self.wait_journal is not None and (job := self._wait_job(wait)) is not None:
+                self.wait_journal.parked(job, by, new)
+
+    def _wait_job(self, wait: GoneWait) -> str | None:
+        """`wait`'s job if it is this state's (its changes are written: `wait_journal`)."""
+        return wait.job if self._gone_waits.get(wait.job) is wait else None
+
+    def load_waits(self, adds: Iterable[tuple[str, str, str]],
+                   held: Iterable[tuple[str, int, str, Event]]) -> int:
+        """What waited of gone jobs as the job index kept it (`WaitJournal`: (job, adder,
+        peer) adds, (job, kind, peer, event) held events), taken in at a start before the
+        replay, within the bounds (`wait_room`; past them let go, as it would have been);
+        returns how many were let go."""
+        journal, self.wait_journal = self.wait_journal, None  # (on disk already)
+        out = 0
+        try:
+            by_job: dict[tuple[str, str], set[str]] = {}
+            for job, by, peer in adds:
+                by_job.setdefault((job, by), set()).add(peer)
+            for (job, by), peers in by_job.items():
+                wait = self.gone_wait(job)
+                had = len(wait.adds.get(by, ()))
+                self.park_adds(wait, by, peers)
+                out += had + len(peers) - len(wait.adds.get(by, ()))
+            for job, kind, peer, ev in held:
+                wait = self.gone_wait(job)
+                if kind != HELD_LANE or wait.lanes.holds(ev, peer) or not self.wait_room(
+                        wait, 1):
+                    out += 1
+                    continue
+                wait.lanes.hold(ev, peer)
+        finally:
+            self.wait_journal = journal
+        return out
 
     def gone_lanes(self, job: str) -> GoneLanes | None:
         """What decides compacted or deleted `job`'s task events (`GoneLanes`), None if
@@ -1389,7 +1435,7 @@ class MeshState:
                               (j, f.frozen()) for j, f in self._gone_lanes.items()),
                           _gone_waits=OrderedDict(
                               (j, w.copy()) for j, w in self._gone_waits.items()),
-                          _gone_wait_n=self._gone_wait_n,
+                          _gone_wait_n=self._gone_wait_n, wait_journal=self.wait_journal,
                           tomb_lanes={j: f.frozen() for j, f in self.tomb_lanes.items()
                                       if j in tombs},
                           gone_lookup=self.gone_lookup)
@@ -1831,17 +1877,8 @@ def _gone_members(s: MeshState, ev: Event, b: JobMembers) -> None:
         s.park_adds(s.gone_wait(b.job), by, b.add)
         return
     wait = s._gone_waits.get(b.job)
-    vouched, new = facts.vouched, set[str]()
-    todo = [p for p in b.add if p not in vouched]  # (what it adds only: F4 below)
-    while todo:  # (each peer once, as `_vouch`)
-        p = todo.pop()
-        if p in vouched or p in new:
-            continue
-        new.add(p)
-        if wait is not None and (more := wait.adds.pop(p, None)) is not None:
-            todo += more
-            wait.n -= len(more)  # (what waited is walked: its room is free again)
-            s._gone_wait_n -= len(more)
+    journal = s.wait_journal
+    new = _walk_waiting(s, b.job, wait, b.add, facts.vouched)
     if not new:
         return
     added = new - facts.members
@@ -1861,9 +1898,33 @@ def _gone_members(s: MeshState, ev: Event, b: JobMembers) -> None:
         s.on_members(b.job, grown)
     if wait is None or grown.sub is None:
         return
-    due = [e for p in sorted(added) for e in wait.lanes.take_after(p, grown.sub)]
-    for part in due:
+    due = [(p, e) for p in sorted(added) for e in wait.lanes.take_after(p, grown.sub)]
+    wait.n -= len(due)  # (folded: their room is free again, as a walked add's)
+    s._gone_wait_n -= len(due)
+    for p, part in due:
+        if journal is not None:
+            journal.held(b.job, HELD_LANE, p, part, kept=False)
         s.fold_only(part)
+
+
+def _walk_waiting(s: MeshState, job: str, wait: GoneWait | None, add: Iterable[str],
+                  vouched: AbstractSet[str]) -> set[str]:
+    """The peers not `vouched` for that a vouched add of `add` to gone `job` vouches for: those,
+    and the peers they added that waited (`wait.adds`, taken out: their room is free)."""
+    new = set[str]()
+    todo = [p for p in add if p not in vouched]  # (what it adds only: F4)
+    while todo:  # (each peer once, as `_vouch`)
+        p = todo.pop()
+        if p in vouched or p in new:
+            continue
+        new.add(p)
+        if wait is not None and (more := wait.adds.pop(p, None)) is not None:
+            todo += more
+            wait.n -= len(more)
+            s._gone_wait_n -= len(more)
+            if s.wait_journal is not None:
+                s.wait_journal.parked(job, p, more, kept=False)
+    return new
 
 
 def _task_fold(s: MeshState, ev: Event, job: str) -> bool:
@@ -1922,6 +1983,8 @@ def _gone_task_fold(s: MeshState, ev: Event, job: str) -> bool:
     if facts.fixed and facts.lanes and not (wait := s.gone_wait(job)).lanes.holds(
             ev, lane[0]) and s.wait_room(wait, 1):
         wait.lanes.hold(ev, lane[0])  # (a vouched member may add its peer: `_gone_members`)
+        if s.wait_journal is not None:
+            s.wait_journal.held(job, HELD_LANE, lane[0], ev)
     return False
 
 

@@ -35,9 +35,10 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeGuard, TypeVar
 
 from peer.cids import never_cid
-from peer.errors import DataError, StoreError
+from peer.errors import DataError, InvalidEvent, StoreError
 from peer.jsontext import compact, loads_within
-from peer.log.events import MAX_CLOCK, MAX_ID_CHARS, EventType
+from peer.log.events import MAX_CLOCK, MAX_ID_CHARS, Event, EventType
+from peer.log.gonewait import JobWaits
 from peer.log.snapframe import (
     check_thin,
     is_bare,
@@ -144,6 +145,17 @@ _MADE = (
     # before session 48 has none: decided as then (no JOB_MEMBERS adds to it).
     "CREATE TABLE IF NOT EXISTS gone_vouched (job TEXT PRIMARY KEY, members TEXT NOT NULL, "
     "vouched TEXT NOT NULL) WITHOUT ROWID",
+    # What of a gone lanes job waits for a vouched member's JOB_MEMBERS (peer.log.fold
+    # `GoneWait`, bounded there): the adds of peers not vouched for (adder, peer) and the
+    # events held (`kind`: peer.log.gonewait, the wire form as `event_text` writes it).
+    # Written with the vouched rows as they change (`put`'s `waits`: a row each, what
+    # changed only), read back at a start (`gone_waits`), forgotten with the tombstone:
+    # a restart whose log no longer holds the job's rows waits as before (review r3 of
+    # session 48, F1). A data dir of session 48 gets them empty (nothing waited on disk).
+    "CREATE TABLE IF NOT EXISTS gone_wait_adds (job TEXT NOT NULL, by TEXT NOT NULL, "
+    "peer TEXT NOT NULL, PRIMARY KEY (job, by, peer)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS gone_wait_held (job TEXT NOT NULL, kind INTEGER NOT NULL, "
+    "peer TEXT NOT NULL, event TEXT NOT NULL, PRIMARY KEY (job, kind, event))",
     # (`member_vv`, the version vector each member last sent, made by session 27's build
     # and never written by it while the bound was off, is no longer made nor read: every
     # member must be live for a tombstone to go, with the vector it sends now.)
@@ -275,11 +287,13 @@ class JobIndex:
 
     def put(self, records: Iterable[JobRecord], entries: Iterable[CacheEntry],
             providers: Iterable[tuple[str, str]], cids: Iterable[str] = (),
-            vouched: Iterable[tuple[str, Iterable[str], Iterable[str]]] = ()) -> None:
+            vouched: Iterable[tuple[str, Iterable[str], Iterable[str]]] = (),
+            waits: Mapping[str, JobWaits] | None = None) -> None:
         """Store finished jobs, the cache entries their events made (an entry replaces one of
         a later order only), (cid, origin) providers and gone lanes jobs' vouched rows
         (`_vouched_rows`: a record regrown by them is never written apart from them, review r3
-        of session 48, F2), in one transaction. The provider rows
+        of session 48, F2) and what changed of their waits (`waits`: `_wait_rows`), in one
+        transaction. The provider rows
         of `cids` are replaced by those of `providers` (the set the fold holds now: an origin
         that UNPROVIDEd a CID is no longer listed); those of other CIDs are added to. A
         record held already whose ids do not read back (`_ids`: logged once) is set aside:
@@ -289,6 +303,8 @@ class JobIndex:
         try:
             with self._tx() as db:
                 self._vouched_rows(db, grown)
+                if waits:
+                    _wait_rows(db, waits)
                 held: dict[str, list[tuple[str, int]]] = {}  # job -> its ids as held
                 aside: set[str] = set()  # jobs whose held ids do not read back
                 for r in records:
@@ -443,6 +459,37 @@ class JobIndex:
         vouched = None if members is None else self._column(what, "vouched", row[1],
                                                             _peer_list)
         return None if members is None or vouched is None else (members, vouched)
+
+    def gone_waits(self) -> tuple[list[tuple[str, str, str]],
+                                  list[tuple[str, int, str, Event]]]:
+        """What waited of gone lanes jobs as `put` kept it: (job, adder, peer) adds and (job,
+        kind, peer, event) held events, in the order written per job. A row that does not
+        read back (not texts, an event that does not decode: edited, damaged) is left out,
+        logged once (a later vouching then does not take it in, as before session 49)."""
+        adds: list[tuple[str, str, str]] = []
+        held: list[tuple[str, int, str, Event]] = []
+        for row in self._read("SELECT job, by, peer FROM gone_wait_adds", ()):
+            if all(type(v) is str for v in row):
+                adds.append((row[0], row[1], row[2]))
+            else:
+                self._skip(f"a waiting add of the gone job {str(row[0])[:64]!r}", "row",
+                           f"{row!r:.80} is not texts")
+        for row in self._read("SELECT job, kind, peer, event FROM gone_wait_held "
+                              "ORDER BY rowid", ()):
+            what = f"an event waiting for the gone job {str(row[0])[:64]!r}"
+            if not (type(row[0]) is str and type(row[1]) is int and type(row[2]) is str):
+                self._skip(what, "row", f"{row[:3]!r:.80} is not (job, kind, peer)")
+                continue
+            d = self._column(what, "event", row[3], lambda v: type(v) is dict)
+            if d is None:
+                continue
+            try:
+                ev = Event.from_json(d)
+            except (InvalidEvent, ValueError, TypeError) as e:
+                self._skip(what, "event", e)
+                continue
+            held.append((row[0], row[1], row[2], ev))
+        return adds, held
 
     def _vouched_rows(self, db: sqlite3.Connection,
                       got: Mapping[str, tuple[set[str], set[str]]]) -> None:
@@ -786,6 +833,8 @@ class JobIndex:
         self._db.executemany("DELETE FROM deleted_ids WHERE job = ?", names)
         self._db.executemany("DELETE FROM deleted_lanes WHERE job = ?", names)
         self._db.executemany("DELETE FROM gone_vouched WHERE job = ?", names)
+        self._db.executemany("DELETE FROM gone_wait_adds WHERE job = ?", names)
+        self._db.executemany("DELETE FROM gone_wait_held WHERE job = ?", names)
         self.note_dropped((), floors)
 
     def forgot(self, jobs: Iterable[str]) -> None:
@@ -1557,6 +1606,25 @@ def _same_dir(a: Path, b: Path) -> bool:
         return a.resolve() == b.resolve()
     except (OSError, RuntimeError):
         return False
+
+
+def _wait_rows(db: sqlite3.Connection, waits: Mapping[str, JobWaits]) -> None:
+    """What changed of gone jobs' waits (`WaitJournal`), in the caller's transaction: a job
+    dropped loses every row first, then each add and held event kept or gone."""
+    for job, got in waits.items():
+        if got.dropped:
+            db.execute("DELETE FROM gone_wait_adds WHERE job = ?", (job,))
+            db.execute("DELETE FROM gone_wait_held WHERE job = ?", (job,))
+        db.executemany("INSERT OR IGNORE INTO gone_wait_adds VALUES (?, ?, ?)",
+                       [(job, by, p) for (by, p), kept in got.adds.items() if kept])
+        db.executemany("DELETE FROM gone_wait_adds WHERE job = ? AND by = ? AND peer = ?",
+                       [(job, by, p) for (by, p), kept in got.adds.items() if not kept])
+        db.executemany("INSERT OR IGNORE INTO gone_wait_held VALUES (?, ?, ?, ?)",
+                       [(job, kind, v[0], text) for (kind, text), v in got.held.items()
+                        if v is not None])
+        db.executemany("DELETE FROM gone_wait_held WHERE job = ? AND kind = ? AND event = ?",
+                       [(job, kind, text) for (kind, text), v in got.held.items()
+                        if v is None])
 
 
 def _peer_list(v: Any) -> TypeGuard[list[str]]:
