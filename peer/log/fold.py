@@ -412,6 +412,17 @@ class Untasked:
         i = bisect.bisect_left(held, _order(ev), key=_order)
         return i < len(held) and held[i].id == ev.id
 
+    def drop(self, ev: Event, peer: str) -> bool:
+        """`ev` is no longer held in `peer`'s lane (False: it was not)."""
+        held = self.lanes.get(peer, ())
+        i = bisect.bisect_left(held, _order(ev), key=_order)
+        if not (i < len(held) and held[i].id == ev.id):
+            return False
+        del self.lanes[peer][i]
+        if not self.lanes[peer]:
+            del self.lanes[peer]
+        return True
+
     def take_mesh(self) -> list[Event]:
         """The mesh streams' events held; they are no longer."""
         out, self.mesh = self.mesh, []
@@ -531,6 +542,40 @@ class GoneWait:
         out.adds = {by: set(peers) for by, peers in self.adds.items()}
         out.n = self.n
         return out
+
+
+# What an event's fold changed of a gone job (`MeshState._gone_undo`): (kind, job, who,
+# what): its facts grown (who: the members added, what: the vouched ones added), a waiting
+# add walked or parked (who: the adder, what: the peers), a lane event held or folded out
+# of its wait (who: its lane's peer, what: the event).
+UNDO_GROWN, UNDO_WALKED, UNDO_PARKED, UNDO_HELD, UNDO_FREED = range(5)
+GoneUndo = tuple[int, str, Any, Any]
+
+
+def _undo_wait(w: GoneWait, kind: int, who: str, what: Any,
+               journal: WaitJournal | None) -> int:
+    """Undo one change of `w` (`MeshState._gone_undone`); returns what its cost changes by."""
+    if kind in (UNDO_WALKED, UNDO_PARKED):
+        peers = cast(set[str], what)
+        got = w.adds.setdefault(who, set())
+        if kind == UNDO_WALKED:
+            got |= peers
+        else:
+            got -= peers
+            if not got:
+                del w.adds[who]
+        if journal is not None:
+            journal.parked(w.job, who, peers, kept=kind == UNDO_WALKED)
+        return len(peers) if kind == UNDO_WALKED else -len(peers)
+    ev, d = cast(Event, what), 0
+    if kind == UNDO_HELD and w.lanes.drop(ev, who):
+        d = -1
+    elif kind == UNDO_FREED:
+        w.lanes.hold(ev, who)
+        d = 1
+    if journal is not None:
+        journal.held(w.job, HELD_LANE, who, ev, kept=kind == UNDO_FREED)
+    return d
 
 
 def _split_key(k: ChunkKey) -> SplitKey:
@@ -907,6 +952,12 @@ class MeshState:
     # a restart whose log no longer holds a gone job's rows waits as before it (review r3
     # of session 48, F1)
     wait_journal: WaitJournal | None = None
+    # Event id -> what its fold changed of gone jobs' facts and waits (`GoneUndo`: grown
+    # members, walked, parked, held and folded waiting things), while it is in memory: a
+    # refold folds it again, so it starts from the gone jobs' state without it, and a
+    # replaced loser's growth is not kept (review r3 of session 48, F5). Dropped as the
+    # event leaves memory (`_evict_one`): what it changed is then for good.
+    _gone_undo: dict[tuple[str, int], list[GoneUndo]] = field(default_factory=dict)
     # Job -> origin -> the least by `end_rank` of its JOB_ENDEDs of the job folded (those
     # `end_refusal` admitted: only grows or gets less): the job's end (`ended`) is the least
     # of them, `end_rank` reading the winning JOB_SUBMITTED's `members`, which rank every
@@ -1050,7 +1101,8 @@ class MeshState:
         self._gone_wait_n += cost
         return True
 
-    def park_adds(self, wait: GoneWait, by: str, peers: Iterable[str]) -> None:
+    def park_adds(self, wait: GoneWait, by: str, peers: Iterable[str],
+                  ev: Event | None = None) -> None:
         """`by`'s adds of `peers` wait in `wait` (the closure of a gone job): only those not
         parked yet cost (a refold's re-parking costs none: review r3 of session 48, F6),
         all of them or none (past a bound they are let go, as before session 48)."""
@@ -1063,6 +1115,7 @@ class MeshState:
                 had |= new
             if self.wait_journal is not None and (job := self._wait_job(wait)) is not None:
                 self.wait_journal.parked(job, by, new)
+            self._undo_note(ev, (UNDO_PARKED, wait.job, by, new))
 
     def _wait_job(self, wait: GoneWait) -> str | None:
         """`wait`'s job if it is this state's (its changes are written: `wait_journal`)."""
@@ -1236,6 +1289,41 @@ class MeshState:
             self.evicted[ev.origin] = ev.seq
         if self.on_evict is not None:
             self.on_evict(ev)
+        if self._gone_undo:
+            self._gone_undo.pop(ev.id, None)
+
+    def _undo_note(self, ev: Event | None, change: GoneUndo) -> None:
+        """`ev`'s fold made `change` to a gone job's facts or wait (`_gone_undo`)."""
+        if ev is not None:
+            self._gone_undo.setdefault(ev.id, []).append(change)
+
+    def _gone_undone(self) -> tuple[OrderedDict[str, GoneLanes], OrderedDict[str, GoneWait],
+                                    int, dict[str, GoneLanes]]:
+        """The gone jobs' facts, waits, their cost and `tomb_lanes` without what the events
+        held in memory changed of them (`_gone_undo`, undone last first), copies sharing
+        nothing with this state's: where a refold starts (review r3 of session 48, F5)."""
+        facts = OrderedDict((j, f.frozen()) for j, f in self._gone_lanes.items())
+        waits = OrderedDict((j, w.copy()) for j, w in self._gone_waits.items())
+        tombs = {j: f.frozen() for j, f in self.tomb_lanes.items()}
+        n = self._gone_wait_n
+        changes = [c for i, cs in self._gone_undo.items() if i in self.events for c in cs]
+        shrunk = set[str]()
+        for kind, job, who, what in reversed(changes):
+            if kind == UNDO_GROWN:
+                for table in (facts, tombs):
+                    if (f := table.get(job)) is not None:
+                        table[job] = replace(f, members=frozenset(f.members - who),
+                                             vouched=frozenset(f.vouched - what))
+                shrunk.add(job)
+            elif (w := waits.get(job)) is not None:
+                d = _undo_wait(w, kind, who, what, self.wait_journal)
+                w.n += d
+                n += d
+        if self.on_members is not None:  # (what the compactor writes: not the loser's)
+            for job in shrunk:
+                if (f := facts.get(job)) is not None:
+                    self.on_members(job, f)
+        return facts, waits, n, tombs
 
     def compactable(self, jobs: Iterable[str]) -> list[Event]:
         """The events that leave memory when `jobs` are compacted: held up to their origin's
@@ -1425,19 +1513,16 @@ class MeshState:
         # The tombstones whose JOB_DELETED left memory are not folded again: kept as they are
         # (and those in the job index are read from it).
         tombs = {j: o for j, o in self.deleted.items() if (o[1], o[2]) not in self.events}
+        gone, waits, wait_n, tomb_lanes = self._gone_undone()  # (review r3 of s48, F5)
         fresh = MeshState(compacted=self.compacted, evicted=dict(self.evicted),
                           archive=self.archive, on_evict=self.on_evict,
                           on_members=self.on_members,
                           deletions=self.deletions, jobless_window=self.jobless_window,
                           gaps_filled=self.gaps_filled, entered=self.entered,
                           lanes_on=self.lanes_on, me=self.me,
-                          _gone_lanes=OrderedDict(
-                              (j, f.frozen()) for j, f in self._gone_lanes.items()),
-                          _gone_waits=OrderedDict(
-                              (j, w.copy()) for j, w in self._gone_waits.items()),
-                          _gone_wait_n=self._gone_wait_n, wait_journal=self.wait_journal,
-                          tomb_lanes={j: f.frozen() for j, f in self.tomb_lanes.items()
-                                      if j in tombs},
+                          _gone_lanes=gone, _gone_waits=waits, _gone_wait_n=wait_n,
+                          wait_journal=self.wait_journal,
+                          tomb_lanes={j: f for j, f in tomb_lanes.items() if j in tombs},
                           gone_lookup=self.gone_lookup)
         for name in ("outputs", "_outputs_src", "cache", "_cache_src", "providers", "deleted"):
             old, new = getattr(self, name), getattr(fresh, name)
@@ -1874,14 +1959,15 @@ def _gone_members(s: MeshState, ev: Event, b: JobMembers) -> None:
         return
     by = peer_of(ev.origin)
     if by not in facts.vouched:
-        s.park_adds(s.gone_wait(b.job), by, b.add)
+        s.park_adds(s.gone_wait(b.job), by, b.add, ev)
         return
     wait = s._gone_waits.get(b.job)
     journal = s.wait_journal
-    new = _walk_waiting(s, b.job, wait, b.add, facts.vouched)
+    new = _walk_waiting(s, ev, b.job, wait, b.add, facts.vouched)
     if not new:
         return
     added = new - facts.members
+    s._undo_note(ev, (UNDO_GROWN, b.job, frozenset(added), frozenset(new)))
     # Grown in place once these facts are this state's own (`GoneLanes.owned`): a vouched
     # add costs what it adds (copied per event, 400 adds of 1,024 peers took 11 s against
     # 0.5 s live: review r3 of session 48, F4).
@@ -1904,11 +1990,12 @@ def _gone_members(s: MeshState, ev: Event, b: JobMembers) -> None:
     for p, part in due:
         if journal is not None:
             journal.held(b.job, HELD_LANE, p, part, kept=False)
+        s._undo_note(ev, (UNDO_FREED, b.job, p, part))
         s.fold_only(part)
 
 
-def _walk_waiting(s: MeshState, job: str, wait: GoneWait | None, add: Iterable[str],
-                  vouched: AbstractSet[str]) -> set[str]:
+def _walk_waiting(s: MeshState, ev: Event, job: str, wait: GoneWait | None,
+                  add: Iterable[str], vouched: AbstractSet[str]) -> set[str]:
     """The peers not `vouched` for that a vouched add of `add` to gone `job` vouches for: those,
     and the peers they added that waited (`wait.adds`, taken out: their room is free)."""
     new = set[str]()
@@ -1924,6 +2011,7 @@ def _walk_waiting(s: MeshState, job: str, wait: GoneWait | None, add: Iterable[s
             s._gone_wait_n -= len(more)
             if s.wait_journal is not None:
                 s.wait_journal.parked(job, p, more, kept=False)
+            s._undo_note(ev, (UNDO_WALKED, job, p, more))
     return new
 
 
@@ -1985,6 +2073,7 @@ def _gone_task_fold(s: MeshState, ev: Event, job: str) -> bool:
         wait.lanes.hold(ev, lane[0])  # (a vouched member may add its peer: `_gone_members`)
         if s.wait_journal is not None:
             s.wait_journal.held(job, HELD_LANE, lane[0], ev)
+        s._undo_note(ev, (UNDO_HELD, job, lane[0], ev))
     return False
 
 
