@@ -64,7 +64,7 @@ from peer.log.events import (
     implied_done,
     part_event,
 )
-from peer.log.gonewait import HELD_LANE, WaitJournal
+from peer.log.gonewait import HELD_DONE, HELD_LANE, WaitJournal, event_text
 from peer.log.ids import submitter_problem
 from peer.log.jobless import jobless
 from peer.log.lanes import LANE_PARTS, SEPARATOR, in_scope, lane_of, peer_of
@@ -523,15 +523,20 @@ class GoneWait:
     """What waits, of a gone lanes job with fixed facts, for a vouched member's JOB_MEMBERS
     (`_gone_members`): the lane events of peers that are no member (`_gone_task_fold`; none
     is folded or let go for good while a later add may still admit it) and the adds of peers
-    not vouched for (folded if a vouched member adds their adder: `_vouch`'s closure). `n`
-    is what it costs (GONE_WAIT_MAX), `MeshState.wait_room` charges it."""
+    not vouched for (folded if a vouched member adds their adder: `_vouch`'s closure), and
+    the TASK_DONEs and CHUNK_DONEs of lanes whose peer is not vouched for (`done`: lane
+    peer -> event text -> event; those set aside while the job was live, `_aside_done`, and
+    a gone job's stragglers), whose outputs enter the cache once a vouched add vouches for
+    their peer, as `_vouch` takes them in while the job is live (review rr of session 48,
+    S2). `n` is what it costs (GONE_WAIT_MAX), `MeshState.wait_room` charges it."""
 
-    __slots__ = ("adds", "job", "lanes", "n")
+    __slots__ = ("adds", "done", "job", "lanes", "n")
 
     def __init__(self, job: str = "") -> None:
         self.job = job
         self.lanes = Untasked()
         self.adds: dict[str, set[str]] = {}
+        self.done: dict[str, dict[str, Event]] = {}
         self.n = 0
 
     def copy(self) -> GoneWait:
@@ -540,6 +545,7 @@ class GoneWait:
         out.lanes.mesh = list(self.lanes.mesh)
         out.lanes.lanes = {p: list(evs) for p, evs in self.lanes.lanes.items()}
         out.adds = {by: set(peers) for by, peers in self.adds.items()}
+        out.done = {p: dict(evs) for p, evs in self.done.items()}
         out.n = self.n
         return out
 
@@ -547,8 +553,9 @@ class GoneWait:
 # What an event's fold changed of a gone job (`MeshState._gone_undo`): (kind, job, who,
 # what): its facts grown (who: the members added, what: the vouched ones added), a waiting
 # add walked or parked (who: the adder, what: the peers), a lane event held or folded out
-# of its wait (who: its lane's peer, what: the event).
-UNDO_GROWN, UNDO_WALKED, UNDO_PARKED, UNDO_HELD, UNDO_FREED = range(5)
+# of its wait (who: its lane's peer, what: the event), a TASK_DONE or CHUNK_DONE of a lane
+# not vouched for parked or taken in (who: its lane's peer, what: the event).
+UNDO_GROWN, UNDO_WALKED, UNDO_PARKED, UNDO_HELD, UNDO_FREED, UNDO_DONE, UNDO_TAKEN = range(7)
 GoneUndo = tuple[int, str, Any, Any]
 
 
@@ -568,6 +575,8 @@ def _undo_wait(w: GoneWait, kind: int, who: str, what: Any,
             journal.parked(w.job, who, peers, kept=kind == UNDO_WALKED)
         return len(peers) if kind == UNDO_WALKED else -len(peers)
     ev, d = cast(Event, what), 0
+    if kind in (UNDO_DONE, UNDO_TAKEN):
+        return _undo_done(w, kind == UNDO_TAKEN, who, ev, journal)
     if kind == UNDO_HELD and w.lanes.drop(ev, who):
         d = -1
     elif kind == UNDO_FREED:
@@ -575,6 +584,23 @@ def _undo_wait(w: GoneWait, kind: int, who: str, what: Any,
         d = 1
     if journal is not None:
         journal.held(w.job, HELD_LANE, who, ev, kept=kind == UNDO_FREED)
+    return d
+
+
+def _undo_done(w: GoneWait, taken: bool, peer: str, ev: Event,
+               journal: WaitJournal | None) -> int:
+    """Undo `ev`'s parking in `w.done` (or, `taken`, its taking in): `_undo_wait`."""
+    text, d = event_text(ev), 0
+    got = w.done.setdefault(peer, {})
+    if not taken and got.pop(text, None) is not None:
+        d = -1
+    elif taken and text not in got:
+        got[text] = ev
+        d = 1
+    if not got:
+        del w.done[peer]
+    if journal is not None:
+        journal.held(w.job, HELD_DONE, peer, ev, kept=taken)
     return d
 
 
@@ -1050,6 +1076,11 @@ class MeshState:
                 wait = self.gone_wait(job)
                 for by, peers in waiting.items():
                     self.park_adds(wait, by, peers)
+            if not straggler and lanes and (aside := self._aside_done.get(job)):
+                wait = self.gone_wait(job)  # (taken in once a vouched add vouches for
+                for peer, evs in aside.items():  # their peer: review rr of s48, S2)
+                    for ev in evs:
+                        self.park_done(wait, peer, ev)
         for per_job in (self.jobs, self.cancelled, self.members_of, self.ended, self.unended,
                         self.listed, self.end_outputs, self._unjoined, self._untasked,
                         self._ends, self._vouched, self._adds, self._aside,
@@ -1117,6 +1148,22 @@ class MeshState:
                 self.wait_journal.parked(job, by, new)
             self._undo_note(ev, (UNDO_PARKED, wait.job, by, new))
 
+    def park_done(self, wait: GoneWait, peer: str, ev: Event, by: Event | None = None,
+                  ) -> bool:
+        """TASK_DONE or CHUNK_DONE `ev` of the lane of `peer`, not vouched for, waits in
+        `wait` (`GoneWait.done`; once: a refold parks it again at no cost), `by`'s fold
+        parking it; False if a bound lets it go."""
+        text = event_text(ev)
+        if text in wait.done.get(peer, ()):
+            return True
+        if not self.wait_room(wait, 1):
+            return False
+        wait.done.setdefault(peer, {})[text] = ev
+        if self.wait_journal is not None and (job := self._wait_job(wait)) is not None:
+            self.wait_journal.held(job, HELD_DONE, peer, ev)
+        self._undo_note(by, (UNDO_DONE, wait.job, peer, ev))
+        return True
+
     def _wait_job(self, wait: GoneWait) -> str | None:
         """`wait`'s job if it is this state's (its changes are written: `wait_journal`)."""
         return wait.job if self._gone_waits.get(wait.job) is wait else None
@@ -1140,11 +1187,13 @@ class MeshState:
                 out += had + len(peers) - len(wait.adds.get(by, ()))
             for job, kind, peer, ev in held:
                 wait = self.gone_wait(job)
-                if kind != HELD_LANE or wait.lanes.holds(ev, peer) or not self.wait_room(
+                if kind == HELD_DONE:
+                    out += not self.park_done(wait, peer, ev)
+                elif kind != HELD_LANE or wait.lanes.holds(ev, peer) or not self.wait_room(
                         wait, 1):
                     out += 1
-                    continue
-                wait.lanes.hold(ev, peer)
+                else:
+                    wait.lanes.hold(ev, peer)
         finally:
             self.wait_journal = journal
         return out
@@ -1982,6 +2031,8 @@ def _gone_members(s: MeshState, ev: Event, b: JobMembers) -> None:
         s.tomb_lanes[b.job] = grown
     if s.on_members is not None:
         s.on_members(b.job, grown)
+    if wait is not None and wait.done:
+        _take_done(s, ev, wait, new & wait.done.keys())
     if wait is None or grown.sub is None:
         return
     due = [(p, e) for p in sorted(added) for e in wait.lanes.take_after(p, grown.sub)]
@@ -2395,9 +2446,11 @@ def _chunk_done(s: MeshState, ev: Event, b: ChunkDone) -> None:
     if (peer := _unvouched(s, b.key.job, ev)) is None:
         _merge_items(s, ev, b.cache)
     elif b.cache:  # its items' providers now, their entries once its peer is vouched for
-        _merge_items(s, ev, b.cache, entries=False)  # (`_vouch`; a gone job's: never)
+        _merge_items(s, ev, b.cache, entries=False)  # (`_vouch`; a gone job's: `_gone_done`)
         if b.key.job in s.jobs:
             s._aside_done.setdefault(b.key.job, {}).setdefault(peer, []).append(ev)
+        else:
+            _gone_done(s, b.key.job, peer, ev)
     if b.output:
         _hold(s, b.output, ev)
     if b.done is not None and (done := implied_done(ev)) is not None:
@@ -2428,10 +2481,39 @@ def _task_done(s: MeshState, ev: Event, b: TaskDone) -> None:
     if not b.cached:
         _hold(s, b.output, ev)
     if peer is not None:
-        if b.job in s.jobs:  # (a gone job's: left out, as what waited aside went with it)
+        if b.job in s.jobs:  # (a gone job's waits with it: `_gone_done`)
             s._aside_done.setdefault(b.job, {}).setdefault(peer, []).append(ev)
+        else:
+            _gone_done(s, b.job, peer, ev)
     elif b.key:
         s._merge_first(s.outputs, s._outputs_src, {b.key: b.output}, ev.order)
+
+
+def _gone_done(s: MeshState, job: str, peer: str, ev: Event) -> None:
+    """A gone lanes job's TASK_DONE or CHUNK_DONE `ev` made in the lane of `peer`, not
+    vouched for, waits in its `GoneWait` (fixed facts only; bounded): a vouched add of
+    `peer` that comes later takes its output in (`_gone_members`), as `_vouch` does while
+    the job is live (review rr of session 48, S2)."""
+    facts = s.gone_lanes(job)
+    if facts is not None and facts.fixed and facts.lanes:
+        s.park_done(s.gone_wait(job), peer, ev, ev)
+
+
+def _take_done(s: MeshState, ev: Event, wait: GoneWait, peers: Iterable[str]) -> None:
+    """The TASK_DONEs and CHUNK_DONEs waiting in `wait` under `peers`, now vouched for by
+    `ev`'s fold: their outputs and items enter the cache (first-wins by order, as a
+    vouched lane's: `_task_done`, `_chunk_done`), and they wait no more."""
+    for p in sorted(peers):
+        for part in (got := wait.done.pop(p, {})).values():
+            s._undo_note(ev, (UNDO_TAKEN, wait.job, p, part))
+            if s.wait_journal is not None:
+                s.wait_journal.held(wait.job, HELD_DONE, p, part, kept=False)
+            if type(b := part.body) is TaskDone and b.key:
+                s._merge_first(s.outputs, s._outputs_src, {b.key: b.output}, part.order)
+            elif type(b) is ChunkDone:
+                s._merge_first(s.cache, s._cache_src, b.cache, part.order)
+        wait.n -= len(got)
+        s._gone_wait_n -= len(got)
 
 
 def _unvouched(s: MeshState, job: str, ev: Event) -> str | None:

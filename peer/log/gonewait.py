@@ -13,6 +13,7 @@ from peer.log.events import Event
 # What a held event of a gone job waits as (a column of the job index's `gone_wait_held`;
 # the numbers are written to disk: append only)
 HELD_LANE = 0  # a lane event of a peer that is no member (`_gone_task_fold`)
+HELD_DONE = 1  # a TASK_DONE or CHUNK_DONE of a lane not vouched for (`GoneWait.done`)
 
 
 def event_text(ev: Event) -> str:

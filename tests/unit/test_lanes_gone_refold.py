@@ -99,3 +99,22 @@ def test_a_refold_without_a_loser_keeps_every_gone_jobs_state() -> None:
     s.compact([])  # (the events of J leave memory: what they made is for good)
     s.refold()
     assert members(s) == before[0]
+
+
+def test_an_output_a_loser_took_in_from_the_wait_waits_again() -> None:
+    """X added itself and its lane TASK_DONE waits aside (X not vouched) as J goes; H's
+    loser adds X (the output enters the cache), its winner adds Z. After replace + refold
+    the output waits again, uncached, as on the clean peer (review rr of session 48, S2
+    with F5)."""
+    add = Event(X, 1, 1100, EventType.JOB_MEMBERS, {"job": J, "add": [X]})
+    x_done = Event(lane(X, J), 1, 1500, EventType.TASK_DONE,
+                   {"job": J, "task": "t0", "output": Y_OUT, "cached": False, "key": "ky"})
+    lose = Event(H, 3, 1600, EventType.JOB_MEMBERS, {"job": J, "add": [X]})
+    win = Event(H, 3, 1600, EventType.JOB_MEMBERS, {"job": J, "add": [Z]})
+    clean = fold([SUB, REAL, add, x_done, DEL, win], state())
+    s = fold([SUB, REAL, add, x_done, DEL, lose], state())
+    assert s.outputs.get("ky") == Y_OUT
+    s.replace(win)
+    s.refold()
+    assert seen(s) == seen(clean) and s.outputs.get("ky") is None
+    assert list(s._gone_waits[J].done) == [X]

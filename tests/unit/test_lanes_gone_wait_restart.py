@@ -144,3 +144,33 @@ def test_rows_that_do_not_read_back_are_left_out(tmp_path: Path) -> None:
         assert back.index.gone_waits() == ([(J1, X, Y)], [])
     finally:
         back.log.close()
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_an_output_set_aside_survives_the_job_and_a_restart(tmp_path: Path,
+                                                            restart: bool) -> None:
+    """Review rr of session 48, S2, with F1's rows: X adds itself (not vouched) and sends its
+    lane TASK_DONE while J1 is live (set aside: no cache entry); J1 is deleted and its rows
+    leave the log, (a restart,) then the home adds X: X's output enters the cache on both
+    (on 6c66b4c1 what waited aside left with the job: no entry, restarted or not)."""
+    node = _node(tmp_path)
+    t = node.hlc.now()
+    xx = Event(X, 1, t + (1 << 16), EventType.JOB_MEMBERS, {"job": J1, "add": [X]})
+    done = Event(lane(X, J1), 1, t + (2 << 16), EventType.TASK_DONE,
+                 {"job": J1, "task": "t0", "output": Y_OUT, "cached": False, "key": "kx"})
+    assert node.merge([xx]) == [xx] and node.merge([done]) == [done]
+    assert node.state.outputs.get("kx") is None
+    _delete_and_drop(node)
+    assert _rows_left(node, X, lane(X, J1)) == []
+    if restart:
+        node.log.close()
+        node = _restarted(tmp_path)
+    try:
+        assert node.state.outputs.get("kx") is None
+        node.emit(EventType.JOB_MEMBERS, {"job": J1, "add": [X]})
+        node.flush()
+        assert node.state.outputs.get("kx") == Y_OUT
+        node.catchup.compact()
+        assert node.index.gone_waits() == ([], [])
+    finally:
+        node.log.close()
