@@ -563,7 +563,7 @@ def _undo_wait(w: GoneWait, kind: int, who: str, what: Any,
                journal: WaitJournal | None) -> int:
     """Undo one change of `w` (`MeshState._gone_undone`); returns what its cost changes by."""
     if kind in (UNDO_WALKED, UNDO_PARKED):
-        peers = cast(set[str], what)
+        peers = cast(frozenset[str], what)
         got = w.adds.setdefault(who, set())
         if kind == UNDO_WALKED:
             got |= peers
@@ -1146,7 +1146,8 @@ class MeshState:
                 had |= new
             if self.wait_journal is not None and (job := self._wait_job(wait)) is not None:
                 self.wait_journal.parked(job, by, new)
-            self._undo_note(ev, (UNDO_PARKED, wait.job, by, new))
+            self._undo_note(ev, (UNDO_PARKED, wait.job, by, frozenset(new)))  # (not `new`:
+            # the set parked, which later adds grow)
 
     def park_done(self, wait: GoneWait, peer: str, ev: Event, by: Event | None = None,
                   ) -> bool:
@@ -2062,7 +2063,7 @@ def _walk_waiting(s: MeshState, ev: Event, job: str, wait: GoneWait | None,
             s._gone_wait_n -= len(more)
             if s.wait_journal is not None:
                 s.wait_journal.parked(job, p, more, kept=False)
-            s._undo_note(ev, (UNDO_WALKED, job, p, more))
+            s._undo_note(ev, (UNDO_WALKED, job, p, frozenset(more)))
     return new
 
 

@@ -6,7 +6,11 @@ loser holds. The real fold on a real `MeshState` (no sleeps, no network)."""
 
 from __future__ import annotations
 
+import random
 from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from peer.log import Event, EventType, MeshState, fold
 from peer.log.lanes import lane
@@ -118,3 +122,50 @@ def test_an_output_a_loser_took_in_from_the_wait_waits_again() -> None:
     s.refold()
     assert seen(s) == seen(clean) and s.outputs.get("ky") is None
     assert list(s._gone_waits[J].done) == [X]
+
+
+PEERS = [H, X, Y, Z]
+
+
+@st.composite
+def a_conflict(draw: st.DrawFn) -> tuple[list[Event], Event, Event]:
+    """JOB_MEMBERS of gone J among PEERS (self-adds, chains, vouched adds) and TASK_DONEs in
+    their lanes, every one past a gap in its origin (held in memory, as a conflict's
+    events are), and a loser and winner for one JOB_MEMBERS' (origin, seq)."""
+    evs, seqs = [], dict.fromkeys(PEERS, 10)
+    for _ in range(draw(st.integers(0, 5))):
+        by = draw(st.sampled_from(PEERS))
+        add = draw(st.lists(st.sampled_from(PEERS), min_size=1, max_size=2, unique=True))
+        evs.append(Event(by, seqs[by], draw(st.integers(1001, 1400)), EventType.JOB_MEMBERS,
+                         {"job": J, "add": add}))
+        seqs[by] += 1
+    for p in draw(st.lists(st.sampled_from([X, Y, Z]), max_size=3)):
+        evs.append(Event(lane(p, J), seqs[p], draw(st.integers(1001, 1500)),
+                         EventType.TASK_DONE, {"job": J, "task": "t0", "output": Y_OUT,
+                                               "cached": False, "key": "ky"}))
+        seqs[p] += 1
+    by = draw(st.sampled_from(PEERS))
+    hlc = draw(st.integers(1001, 1400))
+    lose, win = (Event(by, 99, hlc, EventType.JOB_MEMBERS, {"job": J, "add": add})
+                 for add in draw(st.lists(st.lists(st.sampled_from(PEERS), min_size=1,
+                                                   max_size=2, unique=True),
+                                          min_size=2, max_size=2, unique_by=tuple)))
+    return evs, lose, win
+
+
+@settings(max_examples=150, deadline=None)
+@given(a_conflict(), st.integers(0, 2**32), st.integers(0, 8))
+def test_a_refold_after_any_conflict_holds_what_a_peer_without_the_loser_holds(
+        drawn: tuple[list[Event], Event, Event], seed: int, cut: int) -> None:
+    """Any JOB_MEMBERS of gone J equivocated on (a vouched origin's or not), the loser
+    folded among random adds and lane TASK_DONEs, then replaced and refolded, then the
+    rest: the members, vouched members, what waits and the cache are the clean peer's."""
+    evs, lose, win = drawn
+    random.Random(seed).shuffle(evs)
+    cut = min(cut, len(evs))
+    clean = fold([SUB, REAL, DEL, *evs, win], state())
+    s = fold([SUB, REAL, DEL, *evs[:cut], lose], state())
+    s.replace(win)
+    s.refold()
+    fold(evs[cut:], s)
+    assert seen(s) == seen(clean)
