@@ -1153,10 +1153,15 @@ class CatchUp:
         """`first`'s digests differ from `signer`'s snapshot: a mismatch is not blamed on
         the signer alone (one liar answering first refused every signer it checked). More
         members (not in `asked`, the least outvoted first: `_opinion`) are asked, one at a
-        time, until `max_second_opinions` opinions in all would not change the outcome, or
-        no member is left (all asked within `timeout_s`); `compare` says whether each
-        agrees (True) or not (False; None, not comparable, counts neither way). The signer
-        and those that agree with it against those that do not: the larger side wins. Won:
+        time, until `max_second_opinions` members asked in all (the first included, whatever
+        each answers) could not change the outcome, or no member is left (all asked within
+        `timeout_s`, each within its share of it: `_opinion`); `compare` says whether each
+        agrees (True) or not (False; None, not comparable, counts neither way but uses up
+        its place: review r3 of session 49, R1). The signer and those that agree with it
+        against those that do not: the larger side wins (so one liar, signer or second, is
+        outvoted by one honest second member; but a lying signer and one accomplice outvote
+        one honest member, review r3's R2, which the previous rule refused when the honest
+        one answered first and took when the accomplice did). Won:
         the snapshot is to be taken, checked against the digests of one that agreed
         (returned). Lost or a tie (a mesh of three members, one a liar: no side can be told
         right): None, the signer is refused (`snapshot_digest_mismatch`; its catch-up
@@ -1166,10 +1171,10 @@ class CatchUp:
         and waits as a failed signer does (`_judge`)."""
         agree: list[tuple[str, Mapping[str, Any]]] = []
         disagree = [first]
-        most = self.cfg.max_second_opinions
+        most, asked_n = self.cfg.max_second_opinions, 1
 
-        def decided() -> bool:  # (whatever the opinions left say)
-            left = max(0, most - len(agree) - len(disagree))
+        def decided() -> bool:  # (whatever the members left to ask would say)
+            left = max(0, most - asked_n)
             return (1 + len(agree) > len(disagree) + left
                     or len(disagree) >= 1 + len(agree) + left)
 
@@ -1177,9 +1182,10 @@ class CatchUp:
         async with self._session(self.cfg.timeout_s) as http:
             while not decided():
                 got = await self._opinion(http, self._host.peer_urls(), signer, v, asked,
-                                          deadline)
+                                          deadline, self.cfg.timeout_s / most)
                 if got is None:
                     break
+                asked_n += 1  # (an answer of no opinion uses its place too)
                 verdict = await asyncio.to_thread(compare, got[1])
                 if verdict is True:
                     agree.append(got)
@@ -1247,18 +1253,23 @@ class CatchUp:
 
     async def _opinion(self, http: aiohttp.ClientSession, urls: Mapping[str, str],
                        peer_id: str, v: str, asked: set[str], deadline: float,
-                       ) -> tuple[str, dict[str, Any]] | None:
+                       each_s: float | None = None) -> tuple[str, dict[str, Any]] | None:
         """Another live member's digests of what it compacted (per job, of version `v`; an
         older peer answers with one digest of its whole snapshot) and who it is, None if
         there is none. Members not in `asked` are asked (and added to it) in the order of
         `urls`, those outvoted least first (`_vote`: a member whose digests lost a vote is
-        asked after the others). A member that gives none (a connection error or timeout, a
+        asked after the others, and those waiting out a backoff (`_judge`) after all of
+        them: review r3 of session 49, R4). A member that gives none (a connection error or
+        timeout, within `each_s` if given: one that holds its answer takes no more than its
+        share of a vote's time, and is asked after the others next time, R3; a
         status other than 200: 503 at its bound of snapshot serves, an answer longer than
         `max_digests_bytes` or in a Content-Encoding, one that is not a JSON object) is
         passed for the next, all of them before `deadline` (`time.monotonic`). An answer is
         read as sent (never decompressed: H1 of review r2, session 48) and parsed in a
         worker thread (`loads_within`)."""
-        for other, other_url in sorted(urls.items(), key=lambda m: self._outvoted.get(m[0], 0)):
+        now = self.clock()
+        for other, other_url in sorted(urls.items(), key=lambda m: (
+                self._backoff.get(m[0], (0.0, 0))[0] > now, self._outvoted.get(m[0], 0))):
             if other == peer_id or other in asked or (v == "3" and SNAPSHOT_FEATURE not in (
                     self._host.live_peers().get(other, {}).get("features") or ())):
                 continue  # (v3: its digests would be of version 2, not comparable)
@@ -1267,8 +1278,9 @@ class CatchUp:
                 break
             asked.add(other)
             try:
+                total = left if each_s is None else min(left, each_s)
                 async with http.get(f"{other_url}/api/snapshot", params={"digest": "1", "v": v},
-                                    timeout=aiohttp.ClientTimeout(total=left)) as r:
+                                    timeout=aiohttp.ClientTimeout(total=total)) as r:
                     if r.status != 200:
                         continue
                     coding = r.headers.get(aiohttp.hdrs.CONTENT_ENCODING, "identity")
@@ -1282,7 +1294,9 @@ class CatchUp:
                     return other, d
                 raise ValueError("an answer that is not a JSON object")
             except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+                if isinstance(e, TimeoutError) and each_s is not None:
+                    self._note(other, 1)  # (R3: a staller is asked after the others)
                 log.warning("no snapshot digests from %s (%s): %s; the next member is asked",
-                            other[:16], other_url[:200], e)
+                            other[:16], other_url[:200], e or "no answer in time")
         return None
 

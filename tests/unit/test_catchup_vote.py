@@ -5,6 +5,8 @@ peers' snapshots and digests, served on loopback (aiohttp test servers)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
 import json
 import logging
@@ -51,8 +53,9 @@ def _served(a: Node, v: str) -> tuple[bytes, str, dict[str, Any], dict[str, Any]
 async def _catch_up(a: Node, b: Node, monkeypatch: pytest.MonkeyPatch, v: str,
                     seconds: dict[str, str], asked: list[str]) -> str | None:
     """`b` catches up from `a` (in version `v`) while the members named in `seconds`
-    answer its digests ("honest", "liar", "busy": 503, "nothex"), in that order of `peer_urls`:
-    what `_catch_up` gives; `asked` lists the members asked for digests, in turn."""
+    answer its digests ("honest", "liar", "busy": 503, "nothex", "empty", "holds"), in
+    that order of `peer_urls`: what `_catch_up` gives; `asked` lists the members asked
+    for digests, in turn."""
     body, ctype, honest, liar = _served(a, v)
 
     async def snapshot(request: web.Request) -> web.Response:
@@ -63,6 +66,11 @@ async def _catch_up(a: Node, b: Node, monkeypatch: pytest.MonkeyPatch, v: str,
             asked.append(name)
             if kind == "busy":
                 return web.json_response({"error": "busy"}, status=503)
+            if kind == "holds":  # (its answer held past any share of the vote's time)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.Event().wait(), 30)
+            if kind == "empty":  # (the same heads, no job in common: no opinion)
+                return web.json_response({**honest, "jobs": {}})
             if kind == "nothex":  # (an older member's whole digest, garbled)
                 return web.json_response({**honest, "digest": "zz"})
             return web.json_response(honest if kind == "honest" else liar)
@@ -203,6 +211,46 @@ def test_the_members_remembered_by_their_votes_are_bounded(
     note("liar", -1)
     note("liar", -1)
     assert "liar" not in kept
+
+
+async def test_answers_of_no_opinion_use_their_places_in_the_vote(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review r3 of session 49, R1: answers that share no job with the snapshot counted
+    neither way, so the vote asked every member (13 of 13) for up to `timeout_s`, each
+    answer a full read of the spool. Now each uses a place: 4 asked, a tie, refused."""
+    a, b = _pair(tmp_path, opened)
+    asked: list[str] = []
+    seconds = {"liar": "liar", **{f"e{i}": "empty" for i in range(12)}}
+    assert await _catch_up(a, b, monkeypatch, "3", seconds, asked) == "digest_mismatch"
+    assert asked == ["liar", "e0", "e1", "e2"]
+
+
+async def test_a_member_holding_its_answer_takes_only_its_share_of_the_vote(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    """R3: one member holding its answer took the vote's whole `timeout_s`, uncounted, so
+    a liar first and a staller refused an honest signer. It now has `timeout_s` /
+    `max_second_opinions`, the honest members after it are asked, and it is asked after
+    the others next time."""
+    a, b = _pair(tmp_path, opened)
+    monkeypatch.setattr(b.catchup, "cfg", catchup_mod.dataclasses.replace(
+        b.catchup.cfg, timeout_s=6.0))
+    asked: list[str] = []
+    seconds = {"liar": "liar", "staller": "holds", "h1": "honest", "h2": "honest"}
+    assert await _catch_up(a, b, monkeypatch, "3", seconds, asked) == ""
+    assert asked == ["liar", "staller", "h1", "h2"]
+    assert b.catchup._outvoted == {"liar": 1, "staller": 1}
+
+
+async def test_members_waiting_out_a_backoff_are_asked_for_digests_last(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    """R4: a member judged (a failed signer, an outvoted second) was asked for digests as
+    if it were not; it is now asked after every other."""
+    a, b = _pair(tmp_path, opened)
+    b.catchup._backoff["judged"] = (b.catchup.clock() + 600.0, 3)
+    asked: list[str] = []
+    assert await _catch_up(a, b, monkeypatch, "3", {"judged": "honest", "h1": "honest"},
+                           asked) == ""
+    assert asked == ["h1"]
 
 
 def test_the_vote_bound_must_be_positive(tmp_path: Path) -> None:
