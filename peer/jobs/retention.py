@@ -225,6 +225,8 @@ def _chunks_done(state: MeshState, job: str, task: str) -> Iterator[Event]:
     for c in _chunks(state, job, task):
         if c.done is not None:
             yield c.done
+            if c.latest is not None and c.latest is not c.done:  # (what `finished` may
+                yield c.latest  # fall back to)
 
 
 def _items(cache: Mapping[str, Any]) -> Iterator[str]:

@@ -340,10 +340,17 @@ class TieredSet(set[str]):
 
 @dataclass
 class ChunkState:
+    """`done`: the chunk's CHUNK_DONE by (not made in a vouched lane, latest attempt, order)
+    (`_chunk_done`: a self-added member's backdated one wins no chunk a vouched member did,
+    session 49); `latest`: by (latest attempt, order) alone, what `finished` falls back to
+    when `done`'s attempt was reopened (a self-added taker redid a vouched member's lost
+    chunk: the orphan takeover goes on)."""
+
     claims: dict[int, list[Event]] = field(default_factory=lambda: defaultdict(list))
     failures: dict[int, Event] = field(default_factory=dict)
     done: Event | None = None
     progress: dict[int, float] = field(default_factory=dict)
+    latest: Event | None = None
 
     def winner(self, attempt: int, split: tuple[str, int] | None) -> Event | None:
         """The valid claim of `attempt` (on the winning split) with the smallest order."""
@@ -357,15 +364,20 @@ class ChunkState:
         return max(self.failures, default=-1) + 1
 
     def finished(self) -> Event | None:
-        """The chunk's CHUNK_DONE unless a later failure reopened it (its results were
-        lost): `claims.chunk_done`."""
+        """The chunk's CHUNK_DONE (`done`) unless a later failure reopened it (its results
+        were lost), then the latest attempt's (`latest`) unless one reopened that too:
+        `claims.chunk_done`."""
         d = self.done
         if d is None or not self.failures:
             return d
+        if not self._reopened(d):
+            return d
+        late = self.latest
+        return late if late is not None and late is not d and not self._reopened(late) else None
+
+    def _reopened(self, d: Event) -> bool:
         a = d.payload["attempt"]
-        if any(f.payload.get("reopen") is True for at, f in self.failures.items() if at >= a):
-            return None
-        return d
+        return any(f.payload.get("reopen") is True for at, f in self.failures.items() if at >= a)
 
 
 # A chunk no event is about, as every reader sees it (`MeshState.chunk`): one shared state
@@ -1078,9 +1090,10 @@ class MeshState:
                     self.park_adds(wait, by, peers)
             if not straggler and lanes and (aside := self._aside_done.get(job)):
                 wait = self.gone_wait(job)  # (taken in once a vouched add vouches for
-                for peer, evs in aside.items():  # their peer: review rr of s48, S2)
-                    for ev in evs:
-                        self.park_done(wait, peer, ev)
+                for peer, evs in aside.items():  # their peer: review rr of s48, S2; a
+                    for ev in evs:  # CHUNK_DONE of no items has nothing to take in)
+                        if type(b := ev.body) is not ChunkDone or b.cache:
+                            self.park_done(wait, peer, ev)
         for per_job in (self.jobs, self.cancelled, self.members_of, self.ended, self.unended,
                         self.listed, self.end_outputs, self._unjoined, self._untasked,
                         self._ends, self._vouched, self._adds, self._aside,
@@ -2417,7 +2430,8 @@ def _vouch(s: MeshState, job: str, peers: Iterable[str]) -> None:
         for ev in done.pop(p, ()):  # its lane's TASK_DONEs ranked again, as a vouched
             if type(b := ev.body) is TaskDone:  # lane's (`_task_done`), their outputs
                 _task_done(s, ev, b)  # and items into the cache
-            elif type(b) is ChunkDone:
+            elif type(b) is ChunkDone:  # (its chunk ranked again, as a vouched lane's)
+                _rank_chunk_done(s, s.chunks[b.key], ev, b, None)
                 _merge_items(s, ev, b.cache)
     if job in s._aside and not aside:
         del s._aside[job]
@@ -2438,24 +2452,46 @@ def _progress(s: MeshState, ev: Event, b: Progress) -> None:
 
 def _chunk_done(s: MeshState, ev: Event, b: ChunkDone) -> None:
     c = s.chunks[b.key]
-    # The latest attempt's wins (a chunk reopened because its results were lost is done
-    # again by a later attempt), then the earliest.
-    if c.done is None or (-b.attempt, ev.order) < (-c.done.body_as(ChunkDone).attempt,
-                                                   c.done.order):
-        c.done = ev
-        s.chunks.note_done(b.key)
-    if (peer := _unvouched(s, b.key.job, ev)) is None:
+    peer = _unvouched(s, b.key.job, ev)
+    _rank_chunk_done(s, c, ev, b, peer)
+    if peer is None:
         _merge_items(s, ev, b.cache)
-    elif b.cache:  # its items' providers now, their entries once its peer is vouched for
-        _merge_items(s, ev, b.cache, entries=False)  # (`_vouch`; a gone job's: `_gone_done`)
+    else:  # its items' providers now, their entries once its peer is vouched for (`_vouch`,
+        if b.cache:  # which ranks it again as a vouched lane's; a gone job's: `_gone_done`)
+            _merge_items(s, ev, b.cache, entries=False)
         if b.key.job in s.jobs:
             s._aside_done.setdefault(b.key.job, {}).setdefault(peer, []).append(ev)
-        else:
+        elif b.cache:  # (a gone job's waits only for its items: no rank to take again)
             _gone_done(s, b.key.job, peer, ev)
     if b.output:
         _hold(s, b.output, ev)
     if b.done is not None and (done := implied_done(ev)) is not None:
         _task_done(s, done, b.done)  # the task's completion it implies (DONE_FEATURE)
+
+
+def _rank_chunk_done(s: MeshState, c: ChunkState, ev: Event, b: ChunkDone,
+                     peer: str | None) -> None:
+    """CHUNK_DONE `ev` (made in the lane of `peer` not vouched for, None: a vouched one or
+    no lane) wins chunk `c` (`done`) if it ranks first by (not vouched, latest attempt,
+    earliest order), and `latest` if first by (latest attempt, earliest order): a chunk
+    reopened because its results were lost is done again by a later attempt. A self-added
+    member's CHUNK_DONE, backdated or of a made-up attempt, so wins no chunk a vouched
+    member did (session 49, helper a's left (c) of session 48); where none did (an orphan
+    takeover) it still does. Every input only grows (the CHUNK_DONEs, the vouched set:
+    `_vouch` ranks a newly vouched peer's again), so the winners are one in any order."""
+    changed = False
+    late = c.latest
+    if late is None or (-b.attempt, ev.order) < (-late.body_as(ChunkDone).attempt, late.order):
+        c.latest = ev
+        changed = True
+    cur = c.done
+    if cur is None or ((peer is not None, -b.attempt, ev.order)
+                       < (_unvouched(s, b.key.job, cur) is not None,
+                          -cur.body_as(ChunkDone).attempt, cur.order)):
+        c.done = ev
+        changed = True
+    if changed:
+        s.chunks.note_done(b.key)
 
 
 def _chunk_failed(s: MeshState, ev: Event, b: ChunkFailed) -> None:
