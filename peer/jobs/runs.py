@@ -87,7 +87,8 @@ class Runs:
                  ended: Callable[[AttemptKey], None],
                  recorded: Callable[[AttemptKey, str | None], None] | None = None,
                  peers: Callable[[], Container[str]] = lambda: ANYONE,
-                 implies_done: Callable[[], bool] = lambda: False) -> None:
+                 implies_done: Callable[[], bool] = lambda: False,
+                 done_here: Callable[[str, str], bool] | None = None) -> None:
         self.cfg = cfg
         self.state = state
         self.emit = emit
@@ -103,6 +104,10 @@ class Runs:
         self.recorded = recorded
         self.peers = peers  # the other live peers (whose providing makes an item cached)
         self.implies_done = implies_done  # every member folds a CHUNK_DONE's `done`
+        # is a task done as the scheduler judges it (one whose only TASK_DONE is an unvouched
+        # lane's that a vouched member runs again is not: session 49); a run's outcome of a
+        # done task is not emitted
+        self.done_here = done_here or (lambda job, task: (job, task) in state.task_done)
         self.active: dict[AttemptKey, Run] = {}
         self.finishing: set[AttemptKey] = set()  # ended, their outcome being recorded
         # ended, their outcome event not yet emitted (see `outcomes_pending`)
@@ -311,7 +316,7 @@ class Runs:
     def _crashed(self, base: dict[str, Any], run: Run, e: Exception, doing: str) -> None:
         """End our claim of a run that raised something unexpected (kind crash, or storage
         for a full disk: retried; the claim must not outlive the run)."""
-        if run.lost or (base["job"], base["task"]) in self.state.task_done or self._gone(base):
+        if run.lost or self.done_here(base["job"], base["task"]) or self._gone(base):
             return
         kind = (FailureKind.CANCELLED.value if base["job"] in self.state.cancelled
                 else FailureKind.STORAGE.value if isinstance(e, OSError)
@@ -359,7 +364,7 @@ class Runs:
         return bool(self.unrecorded)
 
     async def _record(self, base: dict[str, Any], run: Run, res: RunResultLike) -> None:
-        if run.lost or (base["job"], base["task"]) in self.state.task_done or self._gone(base):
+        if run.lost or self.done_here(base["job"], base["task"]) or self._gone(base):
             return
         if not res.ok:
             kind = "cancelled" if base["job"] in self.state.cancelled else res.exit_kind

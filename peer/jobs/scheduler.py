@@ -120,7 +120,8 @@ class Scheduler:
         self.locality = Locality(peer_id, data, peers, clock, cfg.lease_s, self._background,
                                  self._mark, cfg.fetch_backoff_s, cfg.fetch_max_backoff_s)
         self._runs = Runs(cfg, state, emit, store, runner, data, self.live, clock, offload,
-                          self._ended, self._recorded, self._peers, self._implies_done)
+                          self._ended, self._recorded, self._peers, self._implies_done,
+                          lambda job, task: self._done_here((job, task)))
         self._dirty: set[TaskKey] = set()
         self._ready_since: dict[AttemptKey, float] = {}  # claimable since (for the stagger)
         self._turn_at = math.inf  # the earliest clock time a staggered peer's turn comes
@@ -227,6 +228,9 @@ class Scheduler:
         # run or found at `recover`: a later JOB_MEMBERS naming us again (a second home's, a
         # hostile member's) makes us wait for nothing (`_members_grew`)
         self._added: set[str] = set()
+        # Tasks of lanes jobs left alone here while a vouched member that can run them is
+        # live (`_for_vouched`): looked at again when the live peers change (session 49)
+        self._vouched_wait: dict[TaskKey, None] = {}
 
     # -- what the node and the API read -----------------------------------------------------
     @property
@@ -294,6 +298,10 @@ class Scheduler:
         self._dirty.update(self.planner.active_tasks())
         st = self.state
         self._lanes_live = {j for j in st.members_of if _running(st, j)}
+        if st.lanes_on and self._lanes_live:  # done by an unvouched lane only: looked at
+            self._dirty.update(k for k, d in st.task_done.items()  # (`_evaluate` redoes
+                               if k[0] in self._lanes_live  # it if it is this peer's to)
+                               and st.unvouched_lane(k[0], d) is not None)
         self._lanes_moved = set(self._lanes_live)
         self._reend = {j for j in st.ended if self.peer_id in st.members_of.get(j, ())}
         self._wait_to_join(self._lanes_live)
@@ -662,6 +670,8 @@ class Scheduler:
             self._runs.cancel_job(p["job"])
         elif ev.type == EventType.TASK_DONE:
             self._dirty.update((p["job"], t) for t in self.planner.dependents(p["job"], p["task"]))
+            if not self._done_here(key := (p["job"], p["task"])):  # (an unvouched lane's
+                self._dirty.add(key)  # that this peer runs again: `_unsettled`)
         elif "job" in p and "task" in p:
             self._note_task(ev, p)
         if self._joining and p.get("job") in self._joining:  # (one of the lane events we
@@ -788,8 +798,8 @@ class Scheduler:
                 # still holds). (An attempt not watched, as the claim of a TURN that brings
                 # its outcome too: not looked up.)
             self._taken.pop((ak.job, ak.task), None)  # (its taker's next claim says again)
-        if (key := (p["job"], p["task"])) not in self.state.task_done:  # (else `_evaluate`
-            self._dirty.add(key)  # stops at once: a CHUNK_DONE that implied its TASK_DONE)
+        if not self._done_here(key := (p["job"], p["task"])):  # (else `_evaluate` stops
+            self._dirty.add(key)  # at once: a CHUNK_DONE that implied its TASK_DONE)
         if ev.type in _SPLITS:  # split: its planning stagger (chunk -1) is over
             self._ready_since.pop(AttemptKey(p["job"], p["task"], -1, -1), None)
             self.locality.forget((p["job"], p["task"]))  # (its planning's wait is over)
@@ -851,6 +861,8 @@ class Scheduler:
         if live != self._waits_peers:
             self._waits_peers = live
             keys.update(self.locality.waiting)
+            keys.update(self._vouched_wait)  # (left alone for a vouched member: may be gone)
+            self._vouched_wait = {}
         return keys
 
     def _prune_ended(self) -> None:
@@ -864,7 +876,7 @@ class Scheduler:
         self._ended_seen = seen
 
         def stale(k: tuple[Any, ...]) -> bool:
-            return (k[0], k[1]) in st.task_done or k[0] in st.cancelled
+            return k[0] in st.cancelled or self._done_here((k[0], k[1]))
 
         for table in self._task_tables():
             _prune(table, stale)
@@ -878,7 +890,8 @@ class Scheduler:
         return (self._ready_since, self._claim_seen, self.locality.waiting,
                 self.locality.stalled, self._unplaced, self._partial_due, self._partial_sent,
                 self._partial_sig, self._results_seen, self._prefetched, self._looked,
-                self._deferred, self._last_done, self._taken, self._held_back)
+                self._deferred, self._last_done, self._taken, self._held_back,
+                self._vouched_wait)
 
     def _sweep_gone(self) -> None:
         """Jobs that left memory (compacted or deleted) leave every table here keyed by
@@ -982,7 +995,8 @@ class Scheduler:
                 self._ending.pop(job, None)
                 continue
             try:
-                payload = job_ended(st, job, self.cfg.max_attempts)
+                payload = (None if self._unsettled_tasks(job)
+                           else job_ended(st, job, self.cfg.max_attempts))
                 if payload is None:
                     self._ending.pop(job, None)
                 elif now - self._ending.setdefault(job, now) < self.cfg.end_grace_s:
@@ -1057,7 +1071,7 @@ class Scheduler:
     def _fail_task(self, key: TaskKey, error: str) -> None:
         """Fail a task for good (a non-retryable error in its first unfinished chunk)."""
         job, task = key
-        if key in self.state.task_done:
+        if self._done_here(key):
             return
         if key not in self.state.splits:  # failed while planning: record a one-chunk split
             self.emit(EventType.TASK_SPLIT, {"job": job, "task": task, "input": None,
@@ -1073,7 +1087,7 @@ class Scheduler:
     # -- evaluation of one task ----------------------------------------------------------
     def _evaluate(self, job: str, task: str) -> None:
         st = self.state
-        if job not in st.jobs or job in st.cancelled or (job, task) in st.task_done:
+        if job not in st.jobs or job in st.cancelled or self._done_here((job, task)):
             return
         if (not st.member_of(job, self.peer_id) or job in self._joining
                 or job in st.ended):  # a lanes job whose lanes are not here (yet: no claim
@@ -1083,9 +1097,8 @@ class Scheduler:
             return  # what follows would find that again (and walk its failed chunks first)
         wf = self.workflow(job)
         spec = wf.task(task)
-        if not ready(st, job, spec):
-            return
-        if task_failed(st, job, task, self.cfg.max_attempts):
+        if (not ready(st, job, spec) or self._for_vouched(job, task, spec)
+                or task_failed(st, job, task, self.cfg.max_attempts)):
             return
         if self._unrunnable(wf, spec, (job, task)):
             return
@@ -1103,11 +1116,100 @@ class Scheduler:
             self.locality.have((job, task), self.planner.listings(split), self.peer_id)
             return
         n = len(chunks)
+        if self._reopen_unvouched(job, task, split):
+            return  # (looked at again as the CHUNK_FAILEDs are folded)
         if self._all_done(job, task, split, n):
             self._assemble(job, task, tdef, spec, split, chunks)
             return
         self._consider_chunks(job, task, split, chunks, tdef, spec)
         self._ahead(job, task, tdef, spec, split, chunks)
+
+    # -- a task done by an unvouched lane only (session 49) ------------------------------
+    def _vouched_runner(self, job: str, spec: TaskSpec) -> str | None:
+        """A vouched member of lanes job `job` (`MeshState.is_vouched`) live here that can run
+        task `spec`: this peer if it is one and runs the call, else a live peer that runs the
+        job (`_runners`), announces the call, meets its `requires` and can claim (not
+        `_stuck`). None if none."""
+        st, me = self.state, self.peer_id
+        if (st.is_vouched(job, me) and self._runnable(spec) is not None
+                and self._meets(me, spec.requires)):
+            return me
+        call = spec.call
+        if not call:
+            return None
+        for p, info in self._runners(job).items():
+            if (p != me and p not in self._stuck and st.is_vouched(job, p)
+                    and call in info.get("calls", ()) and self._meets(p, spec.requires)):
+                return p
+        return None
+
+    def _unsettled(self, key: TaskKey) -> str | None:
+        """The vouched member that runs task `key` again (`_vouched_runner`) if its winning
+        TASK_DONE is an unvouched lane's (a self-added member's: the fold ranks a vouched
+        lane's first, so no vouched member's is folded) and one is live here; else None.
+        Such a done counts only where no vouched member can make the task's output: its
+        output may be made up (session 48 helper a's left (a))."""
+        st = self.state
+        done = st.task_done.get(key)
+        if done is None or st.unvouched_lane(key[0], done) is None:
+            return None
+        return self._vouched_runner(key[0], self.workflow(key[0]).task(key[1]))
+
+    def _done_here(self, key: TaskKey) -> bool:
+        """Is task `key` done as this peer judges it: a TASK_DONE of it is folded, and this
+        peer is not the vouched member that runs it again (`_unsettled`)."""
+        return key in self.state.task_done and self._unsettled(key) != self.peer_id
+
+    def _unsettled_tasks(self, job: str) -> bool:
+        """Is a task of lanes job `job` done by an unvouched lane only while a vouched member
+        that can run it is live (`_unsettled`)? Its home does not end it meanwhile."""
+        st = self.state
+        return st.lanes_on and any(
+            (job, t.name) in st.task_done and self._unsettled((job, t.name)) is not None
+            for t in self.workflow(job).tasks)
+
+    def _for_vouched(self, job: str, task: str, spec: TaskSpec) -> bool:
+        """Is ready task `spec` of lanes job `job` left to a vouched member here: one of its
+        dependencies is done by an unvouched lane only while a vouched member that can run
+        it is live (`_unsettled`: its output may be made up, the vouched run comes), or this
+        peer is a member not vouched for (it added itself: orphan takeover) and a vouched
+        member that can run the task is live (its outcome would be run again). Such a task
+        is looked at again when the live peers change (`_vouched_wait`)."""
+        st = self.state
+        if not st.lanes_on or job not in st.members_of:
+            return False
+        if (any(self._unsettled((job, d)) is not None for d in spec.depends)
+                or (not st.is_vouched(job, self.peer_id)
+                    and self._vouched_runner(job, spec) is not None)):
+            self._vouched_wait[(job, task)] = None
+            return True
+        return False
+
+    def _reopen_unvouched(self, job: str, task: str, split: Event) -> bool:
+        """Of task `job`/`task`, which this peer runs again (`_unsettled`), reopen each chunk
+        of the winning split finished by an unvouched lane's CHUNK_DONE (a CHUNK_FAILED
+        marked `reopen`, not counted: the attempt failed nothing), at or after every
+        CHUNK_DONE's attempt of it (`done`, `latest`), so its next attempt is claimed and
+        run (by a vouched member: one not vouched for leaves it, `_for_vouched`). True if
+        any was (none unless the task has a TASK_DONE: this peer redoes it)."""
+        st = self.state
+        if (job, task) not in st.task_done:
+            return False
+        table = st.chunks
+        some = False
+        for i, d in list(table.done((job, task, *split.id)).items()):
+            if st.unvouched_lane(job, d) is None:
+                continue
+            c = st.chunk(job, task, i)
+            attempt = max(int(d.payload["attempt"]), c.attempt,
+                          int(c.latest.payload["attempt"]) if c.latest is not None else 0)
+            log.warning("%s/%s: chunk %d was done by a member not vouched for (%s) only: "
+                        "running it again", job, task, i, d.origin)
+            self.emit(EventType.CHUNK_FAILED, {
+                **claims.reopen_failure(job, task, split.id, i, attempt, 0), "counts": False,
+                "error": "done by a member not vouched for only: run again"})
+            some = True
+        return some
 
     def _unrunnable(self, wf: Workflow, spec: TaskSpec, key: TaskKey) -> bool:
         """True if this peer runs no part of ready task `key`: it has a newer peer's keys

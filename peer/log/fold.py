@@ -1242,6 +1242,16 @@ class MeshState:
         that comes after: peer.log.compact.Compactor._late_end)."""
         return frozenset(self._vouched.get(job, ()))
 
+    def is_vouched(self, job: str, peer: str) -> bool:
+        """Is `peer` a vouched member of live `job` (`vouched`, without a copy)?"""
+        return peer in self._vouched.get(job, ())
+
+    def unvouched_lane(self, job: str, ev: Event) -> str | None:
+        """The peer of the lane task event `ev` of `job` was made in, if that peer is no
+        vouched member of it (`_unvouched`: a self-added member's TASK_DONE or CHUNK_DONE,
+        which a vouched member's scheduler runs again, session 49); else None."""
+        return _unvouched(self, job, ev)
+
     def knows_job(self, job: str) -> bool:
         """Does any event here name `job`: live, compacted or deleted (the job index answers
         for those not in memory), or only heard of (an event held for a JOB_SUBMITTED not

@@ -11,10 +11,14 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from peer.ipfs.store import StoreConfig
+from peer.jobs.ports import SchedulerConfig
+from peer.jobs.sim import JobMesh
 from peer.log import Event, EventType, MeshState, fold
 from peer.log.events import ChunkKey
 from peer.log.fold import NO_CHUNK
 from peer.log.lanes import lane, lane_of
+from tasks import registry
 
 H, R, X, Y = "a1" * 8, "b2" * 8, "c3" * 8, "e5" * 8  # home, replica, self-added, added by X
 J = "j" + "0" * 11 + "1"
@@ -147,3 +151,76 @@ def test_a_chunks_winners_rank_a_vouched_lane_first_in_any_order_and_a_restart(
             got = c.finished()
             assert (got and got.id) == (fin and fin.id)
             assert (st_.chunks.done((J, "t0", H, 1)).get(0) is got) or got is None
+
+
+# -- the scheduler: a vouched member runs a task again that only an unvouched lane did ----
+SIM_CFG = SchedulerConfig(store=StoreConfig("/nonexistent"), lease_s=10.0, stagger_s=0.05,
+                          max_attempts=3, spread_s=1.0)
+CATALOG = registry.load(("tests.fixture_tasks",))
+CHAIN = [{"name": "a", "call": "T_WRITE", "params": {"files": 1}},
+         {"name": "b", "call": "T_WRITE", "params": {"files": 2}, "depends": ["a"]}]
+
+
+async def finish_all(mesh: JobMesh, rounds: int = 30) -> None:
+    """Finish every run of the live peers, round after round, a second apart."""
+    for _ in range(rounds):
+        for pid, p in mesh.peers.items():
+            if pid not in mesh.silent:
+                for key in p.runner.running:
+                    p.runner.finish(key)
+        await mesh.advance(1.0)
+
+
+def self_added(mesh: JobMesh, job: str, pid: str) -> str:
+    """`pid` holds `job`'s JOB_SUBMITTED, adds itself and sends task a's TASK_DONE of a
+    made-up output (which it holds) in its lane, before any member ran a; that output."""
+    mesh.deliver()
+    bad = mesh[pid].store.make_dir({"made-up.txt": mesh[pid].store.add_bytes(b"made up")})
+    mesh[pid].data.mark(bad)
+    mesh.emit(pid, EventType.JOB_MEMBERS, {"job": job, "add": [pid]})
+    ev = mesh.emit(pid, EventType.TASK_DONE, {"job": job, "task": "a", "output": bad,
+                                              "key": None, "cached": False})
+    assert lane_of(ev.origin) == (pid, job)
+    return bad
+
+
+async def test_a_self_added_members_task_done_first_is_run_again_by_the_vouched_members(
+) -> None:
+    """X (p2) adds itself to a job of [p0, p1] and sends a's TASK_DONE of a made-up output
+    first. On 6c66b4c1 nobody ran a: every member took X's output, b ran after it and the
+    home's end named it. Now p0 or p1 runs a (X's done counts only where no vouched member
+    can run it), b after that, the end names the real output, and X runs nothing while a
+    vouched member that can is live."""
+    mesh = JobMesh(3, CATALOG, SIM_CFG, lanes=True)
+    p0, p1, p2 = mesh.peers
+    try:
+        job = mesh.submit(p0, CHAIN, members=[p0, p1])
+        bad = self_added(mesh, job, p2)
+        await finish_all(mesh)
+        for pid in (p0, p1, p2):
+            st_ = mesh[pid].state
+            won = st_.task_done[(job, "a")]
+            assert won.payload["output"] != bad and lane_of(won.origin)[0] in (p0, p1)  # type: ignore[index]
+            assert st_.end_body(st_.ended[job]).outputs["a"].cid == won.payload["output"]
+        assert mesh.sent(EventType.CLAIM, job=job, task="a")
+        assert mesh[p2].runner.started == []
+    finally:
+        await mesh.close()
+
+
+async def test_a_self_added_members_done_counts_once_no_vouched_member_is_live() -> None:
+    """The orphan half: X's TASK_DONE of a, with every vouched member gone, stands (X runs
+    b after it and ends the job: a vouched member is no longer there to run a)."""
+    mesh = JobMesh(3, CATALOG, SIM_CFG, lanes=True)
+    p0, p1, p2 = mesh.peers
+    try:
+        job = mesh.submit(p0, CHAIN, members=[p0, p1])
+        bad = self_added(mesh, job, p2)
+        mesh.silent.update((p0, p1))
+        await finish_all(mesh)
+        st_ = mesh[p2].state
+        assert st_.task_done[(job, "a")].payload["output"] == bad
+        assert (job, "b") in st_.task_done and job in st_.ended
+        assert mesh[p2].runner.started
+    finally:
+        await mesh.close()
