@@ -17,7 +17,7 @@ from peer.jobs.sim import JobMesh
 from peer.log import Event, EventType, MeshState, fold
 from peer.log.events import ChunkKey
 from peer.log.fold import NO_CHUNK
-from peer.log.lanes import lane, lane_of
+from peer.log.lanes import lane, lane_of, peer_of
 from tasks import registry
 
 H, R, X, Y = "a1" * 8, "b2" * 8, "c3" * 8, "e5" * 8  # home, replica, self-added, added by X
@@ -222,5 +222,64 @@ async def test_a_self_added_members_done_counts_once_no_vouched_member_is_live()
         assert st_.task_done[(job, "a")].payload["output"] == bad
         assert (job, "b") in st_.task_done and job in st_.ended
         assert mesh[p2].runner.started
+    finally:
+        await mesh.close()
+
+
+async def test_a_self_added_members_chunk_done_first_is_reopened_and_run_again() -> None:
+    """Task a of an implicit split (no TASK_SPLIT: its one chunk is claimed at once): X's
+    CHUNK_DONE of it, implying a's TASK_DONE of a made-up output, comes first. On 6c66b4c1
+    it finished the chunk and the task on every member. Now a vouched member reopens the
+    chunk (an uncounted CHUNK_FAILED) and runs it again: its CHUNK_DONE wins the chunk and
+    the task, in every member's fold; X runs nothing."""
+    mesh = JobMesh(3, CATALOG, SIM_CFG, lanes=True)
+    p0, p1, p2 = mesh.peers
+    try:
+        job = mesh.submit(p0, CHAIN, members=[p0, p1], implicit=True)
+        mesh.deliver()
+        split = mesh[p0].state.splits[(job, "a")]  # (its implicit split: the home's)
+        store = mesh[p2].store
+        bad = store.make_dir({"made-up.txt": store.add_bytes(b"made up")})
+        mesh[p2].data.mark(bad)
+        mesh.emit(p2, EventType.JOB_MEMBERS, {"job": job, "add": [p2]})
+        mesh.emit(p2, EventType.CHUNK_DONE, {
+            "job": job, "task": "a", "chunk": 0, "attempt": 0, "split": list(split.id),
+            "output": bad, "done": {"key": None}})
+        await finish_all(mesh)
+        reopened = mesh.sent(EventType.CHUNK_FAILED, job=job, task="a")
+        assert reopened  # (by each vouched member that can run it: both, at attempt 0)
+        for f in reopened:
+            assert f.payload["reopen"] is True and f.payload["counts"] is False
+            assert peer_of(f.origin) in (p0, p1) and f.payload["attempt"] == 0
+        for pid in (p0, p1, p2):
+            st_ = mesh[pid].state
+            won = st_.task_done[(job, "a")]
+            assert won.payload["output"] != bad and lane_of(won.origin)[0] in (p0, p1)  # type: ignore[index]
+            fin = st_.chunk(job, "a", 0).finished()
+            assert fin is not None and lane_of(fin.origin)[0] in (p0, p1)  # type: ignore[index]
+            assert st_.end_body(st_.ended[job]).outputs["a"].cid == won.payload["output"]
+        assert mesh[p2].runner.started == []
+    finally:
+        await mesh.close()
+
+
+async def test_a_vouched_member_restarted_runs_again_a_task_an_unvouched_lane_did() -> None:
+    """p0 (p1 gone) folded X's made-up TASK_DONE of a and restarted before it looked at a
+    again: its restart's evaluation takes the tasks done by an unvouched lane only too
+    (`recover`), so it runs a and the job ends with its output."""
+    mesh = JobMesh(3, CATALOG, SIM_CFG, lanes=True)
+    p0, p1, p2 = mesh.peers
+    try:
+        mesh.silent.add(p1)
+        job = mesh.submit(p0, CHAIN, members=[p0, p1])
+        bad = self_added(mesh, job, p2)
+        mesh.deliver()
+        assert mesh[p0].state.task_done[(job, "a")].payload["output"] == bad
+        await mesh.restart(p0)
+        await finish_all(mesh)
+        st_ = mesh[p0].state
+        won = st_.task_done[(job, "a")]
+        assert won.payload["output"] != bad and lane_of(won.origin)[0] == p0  # type: ignore[index]
+        assert st_.end_body(st_.ended[job]).outputs["a"].cid == won.payload["output"]
     finally:
         await mesh.close()
