@@ -283,3 +283,40 @@ async def test_a_vouched_member_restarted_runs_again_a_task_an_unvouched_lane_di
         assert st_.end_body(st_.ended[job]).outputs["a"].cid == won.payload["output"]
     finally:
         await mesh.close()
+
+
+async def test_after_an_orphan_takeover_a_vouched_member_back_runs_again_what_the_taker_did(
+) -> None:
+    """p0 and p1 (the vouched members) go; p2 takes the job over (it adds itself after a
+    lease) and runs a. p0 comes back (anti-entropy brings it what it missed) before the job
+    ended: it runs a again (p2's output may be made up, and a vouched member is live now),
+    p2 leaves the rest to it, and the job ends with p0's outputs."""
+    mesh = JobMesh(3, CATALOG, SIM_CFG, lanes=True)
+    p0, p1, p2 = mesh.peers
+    try:
+        job = mesh.submit(p0, CHAIN, members=[p0, p1])
+        await mesh.settle()
+        mesh.silent.update((p0, p1))
+        for _ in range(40):
+            for key in mesh[p2].runner.running:
+                if "/a/" in key or key.endswith("/a"):
+                    mesh[p2].runner.finish(key)
+            await mesh.advance(1.0)
+            if (job, "a") in mesh[p2].state.task_done:
+                break
+        taken = mesh[p2].state.task_done[(job, "a")]
+        assert lane_of(taken.origin) == (p2, job)
+        assert job not in mesh[p2].state.ended
+        mesh.silent.discard(p0)
+        for ev in list(mesh[p2].state.events.values()):  # (anti-entropy: what p0 missed)
+            if ev.id not in mesh[p0].state.events:
+                mesh._queue.append((mesh.clock(), p0, ev))
+        await finish_all(mesh)
+        for pid in (p0, p2):
+            st_ = mesh[pid].state
+            for t in ("a", "b"):
+                assert lane_of(st_.task_done[(job, t)].origin) == (p0, job), (pid, t)
+            end = st_.end_body(st_.ended[job])
+            assert end.outputs["a"].cid == st_.task_done[(job, "a")].payload["output"]
+    finally:
+        await mesh.close()
