@@ -9,7 +9,11 @@ batches a rep, each folded into a fresh state: `vouched` (every TASK_DONE in a l
 member the JOB_SUBMITTED names: the honest case), `self_added` (every one in the lane of a
 peer that added itself: set aside), `end` (a non-member folding the home's JOB_ENDED
 naming every task's output) and `plain` (a job without members, its TASK_DONEs in a mesh
-stream, lanes off: every job before partial replication).
+stream, lanes off: every job before partial replication). Session 49 added two:
+`chunk_vouched` and `chunk_self` (a CHUNK_DONE per task implying its TASK_DONE, in a
+named member's lane, or in a self-added one's: the chunk winner's ranking by vouched lane)
+and `chunk_rival` (each task's chunk done first by a self-added member, then by a named
+one, whose CHUNK_DONE then displaces it: per task, two CHUNK_DONEs).
 """
 
 from __future__ import annotations
@@ -46,8 +50,16 @@ def events(tasks: int) -> dict[str, list[Event]]:
     mesh = [Event(R, i + 1, 2000 + i, EventType.TASK_DONE,
                   {"job": JOB, "task": f"t{i}", "output": CID, "cached": False,
                    "key": f"{R}{i:060x}"}) for i in range(tasks)]
+    def chunks(peer: str) -> list[Event]:
+        return [Event(lane(peer, JOB), i + 1, 2000 + i, EventType.CHUNK_DONE,
+                      {"job": JOB, "task": f"t{i}", "chunk": 0, "attempt": 0,
+                       "split": [H, 1], "output": CID, "done": {"key": f"{peer}{i:060x}"}})
+                for i in range(tasks)]
     return {"vouched": [sub, add, *vouched], "self_added": [sub, add, *dones(X)],
-            "end": [sub, add, end], "plain": [plain, *mesh]}
+            "end": [sub, add, end], "plain": [plain, *mesh],
+            "chunk_vouched": [sub, add, *chunks(R)], "chunk_self": [sub, add, *chunks(X)],
+            "chunk_rival": [sub, add, *(e for pair in zip(chunks(X), chunks(R), strict=True)
+                                        for e in pair)]}
 
 
 def main() -> None:
