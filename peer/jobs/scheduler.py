@@ -1116,7 +1116,7 @@ class Scheduler:
             self.locality.have((job, task), self.planner.listings(split), self.peer_id)
             return
         n = len(chunks)
-        if self._reopen_unvouched(job, task, split):
+        if self._reopen_unvouched(job, task, spec, split):
             return  # (looked at again as the CHUNK_FAILEDs are folded)
         if self._all_done(job, task, split, n):
             self._assemble(job, task, tdef, spec, split, chunks)
@@ -1185,15 +1185,18 @@ class Scheduler:
             return True
         return False
 
-    def _reopen_unvouched(self, job: str, task: str, split: Event) -> bool:
-        """Of task `job`/`task`, which this peer runs again (`_unsettled`), reopen each chunk
-        of the winning split finished by an unvouched lane's CHUNK_DONE (a CHUNK_FAILED
-        marked `reopen`, not counted: the attempt failed nothing), at or after every
-        CHUNK_DONE's attempt of it (`done`, `latest`), so its next attempt is claimed and
-        run (by a vouched member: one not vouched for leaves it, `_for_vouched`). True if
-        any was (none unless the task has a TASK_DONE: this peer redoes it)."""
-        st = self.state
-        if (job, task) not in st.task_done:
+    def _reopen_unvouched(self, job: str, task: str, spec: TaskSpec, split: Event) -> bool:
+        """Of task `job`/`task` that this peer runs (it is not done here, or done by an
+        unvouched lane only, `_unsettled`), if this peer is a vouched member that meets its
+        `requires` and the job has a member not vouched for: reopen each chunk of the
+        winning split finished by an unvouched lane's CHUNK_DONE (a CHUNK_FAILED marked
+        `reopen`, not counted: the attempt failed nothing), at or after every CHUNK_DONE's
+        attempt of it (`done`, `latest`), so its next attempt is claimed and run (by a
+        vouched member: one not vouched for leaves it, `_for_vouched`) before the task's
+        output is assembled from it. True if any was."""
+        st, me = self.state, self.peer_id
+        if (not st.lanes_on or not st.is_vouched(job, me) or not st.some_unvouched(job)
+                or not self._meets(me, spec.requires)):
             return False
         table = st.chunks
         some = False

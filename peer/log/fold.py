@@ -1246,6 +1246,12 @@ class MeshState:
         """Is `peer` a vouched member of live `job` (`vouched`, without a copy)?"""
         return peer in self._vouched.get(job, ())
 
+    def some_unvouched(self, job: str) -> bool:
+        """Has live lanes job `job` a member no vouched member vouched for (a self-added
+        one, or one such a peer added)?"""
+        vouched = self._vouched.get(job, ())
+        return any(p not in vouched for p in self.members_of.get(job, ()))
+
     def unvouched_lane(self, job: str, ev: Event) -> str | None:
         """The peer of the lane task event `ev` of `job` was made in, if that peer is no
         vouched member of it (`_unvouched`: a self-added member's TASK_DONE or CHUNK_DONE,

@@ -320,3 +320,32 @@ async def test_after_an_orphan_takeover_a_vouched_member_back_runs_again_what_th
             assert end.outputs["a"].cid == st_.task_done[(job, "a")].payload["output"]
     finally:
         await mesh.close()
+
+
+async def test_a_chunk_an_unvouched_lane_alone_finished_is_run_again_before_assembly() -> None:
+    """X's CHUNK_DONE of a's one chunk comes first, implying no TASK_DONE: the task is not
+    done, and on 6c66b4c1 a vouched member assembled a's output from X's chunk (a vouched
+    TASK_DONE of the made-up output). Now it reopens the chunk and runs it first."""
+    mesh = JobMesh(3, CATALOG, SIM_CFG, lanes=True)
+    p0, p1, p2 = mesh.peers
+    try:
+        job = mesh.submit(p0, CHAIN, members=[p0, p1], implicit=True)
+        mesh.deliver()
+        split = mesh[p0].state.splits[(job, "a")]
+        store = mesh[p2].store
+        bad = store.make_dir({"made-up.txt": store.add_bytes(b"made up")})
+        mesh[p2].data.mark(bad)
+        mesh.emit(p2, EventType.JOB_MEMBERS, {"job": job, "add": [p2]})
+        mesh.emit(p2, EventType.CHUNK_DONE, {
+            "job": job, "task": "a", "chunk": 0, "attempt": 0, "split": list(split.id),
+            "output": bad})
+        await finish_all(mesh)
+        for pid in (p0, p1):
+            st_ = mesh[pid].state
+            won = st_.task_done[(job, "a")]
+            assert won.payload["output"] != bad and lane_of(won.origin)[0] in (p0, p1)  # type: ignore[index]
+            assert st_.end_body(st_.ended[job]).outputs["a"].cid == won.payload["output"]
+        assert mesh.sent(EventType.CHUNK_FAILED, job=job, task="a")
+        assert mesh[p2].runner.started == []
+    finally:
+        await mesh.close()
