@@ -231,6 +231,9 @@ class Scheduler:
         # Tasks of lanes jobs left alone here while a vouched member that can run them is
         # live (`_for_vouched`): looked at again when the live peers change (session 49)
         self._vouched_wait: dict[TaskKey, None] = {}
+        # Split -> the mark of its done chunks walked for an unvouched lane's (`ChunkTable.
+        # done_added`): each evaluation walks the chunks done since, not every one
+        self._unvouched_mark: dict[SplitKey, tuple[int, int]] = {}
 
     # -- what the node and the API read -----------------------------------------------------
     @property
@@ -891,7 +894,7 @@ class Scheduler:
                 self.locality.stalled, self._unplaced, self._partial_due, self._partial_sent,
                 self._partial_sig, self._results_seen, self._prefetched, self._looked,
                 self._deferred, self._last_done, self._taken, self._held_back,
-                self._vouched_wait)
+                self._vouched_wait, self._unvouched_mark)
 
     def _sweep_gone(self) -> None:
         """Jobs that left memory (compacted or deleted) leave every table here keyed by
@@ -1198,9 +1201,11 @@ class Scheduler:
         if (not st.lanes_on or not st.is_vouched(job, me) or not st.some_unvouched(job)
                 or not self._meets(me, spec.requires)):
             return False
-        table = st.chunks
+        table, sk = st.chunks, (job, task, *split.id)
+        mark, added = table.done_added(sk, self._unvouched_mark.get(sk, (0, 0)))
+        self._unvouched_mark[sk] = mark  # (a reopen below changes the shape: all walked again)
         some = False
-        for i, d in list(table.done((job, task, *split.id)).items()):
+        for i, d in list(table.done(sk).items() if added is None else added):
             if st.unvouched_lane(job, d) is None:
                 continue
             c = st.chunk(job, task, i)
