@@ -1474,6 +1474,16 @@ class Node:
         self.flush()
         return self.servable(self.state.events_after(vv, limit, scope))
 
+    # -- the FloorSink of anti-entropy (review rr of session 48, S7) ----------------------
+    def floors_above(self, vv: Mapping[str, int], limit: int) -> Mapping[str, int]:
+        """Our compaction floors above `vv` of origins it names, the last raised first."""
+        return self.compactor.floors_above(vv, limit)
+
+    def floors_heard(self, peer_id: str, floors: Mapping[str, int]) -> None:
+        """A member's floors above our vector (its DIGEST_REPLY): catch-up judges them as
+        those of a report, which a report's byte bound may have cut."""
+        self.catchup.behind(peer_id, {"cfloor": dict(floors)})
+
     def refused(self, origin: Any, reason: str) -> None:
         """A malformed event left out of a frame: counted per origin at the door."""
         self.door.refuse(origin, reason)
@@ -1749,7 +1759,7 @@ class Node:
                     working := sched.next_working() if step else sched.working) else {}),
                 "heads": dict(self.heads()), "kid": self.mesh_keys.serving.key_id,
                 "wall_ms": int(time.time() * 1000), "features": list(self.features),
-                **({"cfloor": dict(self.compactor.floors)} if self.compactor.floors else {}),
+                **({"cfloor": self.compactor.announced()} if self.compactor.floors else {}),
                 **(self.kubo.info() if self.kubo else {})}
 
     def capabilities(self) -> dict[str, Any]:

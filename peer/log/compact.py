@@ -7,6 +7,7 @@ the log and the index of the loop); the rest is pure."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -73,6 +74,9 @@ INGEST_TRIES = 8  # pending snapshot spools an `ingest` tries (those it cannot r
 # Bytes of a pending spool hashed per `ingest` call while it is checked against its digest
 # (once per spool after each open, before its first row is taken: `_spool_checked`)
 INGEST_CHECK_BYTES = 8 << 20
+# Compaction floors a heartbeat and a SWIM report carry at most (`Compactor.announced`, the
+# last raised): ~33 bytes each, ~17 KB of the report's 64 KiB (peer.mesh.swim.MAX_REPORT_BYTES)
+MAX_ANNOUNCED_FLOORS = 512
 # Deleted jobs' events dropped from the log per pass, about (whole jobs): the first pass
 # after an upgrade from a release that kept them all must not hold the loop for long.
 DELETED_DROP_MAX = 10_000
@@ -372,7 +376,9 @@ class Compactor:
         # from its end, made without them (`bare`: review r1 of session 45, M4)
         self.unlisted: dict[str, str] = {}
         self.bare: dict[str, str] = {}  # job -> the listing CID its record goes without
-        self.floors: dict[str, int] = index.floors()  # origin -> highest seq dropped
+        # Origin -> highest seq dropped, the last raised last (`_raise_floors`; at a start,
+        # the highest seqs last: the most active origins' were raised most recently)
+        self.floors: dict[str, int] = dict(sorted(index.floors().items(), key=lambda f: f[1]))
         self.beyond = False  # an event was held past a gap since the last pass
         self.sweep = False  # a JOB_DELETED of a job not compacted since the last pass
         self.filled = state.gaps_filled  # the state's count of gaps filled (a replay's too:
@@ -1097,8 +1103,32 @@ class Compactor:
         """Events up to these seqs left the log: the compaction floors and the fold's
         evicted marks rise over them."""
         for origin, seq in floors.items():
-            self.floors[origin] = max(self.floors.get(origin, 0), seq)
+            if seq > self.floors.get(origin, 0):
+                self.floors.pop(origin, None)  # (the last raised last: `announced`)
+                self.floors[origin] = seq
             self.state.evicted[origin] = max(self.state.evicted.get(origin, 0), seq)
+
+    def announced(self, limit: int = MAX_ANNOUNCED_FLOORS) -> dict[str, int]:
+        """The floors a heartbeat and a SWIM report carry ("cfloor"): the `limit` raised last
+        (session 48 helper g's left: all of them grew ~33 bytes per origin ever compacted,
+        and past ~1,900 the report went without any). A peer behind on one raised earlier
+        learns it from a DIGEST_REPLY ("cf", `floors_above`); a peer of the previous release
+        reads these only, which hold the floors a peer away for a while is behind on."""
+        floors = self.floors
+        if len(floors) <= limit:
+            return dict(floors)
+        return dict(itertools.islice(reversed(floors.items()), limit))
+
+    def floors_above(self, vv: Mapping[str, int], limit: int) -> dict[str, int]:
+        """Our floors above `vv` of origins `vv` names, at most `limit`, the last raised
+        first: what a DIGEST_REPLY tells its asker (review rr of session 48, S7)."""
+        out: dict[str, int] = {}
+        for origin, seq in reversed(self.floors.items()):
+            if len(out) >= limit:
+                break
+            if origin in vv and vv[origin] < seq:
+                out[origin] = seq
+        return out
 
     def _forget(self, out: PassStats) -> None:
         """Tombstones past TOMB_GRACE_S leave the job index and every JOB_DELETED row of

@@ -80,6 +80,9 @@ MAX_ASKED = 1024  # (address, scope) pairs whose DIGEST we asked for by a DIGEST
 # A frame to an address whose cookie for us we lack is padded ("p") by this many characters:
 # its receiver's handshake must not be larger than it (QUIC pads its first packets likewise)
 PAD_CHARS = 64
+# Compaction floors a DIGEST_REPLY carries ("cf") at most: those of ours above the asker's
+# vector, of origins it names (one is enough to start its catch-up; the rest say how far)
+MAX_FLOORS_SENT = 256
 
 HeadsSeen = Callable[[str, Mapping[str, int]], None]  # (peer id, its version vector)
 
@@ -149,6 +152,24 @@ class ContentSink(Protocol):
 
     def events_in(self, origin: str, blocks: Iterable[int]) -> list[Event]:
         """`origin`'s held events in these blocks that we serve, in seq order."""
+        ...
+
+
+@runtime_checkable
+class FloorSink(Protocol):
+    """Compaction floors (peer.log.compact): ours told to a peer behind them, a member's told
+    to catch-up (review rr of session 48, S7: a SWIM report has a byte bound, and floors
+    grow with the origins ever compacted, so the report alone cannot carry them all). Every
+    method must not block."""
+
+    def floors_above(self, vv: Mapping[str, int], limit: int) -> Mapping[str, int]:
+        """Our floors above `vv` of origins `vv` names (at most `limit`, the highest-raised
+        first): the asker lacks events we dropped."""
+        ...
+
+    def floors_heard(self, peer_id: str, floors: Mapping[str, int]) -> None:
+        """Member `peer_id` dropped events up to `floors` (a DIGEST_REPLY's "cf"): catch-up
+        judges whether we are behind them, as a report's "cfloor"."""
         ...
 
 
@@ -285,8 +306,10 @@ class AntiEntropy:
                  contents: ContentSink | None = None, max_frame_bytes: int = 16 << 20,
                  nonces: bool = False, signed: bool = False,
                  lanes: LaneSink | None = None, pair_seen: HeadsSeen | None = None,
-                 clock: Callable[[], float] = time.monotonic, period_s: float = 1.0) -> None:
+                 clock: Callable[[], float] = time.monotonic, period_s: float = 1.0,
+                 floors: FloorSink | None = None) -> None:
         self._sink = sink
+        self._floors = floors  # None: floors are neither told nor heard (the report's only)
         self._clock = clock
         self._window = min(period_s, ANSWER_WINDOW_MAX_S)
         # address -> (until when its window runs, full DIGESTs answered in it)
@@ -573,9 +596,12 @@ class AntiEntropy:
         cs = f.body.get("cs")
         blocks = None if cs is None else self._differing(theirs, mine, cs, contents)
         nonce = secrets.token_hex(COOKIE_BYTES) if blocks and self._nonces else None
-        if missing or ahead or blocks:
+        cf = None if jobs is not None or self._floors is None else (
+            self._floors.floors_above(theirs, MAX_FLOORS_SENT))
+        if missing or ahead or blocks or cf:
             self._link.send_events([f.reply_to], missing, reply=Reply(
-                vv, more, blocks or None, keys.get("n"), keys.get("e"), nonce, jobs))
+                vv, more, blocks or None, keys.get("n"), keys.get("e"), nonce, jobs,
+                dict(cf) if cf else None))
         if blocks and f.reply_to:
             awaited = self._fixes_awaited
             asks = awaited.pop(f.reply_to, [])
@@ -680,6 +706,8 @@ class AntiEntropy:
         jobs = self._scope(f, trust)
         if jobs is not None and not jobs:
             return
+        if jobs is None and "cf" in f.body:
+            self._floors_told(f)
         sink, contents = self._reader(jobs)
         if theirs is not None:
             self._link.send_events([f.reply_to], sink.events_after(theirs, self._limit))
@@ -687,6 +715,22 @@ class AntiEntropy:
             self.send_digest(f.reply_to, echo=f.body.get("n"), jobs=jobs)
         if blocks is not None and contents is not None and f.reply_to:
             self._send_fix(f.reply_to, blocks, bn, contents, jobs)
+
+    def _floors_told(self, f: Frame) -> None:
+        """A (mesh round's) DIGEST_REPLY's "cf": its sender's floors above our vector, told to
+        the floor sink as that member's (signed: only from the address membership holds for
+        it, as a vector is noted). ValueError if malformed or over MAX_FLOORS_SENT."""
+        floors = parse_vv(f.body["cf"])
+        if len(floors) > MAX_FLOORS_SENT:
+            raise ValueError(f"cf names {len(floors)} origins, over {MAX_FLOORS_SENT}")
+        if self._floors is None or not floors:
+            return
+        if self._signed:
+            at = self._peers.peer_at(f.reply_to)
+            if at is None or at.id != f.sender:
+                self.unbound += 1
+                return
+        self._floors.floors_heard(f.sender, floors)
 
     def _send_fix(self, addr: str, theirs: Blocks, echo: str | None, contents: ContentSink,
                   jobs: list[str] | None) -> None:
@@ -757,5 +801,6 @@ def _lane_in(origin: str, jobs: Collection[str]) -> bool:
     return lane is not None and lane[1] in jobs
 
 
-__all__ = ["FIXNONCE_FEATURE", "AntiEntropy", "ContentSink", "EventSink", "HeadsSeen", "LaneSink",
-           "Link", "PeerAt", "PeerSample", "Trust", "heads_sum"]
+__all__ = ["FIXNONCE_FEATURE", "MAX_FLOORS_SENT", "AntiEntropy", "ContentSink", "EventSink",
+           "FloorSink", "HeadsSeen", "LaneSink", "Link", "PeerAt", "PeerSample", "Trust",
+           "heads_sum"]

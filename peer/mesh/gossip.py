@@ -76,7 +76,15 @@ from peer.log.flaps import Repeats
 from peer.log.lanes import lane_of
 from peer.log.signing import MeshAuth, membership_message
 from peer.mesh.addr import WILDCARD_HOSTS, canonical_addr, format_addr, parse_addr
-from peer.mesh.antientropy import AntiEntropy, ContentSink, EventSink, HeadsSeen, LaneSink, PeerAt
+from peer.mesh.antientropy import (
+    AntiEntropy,
+    ContentSink,
+    EventSink,
+    FloorSink,
+    HeadsSeen,
+    LaneSink,
+    PeerAt,
+)
 from peer.mesh.keyring import Keyring
 from peer.mesh.membership import MAX_PEER_SAMPLE, Clock, Liveness, Membership, MemberSink
 from peer.mesh.swim import (
@@ -355,7 +363,8 @@ class Gossip:
                                max_frame_bytes=cfg.max_frame_bytes,
                                nonces=cfg.anti_entropy_nonces, signed=auth is not None,
                                lanes=lanes, pair_seen=pair_seen, clock=clock,
-                               period_s=cfg.anti_entropy_s)
+                               period_s=cfg.anti_entropy_s,
+                               floors=sink if isinstance(sink, FloorSink) else None)
         self.swim: Swim | None = None
         self._incarnations = incarnations
         if cfg.swim is not None:

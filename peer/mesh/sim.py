@@ -46,6 +46,11 @@ class MemorySink:
         self._hlc = 0
         self.refusals: list[tuple[Any, str]] = []
         self.replaced = 0  # contents replaced by the conflict rule
+        # Compaction floors, as a node's (origin -> highest seq dropped, the last raised
+        # last; told to an asker behind them), and the members' floors heard above our heads
+        # (a node's catch-up would ask those members for a snapshot)
+        self.floors: dict[str, int] = {}
+        self.behind_on: list[tuple[str, dict[str, int]]] = []
         # (the door's checks read no store: it only admits here)
         self.door = Door(DoorConfig(), HLC(), cast(Any, None), member_of=self._member_of
                          ) if lanes else None
@@ -91,6 +96,16 @@ class MemorySink:
 
     def events_after(self, vv: Mapping[str, int], limit: int) -> list[Event]:
         return self.state.events_after(vv, limit)  # within our heads first, as a node serves
+
+    # -- FloorSink --
+    def floors_above(self, vv: Mapping[str, int], limit: int) -> Mapping[str, int]:
+        above = [(o, q) for o, q in reversed(self.floors.items()) if o in vv and vv[o] < q]
+        return dict(above[:limit])
+
+    def floors_heard(self, peer_id: str, floors: Mapping[str, int]) -> None:
+        heads = self.state.heads
+        if any(heads.get(o, 0) < q and o in heads for o, q in floors.items()):
+            self.behind_on.append((peer_id, dict(floors)))
 
     def content_sum(self) -> str | None:
         return self.state.content_sum()

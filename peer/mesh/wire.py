@@ -69,6 +69,10 @@ class Kind(IntEnum):
 # echo our cookie ("k": "s" a sum, "d" a digest, "a" an ack, which then goes again). A
 # DIGEST_REPLY with "blk" carries "bn", a nonce that its "fix" echoes ("fn" in that EVENTS
 # frame).
+# Compaction floors (review rr of session 48, S7; peers of the previous release ignore the
+# key): a mesh round's DIGEST_REPLY carries "cf" ({origin: seq}, at most 256) when the
+# replier dropped events (compacted) above the asker's vector of origins it names: the
+# asker's catch-up judges them as a report's "cfloor", which a report's byte bound cuts.
 # Events carry "b" (their batch's first seq) and, when the batch's signer is not their
 # origin, "bs" (the signer); "batches" holds the signed batches of a frame's events
 # (peer.log.signing.Batch.to_json), each once. Peers of 0.1.0 ignore both keys.
@@ -213,6 +217,7 @@ class Reply(NamedTuple):
     echo: str | None = None
     blk_nonce: str | None = None
     jobs: Sequence[str] | None = None  # a pair round's (LANES_FEATURE): the jobs it covers
+    floors: Mapping[str, int] | None = None  # "cf": the replier's floors above the asker
 
 
 def dumps(obj: Any) -> bytes:
@@ -286,7 +291,8 @@ def reply_body(batch: Sequence[bytes], reply: Reply, signed: Sequence[bytes] = (
     return (b'{"events":[' + b",".join(batch) + b'],"vv":' + dumps(vv) + b',"more":'
             + dumps(reply.more) + _batches(signed) + _blocks(b"blk", reply.blocks)
             + _str(b"bn", reply.blk_nonce if reply.blocks else None) + _str(b"n", reply.cookie)
-            + _str(b"e", reply.echo) + _jobs(reply.jobs) + b"}")
+            + _str(b"e", reply.echo) + _jobs(reply.jobs)
+            + (b',"cf":' + dumps(dict(reply.floors)) if reply.floors else b"") + b"}")
 
 
 class Packed(NamedTuple):
