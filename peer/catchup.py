@@ -956,6 +956,12 @@ class CatchUp:
         log.warning("refused the snapshot of %s: %s", snap.signer[:16], why)
         return why
 
+    def forget(self, peer_id: str) -> None:
+        """Gossip forgot member `peer_id` (dead or left long ago): its failures go (review rr
+        of session 48, S3: kept until MAX_BACKOFF_PEERS pushed them out, a member back under
+        its id after that waited out its old failures' backoff)."""
+        self._backoff.pop(peer_id, None)
+
     def behind(self, peer_id: str, info: Mapping[str, Any]) -> None:
         """`peer_id` dropped events we lack (its compaction floors are above our heads for an
         origin we know: `_above`): ask it for a snapshot (one request at a time, at most every

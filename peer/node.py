@@ -1655,9 +1655,11 @@ class Node:
         """Gossip holds nothing of `peer_id` any more (dead or left long ago): its last info
         and clock skew go (/api/health lists skews); when it was last heard stays for a
         registered member only (/api/peers shows it; the log holds those anyway). Review r2
-        of session 48, M2: every id ever heard was kept for the life of the process."""
+        of session 48, M2: every id ever heard was kept for the life of the process); so do
+        catch-up's failures of it (review rr of session 48, S3)."""
         self.infos.pop(peer_id, None)
         self.skew_ms.pop(peer_id, None)
+        self.catchup.forget(peer_id)
         if peer_id not in self.state.members:
             self.heard_at.pop(peer_id, None)
 

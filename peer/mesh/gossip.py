@@ -354,7 +354,8 @@ class Gossip:
         self._membership = Membership(members, transport, clock, self._rng,
                                       suspect_after_s=cfg.suspect_after_s,
                                       dead_after_s=cfg.dead_after_s)
-        self.view = MeshView(members, self._membership, transport.peer_key)
+        self.view = MeshView(members, self._membership, transport.peer_key,
+                             transport.disconnect)
         self._membership.forgotten = self.view.legacy_forgotten
         self._ae = AntiEntropy(sink, self, self,
                                max_events_per_frame=cfg.max_events_per_frame,

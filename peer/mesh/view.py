@@ -106,9 +106,11 @@ class MeshView:
     Implements swim.Listener."""
 
     def __init__(self, members: MemberSink, legacy: Membership,
-                 peer_key: Callable[[str, str], None] = lambda _a, _k: None) -> None:
+                 peer_key: Callable[[str, str], None] = lambda _a, _k: None,
+                 disconnect: Callable[[str], None] = lambda _a: None) -> None:
         self.swim: Swim | None = None  # set by the facade (None: heartbeats only)
         self._peer_key = peer_key  # (address, the key id it serves): the transport's hint
+        self._disconnect = disconnect  # (address): the transport's path and hint there go
         self._members = members
         self._legacy = legacy
         self.legacy_ids: set[str] = set()  # members heard by HEARTBEAT, not (yet) by SWIM
@@ -135,10 +137,15 @@ class MeshView:
     def member_forgotten(self, member: Member) -> None:
         """SWIM forgot `member` (dead or left for `forget_s`): its report, vector and lanes
         mark go, and the member sink is told unless a peer of the previous release holds
-        the id (review r2 of session 48, M2: every id ever heard was kept for good)."""
+        the id (review r2 of session 48, M2: every id ever heard was kept for good); the
+        transport's connection to its address and key-id hint go unless a live member holds
+        that address (review rr of session 48, S3: they stayed until their bounds evicted
+        them)."""
         self._infos.pop(member.id, None)
         self._heads.pop(member.id, None)
         self.lane_peers.pop(member.id, None)
+        if member.addr and not self.addr_held_by_other(member.id, member.addr):
+            self._disconnect(member.addr)
         if member.id not in self.legacy_ids and self._legacy.judged(member.id) is None:
             tell_forgot(self._members, member.id)
 
