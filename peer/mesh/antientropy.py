@@ -39,6 +39,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from peer.log import Event
 from peer.log.lanes import lane_of
+from peer.mesh.addr import parse_addr
 from peer.mesh.wire import (
     Blocks,
     Frame,
@@ -64,10 +65,12 @@ FIX_ASKS = 4
 FIXNONCE_FEATURE = "fixnonce-v1"  # announced in `features`: this peer sends and checks cookies
 COOKIE_BYTES = 8  # a cookie or nonce: 64 random or keyed bits, hex on the wire
 MAX_ECHOES = 4096  # addresses whose cookie for us we keep (the oldest are forgotten)
-# Full DIGESTs (those that read and encode events) answered per address per window of the
-# anti-entropy period (at most ANSWER_WINDOW_MAX_S): an honest peer sends one per round of
-# ours (its answer to our DIGEST_SUM) and of its own, one per pair round, one per lanes job
-# it was just added to; more are not answered, counted (review r2 of session 48, M4: each
+# Full DIGESTs (those that read and encode events) answered per member (from the address
+# membership holds for it), else per host (addresses no member holds: a member proving many
+# ports shares one), per window of the anti-entropy period (at most ANSWER_WINDOW_MAX_S): an
+# honest peer sends one per round of ours (its answer to our DIGEST_SUM) and of its own, one
+# per pair round, one per lanes job it was just added to; more are not answered, counted
+# (review r2 of session 48, M4: each
 # answer reads and encodes up to max_events_per_frame events, ~4 ms and ~900x the bytes of a
 # 160-byte DIGEST). A DIGEST that goes on a pull our last answer to it said `more` of (its
 # vector holds what that answer sent) is answered beyond them: a restarted peer's burst; so
@@ -312,7 +315,8 @@ class AntiEntropy:
         self._floors = floors  # None: floors are neither told nor heard (the report's only)
         self._clock = clock
         self._window = min(period_s, ANSWER_WINDOW_MAX_S)
-        # address -> (until when its window runs, full DIGESTs answered in it)
+        # share (`_share`: a member's, or a host's) -> (until when its window runs, full
+        # DIGESTs answered in it)
         self._answers: dict[str, tuple[float, int]] = {}
         # (address, scope) -> the highest seq of each origin our last answer there that said
         # `more` sent (within our heads): a DIGEST whose vector holds them goes on that pull
@@ -585,7 +589,7 @@ class AntiEntropy:
             self._unproven(f, "d" if ahead or behind else "c")
             return
         scope = _scope(jobs)
-        if not self._may_answer(f.reply_to, scope, theirs):
+        if not self._may_answer(f.reply_to, scope, theirs, self._share(f)):
             self.throttled += 1
             return
         missing = sink.events_after(theirs, self._limit)
@@ -609,11 +613,27 @@ class AntiEntropy:
             if len(awaited) > FIX_PEERS:
                 del awaited[self._fix_to_forget()]
 
-    def _may_answer(self, addr: str, scope: str, theirs: Mapping[str, int]) -> bool:
+    def _share(self, f: Frame) -> str:
+        """Whose share of full DIGEST answers `f` takes: its sender's, when it comes from the
+        address membership holds for that member (its signed alive's or heartbeat's, proven
+        by the cookie: "m" and its id); else that of its reply-to address's host ("h" and
+        the host), which the addresses no member holds on one host share (session 48 helper
+        g's left: a member proving many ports of its own took each port's share)."""
+        at = self._peers.peer_at(f.reply_to)
+        if at is not None and at.id == f.sender:
+            return "m " + at.id
+        try:
+            return "h " + parse_addr(f.reply_to)[0]
+        except ValueError:
+            return "a " + f.reply_to
+
+    def _may_answer(self, addr: str, scope: str, theirs: Mapping[str, int],
+                    share: str) -> bool:
         """Whether a full DIGEST from `addr` (over `scope`: "" the mesh's, else a hash of a
         pair round's jobs) is answered: it goes on a pull our last answer there said `more`
-        of (that pull's marks go), or fewer than MAX_DIGEST_ANSWERS were in this address's
-        window (the windows of at most MAX_ECHOES addresses are held: more at once, not
+        of (that pull's marks go), or we asked for it (`_asked`), or fewer than
+        MAX_DIGEST_ANSWERS were in the window of its `share` (`_share`: a member's, or a
+        host's; the windows of at most MAX_ECHOES shares are held: more at once, not
         answered). A DIGEST that does not go on the pull leaves its marks: its DIGEST may
         still come."""
         marks = self._pulls.get((addr, scope))
@@ -625,9 +645,9 @@ class AntiEntropy:
                 self._asked[(addr, scope)] = asked - 1
             return True
         now = self._clock()
-        until, n = self._answers.get(addr, (0.0, 0))
+        until, n = self._answers.get(share, (0.0, 0))
         if now >= until:
-            if addr not in self._answers and len(self._answers) >= MAX_ECHOES:
+            if share not in self._answers and len(self._answers) >= MAX_ECHOES:
                 for a in [a for a, (u, _) in self._answers.items() if now >= u]:
                     del self._answers[a]
                 if len(self._answers) >= MAX_ECHOES:
@@ -635,7 +655,7 @@ class AntiEntropy:
             until, n = now + self._window, 0
         if n >= MAX_DIGEST_ANSWERS:
             return False
-        self._answers[addr] = (until, n + 1)
+        self._answers[share] = (until, n + 1)
         return True
 
     def _note_pull(self, addr: str, scope: str, sent: Sequence[Event],

@@ -318,9 +318,10 @@ def test_a_fix_is_answered_once_per_block_digests_we_sent_and_bounded() -> None:
     assert FIX_EVENTS <= len(answer.events) < FIX_EVENTS + BLOCK_SEQS  # not 12 blocks' worth
     ae.on_fix(fix(ASKER))  # once per sending
     assert len(link.sent) == 1
-    # the addresses awaited are bounded (forged reply-tos): the oldest are forgotten
+    # the addresses awaited are bounded (forged reply-tos): the oldest are forgotten (each
+    # of its own host: the DIGESTs of one host's addresses no member holds share one budget)
     from peer.mesh.antientropy import FIX_PEERS
-    addrs = [f"127.0.0.1:{1000 + i}" for i in range(FIX_PEERS + 1)]
+    addrs = [f"127.0.1.{1 + i}:1000" for i in range(FIX_PEERS + 1)]
     for a in addrs:
         ae.on_digest(Frame(Kind.DIGEST, "banzai", "asker", a,
                            {"vv": dict(sink.heads()), "peers": [], "cs": {"me": "0" * 32}}))

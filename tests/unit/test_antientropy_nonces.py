@@ -445,8 +445,8 @@ def test_a_member_proving_many_addresses_does_not_evict_a_members_pending_fix() 
         return s.reply.blk_nonce
 
     bn = offer(ASKER)  # a live member (`engine`'s Peers)
-    for i in range(FIX_PEERS):
-        offer(f"127.0.0.2:{1000 + i}")  # proven, no member there
+    for i in range(FIX_PEERS):  # (hosts of its own: one host's addresses no member holds
+        offer(f"127.0.1.{1 + i}:1000")  # share one DIGEST budget) proven, no member there
     ae.on_fix(frame(Kind.EVENTS, {"events": [], "fix": every, "fn": bn}))
     (answer,) = link.sent
     assert answer.addrs == [ASKER] and answer.events
