@@ -80,6 +80,13 @@ MAX_DIGEST_ANSWERS = 8
 ANSWER_WINDOW_MAX_S = 1.0
 MAX_PULLS = 256  # (address, scope) pairs whose `more` answer we keep the marks of
 MAX_ASKED = 1024  # (address, scope) pairs whose DIGEST we asked for by a DIGEST_SUM of ours
+# How long DIGEST_SUMs of ours let their DIGESTs past the bound (a round trip, with room),
+# and how many at most per (address, scope): a sum whose heads were equal is answered by no
+# DIGEST, and its mark, kept for good, let the member at that address send as many DIGESTs
+# past the bound as our idle rounds to it (one per period: ~3,600 an idle hour; session 49,
+# helper d). Each scope is its own (a scale-out's catch-ups: one scope per job)
+ASKED_WAIT_S = 5.0
+MAX_ASKED_EACH = 4
 # A frame to an address whose cookie for us we lack is padded ("p") by this many characters:
 # its receiver's handshake must not be larger than it (QUIC pads its first packets likewise)
 PAD_CHARS = 64
@@ -321,10 +328,11 @@ class AntiEntropy:
         # (address, scope) -> the highest seq of each origin our last answer there that said
         # `more` sent (within our heads): a DIGEST whose vector holds them goes on that pull
         self._pulls: dict[tuple[str, str], dict[str, int]] = {}
-        # (address, scope) -> DIGEST_SUMs of ours sent there whose DIGEST is not in yet: a
-        # DIGEST we asked for is answered beyond the window's bound (a scale-out's catch-ups:
-        # one pair round per job, all at once; the seam of session 48's review rr, S1)
-        self._asked: dict[tuple[str, str], int] = {}
+        # (address, scope) -> DIGEST_SUMs of ours sent there whose DIGEST is not in yet (how
+        # many, until when: ASKED_WAIT_S after the last): a DIGEST we asked for is answered
+        # beyond the window's bound (a scale-out's catch-ups: one pair round per job, all at
+        # once; the seam of session 48's review rr, S1)
+        self._asked: dict[tuple[str, str], tuple[int, float]] = {}
         self._lanes = lanes  # None: lanes are off (no pair round started nor answered)
         # Told a member's lanes vector a pair round proved it holds (the shared jobs' lanes
         # only): what a compacted job's lanes wait for (peer.log.compact.Compactor.pair_vvs)
@@ -500,7 +508,10 @@ class AntiEntropy:
         if jobs is not None:
             body["jobs"] = jobs
         key = (addr, _scope(jobs))
-        self._asked[key] = self._asked.pop(key, 0) + 1  # (the most recent last)
+        now = self._clock()
+        n, until = self._asked.pop(key, (0, 0.0))
+        n = min(n + 1, MAX_ASKED_EACH) if now < until else 1
+        self._asked[key] = (n, now + ASKED_WAIT_S)  # (the most recent last)
         if len(self._asked) > MAX_ASKED:
             del self._asked[next(iter(self._asked))]
         self._link.send(addr, Kind.DIGEST_SUM, dumps(body))
@@ -640,11 +651,12 @@ class AntiEntropy:
         if marks is not None and all(theirs.get(o, 0) >= q for o, q in marks.items()):
             del self._pulls[(addr, scope)]
             return True
-        if (asked := self._asked.pop((addr, scope), 0)) > 0:  # (its answer to our sum)
-            if asked > 1:
-                self._asked[(addr, scope)] = asked - 1
-            return True
         now = self._clock()
+        asked, until = self._asked.pop((addr, scope), (0, 0.0))
+        if asked > 0 and now < until:  # (its answer to our sum)
+            if asked > 1:
+                self._asked[(addr, scope)] = (asked - 1, until)
+            return True
         until, n = self._answers.get(share, (0.0, 0))
         if now >= until:
             if share not in self._answers and len(self._answers) >= MAX_ECHOES:

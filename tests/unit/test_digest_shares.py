@@ -7,7 +7,7 @@ every loop bounded."""
 
 from __future__ import annotations
 
-from peer.mesh.antientropy import MAX_DIGEST_ANSWERS
+from peer.mesh.antientropy import MAX_ASKED_EACH, MAX_DIGEST_ANSWERS
 from peer.mesh.sim import Cluster
 from peer.mesh.wire import Kind
 
@@ -54,3 +54,30 @@ def test_members_on_one_host_each_get_their_share() -> None:
             p.gossip._ae.send_digest(v.addr)
     c.net.pump()
     assert v.gossip.stats.ae_throttled - before == 2 * (20 - MAX_DIGEST_ANSWERS)
+
+
+def test_idle_rounds_leave_no_credit_past_the_bound() -> None:
+    """A DIGEST_SUM of ours lets its DIGEST past the bound (session 48 review rr's S1 mend),
+    but a sum whose heads were equal gets no DIGEST, and its mark was kept for good: a
+    minute of idle rounds let the member at that address send ~120 full DIGESTs past the
+    bound. Marks now count at most MAX_ASKED_EACH per address and scope, and lapse
+    ASKED_WAIT_S after the last sum: 40 DIGESTs after the idle minute get the window's 8
+    and those 4, no more."""
+    c = Cluster(2, quiet(anti_entropy_s=0.5), seed=6)
+    for _ in range(20):
+        c.step(0.05)
+    introduce(c)
+    v, b = c.peers
+    for i in range(200):
+        v.sink.emit({"cache": {f"k{i}": i}})
+    for _ in range(10):  # (b holds them: the rounds below are idle, heads equal)
+        b.gossip.anti_entropy(v.addr)
+        c.net.pump()
+    assert len(b.sink.ids()) == len(v.sink.ids())
+    for _ in range(120):
+        c.step(0.5)
+    before = v.gossip.stats.ae_throttled
+    for _ in range(40):
+        b.gossip._ae.send_digest(v.addr)
+    c.net.pump()
+    assert v.gossip.stats.ae_throttled - before == 40 - MAX_DIGEST_ANSWERS - MAX_ASKED_EACH
