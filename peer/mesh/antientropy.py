@@ -173,7 +173,7 @@ class FloorSink(Protocol):
     method must not block."""
 
     def floors_above(self, vv: Mapping[str, int], limit: int) -> Mapping[str, int]:
-        """Our floors above `vv` of origins `vv` names (at most `limit`, the highest-raised
+        """Our floors above `vv` of origins `vv` names (at most `limit`, the last raised
         first): the asker lacks events we dropped."""
         ...
 
