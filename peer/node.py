@@ -113,6 +113,7 @@ from peer.log.signing import (
     MemberKeys,
     MeshAuth,
     admit_tag,
+    drop_texts,
     held_hash,
     sign_events,
 )
@@ -903,8 +904,8 @@ class Node:
         unsigned = [e for e in events if e.att is None]  # a retried write keeps its batch
         if unsigned:
             sign_events(self.identity, self.peer_id, unsigned, self.admit)
-        try:
-            self.log.append(events, sync=False)
+        try:  # (the texts the signing kept stay for the push's frames, then go)
+            self.log.append(events, sync=False, keep_texts=True)
         except Exception as e:
             self._write_failed(e)
             return
@@ -933,6 +934,7 @@ class Node:
             self._fsync_due = False
             if self._loop is None or self.closed:  # (no loop, or closing: at once)
                 if not self._sync_inline(events, epoch):
+                    drop_texts(events)
                     return  # not pushed: rewritten, then served by anti-entropy once on disk
             else:  # in a thread, as received events are: the loop goes on meanwhile
                 self._outbox.append((self._sync_received(events, set(), epoch), events))
@@ -942,6 +944,7 @@ class Node:
             return
         if self.gossip is not None:
             self.gossip.broadcast(events)
+        drop_texts(events)  # (sent: what waits for a lazy push is encoded again then)
 
     def _sync_inline(self, events: Sequence[Event], epoch: int) -> bool:
         """Fsync the log (blocking: no loop runs) before events carrying inline blocks
@@ -967,6 +970,7 @@ class Node:
             if self.gossip is not None and not (gen and any(
                     e.id in self._rewrite for e in events)):
                 self.gossip.broadcast(events)
+            drop_texts(events)
         self._drained.set()
 
     def _write_failed(self, e: Exception, received: int = 0) -> None:

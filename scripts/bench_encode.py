@@ -12,7 +12,10 @@ frames: a CLAIM and a CHUNK_DONE with `done` per task), three rows:
   row of the sender's log: decode it and check it against its signed batch (its content
   hash: the payload encoded again before; the row's text hashed as it is with one text);
 - `encode`: the two encodings alone, the content hash's and the row's (`event_hash` and
-  `compact` before; `event_hash(keep=True)` and `stored_text` with one text).
+  `compact` before; `event_hash(keep=True)` and `stored_text` with one text);
+- `flush` (session 49 helper e): the whole of `Node.flush` per TURN: `sender`'s, then the
+  push's frame (`pack_frames`: the wire form's encoding, the third before; the kept text
+  since, `EventLog.append(keep_texts=True)`, dropped after).
 
 Each rep writes `--turns` TURNs into a fresh log in a temporary directory. For an A/B, run it
 with PYTHONPATH on each tree (a `git archive` copy of the base), alternating:
@@ -46,6 +49,10 @@ try:  # this release's one text (absent before session 48)
     from peer.log.signing import stored_text
 except ImportError:
     stored_text = None  # type: ignore[assignment]
+try:  # the push's kept text (absent before session 49)
+    from peer.log.signing import drop_texts
+except ImportError:
+    drop_texts = None  # type: ignore[assignment]
 
 ME = Identity.generate()
 ID = peer_id_for(ME.key)
@@ -81,6 +88,26 @@ def _sender(objs: list[dict[str, Any]], tmp: Path, rep: int) -> float:
         for e in events:  # one flush per TURN
             sign_events(ME, ID, [e], None)
             log.append([e], sync=False)
+    took = _timed(run)
+    log.close()
+    return took / len(events)
+
+
+def _flush(objs: list[dict[str, Any]], tmp: Path, rep: int) -> float:
+    events = _fresh(objs)
+    log = EventLog(tmp / f"f{rep}.db")
+    keep = drop_texts is not None
+
+    def run() -> None:
+        for e in events:  # one flush per TURN, pushed in one frame
+            sign_events(ME, ID, [e], None)
+            if keep:
+                log.append([e], sync=False, keep_texts=True)
+            else:
+                log.append([e], sync=False)
+            pack_frames([e], 1 << 20, 512)
+            if keep:
+                drop_texts([e])
     took = _timed(run)
     log.close()
     return took / len(events)
@@ -137,7 +164,8 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     objs = _turns(a.turns, a.per_turn)
-    rows: dict[str, list[float]] = {"sender": [], "receiver": [], "load": [], "encode": []}
+    rows: dict[str, list[float]] = {"sender": [], "receiver": [], "load": [], "encode": [],
+                                    "flush": []}
     with tempfile.TemporaryDirectory(prefix="bench-encode-") as d:
         tmp = Path(d)
         _sender(objs[:20], tmp, -1)  # (warm-up: imports, the first log's schema)
@@ -146,9 +174,11 @@ def main() -> None:
             rows["receiver"].append(_receiver(objs, tmp, rep) * 1e6)
             rows["load"].append(_load(tmp, rep) * 1e6)
             rows["encode"].append(_encode(objs) * 1e6)
+            rows["flush"].append(_flush(objs, tmp, rep) * 1e6)
     out = {k: {"median_us": statistics.median(v), "min_us": min(v),
                "reps": [round(x, 1) for x in v]} for k, v in rows.items()}
     out["one_text"] = stored_text is not None  # type: ignore[assignment]
+    out["wire_text"] = drop_texts is not None  # type: ignore[assignment]
     if a.json:
         print(json.dumps(out))
         return

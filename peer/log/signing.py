@@ -74,19 +74,30 @@ def _hash_of_text(e: Event, text: str) -> bytes:
     return hashlib.sha256(EVENT_DOMAIN + (head[:-1] + "," + text + "]").encode()).digest()
 
 
-def stored_text(e: Event) -> str:
+def stored_text(e: Event, keep: bool = False) -> str:
     """The text of `e`'s payload in its row of the log: of ONE_TEXT_TYPES, the canonical
     text (the one `event_hash(e, keep=True)` kept, taken and cleared: it is not held in
-    memory past the write, and a write done again encodes it again); of the other types, the
-    payload's compact JSON in its own key order, as every earlier release stored it. Either
-    reads back as the same payload, whose content hash is the same (it sorts the keys)."""
+    memory past the write, and a write done again encodes it again; with `keep` it stays,
+    for the wire: a flush's own events, whose push sends it, `drop_texts` after); of the
+    other types, the payload's compact JSON in its own key order, as every earlier release
+    stored it. Either reads back as the same payload, whose content hash is the same (it
+    sorts the keys)."""
     text = e.text
     if text is not None:
-        SET_TEXT(e, None)
+        if not keep:
+            SET_TEXT(e, None)
         return text
     if e.type in ONE_TEXT_TYPES:
         return CANONICAL.encode(e.payload)
     return _COMPACT.encode(e.payload)
+
+
+def drop_texts(events: Iterable[Event]) -> None:
+    """Clear the canonical texts `events` kept past their write (`stored_text` with `keep`):
+    an event held in memory keeps no second copy of its payload."""
+    for e in events:
+        if e.text is not None:
+            SET_TEXT(e, None)
 
 
 def held_hash(e: Event) -> bytes:
@@ -614,6 +625,6 @@ class MeshAuth:
 
 __all__ = ["BATCH_DOMAIN", "EVENT_DOMAIN", "HASH_BYTES", "MAX_BATCH", "Batch", "Counters",
            "Identity", "MemberKeys", "MeshAuth", "admit_tag", "batch_digest", "decode_events",
-           "event_hash",
+           "drop_texts", "event_hash",
            "held_hash", "membership_message", "peer_id_for", "read_key", "self_certifying",
            "sign_events", "sign_run", "stored_peer_id", "stored_text", "verify", "write_key"]

@@ -312,8 +312,8 @@ class EventLog:
             self._batch_ids[b.sig] = bid
         return bid
 
-    def _rows(self, events: Sequence[Event]) -> list[tuple[object, ...]]:
-        return [(e.origin, e.seq, e.hlc, int(e.type), stored_text(e),
+    def _rows(self, events: Sequence[Event], keep: bool = False) -> list[tuple[object, ...]]:
+        return [(e.origin, e.seq, e.hlc, int(e.type), stored_text(e, keep),
                  None if e.att is None else self._batch_id(e.att)) for e in events]
 
     def attest(self, events: Sequence[Event]) -> None:
@@ -334,19 +334,22 @@ class EventLog:
         if events:
             self._write("REPLACE", events, sync)
 
-    def append(self, events: Sequence[Event], sync: bool | None = None) -> None:
+    def append(self, events: Sequence[Event], sync: bool | None = None,
+               keep_texts: bool = False) -> None:
         """Persist events (one transaction); duplicates are ignored. With `sync` (default:
         if any is of DURABLE_TYPES) they are on disk when this returns. On any failure
         nothing is written and the connection stays usable: StorageFull when the disk is
-        full, StoreError for another SQLite failure, anything else as raised."""
+        full, StoreError for another SQLite failure, anything else as raised.
+        `keep_texts`: the canonical texts the events' signing kept stay on them (a flush's,
+        for the push's frames: `peer.log.signing.stored_text`), else the write takes them."""
         if not events:
             return
         if sync is None:
             sync = any(e.type in DURABLE_TYPES for e in events)
-        self._write("IGNORE", events, sync)
+        self._write("IGNORE", events, sync, keep_texts)
 
     def _write(self, conflict: Literal["IGNORE", "REPLACE"], events: Sequence[Event],
-               sync: bool | None) -> None:
+               sync: bool | None, keep_texts: bool = False) -> None:
         """One transaction of `INSERT OR <conflict>` rows (`sync`: set the synchronous
         level first; None keeps it). Failures as `append` says."""
         self._write_epoch = self._failed_syncs
@@ -355,7 +358,7 @@ class EventLog:
             if sync is not None:
                 self._sync(sync)
             self._db.execute("BEGIN")
-            rows = self._rows(events)
+            rows = self._rows(events, keep_texts)
             self._db.executemany(
                 f"INSERT OR {conflict} INTO events (origin, seq, hlc, type, payload, batch) "
                 "VALUES (?, ?, ?, ?, ?, ?)", rows)

@@ -10,6 +10,7 @@ import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
+from json.encoder import encode_basestring_ascii as _STR
 from typing import Any, NamedTuple
 
 from peer.errors import BanzaiError
@@ -225,15 +226,24 @@ def dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # (`dumps`' encoding, made once)
+
+
 def encode_event(e: Event) -> bytes:
-    """An event's wire form, with the reference to its signed batch when it has one."""
-    d = e.to_json()
+    """An event's wire form, with the reference to its signed batch when it has one: the
+    compact JSON of `Event.to_json` and "b" (and "bs"), in that key order. The payload is
+    the canonical text its signing kept when it has one (`Event.text`: a flush's own task
+    events, `peer.log.signing.stored_text`; the same object, its keys sorted: every release
+    reads it as it reads the payload's own order, and hashes it canonically), not encoded a
+    third time; else its compact JSON, byte for byte as `dumps(e.to_json())` is."""
+    text = e.text
+    if text is None:
+        text = _COMPACT.encode(e.payload)
     b = e.att
-    if b is not None:
-        d["b"] = b.first
-        if b.signer != b.origin:
-            d["bs"] = b.signer
-    return dumps(d)
+    ref = ("" if b is None else f',"b":{b.first}' if b.signer == b.origin
+           else f',"b":{b.first},"bs":{_STR(b.signer)}')
+    return (f'{{"origin":{_STR(e.origin)},"seq":{e.seq},"hlc":{e.hlc},"type":{int(e.type)},'
+            f'"payload":{text}{ref}}}').encode()
 
 
 def heartbeat_body(info: Mapping[str, Any]) -> bytes:

@@ -159,11 +159,12 @@ class _Disk:
         self._append = node.log.append
         node.log.append = self.append  # type: ignore[method-assign]
 
-    def append(self, events: Sequence[Event], sync: bool | None = None) -> None:
+    def append(self, events: Sequence[Event], sync: bool | None = None,
+               keep_texts: bool = False) -> None:
         if self.full:
             raise StorageFull("cannot write the event log: the disk is full") from OSError(
                 errno.ENOSPC, "No space left on device")
-        self._append(events, sync)
+        self._append(events, sync, keep_texts)
         self.writes.append([e.seq for e in events])
 
 

@@ -112,9 +112,10 @@ class _Syncs:
         node.log.append = self.append  # type: ignore[method-assign]
         node.log.sync = self.sync  # type: ignore[method-assign]
 
-    def append(self, events: Sequence[Event], sync: bool | None = None) -> None:
+    def append(self, events: Sequence[Event], sync: bool | None = None,
+               keep_texts: bool = False) -> None:
         self.appends.append(sync)
-        self._append(events, sync)
+        self._append(events, sync, keep_texts)
 
     def sync(self, since: int | None = None) -> None:
         self.fsyncs += 1

@@ -30,9 +30,9 @@ def _node(d: Path) -> tuple[Node, list[int], _Gossip]:
     txns: list[int] = []
     append = node.log.append
 
-    def spy(events: Sequence[Event], sync: bool | None = None) -> None:
+    def spy(events: Sequence[Event], sync: bool | None = None, keep_texts: bool = False) -> None:
         txns.append(len(events))
-        append(events, sync)
+        append(events, sync, keep_texts)
 
     node.log.append = spy  # type: ignore[method-assign]
     gossip = _Gossip()

@@ -241,10 +241,11 @@ class _FullDisk:
         self.full = True
         append = node.log.append
 
-        def flaky(events: Sequence[Event], sync: bool | None = None) -> None:
+        def flaky(events: Sequence[Event], sync: bool | None = None,
+                  keep_texts: bool = False) -> None:
             if self.full:
                 raise OSError(28, "No space left on device")
-            append(events, sync)
+            append(events, sync, keep_texts)
 
         node.log.append = flaky  # type: ignore[method-assign]
 

@@ -6,6 +6,7 @@ the same events, whose hashes verify on any peer."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sqlite3
@@ -15,8 +16,9 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from peer.config import PeerConfig
 from peer.log import Event, EventType, turn_event
-from peer.log.events import ONE_TEXT_TYPES
+from peer.log.events import ONE_TEXT_TYPES, SET_TEXT
 from peer.log.signing import (
     CANONICAL,
     EVENT_DOMAIN,
@@ -27,7 +29,8 @@ from peer.log.signing import (
     sign_events,
 )
 from peer.log.sqlite import EventLog
-from peer.mesh.wire import pack_frames
+from peer.mesh.wire import encode_event, pack_frames
+from peer.node import Node
 
 ME = Identity.generate()
 ID = peer_id_for(ME.key)
@@ -208,3 +211,92 @@ def test_a_row_of_one_text_is_checked_as_it_reads(tmp_path: Path) -> None:
     assert [e.payload for e in loaded] == [events[1].payload, events[2].payload]
     assert log.quarantined() == 1
     log.close()
+
+
+# -- the wire (session 49 helper e): a flush's push sends the kept text, not a third encoding --
+
+
+def _old_wire(e: Event) -> bytes:
+    """An event's wire form as every earlier release encoded it."""
+    d = e.to_json()
+    if e.att is not None:
+        d["b"] = e.att.first
+        if e.att.signer != e.att.origin:
+            d["bs"] = e.att.signer
+    return json.dumps(d, separators=(",", ":")).encode()
+
+
+@given(cache=st.dictionaries(st.text(st.characters(blacklist_categories=("Cs",)), min_size=1,
+                                     max_size=8), _JSON, min_size=1, max_size=5),
+       seq=st.integers(1, 2**53), hlc=st.integers(0, 2**60), signed=st.booleans())
+def test_an_event_without_a_kept_text_goes_on_the_wire_byte_for_byte_as_before(
+        cache: dict[str, Any], seq: int, hlc: int, signed: bool) -> None:
+    """Without a kept text (received, read back, of another type) the wire form is the
+    compact JSON of the event and its batch reference, byte for byte as earlier releases
+    sent it (any JSON: escapes, non-ASCII, floats)."""
+    e = Event(ID, seq, hlc, EventType.CACHE_PUT, {"cache": cache})
+    if signed:
+        sign_events(ME, ID, [e], None)
+        SET_TEXT(e, None)
+    assert encode_event(e) == _old_wire(e)
+    other = Event("0" * 16, seq, hlc, EventType.CACHE_PUT, {"cache": cache})
+    sign_events(ME, ID, [other], None)  # (attested: its signer is not its origin: "bs")
+    SET_TEXT(other, None)
+    assert encode_event(other) == _old_wire(other) and b'"bs":' in encode_event(other)
+
+
+def test_a_kept_text_is_the_wire_payload_and_reads_as_the_same_event() -> None:
+    """With a kept text the payload on the wire is that text (its keys sorted), the rest as
+    before; a receiver (this release's check, or any earlier one's json.loads) reads the
+    same event and hashes it to the signed hash."""
+    e = _turn(1, 10)
+    sign_events(ME, ID, [e], None)
+    kept = e.text
+    assert kept is not None
+    wire = encode_event(e)
+    assert wire == (b'{"origin":"%s","seq":1,"hlc":10,"type":%d,"payload":%s,"b":1}'
+                    % (ID.encode(), int(EventType.TURN), kept.encode()))
+    assert wire != _old_wire(e)  # (the payload's own order: runners' keys are not sorted)
+    assert json.loads(wire) == json.loads(_old_wire(e))
+    (got,) = MemberKeys().accept(*_wire([e]))
+    assert got.payload == e.payload and got.text == kept
+
+
+class _Wire:
+    """A gossip that encodes what it is given to push, as `Gossip.broadcast` does then."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, str | None]] = []
+
+    def broadcast(self, events: list[Event]) -> None:
+        self.sent += [(encode_event(e), e.text) for e in events]
+
+    def live_peers(self) -> dict[str, Any]:
+        return {}
+
+
+async def test_a_flush_pushes_the_text_its_signing_kept_and_keeps_none_after(
+        tmp_path: Path) -> None:
+    """A loop turn's TURN: its signing's canonical text is its row and its wire payload (one
+    encoding for the hash, the row and the frame), and no event keeps it after the push."""
+    node = Node(PeerConfig(data_dir=tmp_path / "p", slots=1, mdns=False))
+    node.listeners.clear()
+    wire = _Wire()
+    node.gossip = wire  # type: ignore[assignment]
+    node.live_peers = dict  # type: ignore[method-assign,assignment]
+    node.state.apply(Event("s" * 16, 1, 1, EventType.JOB_SUBMITTED, {
+        "job": JOB, "workflow": {"name": "w", "tasks": []}}))
+    for i in range(3):
+        node.emit(EventType.CLAIM, {"task": f"t{i}", "job": JOB, "split": ["s" * 16, 1],
+                                    "chunk": 0, "attempt": 0})
+    await asyncio.sleep(0)
+    ((sent, text_then),) = wire.sent
+    (turn,) = [node.state.by_origin[node.peer_id][1]]
+    assert turn.type is EventType.TURN and text_then is not None
+    assert text_then == CANONICAL.encode(turn.payload) != json.dumps(turn.payload,
+                                                                    separators=(",", ":"))
+    assert b'"payload":' + text_then.encode() + b',"b":1}' in sent
+    assert turn.text is None  # (not held past the push)
+    row = node.log._db.execute("SELECT payload FROM events WHERE seq = 1").fetchone()[0]
+    assert row == text_then
+    node.log.close()

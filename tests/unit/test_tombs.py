@@ -693,7 +693,7 @@ def test_an_event_of_ours_waiting_for_the_disk_is_not_dropped_before_it_is_writt
     evs, gone = _deleted_alone(n)
     append = n.log.append
 
-    def full(events: list[Event], sync: bool | None = None) -> None:
+    def full(events: list[Event], sync: bool | None = None, keep_texts: bool = False) -> None:
         raise StoreError("cannot write the event log: the disk is full")
 
     monkeypatch.setattr(n.log, "append", full)
