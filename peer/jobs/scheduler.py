@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import itertools
 import logging
 import math
 import time
@@ -534,12 +535,21 @@ class Scheduler:
         peers = [*self._peers(), self.peer_id]
         if len(peers) == 1:
             return next(iter(self._starved)), True
-        for i, key in enumerate(self._starved):
-            if i >= FILL_SCAN:
-                break
-            if self._first_peer(key, peers) == self.peer_id:
+        me = self.peer_id
+        firsts = self._firsts_of(peers)  # (the memo read here: a round scans it up to
+        for key in itertools.islice(self._starved, FILL_SCAN):  # FILL_SCAN times a task)
+            first = firsts.get(key)
+            if (first if first is not None else self._first_peer(key, peers)) == me:
                 return key, True
         return next(reversed(self._starved)), False
+
+    def _firsts_of(self, peers: list[str]) -> dict[TaskKey, str]:
+        """The memo of `_first_peer` for `peers` (emptied if they are other peers than its,
+        or if it is full)."""
+        live = frozenset(peers)
+        if live != self._firsts_peers or len(self._firsts) >= FIRST_MEMO:
+            self._firsts, self._firsts_peers = {}, live
+        return self._firsts
 
     def _first_peer(self, key: TaskKey, peers: list[str]) -> str:
         """The peer of `peers` (every live peer, this one included, full or not) that the
@@ -552,10 +562,7 @@ class Scheduler:
         slot. Remembered per set of peers: a freed slot scans up to FILL_SCAN starved
         tasks (at 3 peers about 4 % of the peers' CPU in a job of 1,000 short tasks when
         each was hashed at every scan)."""
-        live = frozenset(peers)
-        if live != self._firsts_peers or len(self._firsts) >= FIRST_MEMO:
-            self._firsts, self._firsts_peers = {}, live
-        first = self._firsts.get(key)
+        first = self._firsts_of(peers).get(key)
         if first is None:
             try:
                 first = self._claim_first(key, peers)

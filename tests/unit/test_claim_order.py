@@ -116,6 +116,32 @@ async def test_a_peer_with_none_of_its_own_left_takes_from_the_far_end() -> None
         await mesh.close()
 
 
+async def test_a_scan_of_the_starved_reads_the_memo_of_its_live_peers() -> None:
+    """`_next_starved` reads the remembered first peers (session 49 helper e: its scan of up
+    to FILL_SCAN tasks, up to FILL_PER_ROUND times a round, made a set of the live peers per
+    task), still per set of live peers: a peer that joins takes the tasks it comes first
+    for from the next scan, and gives them back when it leaves."""
+    mesh = JobMesh(1, CATALOG, CFG)
+    try:
+        sched = mesh["p0"].sched
+        keys = [("j", f"e{i}") for i in range(40)]
+        two, three = ["p0", "p1"], ["p0", "p1", "p2"]
+        taken = next(k for k in keys if _first(k, two) == "p0" and _first(k, three) == "p2")
+        sched._starved = dict.fromkeys([k for k in keys if _first(k, two) == "p1"] + [taken])
+        sched._stepping = True
+        try:
+            for live, want in (({"p1": {}}, (taken, True)),
+                               ({"p1": {}, "p2": {}}, (taken, False)),
+                               ({"p1": {}}, (taken, True))):
+                sched._live = live
+                assert sched._next_starved() == want
+                assert sched._next_starved() == want  # (the second from the memo)
+        finally:
+            sched._stepping, sched._live = False, None
+    finally:
+        await mesh.close()
+
+
 async def test_who_comes_first_is_remembered_per_set_of_live_peers() -> None:
     """_first_peer hashes a task once per set of live peers: a peer that joins (or
     leaves) changes the answer for the tasks it comes first for."""
