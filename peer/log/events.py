@@ -1103,7 +1103,9 @@ class Event:
     parts: tuple[Event, ...] = field(default=(), init=False, repr=False, compare=False)
     # The canonical JSON text of `payload` (peer.log.signing.event_hash's), kept by the hash
     # of an event about to be written (ONE_TEXT_TYPES: a flush's signing, a receiver's check)
-    # for its row, which takes it and clears it (peer.log.sqlite): one encoding serves both.
+    # for its row, which takes it and clears it (peer.log.sqlite): one encoding serves both;
+    # a flush's own events keep it past the write for their push's frames (the wire's
+    # payload, peer.mesh.wire.encode_event), dropped once pushed (peer.node.Node._send).
     # None at any other time (an event held in memory keeps no second copy of its payload).
     text: str | None = field(default=None, init=False, repr=False, compare=False)
 
