@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import ssl
 import sys
 import tempfile
@@ -18,13 +19,44 @@ import aiohttp
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from peer.config import default_runtime_dir
 from peer.http.tokens import find_token, read_token
 
-console = Console(stderr=True)
-out = Console(soft_wrap=True)  # machine-readable lines (CIDs, URLs) are never wrapped
+# Every string a peer sends (job, task and peer names, errors, addresses: any member's or
+# user's text, review r1 of session 49, F1) is printed as plain text: no console markup, emoji
+# codes or highlighting, and its control characters made visible (`shown`); the CLI's own
+# styles are Text spans.
+console = Console(stderr=True, markup=False, emoji=False, highlight=False)
+out = Console(soft_wrap=True, markup=False, emoji=False,  # machine-readable lines (CIDs,
+              highlight=False)  # URLs) are never wrapped
 FINAL = ("done", "failed", "cancelled")
+# C0 but TAB and LF, DEL, C1, and the bidirectional overrides and isolates: what moves the
+# cursor, sets a title or the clipboard (OSC 52), links text (OSC 8) or reorders a line
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_CELL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")  # and TAB, LF
+SHOWN_CHARS = 4096  # of one string from a peer, at most (an error may be 1 MiB)
+
+
+def _visible(m: re.Match[str]) -> str:
+    c = ord(m.group())
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+
+def shown(v: object, most: int = SHOWN_CHARS, lines: bool = True) -> str:
+    """A peer's value as the CLI prints it: its text cut to `most` characters, each control
+    character written as a visible escape (ESC as \\x1b; TAB and LF kept if `lines`)."""
+    s = v if isinstance(v, str) else str(v)
+    if len(s) > most:
+        s = f"{s[:most]}... ({len(s) - most} characters cut)"
+    return (_CONTROL if lines else _CELL).sub(_visible, s)
+
+
+def text(v: object, style: str = "", lines: bool = False) -> Text:
+    """`shown(v)` as a rich Text (never read as markup), in `style`; one line (a table
+    cell's) unless `lines`."""
+    return Text(shown(v, lines=lines), style=style)
 
 
 class CliError(Exception):
@@ -71,9 +103,9 @@ async def cmd_submit(c: Client, a: argparse.Namespace) -> int:
     path = "/api/jobs?cache=false" if a.no_cache else "/api/jobs"
     r = await c.call("POST", path, data=body, headers={"Content-Type": ctype})
     job = r["job"]
-    console.print(f"submitted job [bold]{job}[/]")
+    console.print(Text.assemble("submitted job ", text(job, "bold")))
     if not a.wait:
-        out.print(job)
+        out.print(shown(job))
         return 0
     view = await watch(c, job)
     print_outputs(view, c.base)
@@ -85,41 +117,43 @@ async def cmd_submit(c: Client, a: argparse.Namespace) -> int:
             raise CliError(f"job {job} has no output to publish", 1)
         q = f"arg=/ipfs/{final[0]}&key={quote(a.publish)}"
         p = await c.call("POST", f"/api/v0/name/publish?{q}")
-        out.print(f"/ipns/{p['Name']} -> {p['Value']}")
+        out.print(shown(f"/ipns/{p['Name']} -> {p['Value']}"))
     return 0
 
 
 async def watch(c: Client, job: str) -> dict[str, Any]:
     """Show a live progress bar per task until the job ends; return the final view."""
-    cols = (TextColumn("{task.description:<22}"), BarColumn(),
-            TextColumn("{task.percentage:>5.1f}%"),
-            TextColumn("{task.fields[state]:<9}"), TimeElapsedColumn())
+    cols = (TextColumn("{task.description:<22}", markup=False), BarColumn(),
+            TextColumn("{task.percentage:>5.1f}%", markup=False),
+            TextColumn("{task.fields[state]:<9}", markup=False), TimeElapsedColumn())
     with Progress(*cols, console=console, transient=False) as bar:
         ids: dict[str, Any] = {}
-        shown: dict[str, str] = {}  # task -> the partial output CID printed last
+        printed: dict[str, str] = {}  # task -> the partial output CID printed last
         while True:
             view = await c.call("GET", f"/api/jobs/{job}")
             for t in view["tasks"]:
                 if t["name"] not in ids:
-                    ids[t["name"]] = bar.add_task(t["name"], total=1.0, state="")
-                bar.update(ids[t["name"]], completed=t["progress"], state=t["state"])
+                    ids[t["name"]] = bar.add_task(shown(t["name"], 64, False), total=1.0, state="")
+                bar.update(ids[t["name"]], completed=t["progress"],
+                           state=shown(t["state"], 16, False))
                 part = t.get("partial")
-                if part and shown.get(t["name"]) != part["output"]:
-                    shown[t["name"]] = part["output"]  # progressive answers, as they come
-                    out.print(f"{t['name']}\tpartial {part['items']}/{part['of']}\t"
-                              f"{part['output']}\t{c.base}/ipfs/{part['output']}/")
+                if part and printed.get(t["name"]) != part["output"]:
+                    printed[t["name"]] = part["output"]  # progressive answers, as they come
+                    out.print(shown(f"{t['name']}\tpartial {part['items']}/{part['of']}\t"
+                                    f"{part['output']}\t{c.base}/ipfs/{part['output']}/"))
             if view["state"] in FINAL:
                 return dict(view)
             await asyncio.sleep(0.25)
 
 
 def print_outputs(view: dict[str, Any], base: str) -> None:
-    console.print(f"job {view['id']}: [bold]{view['state']}[/]")
+    console.print(Text.assemble(f"job {shown(view['id'])}: ", text(view["state"], "bold")))
     for t in view["tasks"]:
         if t.get("error"):
-            console.print(f"  {t['name']}: [red]{t['error']}[/]")
+            console.print(Text.assemble(f"  {shown(t['name'])}: ",
+                                        text(t["error"], "red", lines=True)))
         if t.get("output"):
-            out.print(f"{t['name']}\t{t['output']}\t{base}/ipfs/{t['output']}/")
+            out.print(shown(f"{t['name']}\t{t['output']}\t{base}/ipfs/{t['output']}/"))
 
 
 async def cmd_status(c: Client, a: argparse.Namespace) -> int:
@@ -127,18 +161,19 @@ async def cmd_status(c: Client, a: argparse.Namespace) -> int:
         view = await c.call("GET", f"/api/jobs/{a.job}")
         table = Table("task", "call", "state", "progress", "attempts", "peers", "output/error")
         for t in view["tasks"]:
-            table.add_row(t["name"], t["call"] or "(cid)", t["state"], f"{t['progress']:.0%}",
-                          str(t["attempts"]), ",".join(p[:8] for p in t["peers"]),
-                          t["output"] or t["error"] or t.get("waiting") or "")
-        out.print(f"job {view['id']} {view['state']} {view['progress']:.0%}")
+            table.add_row(text(t["name"]), text(t["call"] or "(cid)"), text(t["state"]),
+                          f"{t['progress']:.0%}", text(t["attempts"]),
+                          text(",".join(p[:8] for p in t["peers"])),
+                          text(t["output"] or t["error"] or t.get("waiting") or ""))
+        out.print(shown(f"job {view['id']} {view['state']} {view['progress']:.0%}"))
         out.print(table)
         for t in view["tasks"]:  # whole lines: a reason is too long for a table cell
             if t.get("waiting") and t["state"] not in FINAL:
-                out.print(f"{t['name']} {t['waiting']}")
+                out.print(shown(f"{t['name']} {t['waiting']}"))
         return 0 if view["state"] != "failed" else 1
     table = Table("job", "name", "state", "progress")
     for j in await all_jobs(c):
-        table.add_row(j["id"], j["name"], j["state"], f"{j['progress']:.0%}")
+        table.add_row(text(j["id"]), text(j["name"]), text(j["state"]), f"{j['progress']:.0%}")
     out.print(table)
     return 0
 
@@ -164,7 +199,7 @@ async def all_jobs(c: Client) -> list[dict[str, Any]]:
 
 async def cmd_cancel(c: Client, a: argparse.Namespace) -> int:
     await c.call("POST", f"/api/jobs/{a.job}/cancel")
-    out.print(f"cancelled {a.job}")
+    out.print(shown(f"cancelled {a.job}"))
     return 0
 
 
@@ -191,7 +226,7 @@ async def cmd_add(c: Client, a: argparse.Namespace) -> int:
         finally:
             for h in handles:
                 h.close()
-    out.print(r["cid"])
+    out.print(shown(r["cid"]))
     return 0
 
 
@@ -214,7 +249,7 @@ async def cmd_get(c: Client, a: argparse.Namespace) -> int:
             await asyncio.to_thread(store.materialize, a.cid, dest)
         except Exception as e:
             raise CliError(f"{a.cid}: {e}", 1) from None
-    out.print(str(dest))
+    out.print(shown(str(dest)))
     return 0
 
 
@@ -223,7 +258,7 @@ async def cmd_pin(c: Client, a: argparse.Namespace) -> int:
     if a.action == "ls":
         keys = (await c.call("POST", "/api/v0/pin/ls?type=recursive"))["Keys"]
         for cid in sorted(keys):
-            out.print(cid)
+            out.print(shown(cid))
         return 0
     if not a.cids:
         raise CliError(f"pin {a.action}: give at least one CID", 2)
@@ -231,23 +266,24 @@ async def cmd_pin(c: Client, a: argparse.Namespace) -> int:
     r = await c.call("POST", f"/api/v0/pin/{a.action}?{q}")
     notes = r.get("Notes", {})  # (pin rm of a pin an earlier release made: why it is taken)
     for cid in r["Pins"]:
-        out.print(f"{'pinned' if a.action == 'add' else 'unpinned'} {cid}"
-                  + (f" ({notes[cid]})" if cid in notes else ""))
+        out.print(shown(f"{'pinned' if a.action == 'add' else 'unpinned'} {cid}"
+                        + (f" ({notes[cid]})" if cid in notes else "")))
     return 0
 
 
 async def cmd_gc(c: Client, a: argparse.Namespace) -> int:
     """One storage cycle now: old job records, retention, garbage collection."""
     r = await c.call("POST", "/api/gc")
-    out.print(f"freed {r['blocks']} blocks, {r['bytes']} bytes; unpinned {len(r['unpinned'])} "
-              f"output(s); deleted {len(r['deleted_jobs'])} job record(s)")
+    out.print(shown(f"freed {r['blocks']} blocks, {r['bytes']} bytes; unpinned "
+                    f"{len(r['unpinned'])} output(s); deleted {len(r['deleted_jobs'])} job "
+                    "record(s)"))
     return 0
 
 
 async def cmd_jobs(c: Client, a: argparse.Namespace) -> int:
     for job in a.jobs:
         await c.call("DELETE", f"/api/jobs/{job}")
-        out.print(f"deleted {job}")
+        out.print(shown(f"deleted {job}"))
     return 0
 
 
@@ -256,7 +292,8 @@ async def cmd_tasks(c: Client, a: argparse.Namespace) -> int:
     for t in (await c.call("GET", "/api/tasks"))["tasks"]:
         args = ", ".join(f"{x['name']}:{x['type']}" + ("" if x["required"] else
                          f"={x.get('default')}") for x in t["args"])
-        table.add_row(t["call"], "per-item" if t["per_item"] else "whole", args, t["doc"])
+        table.add_row(text(t["call"]), "per-item" if t["per_item"] else "whole", text(args),
+                      text(t["doc"]))
     out.print(table)
     return 0
 
@@ -264,15 +301,16 @@ async def cmd_tasks(c: Client, a: argparse.Namespace) -> int:
 async def cmd_peers(c: Client, a: argparse.Namespace) -> int:
     table = Table("peer", "name", "http", "slots", "free", "running", "state")
     for p in (await c.call("GET", "/api/peers"))["peers"]:
-        table.add_row(p["id"], p.get("name", ""), p.get("http", ""), str(p.get("slots")),
-                      str(p.get("free_slots")), str(len(p.get("running", []))), p["state"])
+        table.add_row(text(p["id"]), text(p.get("name", "")), text(p.get("http", "")),
+                      text(p.get("slots")), text(p.get("free_slots")),
+                      text(len(p.get("running", []))), text(p["state"]))
     out.print(table)
     return 0
 
 
 async def cmd_mesh(c: Client, a: argparse.Namespace) -> int:
     r = await c.call("POST", "/api/mesh/revoke", json={"peer": a.peer_id, "reason": a.reason})
-    out.print(f"revoked {r['peer']}")
+    out.print(shown(f"revoked {r['peer']}"))
     return 0
 
 
@@ -282,10 +320,10 @@ async def cmd_key(c: Client, a: argparse.Namespace) -> int:
         if not a.name:
             raise CliError("key gen: give a NAME", 2)
         r = await c.call("POST", f"/api/v0/key/gen?arg={quote(a.name)}&type=ed25519")
-        out.print(f"{r['Id']}  {r['Name']}")
+        out.print(shown(f"{r['Id']}  {r['Name']}"))
         return 0
     for k in (await c.call("POST", "/api/v0/key/list"))["Keys"]:
-        out.print(f"{k['Id']}  {k['Name']}")
+        out.print(shown(f"{k['Id']}  {k['Name']}"))
     return 0
 
 
@@ -294,8 +332,8 @@ async def cmd_publish(c: Client, a: argparse.Namespace) -> int:
     path = a.cid if a.cid.startswith("/ipfs/") else f"/ipfs/{a.cid}"
     q = f"arg={quote(path)}&key={quote(a.key)}&lifetime={quote(a.lifetime)}"
     r = await c.call("POST", f"/api/v0/name/publish?{q}")
-    out.print(f"/ipns/{r['Name']} -> {r['Value']}")
-    out.print(f"{c.base}/ipns/{r['Name']}")
+    out.print(shown(f"/ipns/{r['Name']} -> {r['Value']}"))
+    out.print(shown(f"{c.base}/ipns/{r['Name']}"))
     return 0
 
 
@@ -385,6 +423,11 @@ async def _run(a: argparse.Namespace) -> int:
         return await COMMANDS[a.cmd](Client(a.peer, s), a)
 
 
+def report(e: CliError) -> None:
+    """An error, as plain red text (it quotes the peer's message, which quotes the value)."""
+    console.print(text(f"banzai: {e}", "red", lines=True))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     a = parser.parse_args(argv)
@@ -393,7 +436,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         code = asyncio.run(_run(a))
     except CliError as e:
-        console.print(f"[red]banzai: {e}[/]", highlight=False)
+        report(e)
         code = e.code
     except KeyboardInterrupt:
         code = 130
