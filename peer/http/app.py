@@ -65,7 +65,7 @@ from peer.jobs.members import ordered
 from peer.jobs.placement import json_type
 from peer.jobs.spec import parse, resolve_images, with_splits
 from peer.log import ChunkDone, Event, EventType, JobSubmitted, TaskDone
-from peer.log.events import MAX_CHUNKS
+from peer.log.events import MAX_CHUNKS, Member
 from peer.log.snapframe import CONTENT_TYPE as SNAPSHOT_TYPE_V3
 
 log = logging.getLogger("banzai.api")
@@ -647,12 +647,23 @@ async def peers(request: web.Request) -> web.Response:
         info = node.local_info(step=False) if me else node.infos.get(pid, {})
         status = "alive" if me else member_state(pid, node, live, left)
         heard = node.heard_at.get(pid)
-        out.append({"id": pid, **ev.payload, "self": me, "state": status,
+        out.append({**_member_fields(ev.body_as(Member)), "id": pid, "self": me,
+                    "state": status,
                     "free_slots": info.get("free_slots"),
                     "running": info.get("running", []),
                     "provides": sum(1 for s in node.state.providers.values() if pid in s),
                     "last_heard_s": 0.0 if me else (round(now - heard, 3) if heard else None)})
     return web.json_response({"peers": out})
+
+
+def _member_fields(m: Member) -> dict[str, Any]:
+    """What /api/peers shows of a member's MEMBER event: the fields its typed body holds
+    (checked at the door), never the payload's other keys. The payload was spread as it
+    came, before the peer's own `id`: a key `id` made a member pose as another peer
+    (review r1 of session 49, F3)."""
+    return {"name": m.name, "http": m.http, "calls": list(m.calls), "slots": m.slots,
+            "cores": m.cores, "mem_mb": m.mem_mb, "gpu": m.gpu, "key": m.key,
+            "features": list(m.features), "kinds": list(m.kinds), "labels": dict(m.labels)}
 
 
 async def revoke(request: web.Request) -> web.Response:
