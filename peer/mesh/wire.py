@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from peer.errors import BanzaiError
 from peer.jsontext import MAX_DEPTH, nesting
 from peer.log import PROTOCOL_VERSION, Event
-from peer.log.events import MAX_TASKS
+from peer.log.events import MAX_CHUNKS, MAX_COUNT, MAX_ID_CHARS, MAX_LABEL_CHARS, MAX_TASKS
 from peer.mesh.addr import canonical_addr
 
 # A frame (all integers big-endian):
@@ -389,6 +389,9 @@ _INFO_INT = ("slots", "free_slots", "wall_ms")
 # announce itself); `features`, a MEMBER event's (256; this release sends 11); `working`,
 # 4 x the 16 this release sends (`scheduler.MAX_WORKING`): room for a later release
 _INFO_STRS = {"calls": MAX_TASKS, "features": 256, "working": 64}
+# ... and the characters of each of their strings, at most: a MEMBER event's bounds (calls,
+# features); `working` holds job ids (review r1 of session 49: served in /api/peers)
+_INFO_STR_CHARS = {"calls": MAX_ID_CHARS, "features": MAX_LABEL_CHARS, "working": MAX_ID_CHARS}
 # `running`, the attempt keys of a peer's runs (one per slot it runs, and those finishing):
 # the scheduler builds a set of it per report renewed (review r2 of session 48, M3)
 MAX_RUNNING = 4096
@@ -416,7 +419,7 @@ def _check_types(info: Mapping[str, Any]) -> None:
             raise ValueError(f"info.{k} is not an integer")
     for k, most in _INFO_STRS.items():
         if k in info:
-            _check_strs(k, info[k], most)
+            _check_strs(k, info[k], most, _INFO_STR_CHARS[k])
     if "running" in info:
         _check_running(info["running"])
     for k in _INFO_VV:
@@ -430,20 +433,34 @@ def _check_types(info: Mapping[str, Any]) -> None:
 
 
 def _check_running(v: Any) -> None:
-    """ValueError unless `v` is a list of at most MAX_RUNNING entries (the scheduler checks
-    each entry as an attempt key)."""
+    """ValueError unless `v` is a list of at most MAX_RUNNING attempt keys, each a list
+    [job, task, chunk, attempt] (job and task strings of 1 to MAX_ID_CHARS characters, chunk
+    and attempt integers from 0) as this release sends them: served as they came in
+    /api/peers, where one `null` entry broke every peer's web UI (review r1 of session 49,
+    F2)."""
     if not isinstance(v, list):
         raise ValueError("info.running is not a list")
     if len(v) > MAX_RUNNING:
         raise ValueError(f"info.running holds {len(v)} entries, more than {MAX_RUNNING}")
+    for i, k in enumerate(v):
+        if not (isinstance(k, list) and len(k) == 4
+                and all(isinstance(x, str) and 0 < len(x) <= MAX_ID_CHARS for x in k[:2])
+                and type(k[2]) is int and 0 <= k[2] < MAX_CHUNKS
+                and type(k[3]) is int and 0 <= k[3] <= MAX_COUNT):
+            raise ValueError(f"info.running[{i}] is not an attempt key [job, task, chunk, "
+                             "attempt]")
 
 
-def _check_strs(key: str, v: Any, most: int) -> None:
-    """ValueError naming info key `key` unless `v` is a list of at most `most` strings."""
+def _check_strs(key: str, v: Any, most: int, chars: int) -> None:
+    """ValueError naming info key `key` unless `v` is a list of at most `most` strings of
+    at most `chars` characters each."""
     if not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
         raise ValueError(f"info.{key} is not a list of strings")
     if len(v) > most:
         raise ValueError(f"info.{key} holds {len(v)} entries, more than {most}")
+    for i, x in enumerate(v):
+        if len(x) > chars:
+            raise ValueError(f"info.{key}[{i}] holds {len(x)} characters, more than {chars}")
 
 
 def parse_vv(obj: Any) -> dict[str, int]:

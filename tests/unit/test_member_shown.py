@@ -5,10 +5,19 @@ checks; no sleeps."""
 
 from __future__ import annotations
 
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from peer.config import PeerConfig
 from peer.log import EventType
+from peer.mesh.gossip import Gossip, GossipConfig
+from peer.mesh.keyring import SECRET_FILE_NAME
+from peer.mesh.transport import MemoryNetwork
+from peer.mesh.wire import parse_info
 from peer.node import Node
 from tests.unit.api_client import api_client
 from tests.unit.test_compaction import _open
@@ -34,3 +43,61 @@ async def test_a_member_payloads_id_and_other_keys_do_not_change_its_entry(
     assert {"http", "calls", "slots", "cores", "mem_mb", "gpu", "key", "features", "kinds",
             "labels"} <= set(peers[0])
 
+
+
+# -- F2 (the server's side): a heartbeat's `running` and `working` -----------------------------
+@pytest.mark.parametrize(("value", "field"), [
+    ([None], "running[0]"), ([5], "running[0]"), (["x"], "running[0]"),
+    ([["j", "t", 0, 0], {"job": "j"}], "running[1]"), ([["j", "t", 0]], "running[0]"),
+    ([["j", "t", 0, 0, 0]], "running[0]"), ([["", "t", 0, 0]], "running[0]"),
+    ([["j", "t" * 257, 0, 0]], "running[0]"), ([["j", "t", -1, 0]], "running[0]"),
+    ([["j", "t", 0, True]], "running[0]"), ([["j", "t", 0.0, 0]], "running[0]"),
+    ([["j", None, 0, 0]], "running[0]")])
+def test_a_heartbeat_whose_running_entry_is_not_an_attempt_key_is_refused_naming_it(
+        value: list[Any], field: str) -> None:
+    """On 6c66b4c1 only the list was checked: `running: [null]` passed, was served in
+    /api/peers as it came, and blanked the web UI of every peer. Each entry is now an
+    attempt key [job, task, chunk, attempt] as this release sends, or the info is refused
+    with the entry's place."""
+    good = [["j1a2b3c4d5e6f", "t", 0, 0], ["j1a2b3c4d5e6f.a5b44bb0377bec946ae7", "t", 7, 2]]
+    assert parse_info({"info": {"running": good}}) == {"running": good}
+    with pytest.raises(ValueError, match=re.escape(f"info.{field} is not an attempt key")):
+        parse_info({"info": {"running": value}})
+
+
+def test_a_working_entry_longer_than_a_job_id_bound_is_refused_naming_it() -> None:
+    """`working` (job ids) and `calls` held strings of any length (a 1 MiB job "id")."""
+    assert parse_info({"info": {"working": ["j" * 256], "calls": ["C" * 256]}})
+    for key in ("working", "calls"):
+        with pytest.raises(ValueError, match=rf"info\.{key}\[1\] holds 257 characters"):
+            parse_info({"info": {key: ["j", "j" * 257]}})
+
+
+def test_such_a_heartbeat_is_dropped_and_counted_and_a_good_one_then_heard(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """Two peers of one mesh on an in-memory network: a member's signed heartbeat with
+    `running: [null]` is dropped as a bad frame (counted) and its info not kept; its next
+    heartbeat, well formed, is heard (on 6c66b4c1 the first was kept as it came)."""
+    (tmp_path / "b").mkdir(mode=0o700)
+    a = _open(tmp_path / "a", opened)
+    shutil.copy(tmp_path / "a" / SECRET_FILE_NAME, tmp_path / "b" / SECRET_FILE_NAME)
+    b = Node(PeerConfig(data_dir=tmp_path / "b", slots=1, mdns=False))
+    b.listeners.clear()
+    opened.append(b)
+    info: dict[str, Any] = {"name": "a", "running": [None]}
+    net = MemoryNetwork()
+    ga = Gossip(GossipConfig.local(swim=None), net.transport(), a, a, a.peer_id, auth=a.auth,
+                local_info=lambda: info)
+    gb = Gossip(GossipConfig.local(swim=None), net.transport(), b, b, b.peer_id, auth=b.auth)
+    ga.bind()
+    gb.bind()
+    ga.add_peer(gb.address)
+    ga.heartbeat()
+    net.pump()
+    assert gb.stats.dropped_bad_frame == 1 and gb.stats.merge_errors == 0
+    assert a.peer_id not in b.infos
+    info["running"] = [["j1a2b3c4d5e6f", "t", 0, 0]]
+    ga.heartbeat()
+    net.pump()
+    assert gb.stats.dropped_bad_frame == 1
+    assert b.infos[a.peer_id]["running"] == [["j1a2b3c4d5e6f", "t", 0, 0]]
