@@ -27,6 +27,7 @@ from peer.log import (
     TaskSplitRef,
     hlc_ms,
 )
+from peer.log.events import cut_text
 from peer.log.lanes import peer_of
 
 
@@ -206,6 +207,30 @@ def job_view(state: MeshState, job: str, max_attempts: int, detail: bool = True,
     MAX_VIEW_CHUNKS), else its list entry (`summary`)."""
     view = _job(state, job, max_attempts, detail, chunks_from)
     return view if detail else summary(view)
+
+
+def shown_texts(view: Mapping[str, Any]) -> dict[str, Any]:
+    """`view` (a job's full view or record, made here) with each task's `error`, `warning`
+    and `waiting` and each chunk's `error` cut to MAX_SHOWN_CHARS (peer.log.cut_text): a
+    member's CHUNK_FAILED, or one stored by an earlier release, may hold 1 MiB, and a view
+    lists up to MAX_VIEW_CHUNKS chunks (review r1 of session 49, F5). A copy where a text
+    is cut (`view` is left as it is). Only for what is served: records and their shas,
+    stored and compared, keep the texts whole."""
+
+    def cut(d: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+        return {k: cut_text(v) if k in keys and isinstance(v, str) else v
+                for k, v in d.items()}
+
+    tasks = view.get("tasks")
+    if not isinstance(tasks, list):
+        return dict(view)
+    out = []
+    for t in tasks:
+        t = cut(t, ("error", "warning", "waiting"))
+        if isinstance(t.get("chunks"), list):
+            t["chunks"] = [cut(c, ("error",)) for c in t["chunks"]]
+        out.append(t)
+    return {**view, "tasks": out}
 
 
 def job_record(state: MeshState, job: str, max_attempts: int) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from peer.jobs.ports import (
 )
 from peer.jobs.spec import TaskSpec
 from peer.log import Event, EventType, FailureKind, MeshState
+from peer.log.events import cut_text
 from tasks.registry import TaskDef
 
 log = logging.getLogger("banzai.scheduler")
@@ -322,7 +323,7 @@ class Runs:
                 else FailureKind.STORAGE.value if isinstance(e, OSError)
                 and e.errno == errno.ENOSPC else FailureKind.CRASH.value)
         self.emit(EventType.CHUNK_FAILED, {**base, "kind": kind,
-                                           "error": f"{doing}: {type(e).__name__}: {e}"})
+                                           "error": cut_text(f"{doing}: {type(e).__name__}: {e}")})
 
     async def _execute(self, ak: AttemptKey, run: Run, payload: dict[str, Any],
                        ) -> RunResultLike:
@@ -425,7 +426,8 @@ class Runs:
         if kind == FailureKind.STORAGE:
             self.unrecorded.discard(_key(base))  # its outcome is not imminent: hold nothing
             await asyncio.sleep(self.cfg.storage_retry_s)
-        if not self._gone(base):
+        if not self._gone(base):  # (the error cut: the whole text is in the run's log)
+            error = None if error is None else cut_text(error)
             self.emit(EventType.CHUNK_FAILED, {**base, "error": error, "kind": kind,
                                                **({} if counts else {"counts": False})})
 

@@ -55,6 +55,7 @@ from peer.log import (
     MeshState,
     TaskKey,
 )
+from peer.log.events import cut_text
 from peer.log.fold import SplitKey, end_flaw, n_chunks
 from peer.log.lanes import peer_of
 from peer.rendezvous import rendezvous
@@ -1086,7 +1087,7 @@ class Scheduler:
         if key not in self.state.splits:  # failed while planning: record a one-chunk split
             self.emit(EventType.TASK_SPLIT, {"job": job, "task": task, "input": None,
                                              "chunks": [[]], "kept": {}})
-        payload = claims.task_failure(self.state, job, task, error)
+        payload = claims.task_failure(self.state, job, task, cut_text(error))
         if payload is None:  # every chunk is done: the error came from assembling the output
             if key not in self._assembly_failed:  # retried at each tick: logged once
                 self._assembly_failed.add(key)

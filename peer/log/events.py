@@ -104,6 +104,9 @@ MAX_KEY_CHARS = 1024  # cache keys
 MAX_PATH_CHARS = 4096  # relative paths of items
 MAX_LABEL_CHARS = 1024  # peer names, URLs, failure kinds
 MAX_TEXT_CHARS = 1 << 20  # errors, reasons, warnings
+# ... of which a peer writes and shows at most this many (review r1 of session 49, F5): a run's
+# error is cut where it is made (`cut_text`), a stored or a member's longer text when served
+MAX_SHOWN_CHARS = 4096
 MAX_CHUNKS = 1_000_000  # chunks of a split (and so a chunk's index)
 MAX_ITEMS = 1_000_000  # items of a split, entries of a cache map, CIDs of a PROVIDE
 MAX_TASKS = 100_000  # tasks of a workflow, calls of a member
@@ -349,6 +352,16 @@ def _inline(kind: str, p: Mapping[str, Any]) -> Mapping[str, str] | None:
     if total > MAX_INLINE_CHARS:
         raise _bad(kind, "inline", f"at most {MAX_INLINE_CHARS} characters of blocks", v)
     return v
+
+
+def cut_text(s: str, most: int = MAX_SHOWN_CHARS) -> str:
+    """`s` if at most `most` characters, else its head and tail (about `most` in all)
+    around a marker saying how many characters were cut."""
+    if len(s) <= most:
+        return s
+    tail = most // 4
+    head = most - tail - 48
+    return f"{s[:head]}\n... ({len(s) - head - tail} characters cut) ...\n{s[-tail:]}"
 
 
 def _cids(kind: str, p: Mapping[str, Any], name: str) -> tuple[str, ...]:

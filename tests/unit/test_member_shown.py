@@ -5,6 +5,7 @@ checks; no sleeps."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 from peer.config import PeerConfig
 from peer.log import EventType
+from peer.log.events import MAX_SHOWN_CHARS
 from peer.mesh.gossip import Gossip, GossipConfig
 from peer.mesh.keyring import SECRET_FILE_NAME
 from peer.mesh.transport import MemoryNetwork
@@ -101,3 +103,31 @@ def test_such_a_heartbeat_is_dropped_and_counted_and_a_good_one_then_heard(
     net.pump()
     assert gb.stats.dropped_bad_frame == 1
     assert b.infos[a.peer_id]["running"] == [["j1a2b3c4d5e6f", "t", 0, 0]]
+
+
+# -- F5: error texts in a job's view -----------------------------------------------------------
+async def test_a_stored_long_error_is_cut_in_the_served_view_and_kept_whole_in_the_log(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """A CHUNK_FAILED of 300,000 characters (any member's, or one an earlier release stored:
+    the door takes up to 1 MiB) made GET /api/jobs/JOB carry it twice (task and chunk), per
+    chunk of up to 1,000, at every refetch (on 6c66b4c1: 1.2 MB for one chunk). Now each text
+    served is at most MAX_SHOWN_CHARS, head and tail; the event is not refused nor changed."""
+    n = _open(tmp_path / "a", opened)
+    job = "j0000000000b2"
+    n.emit(EventType.JOB_SUBMITTED, {"job": job, "workflow": {"name": "big", "tasks": [
+        {"name": "t", "call": "ECHO", "params": {"text": "x"}}]}})
+    split = n.emit(EventType.TASK_SPLIT, {"job": job, "task": "t", "input": None,
+                                          "chunks": [[]]})
+    base = {"job": job, "task": "t", "split": list(split.id), "chunk": 0, "attempt": 0}
+    n.emit(EventType.CLAIM, base)
+    error = "head " + "x" * 300_000 + " tail"
+    failed = n.emit(EventType.CHUNK_FAILED, {**base, "error": error, "kind": "error"})
+    async with api_client(n) as c:
+        r = await c.get(f"/api/jobs/{job}")
+        body = await r.read()
+    assert r.status == 200 and len(body) < 3 * MAX_SHOWN_CHARS
+    [task] = json.loads(body)["tasks"]
+    for shown in (task["error"], task["chunks"][0]["error"]):
+        assert len(shown) <= MAX_SHOWN_CHARS and shown.startswith("head xx")
+        assert shown.endswith("xx tail") and "characters cut)" in shown
+    assert failed.payload["error"] == error  # (as signed and stored)
