@@ -1080,9 +1080,14 @@ class Scheduler:
                 log.exception("ending job %s again", job)
 
     def _fail_task(self, key: TaskKey, error: str) -> None:
-        """Fail a task for good (a non-retryable error in its first unfinished chunk)."""
+        """Fail a task for good (a non-retryable error in its first unfinished chunk), once:
+        a task failed already is left (an error that every evaluation meets, e.g. a
+        workflow this release's spec refuses, failed the next attempt at each one, and
+        each CHUNK_FAILED made the task dirty again: without end, review r1 of session 49)."""
         job, task = key
-        if self._done_here(key):
+        if self._done_here(key) or (
+                key in self.state.splits and task_failed(self.state, job, task,
+                                                         self.cfg.max_attempts)):
             return
         if key not in self.state.splits:  # failed while planning: record a one-chunk split
             self.emit(EventType.TASK_SPLIT, {"job": job, "task": task, "input": None,

@@ -13,7 +13,7 @@ from peer.jobs.claims import task_status
 from peer.jobs.sim import JobMesh
 from peer.log import EventType
 from peer.log.events import MAX_SHOWN_CHARS, cut_text
-from tests.unit.test_scheduler_sim import CATALOG, CFG, TURN_S, started_job
+from tests.unit.test_scheduler_sim import CATALOG, CFG, TURN_S, WRITE, started_job
 
 
 @pytest.fixture
@@ -46,3 +46,21 @@ async def test_a_runs_long_error_is_cut_in_its_chunk_failed(mesh: JobMesh) -> No
     assert got.endswith("ValueError: the end") and "characters cut)" in got
     assert task_status(mesh["p1"].state, job, "w", CFG.max_attempts) == "failed"
 
+
+async def test_a_task_whose_workflow_fails_the_spec_is_failed_once(mesh: JobMesh) -> None:
+    """A JOB_SUBMITTED of our own whose workflow this release refuses (stored by a release
+    whose spec was looser, or sent past the HTTP check): each evaluation raised SpecError,
+    `_fail_task` failed the task's first unfinished chunk again with the next attempt, which
+    made the task dirty again: CHUNK_FAILED without end (on 6c66b4c1 the mesh did not settle;
+    the real peer stopped answering). Now one CHUNK_FAILED per task and peer; it settles."""
+    wf = {"name": {"not": "a string"}, "tasks": [WRITE]}
+    mesh.emit("p0", EventType.JOB_SUBMITTED, {"job": "j1", "workflow": wf})
+    await mesh.settle()
+    await mesh.advance(CFG.lease_s * 2)
+    failed = mesh.events(EventType.CHUNK_FAILED, job="j1")
+    # (each peer evaluates the job and fails it before it hears the other: once each)
+    assert sorted((e.origin, e.payload["task"], e.payload["chunk"], e.payload["attempt"])
+                  for e in failed) == [("p0", "w", 0, 0), ("p1", "w", 0, 0)]
+    assert all("the workflow name must be" in e.payload["error"] for e in failed)
+    for pid in mesh.peers:
+        assert task_status(mesh[pid].state, "j1", "w", CFG.max_attempts) == "failed"
