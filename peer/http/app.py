@@ -58,7 +58,7 @@ from peer.http.views import (
     parse_cursor,
     published_names,
     served_by,
-    shown_texts,
+    shown_view,
 )
 from peer.ipfs import gateway, rpc
 from peer.ipfs.subdomain import SubdomainConfig
@@ -316,7 +316,7 @@ async def get_job(request: web.Request) -> web.Response:
         return web.Response(body=served_by(body, member), content_type="application/json")
     record = await _job(node, job)
     if record is not None:  # finished and compacted: its record as it ended
-        return web.json_response(shown_texts(record))
+        return web.json_response(shown_view(record))
     return web.json_response(await _view(node, job, _count(request, "chunks_from")))
 
 
@@ -329,7 +329,7 @@ async def _view(node: Host, job: str, chunks_from: int) -> dict[str, Any]:
     held = await asyncio.to_thread(node.ipns.names.held_if_read)  # IPNS names naming its
     if held is not None:  # outputs (none if the records do not read: logged, left out)
         view["published"] = published_names(view, {n: r.value for n, r in held.items()})
-    return shown_texts(view)
+    return shown_view(view)
 
 
 async def _served_view(node: Host, job: str, chunks_from: int) -> dict[str, Any]:

@@ -10,7 +10,8 @@ from itertools import chain
 from operator import attrgetter
 from typing import Any, NamedTuple, TypeVar
 
-from peer.errors import ArgError
+from peer.cids import parse_cid
+from peer.errors import ArgError, BadCID
 from peer.jobs.claims import chunk_exhausted, job_state, task_status
 from peer.jobs.members import ordered
 from peer.log import (
@@ -209,13 +210,26 @@ def job_view(state: MeshState, job: str, max_attempts: int, detail: bool = True,
     return view if detail else summary(view)
 
 
-def shown_texts(view: Mapping[str, Any]) -> dict[str, Any]:
-    """`view` (a job's full view or record, made here) with each task's `error`, `warning`
-    and `waiting` and each chunk's `error` cut to MAX_SHOWN_CHARS (peer.log.cut_text): a
-    member's CHUNK_FAILED, or one stored by an earlier release, may hold 1 MiB, and a view
-    lists up to MAX_VIEW_CHUNKS chunks (review r1 of session 49, F5). A copy where a text
-    is cut (`view` is left as it is). Only for what is served: records and their shas,
-    stored and compared, keep the texts whole."""
+def _cid_or_none(v: Any) -> Any:
+    """`v` if it parses as a CID (as the door checks what comes in: peer.log.door
+    `cid_problem`), else None: what an earlier release stored unchecked is not served as one."""
+    if not isinstance(v, str):
+        return v
+    try:
+        parse_cid(v, lenient=True)
+    except BadCID:
+        return None
+    return v
+
+
+def shown_view(view: Mapping[str, Any]) -> dict[str, Any]:
+    """`view` (a job's full view or record, made here) as served: each task's `error`,
+    `warning` and `waiting` and each chunk's `error` cut to MAX_SHOWN_CHARS (peer.log
+    `cut_text`: a member's CHUNK_FAILED, or one an earlier release stored, may hold 1 MiB,
+    and a view lists up to MAX_VIEW_CHUNKS chunks: review r1 of session 49, F5); each task's
+    `output`, `partial` output and logs, each chunk's `log` and the job's `outputs` that are
+    no CID left out (F7: the UI links them under the gateway). A copy (`view` is left as it
+    is). Only for what is served: records and their shas, stored and compared, keep all."""
 
     def cut(d: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
         return {k: cut_text(v) if k in keys and isinstance(v, str) else v
@@ -227,10 +241,24 @@ def shown_texts(view: Mapping[str, Any]) -> dict[str, Any]:
     out = []
     for t in tasks:
         t = cut(t, ("error", "warning", "waiting"))
+        if "output" in t:
+            t["output"] = _cid_or_none(t["output"])
+        if isinstance(t.get("partial"), dict):
+            t["partial"] = {**t["partial"], "output": _cid_or_none(t["partial"].get("output"))}
+            if t["partial"]["output"] is None:
+                t["partial"] = None
+        if isinstance(t.get("logs"), list):
+            t["logs"] = [x for x in t["logs"] if _cid_or_none(x) is not None]
         if isinstance(t.get("chunks"), list):
-            t["chunks"] = [cut(c, ("error",)) for c in t["chunks"]]
+            t["chunks"] = [{**cut(c, ("error",)), **({"log": _cid_or_none(c["log"])}
+                                                     if "log" in c else {})}
+                           if isinstance(c, dict) else c for c in t["chunks"]]
         out.append(t)
-    return {**view, "tasks": out}
+    shown = {**view, "tasks": out}
+    if isinstance(view.get("outputs"), dict):
+        shown["outputs"] = {k: v for k, v in view["outputs"].items()
+                            if _cid_or_none(v) is not None}
+    return shown
 
 
 def job_record(state: MeshState, job: str, max_attempts: int) -> dict[str, Any]:

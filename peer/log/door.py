@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from peer.errors import BanzaiError
+from peer.cids import parse_cid
+from peer.errors import BadCID, BanzaiError
 from peer.log.clock import HLC, hlc_ms
 from peer.log.events import (
     MAX_ID_CHARS,
@@ -126,6 +127,42 @@ def origin_label(origin: Any) -> str:
     if isinstance(origin, str) and 0 < len(origin) <= MAX_ID_CHARS:
         return origin
     return "(malformed)"
+
+
+# The fields of outcome events that name a CID (TURN parts included): strings of at most
+# MAX_CID_CHARS to the body's check, any text; a member's is served to people (a task's output
+# and its gateway link, a chunk's log: review r1 of session 49, F7)
+CID_FIELDS: Mapping[EventType, tuple[str, ...]] = {
+    EventType.TASK_DONE: ("output",), EventType.CHUNK_DONE: ("output", "log"),
+    EventType.PARTIAL: ("output",)}
+
+
+def _incoming_problem(ev: Event) -> str | None:
+    """What `Door.problem` asks of an event that comes in, not of one stored: a
+    JOB_SUBMITTED's job id bound to another submitter (a stored one: the fold skips it),
+    a part naming what is not a CID where a CID belongs."""
+    if ev.type is EventType.JOB_SUBMITTED:
+        why = submitter_problem(ev.origin, ev.body_as(JobSubmitted).job)
+        if why is not None:
+            return why
+    return cid_problem(ev)
+
+
+def cid_problem(ev: Event) -> str | None:
+    """Why `ev` (or a part of it) names something that is not a CID where a CID belongs
+    (CID_FIELDS), or None. Parsed as the store reads CIDs it was given (`lenient`: a digest
+    an earlier release took is taken). Checked for events that come in, not for those
+    stored: what an earlier release stored is kept, and left out when served."""
+    for i, part in enumerate(ev.singles):
+        for name in CID_FIELDS.get(part.type, ()):
+            v = part.payload.get(name)
+            if isinstance(v, str):
+                try:
+                    parse_cid(v, lenient=True)
+                except BadCID:
+                    at = f"part {i} ({part.type.name})" if ev.parts else part.type.name
+                    return f"body: {at}.{name} is not a CID: {v[:80]!r}"
+    return None
 
 
 @dataclass
@@ -322,10 +359,8 @@ class Door:
                 why = self._lane_problem(ev, lane, stored)
                 if why is not None:
                     return why
-        if ev.type is EventType.JOB_SUBMITTED and not stored:  # (a stored one: the fold
-            why = submitter_problem(ev.origin, ev.body_as(JobSubmitted).job)  # skips it)
-            if why is not None:
-                return why
+        if not stored and (why := _incoming_problem(ev)) is not None:
+            return why
         if ev.type is EventType.JOB_MEMBERS and self.adders is not None and not stored:
             why = self._members_problem(ev)
             if why is not None:

@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 from peer.config import PeerConfig
-from peer.log import EventType
+from peer.log import Event, EventLog, EventType, turn_event
+from peer.log.clock import HLC
+from peer.log.door import Door, DoorConfig
 from peer.log.events import MAX_SHOWN_CHARS
 from peer.mesh.gossip import Gossip, GossipConfig
 from peer.mesh.keyring import SECRET_FILE_NAME
@@ -131,3 +133,55 @@ async def test_a_stored_long_error_is_cut_in_the_served_view_and_kept_whole_in_t
         assert len(shown) <= MAX_SHOWN_CHARS and shown.startswith("head xx")
         assert shown.endswith("xx tail") and "characters cut)" in shown
     assert failed.payload["error"] == error  # (as signed and stored)
+
+
+# -- F7: what a member names as a CID ----------------------------------------------------------
+CID = "bafkreiaheqdfvsfwin2qysg2nd3n4upuu7oyiwtnuvai2oi3lesbeuh42q"
+NOT_CIDS = ("../api/jobs/j0000000000c3/cancel", "ipfs/x", "bafy not", "Qm" + "l" * 44)
+
+
+@pytest.mark.parametrize("bad", NOT_CIDS)
+def test_an_outcome_naming_what_is_not_a_cid_is_refused_at_the_door(
+        tmp_path: Path, bad: str) -> None:
+    """On 6c66b4c1 a member's TASK_DONE output (and a CHUNK_DONE's output or log, a
+    PARTIAL's output) was any string of at most 256 characters: the UI made a gateway link
+    of it. One that comes in is refused now, alone or as a TURN's part, naming the field;
+    a stored one (an earlier release's) is not refused, and a CID passes."""
+    log = EventLog(tmp_path / "e.sqlite")
+    door = Door(DoorConfig(), HLC(), log)
+    o, hlc = "ab" * 10, HLC().now()
+    job = {"job": "j0000000000c3", "task": "t"}
+    chunk = {**job, "split": ["ab" * 10, 1], "chunk": 0, "attempt": 0}
+    for typ, payload, field in (
+            (EventType.TASK_DONE, {**job, "output": bad, "key": "k"}, "output"),
+            (EventType.CHUNK_DONE, {**chunk, "output": bad, "cache": {}}, "output"),
+            (EventType.CHUNK_DONE, {**chunk, "output": CID, "cache": {}, "log": bad}, "log"),
+            (EventType.PARTIAL, {**job, "output": bad, "items": 1, "of": 2}, "output")):
+        ev = Event(o, 1, hlc, typ, payload)
+        assert door.problem(ev) == f"body: {typ.name}.{field} is not a CID: {bad!r}"
+        assert door.problem(ev, stored=True) is None
+        good = Event(o, 1, hlc, typ, {**payload, field: CID})
+        assert door.problem(good) is None
+        turn = turn_event([Event(o, 1, hlc, EventType.CLAIM, chunk), ev])
+        assert door.problem(turn) == (f"body: part 1 ({typ.name}).{field} is not a CID: "
+                                      f"{bad!r}")
+    log.close()
+
+
+async def test_a_stored_outcome_naming_what_is_not_a_cid_is_not_served_as_one(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """What an earlier release stored unchecked: the job's view serves no such output (on
+    6c66b4c1: the task's `output` and the job's `outputs` held the string)."""
+    n = _open(tmp_path / "a", opened)
+    job = "j0000000000c3"
+    n.emit(EventType.JOB_SUBMITTED, {"job": job, "workflow": {"name": "c", "tasks": [
+        {"name": "t", "call": "ECHO", "params": {"text": "x"}},
+        {"name": "u", "call": "ECHO", "params": {"text": "y"}}]}})
+    n.emit(EventType.TASK_DONE, {"job": job, "task": "t", "output": NOT_CIDS[0], "key": "k"})
+    n.emit(EventType.TASK_DONE, {"job": job, "task": "u", "output": CID, "key": "k2"})
+    async with api_client(n) as c:
+        r = await c.get(f"/api/jobs/{job}")
+        view = await r.json()
+    assert r.status == 200, view
+    assert [(t["name"], t["output"]) for t in view["tasks"]] == [("t", None), ("u", CID)]
+    assert view["outputs"] == {"u": CID}
