@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from peer import cli
+from peer.http import app
 from peer.http.views import MAX_PAGE_JOBS, merge_page
 from peer.log.jobindex import JobIndex
 from peer.node import Node
@@ -93,3 +94,48 @@ def test_a_job_compacted_between_the_two_reads_is_listed_once() -> None:
     assert page == [{"id": "j9"}, {"id": "j5", "state": "done"}] and nxt == "5.2.o"
     page, nxt = merge_page(live, archived, 3)
     assert [p["id"] for p in page if isinstance(p, dict)] == ["j9", "j5", "j3"] and nxt is None
+
+
+async def test_entries_are_made_only_for_the_live_jobs_the_page_shows(
+        many: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Session 49, review rr S6: a page of 6 made `limit` + 1 live entries (1,001 without a
+    limit, ~40 ms on the loop for the web UI's 6 rows); now one per live job it lists."""
+    made: list[str] = []
+    entry = app._entry
+
+    def noted(node: Any, job: str) -> dict[str, Any]:
+        made.append(job)
+        return entry(node, job)
+
+    monkeypatch.setattr(app, "_entry", noted)
+    async with api_client(many) as c:
+        for params in ({"limit": "6"}, {}):
+            made.clear()
+            r = await c.get("/api/jobs", params=params)
+            body = await r.json()
+            assert r.status == 200, body
+            live = [j["id"] for j in body["jobs"] if j["id"] in many.state.jobs]
+            assert live and made == live, (params, len(made), len(live))
+
+
+async def test_a_live_job_gone_during_the_index_read_is_read_again(
+        many: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The entries are made after the index read: a listed live job that left the state
+    meanwhile (here: taken out of the state's jobs as a deletion would) makes the page be
+    read again, and it is not listed (no 500 for a job no longer there)."""
+    reads: list[int] = []
+    page_apart = JobIndex.page_apart
+    newest = max(many.state.jobs, key=lambda j: many.state.jobs[j].order)
+
+    def racing(index: JobIndex, limit: int, before: Any) -> Any:
+        reads.append(limit)
+        many.state.jobs.pop(newest, None)  # (the first read only: then it is gone)
+        return page_apart(index, limit, before)
+
+    monkeypatch.setattr(JobIndex, "page_apart", racing)
+    async with api_client(many) as c:
+        r = await c.get("/api/jobs", params={"limit": "6"})
+        body = await r.json()
+    assert r.status == 200, body
+    assert len(reads) == 2 and len(body["jobs"]) == 6
+    assert newest not in _ids(body["jobs"])

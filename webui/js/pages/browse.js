@@ -15,6 +15,9 @@ import { GatewayError, VerifyError, readDir, readFile, resolvePath, statNode } f
 const AUTO_VERIFY_BYTES = 64 * 1024 * 1024;
 const TEXT_EXT = new Set(["json", "md", "txt", "csv", "yaml", "yml", "toml", "log", "tsv", "xml", "html"]);
 const AUDIO_EXT = new Set(["wav", "flac", "mp3", "ogg"]);
+// "Recent outputs": the newest jobs with outputs among this many newest (session 49, review
+// rr S6: each refetch asked for the whole list, up to 1,000 entries, for 8 cards)
+const OUTPUT_JOBS = 50;
 
 const ext = (name) => (name.includes(".") ? name.split(".").pop().toLowerCase() : "");
 const joinPath = (path, name) => (path ? `${path}/${name}` : name);
@@ -286,7 +289,7 @@ function MetricsFile({ cid, size }) {
 // ------------------------------------------------------------------ page
 
 function Landing() {
-  const jobs = useLive("jobs", { filter: (ev) => ev.type === "task_done" || ev.type === "job_submitted", throttleMs: 1000 });
+  const jobs = useLive(`jobs?limit=${OUTPUT_JOBS}`, { filter: (ev) => ev.type === "task_done" || ev.type === "job_submitted", throttleMs: 1000 });
   const recent = (jobs.data ? jobs.data.jobs : []).filter((j) => Object.keys(j.outputs).length).slice(0, 8);
   return html`<div class="page">
     <h1>Browse by CID</h1>

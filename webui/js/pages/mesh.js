@@ -5,6 +5,9 @@ import { Empty, ErrorBox, Progress, Spinner, StateBadge, fmtAgo, fmtDuration, ht
 
 const PEER_EVENTS = new Set(["member", "claim", "chunk_done", "chunk_failed", "task_done", "provide",
                              "job_cancelled", "task_split"]);
+// The "Recent jobs" rows: the list asks for these only (session 49, review rr S6: each
+// refetch asked for the whole list, up to 1,000 entries made on the peer's loop, for 6)
+const RECENT_JOBS = 6;
 
 function PeerCard({ p }) {
   const busy = p.free_slots === null || p.free_slots === undefined ? null : p.slots - p.free_slots;
@@ -54,12 +57,12 @@ export function MeshPage() {
   usePageTitle("Mesh");
   useTick(5000);
   const peers = useLive("peers", { filter: (ev) => PEER_EVENTS.has(ev.type), pollMs: 5000, throttleMs: 500 });
-  const jobs = useLive("jobs", { filter: (ev) => ev.job && ev.type !== "renew", throttleMs: 800 });
+  const jobs = useLive(`jobs?limit=${RECENT_JOBS}`, { filter: (ev) => ev.job && ev.type !== "renew", throttleMs: 800 });
   const list = peers.data ? [...peers.data.peers].sort((a, b) => (b.self ? 1 : 0) - (a.self ? 1 : 0)) : [];
   const slots = list.reduce((s, p) => s + (p.slots || 0), 0);
   const free = list.reduce((s, p) => s + (p.free_slots ?? 0), 0);
   const running = list.reduce((s, p) => s + (p.running ? p.running.length : 0), 0);
-  const recent = jobs.data ? jobs.data.jobs.slice(0, 6) : [];
+  const recent = jobs.data ? jobs.data.jobs.slice(0, RECENT_JOBS) : [];
   return html`<div class="page">
     <div class="page-head">
       <div>
