@@ -454,11 +454,24 @@ def _run_record(data: bytes, cid: str, kind: str) -> list[Any]:
     return value
 
 
+MAX_TAIL_LINES = 1_000_000  # the largest `?tail=` of a task's log
+
+
 async def task_log(request: web.Request) -> web.StreamResponse:
+    """A task's log lines (`total`: how many it has), or its last `?tail=N` only (the web
+    UI's log panel, refetched as the task runs, shows the newest: session 49, helper c)."""
+    raw = request.query.get("tail")
+    try:
+        tail = None if raw is None else int(raw)
+    except ValueError:
+        tail = 0
+    if tail is not None and not 1 <= tail <= MAX_TAIL_LINES:
+        raise ArgError(f"tail must be an integer 1..{MAX_TAIL_LINES}", field="tail")
     lines = await _task_record(request, "log")
+    shown = lines if tail is None else lines[-tail:]
     if request.query.get("format") == "text":
-        return web.Response(text="".join(f"{ln}\n" for ln in lines))
-    return web.json_response({"lines": lines})
+        return web.Response(text="".join(f"{ln}\n" for ln in shown))
+    return web.json_response({"lines": shown, "total": len(lines)})
 
 
 async def task_metrics(request: web.Request) -> web.Response:
@@ -654,6 +667,9 @@ async def peers(request: web.Request) -> web.Response:
     now = time.monotonic()
     live = node.gossip.live_peers() if node.gossip else {}
     left = node.gossip.left_peers() if node.gossip else frozenset()
+    # (counted once: each member's count was a walk of every CID's providers, members x
+    # CIDs on the loop per request, the mesh page's every 5 s per open tab; session 49)
+    provides = Counter(p for s in node.state.providers.values() for p in s)
     for pid, ev in sorted(node.state.members.items()):
         me = pid == node.peer_id
         info = node.local_info(step=False) if me else node.infos.get(pid, {})
@@ -663,7 +679,7 @@ async def peers(request: web.Request) -> web.Response:
                     "state": status,
                     "free_slots": info.get("free_slots"),
                     "running": info.get("running", []),
-                    "provides": sum(1 for s in node.state.providers.values() if pid in s),
+                    "provides": provides[pid],
                     "last_heard_s": 0.0 if me else (round(now - heard, 3) if heard else None)})
     return web.json_response({"peers": out})
 

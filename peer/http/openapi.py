@@ -95,8 +95,10 @@ OPENAPI: dict[str, Any] = {
         "/api/jobs/{job}/cancel": {"post": _op("Cancel a job on every peer", params=JOB,
                                                errors=("404", "409"))},
         "/api/jobs/{job}/tasks/{task}/log": {"get": _op(
-            "Log lines of a task (all chunks)", params=TASK, errors=("404",),
-            query=(("format", "text for plain text"),))},
+            "Log lines of a task (all chunks): `lines`, and `total`, how many it has",
+            params=TASK, errors=("400", "404"),
+            query=(("format", "text for plain text"),
+                   ("tail", "only the last this many lines (1..1000000)")))},
         "/api/jobs/{job}/tasks/{task}/metrics": {"get": _op(
             "Metrics of a task as [name, step, value]", params=TASK, errors=("404",))},
         "/api/add": {"post": _op(

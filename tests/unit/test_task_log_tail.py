@@ -1,0 +1,66 @@
+"""GET /api/jobs/{job}/tasks/{task}/log?tail=N: the last N lines and how many there are (the
+web UI's log panel, refetched while the task runs, shows the newest; session 49, helper c),
+and /api/peers' `provides` counted in one walk. A real Node (not started) through its app
+(aiohttp's test client, loopback only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from peer.log import Event, EventType
+from peer.node import Node
+from tests.unit.api_client import api_client
+from tests.unit.test_compaction import _open, history
+
+LINES = [f"line {i}" for i in range(5000)]
+
+
+@pytest.fixture
+def running(tmp_path: Path, opened: list[Node]) -> Node:
+    """A peer with one job of one task that has logged LINES so far (it runs here)."""
+    n = _open(tmp_path / "a", opened)
+    n.merge(history(jobs=0, per_job=1, live=1))
+    n.scheduler.live.logs[("job000", "t0")] = list(LINES)
+    return n
+
+
+async def test_the_log_tail_is_its_last_lines_with_the_total(running: Node) -> None:
+    async with api_client(running) as c:
+        r = await c.get("/api/jobs/job000/tasks/t0/log", params={"tail": "1000"})
+        body = await r.json()
+        assert r.status == 200, body
+        assert body == {"lines": LINES[-1000:], "total": 5000}
+        r = await c.get("/api/jobs/job000/tasks/t0/log", params={"tail": "3",
+                                                                  "format": "text"})
+        assert await r.text() == "line 4997\nline 4998\nline 4999\n"
+        r = await c.get("/api/jobs/job000/tasks/t0/log")  # (without tail: every line)
+        assert await r.json() == {"lines": LINES, "total": 5000}
+
+
+async def test_a_bad_tail_is_400_naming_it(running: Node) -> None:
+    async with api_client(running) as c:
+        for tail in ("0", "-1", "x", "1000001"):
+            r = await c.get("/api/jobs/job000/tasks/t0/log", params={"tail": tail})
+            body = await r.json()
+            assert (r.status, body["field"]) == (400, "tail"), body
+            assert "tail must be an integer 1..1000000" in body["message"]
+
+
+async def test_the_peers_list_counts_each_members_provided_cids(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """/api/peers' `provides` (each member's count of the CIDs it provides), counted in one
+    walk of the providers (was one walk per member: members x CIDs per request, the mesh
+    page's every 5 s per open tab; session 49, helper c)."""
+    n = _open(tmp_path / "a", opened)
+    for i, pid in enumerate(("m1", "m2", "m3")):
+        n.state.members[pid] = Event(pid, 1, 1 + i, EventType.MEMBER,
+                                     {**n.capabilities(), "name": pid})
+    for c in range(30):
+        n.state.providers[f"cid{c}"] = {"m1"} | ({"m2"} if c % 3 == 0 else set())
+    async with api_client(n) as c:
+        r = await c.get("/api/peers")
+        body = await r.json()
+    assert r.status == 200, body
+    assert {p["id"]: p["provides"] for p in body["peers"]} == {"m1": 30, "m2": 10, "m3": 0}
