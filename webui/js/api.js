@@ -101,6 +101,7 @@ class Hub {
     this.reachable = true;
     this.source = null;
     this.retry = null;
+    this.opens = 0; // times the stream opened: the events before it are not seen
   }
 
   start() {
@@ -133,6 +134,7 @@ class Hub {
   setStatus(s) {
     if (s === "live") this.reachable = true;
     if (this.status === s) return;
+    if (s === "live") this.opens++;
     this.status = s;
     for (const fn of this.statusListeners) fn();
   }
@@ -165,8 +167,11 @@ export function useConnection() {
 }
 
 /**
- * Fetch `path` and keep it fresh: refetch (throttled) on live events accepted by `filter`
- * and every `pollMs` as a fallback. Returns {data, error, loading, reload}.
+ * Fetch `path` and keep it fresh: refetch (throttled) on live events accepted by `filter`,
+ * once each time the event stream opens after the view did (the events before it are not
+ * seen: those sent while the page's stream was connecting, or lost, e.g. over a peer's
+ * restart, left a job page "running" for good), and every `pollMs` as a fallback.
+ * Returns {data, error, loading, reload}.
  */
 export function useLive(path, { filter = () => true, pollMs = 0, throttleMs = 250 } = {}) {
   const [state, setState] = useState({ data: null, error: null, loading: true });
@@ -200,10 +205,15 @@ export function useLive(path, { filter = () => true, pollMs = 0, throttleMs = 25
     reloadRef.current = load;
     load();
     const unsub = hub.subscribe((ev) => { if (filterRef.current(ev)) schedule(); });
+    let seen = hub.opens;
+    const unstat = hub.onStatus(() => {
+      if (hub.opens !== seen) { seen = hub.opens; schedule(); }
+    });
     const poll = pollMs ? setInterval(schedule, pollMs) : null;
     return () => {
       alive = false;
       unsub();
+      unstat();
       clearTimeout(timer);
       if (poll) clearInterval(poll);
     };

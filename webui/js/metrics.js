@@ -49,10 +49,27 @@ export function MetricsPanel({ metrics }) {
   </section>`;
 }
 
+// A curve draws at most this many points (evenly spaced, its last kept): a task reporting a
+// metric at every step for months would have the page draw, and re-key each second, all
+const MAX_POINTS = 2000;
+
+/** `points` thinned to at most `max`, evenly spaced, the first and the last kept. */
+export function thin(points, max = MAX_POINTS) {
+  if (points.length <= max) return points;
+  const step = (points.length - 1) / (max - 1);
+  return Array.from({ length: max }, (_, i) => points[Math.round(i * step)]);
+}
+
 /** Live metrics of a task (GET .../metrics): one curve per metric name. */
 export function MetricsSeries({ triples }) {
+  const all = {};
+  for (const [name, step, value] of triples) (all[name] ||= []).push([step, value]);
   const series = {};
-  for (const [name, step, value] of triples) (series[name] ||= []).push([step, value]);
+  let thinned = 0;
+  for (const [name, points] of Object.entries(all)) {
+    series[name] = thin(points);
+    if (series[name].length < points.length) thinned = Math.max(thinned, points.length);
+  }
   const names = Object.keys(series);
   if (!names.length) return html`<p class="muted small">No metrics reported.</p>`;
   const right = names.filter((n) => n.startsWith("heldout"));
@@ -63,5 +80,6 @@ export function MetricsSeries({ triples }) {
       n.includes("accuracy") ? `${(v * 100).toFixed(1)}%` : Number(v).toPrecision(4)}</strong></span>`;
   });
   return html`<div class="metrics-series"><div class="chips">${last}</div>
+    ${thinned ? html`<p class="muted small metrics-note">${`Drawn: ${MAX_POINTS.toLocaleString()} evenly spaced points of each longer curve (up to ${thinned.toLocaleString()}).`}</p>` : null}
     <${LineChart} series=${series} right=${right.length < names.length ? right : []} height=${200} xLabel="step" /></div>`;
 }

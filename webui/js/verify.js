@@ -22,8 +22,26 @@ export class GatewayError extends Error {
 
 export const stats = { blocks: 0, bytes: 0 };
 
+// The verified blocks kept (least recently used out first): at most MAX_CACHE blocks and
+// MAX_CACHE_BYTES of them (a count alone let 512 blocks of up to a few MiB each stay for as
+// long as the tab is open: session 49, helper c)
 const MAX_CACHE = 512;
-const cache = new Map(); // gateway + cid -> Promise<Uint8Array> (verified)
+const MAX_CACHE_BYTES = 32 * 1024 * 1024;
+const cache = new Map(); // gateway + cid -> {p: Promise<Uint8Array> (verified), bytes}
+let cachedBytes = 0;
+
+/** What the block cache holds: {blocks, bytes} (bytes: of the blocks read so far). */
+export function cacheStats() {
+  return { blocks: cache.size, bytes: cachedBytes };
+}
+
+function evict() {
+  while (cache.size && (cache.size > MAX_CACHE || cachedBytes > MAX_CACHE_BYTES)) {
+    const [key, e] = cache.entries().next().value;
+    cache.delete(key);
+    cachedBytes -= e.bytes;
+  }
+}
 const MAX_PARALLEL = 6;
 let active = 0;
 const waiting = [];
@@ -59,13 +77,18 @@ export function getBlock(cidStr) {
   if (hit) {
     cache.delete(key);
     cache.set(key, hit);
-    return hit;
+    return hit.p;
   }
-  const p = fetchBlock(cidStr);
-  cache.set(key, p);
-  p.catch(() => cache.delete(key));
-  while (cache.size > MAX_CACHE) cache.delete(cache.keys().next().value);
-  return p;
+  const e = { p: fetchBlock(cidStr), bytes: 0 };
+  cache.set(key, e);
+  e.p.then((bytes) => {
+    if (cache.get(key) !== e) return; // (evicted while read)
+    e.bytes = bytes.length;
+    cachedBytes += bytes.length;
+    evict();
+  }, () => { if (cache.get(key) === e) cache.delete(key); });
+  evict();
+  return e.p;
 }
 
 async function fetchBlock(cidStr) {

@@ -17,6 +17,9 @@ const ACTIVE = new Set(["pending", "running"]);
 // gate's, a compacted job's record not held) is not asked again by itself.
 const MEMBER_POLL_MS = 3000;
 const MEMBER_POLL_MAX_MS = 30000;
+// A task's log panel shows its newest lines only, this many (it is refetched as the task
+// runs: a tab left open on a long task held and re-rendered every line, session 49)
+const LOG_LINES = 1000;
 
 // ------------------------------------------------------------------ IPNS names
 
@@ -124,13 +127,14 @@ function useTaskRefresh(job, task, active, load) {
 }
 
 function TaskLog({ job, task, live, taskState }) {
-  const [state, setState] = useState({ lines: null, error: null });
+  const [state, setState] = useState({ lines: null, total: 0, error: null });
+  const path = `jobs/${job}/tasks/${encodeURIComponent(task)}/log`;
   const load = async () => {
     try {
-      const d = await api(`jobs/${job}/tasks/${encodeURIComponent(task)}/log`);
-      setState({ lines: d.lines, error: null });
+      const d = await api(`${path}?tail=${LOG_LINES}`);
+      setState({ lines: d.lines.slice(-LOG_LINES), total: d.total ?? d.lines.length, error: null });
     } catch (error) {
-      setState((s) => ({ lines: s.lines, error }));
+      setState((s) => ({ ...s, error }));
     }
   };
   useEffect(() => { load(); }, [job, task, taskState]);
@@ -138,7 +142,10 @@ function TaskLog({ job, task, live, taskState }) {
   if (state.error) return html`<${ErrorBox} error=${state.error} title="Cannot load the log." />`;
   if (!state.lines) return html`<${Spinner} label="Loading log…" />`;
   if (!state.lines.length) return html`<p class="muted small">No log lines${live ? " yet" : ""}.</p>`;
-  return html`<pre class="log" tabindex="0" aria-label=${`log of ${task}`}>${state.lines.join("\n")}</pre>`;
+  const note = `Showing the last ${state.lines.length.toLocaleString()} of ${state.total.toLocaleString()} lines · `;
+  return html`${state.total > state.lines.length ? html`<p class="muted small log-note">${note}<a
+      href=${`api/${path}?format=text`} target="_blank" rel="noopener">whole log</a></p>` : null}
+    <pre class="log" tabindex="0" aria-label=${`log of ${task}`}>${state.lines.join("\n")}</pre>`;
 }
 
 function TaskMetrics({ job, task, live, taskState }) {

@@ -8,6 +8,21 @@ const PEER_EVENTS = new Set(["member", "claim", "chunk_done", "chunk_failed", "t
 // The "Recent jobs" rows: the list asks for these only (session 49, review rr S6: each
 // refetch asked for the whole list, up to 1,000 entries made on the peer's loop, for 6)
 const RECENT_JOBS = 6;
+// Members that left, are not heard from, or are revoked stay in the list for good (a
+// member is never forgotten): the grid shows this many of them, the last heard first
+// (a tab left open for months on a mesh with identity churn drew a card for each)
+const GONE_SHOWN = 12;
+const GONE = new Set(["dead", "left", "revoked"]);
+
+/** The peers the grid shows: this peer, every live one, and the GONE_SHOWN last heard of
+ *  the gone ones; and how many gone ones are left out. */
+export function shownPeers(peers) {
+  const here = peers.filter((p) => !GONE.has(p.state))
+    .sort((a, b) => (b.self ? 1 : 0) - (a.self ? 1 : 0));
+  const heard = (p) => (typeof p.last_heard_s === "number" ? p.last_heard_s : Infinity);
+  const gone = peers.filter((p) => GONE.has(p.state)).sort((a, b) => heard(a) - heard(b));
+  return { shown: [...here, ...gone.slice(0, GONE_SHOWN)], hidden: Math.max(0, gone.length - GONE_SHOWN) };
+}
 
 function PeerCard({ p }) {
   const busy = p.free_slots === null || p.free_slots === undefined ? null : p.slots - p.free_slots;
@@ -58,7 +73,8 @@ export function MeshPage() {
   useTick(5000);
   const peers = useLive("peers", { filter: (ev) => PEER_EVENTS.has(ev.type), pollMs: 5000, throttleMs: 500 });
   const jobs = useLive(`jobs?limit=${RECENT_JOBS}`, { filter: (ev) => ev.job && ev.type !== "renew", throttleMs: 800 });
-  const list = peers.data ? [...peers.data.peers].sort((a, b) => (b.self ? 1 : 0) - (a.self ? 1 : 0)) : [];
+  const list = peers.data ? peers.data.peers : [];
+  const { shown, hidden } = shownPeers(list);
   const slots = list.reduce((s, p) => s + (p.slots || 0), 0);
   const free = list.reduce((s, p) => s + (p.free_slots ?? 0), 0);
   const running = list.reduce((s, p) => s + (p.running ? p.running.length : 0), 0);
@@ -73,7 +89,8 @@ export function MeshPage() {
     </div>
     ${peers.error ? html`<${ErrorBox} error=${peers.error} title="Cannot list peers." />` : null}
     ${peers.loading && !peers.data ? html`<${Spinner} />` : null}
-    <div class="grid peers-grid">${list.map((p) => html`<${PeerCard} key=${p.id} p=${p} />`)}</div>
+    <div class="grid peers-grid">${shown.map((p) => html`<${PeerCard} key=${p.id} p=${p} />`)}</div>
+    ${hidden ? html`<p class="muted small peers-hidden">${`Not shown: ${hidden} more gone peer${hidden === 1 ? "" : "s"} (left, revoked or not heard from); the ${GONE_SHOWN} last heard of them are above.`}</p>` : null}
     <section class="section" aria-labelledby="recent-title">
       <div class="section-head">
         <h2 id="recent-title">Recent jobs</h2>
