@@ -166,6 +166,9 @@ async def cmd_status(c: Client, a: argparse.Namespace) -> int:
                           text(",".join(p[:8] for p in t["peers"])),
                           text(t["output"] or t["error"] or t.get("waiting") or ""))
         out.print(shown(f"job {view['id']} {view['state']} {view['progress']:.0%}"))
+        if view.get("served_by"):  # a lanes job this peer holds none of the task events of
+            out.print(shown(f"(as its member {str(view['served_by'])[:20]} gave it: task "
+                            "states, peers and outputs unverified)"), style="yellow")
         out.print(table)
         for t in view["tasks"]:  # whole lines: a reason is too long for a table cell
             if t.get("waiting") and t["state"] not in FINAL:

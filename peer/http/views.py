@@ -29,6 +29,7 @@ from peer.log import (
     hlc_ms,
 )
 from peer.log.events import cut_text
+from peer.log.ids import is_peer_id
 from peer.log.lanes import peer_of
 
 
@@ -338,43 +339,184 @@ def elsewhere_entry(state: MeshState, job: str) -> dict[str, Any]:
 
 
 VIEW_STATES = ("pending", "running", "done", "failed", "cancelled")
+CHUNK_STATES = ("pending", "running", "done", "failed", "cancelled", "skipped")
+MAX_SERVED_PEERS = 4096  # runners a member's view may name per task
+MAX_SERVED_COUNT = 1 << 40  # attempts, items, chunk counts and times: JSON integers at most
 
 
 def member_view(value: Any, submitted: Event) -> dict[str, Any]:
     """A member's answer for the view of the job `submitted` (its JOB_SUBMITTED, held here),
-    checked as hostile input: a JSON object whose id, submitter, submission time and task
-    names are the job's, with a known state and a progress in 0..1; ValueError naming what
-    is not so. (Pure: a worker thread may run it.)"""
+    checked as hostile input (session 49, review r1 F9: only the header and the task names
+    were): a JSON object whose id, submitter, submission time, name, workflow and each task's
+    name, call, params, depends and cid are the job's, as its JOB_SUBMITTED says; with known
+    states, progress in 0..1, outputs (the job's `outputs`, each task's `output`, `partial`
+    output and its chunks' `log`) that parse as CIDs, runners (`peers`, a chunk's `peer`)
+    that are peer ids, counts and times that are integers or null, texts that are strings
+    or null, and at most MAX_VIEW_CHUNKS chunks per task. ValueError naming what is not so
+    and where. What it cannot check (which peer ran what, how far) is the member's word:
+    the answer says who gave it (`served_by`) and that it is `unverified`. (Pure: a worker
+    thread may run it.)"""
     if not isinstance(value, dict):
         raise ValueError("the answer is not a JSON object")
     b = submitted.body_as(JobSubmitted)
     names = b.tasks
-    want = {"id": b.job, "submitted_by": submitted.origin, "submitted_ms": _ms(submitted)}
+    wf = b.workflow
+    want = {"id": b.job, "submitted_by": submitted.origin, "submitted_ms": _ms(submitted),
+            "name": wf.get("name", b.job)}
     for key, v in want.items():
         if value.get(key) != v or type(value.get(key)) is not type(v):
             raise ValueError(f"its {key} is {_shown(value.get(key))}, not {v!r} (another job)")
+    if "workflow" in value and value["workflow"] != wf:
+        raise ValueError("its workflow is not the job's (as its JOB_SUBMITTED says)")
     if value.get("state") not in VIEW_STATES:
         raise ValueError(f"its state is {_shown(value.get('state'))}, not one of "
                          + ", ".join(VIEW_STATES))
-    p = value.get("progress")
-    if not (isinstance(p, int | float) and not isinstance(p, bool) and 0 <= p <= 1):
-        raise ValueError(f"its progress is {_shown(p)}, not a number in 0..1")
+    _fraction(value.get("progress"), "its progress")
     tasks = value.get("tasks")
     if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
         raise ValueError("its tasks are not a list of objects")
     got = [t.get("name") for t in tasks]
     if got != list(names):
         raise ValueError(f"its tasks are {_shown(got)}, not the job's {_shown(list(names))}")
+    _count_or_none(value.get("finished_ms"), "its finished_ms")
+    _number_or_none(value.get("duration_s"), "its duration_s")
+    _member_outputs(value, names)
+    for t, spec in zip(tasks, wf["tasks"], strict=True):
+        _member_task(t, spec)
     return value
+
+
+def _member_outputs(value: dict[str, Any], names: Sequence[str]) -> None:
+    """The job's `outputs` and `published` of a member's view (`member_view`)."""
+    outputs = value.get("outputs", {})
+    if not isinstance(outputs, dict) or not set(outputs) <= set(names):
+        raise ValueError(f"its outputs are {_shown(outputs)}, not task name -> CID")
+    for name, cid in outputs.items():
+        _cid(cid, f"its outputs[{name!r}]")
+    published = value.get("published", [])
+    if not isinstance(published, list) or not all(
+            isinstance(p, dict) and all(isinstance(p.get(k), str) for k in ("name", "value"))
+            and p.get("task") in names for p in published):
+        raise ValueError("its published is not a list of {name, value, task} of the job")
+
+
+def _member_task(t: dict[str, Any], spec: dict[str, Any]) -> None:
+    """One task of a member's view (`member_view`), `spec` its task in the workflow."""
+    where = f"its task {t['name']!r}"
+    for key, default in (("call", None), ("params", {}), ("depends", []), ("cid", None)):
+        if key not in t and key != "depends":
+            continue  # (an older member's view may lack it; the UI takes none)
+        v, w = t.get(key), spec.get(key, default)
+        if v != w or type(v) is not type(w):
+            raise ValueError(f"{where}'s {key} is {_shown(v)}, not the workflow's {_shown(w)}")
+    if t.get("state") not in VIEW_STATES:
+        raise ValueError(f"{where}'s state is {_shown(t.get('state'))}, not one of "
+                         + ", ".join(VIEW_STATES))
+    _fraction(t.get("progress"), f"{where}'s progress")
+    _count_or_none(t.get("attempts", 0), f"{where}'s attempts")
+    _peers(t.get("peers", []), f"{where}'s peers")
+    if t.get("output") is not None:
+        _cid(t["output"], f"{where}'s output")
+    _member_partial(t.get("partial"), where)
+    if not isinstance(t.get("cached", False), bool):
+        raise ValueError(f"{where}'s cached is {_shown(t.get('cached'))}, not true or false")
+    for key in ("warning", "error", "waiting"):
+        _text_or_none(t.get(key), f"{where}'s {key}")
+    for key in ("started_ms", "finished_ms", "chunks_total", "chunks_from"):
+        _count_or_none(t.get(key), f"{where}'s {key}")
+    _number_or_none(t.get("duration_s"), f"{where}'s duration_s")
+    _member_chunks(t, where)
+
+
+def _member_partial(part: Any, where: str) -> None:
+    if part is not None:
+        if not isinstance(part, dict):
+            raise ValueError(f"{where}'s partial is {_shown(part)}, not an object or null")
+        _cid(part.get("output"), f"{where}'s partial output")
+        for k in ("items", "of"):
+            _count_or_none(part.get(k), f"{where}'s partial {k}", null=False)
+
+
+def _member_chunks(t: dict[str, Any], where: str) -> None:
+    """A task's `logs` (a record's) and `chunks` (a view's) of a member's view."""
+    logs = t.get("logs", [])
+    if not isinstance(logs, list):
+        raise ValueError(f"{where}'s logs are {_shown(logs)}, not a list")
+    for log in logs:
+        _cid(log, f"{where}'s logs")
+    chunks = t.get("chunks", [])
+    if not isinstance(chunks, list) or len(chunks) > MAX_VIEW_CHUNKS:
+        raise ValueError(f"{where}'s chunks are not a list of at most {MAX_VIEW_CHUNKS}")
+    for i, c in enumerate(chunks):
+        _member_chunk(c, f"{where}'s chunk {i}")
+
+
+def _member_chunk(c: Any, where: str) -> None:
+    if not isinstance(c, dict):
+        raise ValueError(f"{where} is {_shown(c)}, not an object")
+    if c.get("state") not in CHUNK_STATES:
+        raise ValueError(f"{where}'s state is {_shown(c.get('state'))}, not one of "
+                         + ", ".join(CHUNK_STATES))
+    _fraction(c.get("progress"), f"{where}'s progress")
+    for key in ("attempt", "attempts", "items"):
+        _count_or_none(c.get(key, 0), f"{where}'s {key}", null=False)
+    for key in ("started_ms", "finished_ms"):
+        _count_or_none(c.get(key), f"{where}'s {key}")
+    if c.get("peer") is not None:
+        _peers([c["peer"]], f"{where}'s peer")
+    _text_or_none(c.get("error"), f"{where}'s error")
+    if c.get("log") is not None:
+        _cid(c["log"], f"{where}'s log")
+
+
+def _fraction(p: Any, what: str) -> None:
+    if not (isinstance(p, int | float) and not isinstance(p, bool) and 0 <= p <= 1):
+        raise ValueError(f"{what} is {_shown(p)}, not a number in 0..1")
+
+
+def _count_or_none(v: Any, what: str, null: bool = True) -> None:
+    if v is None and null:
+        return
+    if type(v) is not int or not 0 <= v <= MAX_SERVED_COUNT:
+        raise ValueError(f"{what} is {_shown(v)}, not an integer 0..{MAX_SERVED_COUNT}"
+                         + (" or null" if null else ""))
+
+
+def _number_or_none(v: Any, what: str) -> None:
+    if v is not None and (not isinstance(v, int | float) or isinstance(v, bool)
+                          or not -MAX_SERVED_COUNT <= v <= MAX_SERVED_COUNT):
+        raise ValueError(f"{what} is {_shown(v)}, not a number or null")
+
+
+def _text_or_none(v: Any, what: str) -> None:
+    if v is not None and not isinstance(v, str):
+        raise ValueError(f"{what} is {_shown(v)}, not a text or null")
+
+
+def _peers(v: Any, what: str) -> None:
+    if (not isinstance(v, list) or len(v) > MAX_SERVED_PEERS
+            or not all(is_peer_id(p) for p in v)):
+        raise ValueError(f"{what} is {_shown(v)}, not a list of peer ids")
+
+
+def _cid(v: Any, what: str) -> None:
+    try:
+        if not isinstance(v, str):  # (parse_cid is cached: its argument must hash)
+            raise BadCID("not a string")
+        parse_cid(v, lenient=True)
+    except BadCID:
+        raise ValueError(f"{what} is {_shown(v)}, not a CID") from None
 
 
 def served_by(body: bytes, member: str) -> bytes:
     """A member's view as a non-member passes it on: `body`, the member's answer (a JSON
-    object in UTF-8 that `member_view` passed), with `"served_by": member` spliced in as its
-    last key (one of that name the member sent is overridden: the last one wins), not
-    parsed nor dumped again (a view may be tens of megabytes)."""
+    object in UTF-8 that `member_view` passed), with `"served_by": member, "unverified":
+    true` spliced in as its last keys (ones of those names the member sent are overridden:
+    the last one wins), not parsed nor dumped again (a view may be tens of megabytes).
+    `unverified`: its header, names, workflow and the types are checked against the job's
+    JOB_SUBMITTED (`member_view`), its states, runners and outputs are the member's word."""
     end = len(body.rstrip(b" \t\n\r")) - 1  # (its closing brace: JSON's white space after)
-    tail = b',"served_by":' + json.dumps(member).encode() + b"}"
+    tail = b',"served_by":' + json.dumps(member).encode() + b',"unverified":true}'
     return b"".join((memoryview(body)[:end], tail))
 
 

@@ -59,8 +59,10 @@ def good_view(job: str = JOB, **over: Any) -> dict[str, Any]:
         "id": job, "name": "w", "state": "running", "submitted_by": A,
         "submitted_ms": hlc_ms(HLC), "finished_ms": None, "duration_s": None,
         "progress": 0.5, "outputs": {}, "workflow": WORKFLOW,
-        "tasks": [{"name": "t0", "state": "done", "progress": 1.0, "chunks": []},
-                  {"name": "t1", "state": "running", "progress": 0.0, "chunks": []}]}
+        "tasks": [{"name": "t0", "state": "done", "progress": 1.0, "chunks": [],
+                   "depends": []},
+                  {"name": "t1", "state": "running", "progress": 0.0, "chunks": [],
+                   "depends": []}]}
     view.update(over)
     return view
 
@@ -138,6 +140,77 @@ def test_a_members_view_of_the_job_passes() -> None:
     assert member_view(good_view(), submitted()) == good_view()
 
 
+def _task(i: int = 0, **over: Any) -> dict[str, Any]:
+    """Task `i` of good_view with `over` in it (a task's full view's keys)."""
+    t = {**good_view()["tasks"][i], "call": "c", "params": {}, "cid": None, "attempts": 1,
+         "peers": [A], "output": None, "partial": None, "cached": False, "warning": None,
+         "error": None, "waiting": None, "started_ms": 5, "finished_ms": None,
+         "duration_s": None, "chunks_total": 1, "chunks_from": 0,
+         "chunks": [{"state": "running", "progress": 0.5, "attempt": 0, "attempts": 1,
+                     "peer": A, "items": 3, "error": None, "started_ms": 5,
+                     "finished_ms": None, "log": None}]}
+    t.update(over)
+    return t
+
+
+def _with(**over: Any) -> dict[str, Any]:
+    return good_view(tasks=[_task(0, **over), good_view()["tasks"][1]])
+
+
+def _chunk(**over: Any) -> dict[str, Any]:
+    return _with(chunks=[{**_task()["chunks"][0], **over}])
+
+
+@pytest.mark.parametrize(("answer", "why"), [
+    (good_view(name="quarterly-report"), "its name is 'quarterly-report', not 'w'"),
+    (good_view(workflow={**WORKFLOW, "name": "x"}), "its workflow is not the job's"),
+    (_with(depends=None), "its task 't0''s depends is None, not the workflow's []"),
+    (_with(depends=["t1"]), "its task 't0''s depends is ['t1']"),
+    (_with(call="other"), "its task 't0''s call is 'other'"),
+    (_with(params=[]), "its task 't0''s params is []"),
+    (_with(state="done!"), "its task 't0''s state is 'done!'"),
+    (_with(progress="1"), "its task 't0''s progress is '1'"),
+    (_with(output="../api/jobs/x/cancel"), "its task 't0''s output is '../api/jobs/x/cancel', "
+     "not a CID"),
+    (_with(output={"a": 1}), "its task 't0''s output is {'a': 1}, not a CID"),
+    (_with(peers=None), "its task 't0''s peers is None, not a list of peer ids"),
+    (_with(peers=["<b>x</b>"]), "not a list of peer ids"),
+    (_with(attempts=-1), "its task 't0''s attempts is -1"),
+    (_with(error=["x"]), "its task 't0''s error is ['x'], not a text or null"),
+    (_with(cached="yes"), "its task 't0''s cached is 'yes'"),
+    (_with(partial={"output": "x", "items": 1, "of": 2}), "its task 't0''s partial output"),
+    (_with(chunks=None), "its task 't0''s chunks are not a list"),
+    (_with(chunks=[None]), "its task 't0''s chunk 0 is None, not an object"),
+    (_with(chunks=[{}] * 1001), "at most 1000"),
+    (_chunk(state="won"), "its task 't0''s chunk 0's state is 'won'"),
+    (_chunk(peer=7), "its task 't0''s chunk 0's peer is [7]"),
+    (_chunk(items="3"), "its task 't0''s chunk 0's items is '3'"),
+    (good_view(outputs={"t0": "nope"}), "its outputs['t0'] is 'nope', not a CID"),
+    (good_view(outputs={"zz": CID}), "its outputs are"),
+    (good_view(outputs=[]), "its outputs are [], not task name -> CID"),
+    (good_view(published=[{"name": 1}]), "its published is not a list"),
+    (good_view(finished_ms="now"), "its finished_ms is 'now'"),
+])
+def test_a_members_view_that_lies_about_the_job_or_mistypes_it_is_refused_naming_where(
+        answer: Any, why: str) -> None:
+    """Session 49, review r1 F9: a member's view was checked for its header and task names
+    only; a renamed job, a null `depends` (the job page threw), a done state with any
+    "output", any runners passed to every non-member's UI and CLI. Each fails on 6c66b4c1
+    (no ValueError)."""
+    with pytest.raises(ValueError) as e:
+        member_view(answer, submitted())
+    assert why in str(e.value)
+
+
+def test_a_members_full_view_of_the_job_passes() -> None:
+    full = good_view(outputs={"t0": CID}, published=[{"name": "k", "value": "/ipfs/" + CID,
+                                                       "task": "t0"}],
+                     tasks=[_task(0, output=CID, partial=None, state="done",
+                                  chunks=[{**_task()["chunks"][0], "log": CID}]),
+                            _task(1, partial={"output": CID, "items": 1, "of": 2})])
+    assert member_view(full, submitted()) is full
+
+
 # -- the API of a non-member ---------------------------------------------------------------
 
 
@@ -204,7 +277,7 @@ async def test_a_non_members_job_view_is_a_members_answer_asked_in_order(
             api_client(non_member) as c:
         r = await c.get(f"/api/jobs/{JOB}?chunks_from=3")
         assert r.status == 200
-        assert await r.json() == {**good_view(chunks_from=3), "served_by": B}
+        assert await r.json() == {**good_view(chunks_from=3), "served_by": B, "unverified": True}
     assert asked == [A, B]
 
 
@@ -233,8 +306,8 @@ async def test_a_members_view_is_passed_on_as_its_bytes_parsed_sharing_the_gil(
         r = await c.get(f"/api/jobs/{JOB}")
         raw = await r.read()
     assert r.status == 200 and parsed == [{"sharing": True}]
-    assert raw == view.rstrip()[:-1] + f',"served_by":"{A}"}}'.encode()
-    assert json.loads(raw) == {**good_view(), "served_by": A}
+    assert raw == view.rstrip()[:-1] + f',"served_by":"{A}","unverified":true}}'.encode()
+    assert json.loads(raw) == {**good_view(), "served_by": A, "unverified": True}
 
 
 async def test_a_members_view_not_in_utf8_is_refused(non_member: Node) -> None:
@@ -339,7 +412,7 @@ async def test_a_members_view_reaches_a_non_member_whole(tmp_path: Path) -> None
             mine = await (await mc.get(f"/api/jobs/{JOB}")).json()
             r = await oc.get(f"/api/jobs/{JOB}")
             assert r.status == 200
-            assert await r.json() == {**mine, "served_by": member.peer_id}
+            assert await r.json() == {**mine, "served_by": member.peer_id, "unverified": True}
             r = await oc.get(f"/api/snapshot?v=3&view={JOB}")
             assert r.status == 404 and (await r.json())["field"] == "view"
     finally:
@@ -362,3 +435,22 @@ async def test_with_lanes_off_a_job_with_members_is_viewed_and_listed_here(
         assert "members" not in entry and len(entry["tasks"]) == 2
     finally:
         node.log.close()
+
+
+async def test_banzai_status_of_a_job_served_by_a_member_says_whose_word_it_is(
+        non_member: Node, capsys: pytest.CaptureFixture[str]) -> None:
+    """Session 49, review r1 F9: the web UI said a member gave the view, `banzai status JOB`
+    printed it unmarked (fails on 6c66b4c1: no such line)."""
+    import argparse
+
+    from peer import cli
+
+    async def full(request: web.Request) -> web.Response:
+        return web.json_response(good_view(tasks=[_task(0), _task(1)]))
+
+    async with fake_members(non_member, {B: full}, []), api_client(non_member) as c:
+        client = cli.Client(str(c.make_url("")), c.session)
+        rc = await cli.cmd_status(client, argparse.Namespace(job=JOB))
+    printed = capsys.readouterr().out
+    assert rc == 0
+    assert f"(as its member {B} gave it: task states, peers and outputs unverified)" in printed

@@ -353,7 +353,7 @@ export function JobPage({ id }) {
       </div>
     </div>
     ${job.error ? html`<${ErrorBox} error=${job.error} title="Live refresh failed; showing the last known state." />` : null}
-    ${j.served_by ? html`<div class="alert alert-warn served-by" role="status">This peer holds none of this job's task events (partial replication): shown as its member <span class="mono" title=${j.served_by}>${shortId(j.served_by)}</span> gave it, asked again every ${MEMBER_POLL_MS / 1000} s.</div>` : null}
+    ${j.served_by ? html`<div class="alert alert-warn served-by" role="status">This peer holds none of this job's task events (partial replication): shown as its member <span class="mono" title=${j.served_by}>${shortId(j.served_by)}</span> gave it, asked again every ${MEMBER_POLL_MS / 1000} s. Its name, tasks and dependencies are checked against the job's submission; <strong>its task states, runners and outputs are unverified</strong> (that member's word).</div>` : null}
     <div class="card job-summary">
       <div class="progress-row big">
         <${Progress} value=${j.progress} state=${j.state} label="job progress" />
