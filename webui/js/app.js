@@ -6,7 +6,7 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import { api, hub, login, needLogin, onLoginNeeded, session, useConnection } from "./api.js";
 import { OpenCid } from "./opencid.js";
 import { gatewayBase, onSettingsChange, setGateway } from "./settings.js";
-import { html } from "./ui.js";
+import { Boundary, html } from "./ui.js";
 import { MeshPage } from "./pages/mesh.js";
 import { JobsPage } from "./pages/jobs.js";
 import { JobPage } from "./pages/job.js";
@@ -227,7 +227,7 @@ function App() {
       </div>
     </header>
     <${OfflineBanner} />
-    <main id="main" ref=${mainRef} tabindex="-1">${page}</main>
+    <main id="main" ref=${mainRef} tabindex="-1"><${Boundary} key=${`${route.page}/${route.id}/${route.cid}/${route.path}`} what="page">${page}</${Boundary}></main>
     <footer class="footer">Banzai peer ${peer ? html`<span class="mono">${peer.peer}</span>${` · v${peer.version} · `}` : " · "}<a href="api/openapi.json">API</a></footer>
     <${SettingsDialog} open=${settings} onClose=${() => setSettings(false)} />
     <${LoginDialog} />

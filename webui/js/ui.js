@@ -1,7 +1,7 @@
 // Shared components and formatting helpers.
 
 import htm from "htm";
-import { h } from "preact";
+import { Component, h } from "preact";
 import { useEffect, useRef, useState } from "preact/hooks";
 import { gwUrl } from "./settings.js";
 
@@ -144,4 +144,39 @@ export function safeHttpUrl(value) {
   if (u.protocol !== "http:" && u.protocol !== "https:") return null;
   if (u.username || u.password) return null;
   return `${u.origin}${u.pathname.replace(/\/*$/, "")}/`;
+}
+
+/**
+ * An error boundary: its children, or, once rendering them threw, "this panel could not
+ * render: <reason>" in their place, so one bad value (a member's heartbeat, a view) costs one
+ * panel, not the app (session 49, review r1 F2: a throw in one peer card left every page
+ * empty). A new `resetKey` (the panel's data) or "Try again" renders the children again.
+ */
+export class Boundary extends Component {
+  constructor(props) {
+    super(props);
+    this.state = { error: null };
+  }
+
+  static getDerivedStateFromError(error) {
+    return { error };
+  }
+
+  componentDidCatch(error) {
+    console.warn(`a panel could not render: ${error && error.message}`);
+  }
+
+  componentDidUpdate(prev) {
+    if (this.state.error && prev.resetKey !== this.props.resetKey) this.setState({ error: null });
+  }
+
+  render() {
+    const { error } = this.state;
+    if (!error) return this.props.children;
+    const reason = String((error && error.message) || error).slice(0, 500);
+    return html`<div class="alert alert-error panel-error" role="alert">
+      This ${this.props.what || "panel"} could not render: <span class="mono">${reason}</span>
+      <button type="button" class="btn btn-small" onClick=${() => this.setState({ error: null })}>Try again</button>
+    </div>`;
+  }
 }

@@ -1,7 +1,7 @@
 // Mesh view: every peer with capabilities, slots and load, running work, data, last heard.
 
 import { useLive, useTick } from "../api.js";
-import { Empty, ErrorBox, Progress, Spinner, StateBadge, fmtAgo, fmtDuration, html, safeHttpUrl, shortId, usePageTitle } from "../ui.js";
+import { Boundary, Empty, ErrorBox, Progress, Spinner, StateBadge, fmtAgo, fmtDuration, html, safeHttpUrl, shortId, usePageTitle } from "../ui.js";
 
 const PEER_EVENTS = new Set(["member", "claim", "chunk_done", "chunk_failed", "task_done", "provide",
                              "job_cancelled", "task_split"]);
@@ -24,12 +24,26 @@ export function shownPeers(peers) {
   return { shown: [...here, ...gone.slice(0, GONE_SHOWN)], hidden: Math.max(0, gone.length - GONE_SHOWN) };
 }
 
+// One card per peer, each in its own boundary: a member's bad value costs its card only.
 function PeerCard({ p }) {
+  return html`<${Boundary} resetKey=${p} what="peer card"><${PeerCardBody} p=${p} /></${Boundary}>`;
+}
+
+// A running chunk as /api/peers serves it, else null: an entry of a member's heartbeat is
+// anything that member sent (review r1 F2: `[null]` threw here).
+function runningEntry(r) {
+  const job = r && typeof r === "object" ? r.job : undefined;
+  if (typeof job !== "string" || !job) return null;
+  return { job, task: typeof r.task === "string" ? r.task : "?", chunk: Number.isInteger(r.chunk) ? r.chunk : "?" };
+}
+
+function PeerCardBody({ p }) {
   const busy = p.free_slots === null || p.free_slots === undefined ? null : p.slots - p.free_slots;
   const load = busy === null ? null : busy / Math.max(1, p.slots);
   const heard = p.self ? "now (this peer)"
     : typeof p.last_heard_s === "number" ? (p.last_heard_s < 1 ? "just now" : `${fmtDuration(p.last_heard_s)} ago`)
     : p.last_heard_ms ? fmtAgo(p.last_heard_ms) : "never";
+  const running = (Array.isArray(p.running) ? p.running : []).map(runningEntry).filter(Boolean);
   return html`<article class="card peer-card" aria-labelledby=${`peer-${p.id}`}>
     <header class="card-head">
       <div>
@@ -56,8 +70,8 @@ function PeerCard({ p }) {
     </div>` : null}
     <div class="peer-section">
       <h4>Running</h4>
-      ${p.running && p.running.length ? html`<ul class="running-list">
-        ${p.running.map((r) => html`<li><a href=${`#/jobs/${r.job}`}>${r.job}</a>
+      ${running.length ? html`<ul class="running-list">
+        ${running.map((r) => html`<li><a href=${`#/jobs/${r.job}`}>${r.job}</a>
           <span class="muted"> · ${r.task} · chunk ${r.chunk}</span></li>`)}
       </ul>` : html`<p class="muted small">${p.state === "dead" ? "Unknown (peer not heard from)." : "Idle."}</p>`}
     </div>

@@ -1,0 +1,145 @@
+"""The web UI in the system Chromium (Playwright) against a real peer, fed what a hostile
+member or content can put in front of a person (session 49, review r1): a bad heartbeat
+entry costs one card, not the app (F2); the Mesh page's running chunks as the peer serves
+them (F4). Each test fails on 6c66b4c1."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import PeerProc, start_peer
+from tests.integration.webui_helpers import CHROMIUM, CHROMIUM_ARGS, api
+
+sync_api = pytest.importorskip("playwright.sync_api",
+                               reason="the playwright package is not installed")
+if not CHROMIUM.exists():
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); the web UI tests need it",
+                allow_module_level=True)
+
+from tests.integration.test_webui import Tab  # noqa: E402  (after the skips: it imports playwright)
+
+MESH_NAME = f"webui-hostile-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="module")
+def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PeerProc]:
+    p = start_peer(tmp_path_factory.mktemp("webui-hostile") / "p0", "--slots", "2",
+                   mesh=MESH_NAME)
+    yield p
+    p.kill(signal.SIGTERM)
+    time.sleep(0.2)  # let the output pump reach EOF, then close the pipe (no ResourceWarning)
+    if p.proc.stdout is not None:
+        p.proc.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def tab(browser: Any, peer: PeerProc) -> Iterator[Tab]:
+    t = Tab(browser, peer.url, login=peer.login_url)
+    yield t
+    try:
+        t.assert_clean()
+    finally:
+        t.close()
+
+
+def _with_member(page: Any, member: dict[str, Any]) -> None:
+    """/api/peers as the peer answers it, with `member` added (a member's heartbeat and
+    MEMBER payload stood in for at the page's network layer)."""
+    def answer(route: Any) -> None:
+        got = route.fetch()
+        body = got.json()
+        body["peers"].append(member)
+        route.fulfill(response=got, body=json.dumps(body))
+    page.route("**/api/peers", answer)
+
+
+HOSTILE = {"id": "e5" * 10, "name": "hostile", "http": "http://127.0.0.1:9/", "self": False,
+           "state": "alive", "slots": 1, "free_slots": 1, "provides": 0, "last_heard_s": 0.5,
+           "calls": ["T_SLEEP"], "running": [None, 5, "x", {"job": None}, [None]]}
+
+
+def test_a_members_bad_running_entries_are_skipped_and_the_app_lives(tab: Tab) -> None:
+    """Review r1 F2: one member's heartbeat `running: [null]` made the Mesh page throw, and
+    every page after it rendered empty. Its card shows, idle; the other pages still work."""
+    expect = sync_api.expect
+    page = tab.page
+    _with_member(page, HOSTILE)
+    tab.go("/")
+    expect(page.locator(".peer-card")).to_have_count(2)
+    card = page.locator(".peer-card", has_text="hostile")
+    expect(card.locator(".running-list li")).to_have_count(0)
+    expect(card).to_contain_text("Idle.")
+    page.click("nav >> text=Jobs")
+    expect(page.locator("main h1")).to_have_text("Jobs")
+    page.click("nav >> text=Mesh")
+    expect(page.locator("main h1")).to_have_text("Mesh")
+    expect(page.locator(".peer-card")).to_have_count(2)
+
+
+def test_a_card_that_cannot_render_costs_that_card_only(tab: Tab) -> None:
+    """Review r1 F2: no error boundary, so one throw anywhere blanked the app. A member whose
+    entry breaks its card (here `calls` not a list: `.map` throws) shows "could not render"
+    in its card's place; this peer's card, the page and the other pages stay."""
+    expect = sync_api.expect
+    page = tab.page
+    tab.console.allow.append("calls")  # (the throw, reported by the boundary)
+    _with_member(page, {**HOSTILE, "running": [], "calls": 5})
+    tab.go("/")
+    expect(page.locator(".panel-error")).to_contain_text("This peer card could not render:")
+    expect(page.locator(".peer-card")).to_have_count(1)
+    expect(page.locator(".peer-card").first).to_contain_text("this peer")
+    expect(page.locator("main h1")).to_have_text("Mesh")
+    page.click("nav >> text=Submit")
+    expect(page.locator("main h1")).to_have_text("Submit a pipeline")
+
+
+def test_a_page_that_cannot_render_shows_why_and_the_app_lives(tab: Tab) -> None:
+    """Review r1 F2: the page's own boundary: a job page whose view throws (its `tasks` not
+    a list) says why, and the nav leads to working pages."""
+    expect = sync_api.expect
+    page = tab.page
+    tab.console.allow.append("tasks")
+    job = "j00000000f0f2"
+    page.route(f"**/api/jobs/{job}", lambda route: route.fulfill(
+        status=200, content_type="application/json", body=json.dumps({
+            "id": job, "name": "broken", "state": "running", "progress": 0.5,
+            "submitted_by": "a1" * 8, "submitted_ms": 1, "outputs": {}, "tasks": 7})))
+    tab.go(f"/jobs/{job}")
+    expect(page.locator(".panel-error")).to_contain_text("This page could not render:")
+    page.click("nav >> text=Jobs")
+    expect(page.locator("main h1")).to_have_text("Jobs")
+
+
+def test_the_mesh_page_lists_a_running_chunk_with_its_job_link(tab: Tab,
+                                                              tmp_path: Path) -> None:
+    """Review r1 F4: /api/peers serves each running chunk as [job, task, chunk, attempt];
+    the page read `r.job` of a list: "· · chunk" linking to #/jobs/undefined."""
+    expect = sync_api.expect
+    job = api(tab.base, "jobs", body=json.dumps({"name": "napping", "tasks": [
+        {"name": "nap", "call": "T_SLEEP", "args": [120]}]}).encode())["job"]
+    try:
+        page = tab.go("/")
+        li = page.locator(".peer-card").first.locator(".running-list li")
+        expect(li).to_have_count(1, timeout=30_000)
+        expect(li.locator("a")).to_have_attribute("href", f"#/jobs/{job}")
+        expect(li).to_contain_text(f"{job} · nap · chunk 0")
+        li.locator("a").click()
+        expect(page.locator("main h1")).to_contain_text("napping")
+    finally:
+        api(tab.base, f"jobs/{job}/cancel", body=b"{}", method="POST")
