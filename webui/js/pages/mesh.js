@@ -29,12 +29,14 @@ function PeerCard({ p }) {
   return html`<${Boundary} resetKey=${p} what="peer card"><${PeerCardBody} p=${p} /></${Boundary}>`;
 }
 
-// A running chunk as /api/peers serves it, else null: an entry of a member's heartbeat is
-// anything that member sent (review r1 F2: `[null]` threw here).
+// A running chunk as /api/peers serves it, an attempt key [job, task, chunk, attempt] (review
+// r1 F4: read as an object, every one showed "· · chunk"; {job, task, chunk} is read too),
+// else null: an entry of a member's heartbeat is anything that member sent (F2: `[null]`
+// threw here).
 function runningEntry(r) {
-  const job = r && typeof r === "object" ? r.job : undefined;
+  const [job, task, chunk] = Array.isArray(r) ? r : r && typeof r === "object" ? [r.job, r.task, r.chunk] : [];
   if (typeof job !== "string" || !job) return null;
-  return { job, task: typeof r.task === "string" ? r.task : "?", chunk: Number.isInteger(r.chunk) ? r.chunk : "?" };
+  return { job, task: typeof task === "string" ? task : "?", chunk: Number.isInteger(chunk) ? chunk : "?" };
 }
 
 function PeerCardBody({ p }) {
