@@ -1,13 +1,15 @@
 """The web UI in the system Chromium (Playwright) against a real peer, fed what a hostile
 member or content can put in front of a person (session 49, review r1): a bad heartbeat
 entry costs one card, not the app (F2); the Mesh page's running chunks as the peer serves
-them (F4). Each test fails on 6c66b4c1."""
+them (F4); DAGs that link one block over and over are refused by the Browse page's verified
+reader, the tab lives (F8). Each test fails on 6c66b4c1."""
 
 from __future__ import annotations
 
 import json
 import signal
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -143,3 +145,104 @@ def test_the_mesh_page_lists_a_running_chunk_with_its_job_link(tab: Tab,
         expect(page.locator("main h1")).to_contain_text("napping")
     finally:
         api(tab.base, f"jobs/{job}/cancel", body=b"{}", method="POST")
+
+
+# -- F8: DAGs that expand without bound in the Browse page's verified reader
+
+
+def _import_car(base: str, blocks: list[tuple[Any, bytes]], root: Any) -> None:
+    """`blocks` into the peer by POST /api/v0/dag/import (pinned), as any user may."""
+    from peer.ipfs import car
+
+    data = car.frame(car.encode_header([root])) + b"".join(
+        car.block_section(c, b) for c, b in blocks)
+    boundary = "b" + uuid.uuid4().hex
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.car"\r\n'
+            "Content-Type: application/vnd.ipld.car\r\n\r\n").encode() + data + \
+        f"\r\n--{boundary}--\r\n".encode()
+    req = urllib.request.Request(
+        f"{base}/api/v0/dag/import?pin-roots=true", data=body, method="POST",
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        assert r.status == 200
+
+
+def _file_bomb(width: int, levels: int, leaf: bytes, sizes: bool) -> tuple[Any, list[Any]]:
+    """The reviewer's shape (/tmp/s49r1/filebomb.py): `levels` file nodes, each linking one
+    child `width` times; `sizes`: with consistent blocksizes (then the root declares the
+    true size), else none and a root that claims 10 bytes. In a directory as report.txt:
+    (directory CID, blocks)."""
+    from peer.cids import sha256_cid
+    from peer.ipfs import dagpb
+    from peer.ipfs.dagpb import DataType, PBLink, PBNode, UnixFSData, encode_node, encode_unixfs
+
+    c = sha256_cid(leaf, "raw", 1)
+    blocks = [(c, leaf)]
+    size = len(leaf)
+    for lvl in range(levels):
+        top = lvl == levels - 1
+        fs = encode_unixfs(UnixFSData(DataType.FILE, None, size * width if sizes else
+                                      10 if top else None, (size,) * width if sizes else ()))
+        node = encode_node(PBNode(tuple(PBLink(c.binary, "", 1) for _ in range(width)), fs))
+        c = sha256_cid(node, "dag-pb", 1)
+        blocks.append((c, node))
+        size *= width
+    d = dagpb.dir_node([("report.txt", c.binary, 10)])
+    dc = sha256_cid(d, "dag-pb", 1)
+    return dc, [*blocks, (dc, d)]
+
+
+def test_a_file_dag_linking_one_child_over_and_over_is_refused_and_the_tab_lives(
+        tab: Tab) -> None:
+    """Review r1 F8: the reviewer's 133 KB DAG (1,000 links to one child, 3 levels, the root
+    claiming 10 bytes: auto-verified) hung the Browse page and crashed the tab after 112 s.
+    Now its root is checked before any child is fetched (no blocksizes for its links)."""
+    expect = sync_api.expect
+    root, blocks = _file_bomb(1000, 3, b"x" * 1024, sizes=False)
+    _import_car(tab.base, blocks, root)
+    page = tab.go(f"/ipfs/{root}/report.txt")
+    expect(page.locator(".verify-error")).to_contain_text("0 blocksizes for 1000 links")
+    assert page.evaluate("1 + 1") == 2  # (the tab answers)
+
+
+def test_a_file_dag_of_empty_leaves_repeated_is_cut_at_the_repeat_allowance(tab: Tab) -> None:
+    """Review r1 F8, with consistent sizes: a file of 0 bytes made of 10^9 links to one empty
+    leaf (3 levels of 1,000): its sizes add up, so only the bound on blocks read again stops
+    it (as the peer's exports bound them: beyond the distinct blocks' bytes)."""
+    expect = sync_api.expect
+    root, blocks = _file_bomb(1000, 3, b"", sizes=True)
+    _import_car(tab.base, blocks, root)
+    page = tab.go(f"/ipfs/{root}/report.txt")
+    expect(page.locator(".verify-bound")).to_contain_text(
+        "links the same blocks over and over", timeout=60_000)
+    assert page.evaluate("1 + 1") == 2
+
+
+def test_a_hamt_whose_buckets_link_one_shard_is_refused(tab: Tab) -> None:
+    """Review r1 F8, the directory side (by reading): every bucket of a HAMT linking ONE
+    sub-shard lists 256^k entries from k+1 blocks. A sub-shard linked twice is refused."""
+    from peer.cids import sha256_cid
+    from peer.ipfs.dagpb import DataType, PBLink, PBNode, UnixFSData, encode_node, encode_unixfs
+
+    blocks: list[tuple[Any, bytes]] = []
+
+    def put(data: bytes, codec: str) -> Any:
+        c = sha256_cid(data, codec, 1)
+        blocks.append((c, data))
+        return c
+
+    def shard(links: list[PBLink], bits: bytes) -> Any:
+        fs = encode_unixfs(UnixFSData(DataType.HAMT_SHARD, bits, None, (), 0x22, 256))
+        return put(encode_node(PBNode(tuple(links), fs)), "dag-pb")
+
+    entry = put(b"hello", "raw")
+    bottom = shard([PBLink(entry.binary, "00a", 5)], bytes(31) + b"\x01")
+    level = bottom
+    for _ in range(2):  # 256^2 entries named "a" from 3 shards (the peer's own listing of
+        # it, which the page asks for beside, walks them all: kept small)
+        level = shard([PBLink(level.binary, f"{i:02X}", 1) for i in range(256)], b"\xff" * 32)
+    _import_car(tab.base, blocks, level)
+    expect = sync_api.expect
+    page = tab.go(f"/ipfs/{level}")
+    expect(page.locator(".verify-error")).to_contain_text("is linked more than once")
+    assert page.evaluate("1 + 1") == 2

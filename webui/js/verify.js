@@ -11,6 +11,11 @@ export class VerifyError extends Error {
   constructor(message, cid = null) { super(message); this.name = "VerifyError"; this.cid = cid; }
 }
 
+/** Content past what the browser reads (MAX_READ_BYTES and the rest): not proven wrong. */
+export class BoundError extends VerifyError {
+  constructor(message, cid = null) { super(message, cid); this.name = "BoundError"; }
+}
+
 export class GatewayError extends Error {
   constructor(message, { status = 0, network = false } = {}) {
     super(message);
@@ -139,23 +144,96 @@ export async function statNode(cidStr) {
   return { kind: fs.typeName, size: null, node, unixfs: fs };
 }
 
+// What one verified read may take (session 49, review r1 F8: a 133 KB file DAG whose nodes
+// link one child 1,000 times was expanded without bound and crashed the tab). A file's
+// nodes are checked before their children are fetched, as the peer's reader checks them
+// (peer/ipfs/unixfs.py check_file): one blocksize per link, the data plus the blocksizes
+// make its filesize, and each child holds what its parent's blocksize says; so the bytes
+// read are the root's size, which must be at most MAX_READ_BYTES. The blocks are bounded
+// too (empty leaves repeated hold no bytes): MAX_READ_BLOCKS per file, and what a file
+// reads again of blocks it has read (each at least MIN_REPEAT_COST, plus what the block holds
+// beyond its data: its links) at most REPEAT_ALLOWANCE beyond its distinct blocks' bytes, as
+// the peer bounds an export (peer/ipfs/dag.py Expansion); MAX_WALK_BLOCKS per HAMT
+// directory, whose sub-shards must each be linked once, and MAX_DIR_ENTRIES entries.
+export const MAX_READ_BYTES = 512 * 1024 * 1024;
+export const MAX_READ_BLOCKS = 1 << 18;
+export const REPEAT_ALLOWANCE = 16 * 1024 * 1024;
+const MIN_REPEAT_COST = 512;
+export const MAX_WALK_BLOCKS = 1 << 14;
+export const MAX_DIR_ENTRIES = 1 << 20;
+const MAX_FILE_DEPTH = 64;
+
 /** The whole content of a UnixFS file, every block verified. `onBytes(n)` reports progress. */
 export async function readFile(cidStr, onBytes = () => {}) {
+  const parts = [];
+  const walk = { blocks: 0, parts, onBytes, root: cidStr, seen: new Set(), once: 0, again: 0 };
+  await readInto(cidStr, null, walk, 0);
+  return concat(parts);
+}
+
+/** Read file node `cidStr` (whose parent says it holds `want` bytes; null for the root)
+ *  into `walk.parts`, its children in order, a few fetched ahead. */
+async function readInto(cidStr, want, walk, depth) {
+  if (++walk.blocks > MAX_READ_BLOCKS) {
+    throw new BoundError(`file ${walk.root} has more than ${MAX_READ_BLOCKS} blocks (or links one block over and over): not read in the browser`, walk.root);
+  }
+  if (depth > MAX_FILE_DEPTH) throw new VerifyError(`file ${walk.root} is nested deeper than ${MAX_FILE_DEPTH} levels`, walk.root);
   const cid = parseCid(cidStr);
   const block = await getBlock(cidStr);
-  if (cid.codec === 0x55) { onBytes(block.length); return block; }
+  const wrong = (held) => new VerifyError(`file ${walk.root}: block ${cidStr} holds ${held} bytes, its parent says ${want}`, cidStr);
+  if (cid.codec === 0x55) {
+    if (want !== null && block.length !== want) throw wrong(block.length);
+    tooBig(block.length, walk.root);
+    repeated(walk, cidStr, block.length, block.length);
+    walk.onBytes(block.length);
+    walk.parts.push(block);
+    return;
+  }
   if (cid.codec !== 0x70) throw new VerifyError(`unsupported codec ${cid.codecName}`, cidStr);
   const node = decodeNode(block);
   const fs = decodeUnixfs(node.data);
   if (fs.type === 1 || fs.type === 5) throw new VerifyError(`${cidStr} is a directory, not a file`, cidStr);
   if (fs.type !== 0 && fs.type !== 2) throw new VerifyError(`${cidStr} is a UnixFS ${fs.typeName}`, cidStr);
-  onBytes(fs.data.length);
-  const children = await Promise.all(node.links.map((l) => readFile(l.cid, onBytes)));
-  const out = concat([fs.data, ...children]);
-  if (fs.filesize !== null && fs.filesize !== out.length) {
-    throw new VerifyError(`file ${cidStr} should be ${fs.filesize} bytes, its blocks hold ${out.length}`, cidStr);
+  if (fs.blocksizes.length !== node.links.length) {
+    throw new VerifyError(`corrupt UnixFS file ${cidStr}: ${fs.blocksizes.length} blocksizes for ${node.links.length} links`, cidStr);
   }
-  return out;
+  const held = fs.blocksizes.reduce((a, b) => a + b, fs.data.length);
+  if (fs.filesize !== null && fs.filesize !== held) {
+    throw new VerifyError(`corrupt UnixFS file ${cidStr}: it declares ${fs.filesize} bytes but its data and blocksizes hold ${held}`, cidStr);
+  }
+  if (want !== null && held !== want) throw wrong(held);
+  if (want === null) tooBig(held, cidStr);
+  repeated(walk, cidStr, block.length, fs.data.length);
+  walk.onBytes(fs.data.length);
+  walk.parts.push(fs.data);
+  const links = node.links;
+  const ahead = (j) => {
+    if (j < links.length && !walk.seen.has(links[j].cid)) getBlock(links[j].cid).catch(() => {});
+  }; // (fetched ahead, cached: an error comes when it is read)
+  for (let j = 1; j < MAX_PARALLEL; j++) ahead(j);
+  for (let i = 0; i < links.length; i++) {
+    ahead(i + MAX_PARALLEL);
+    await readInto(links[i].cid, fs.blocksizes[i], walk, depth + 1);
+  }
+}
+
+/** Count a block of a file read (`data` of its `size` bytes are content, bounded apart). */
+function repeated(walk, cidStr, size, data) {
+  if (!walk.seen.has(cidStr)) {
+    walk.seen.add(cidStr);
+    walk.once += size;
+    return;
+  }
+  walk.again += MIN_REPEAT_COST + size - data;
+  if (walk.again > REPEAT_ALLOWANCE + walk.once) {
+    throw new BoundError(`file ${walk.root} links the same blocks over and over: reading it would take more than ${REPEAT_ALLOWANCE} bytes beyond its ${walk.once} bytes of distinct blocks again (at ${cidStr}); not read in the browser`, walk.root);
+  }
+}
+
+function tooBig(size, cidStr) {
+  if (size > MAX_READ_BYTES) {
+    throw new BoundError(`file ${cidStr} is ${size} bytes, more than the ${MAX_READ_BYTES} a browser tab verifies in memory: use banzai get`, cidStr);
+  }
 }
 
 /** Entries of a directory from its verified blocks: [{name, cid, tsize}] (HAMT shards walked). */
@@ -198,13 +276,26 @@ function checkShard(cidStr, node, fs, fanout) {
   return width;
 }
 
-async function readShard(cidStr, node, fs, fanout = 0, depth = 0) {
+async function readShard(cidStr, node, fs, fanout = 0, depth = 0, walk = null) {
   const width = checkShard(cidStr, node, fs, fanout);
   if (depth > 64) throw new VerifyError(`HAMT ${cidStr} is too deep`, cidStr);
+  // (review r1 F8: every bucket may link one sub-shard: 1024^k entries from k+1 blocks)
+  const w = walk || { root: cidStr, seen: new Set([cidStr]), entries: 0 };
+  for (const link of node.links) {
+    if (link.name.length > width) {
+      if (++w.entries > MAX_DIR_ENTRIES) {
+        throw new BoundError(`HAMT directory ${w.root} has more than ${MAX_DIR_ENTRIES} entries: not listed in the browser`, w.root);
+      }
+    } else if (w.seen.has(link.cid)) {
+      throw new VerifyError(`HAMT directory ${w.root}: shard ${link.cid} is linked more than once`, w.root);
+    } else if (w.seen.add(link.cid).size > MAX_WALK_BLOCKS) {
+      throw new BoundError(`HAMT directory ${w.root} has more than ${MAX_WALK_BLOCKS} shards: not listed in the browser`, w.root);
+    }
+  }
   const parts = await Promise.all(node.links.map(async (link) => {
     if (link.name.length > width) return [{ name: link.name.slice(width), cid: link.cid, tsize: link.tsize }];
     const sub = decodeNode(await getBlock(link.cid));
-    return readShard(link.cid, sub, decodeUnixfs(sub.data), fs.fanout, depth + 1);
+    return readShard(link.cid, sub, decodeUnixfs(sub.data), fs.fanout, depth + 1, w);
   }));
   const out = parts.flat();
   if (depth === 0) out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));

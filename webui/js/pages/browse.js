@@ -10,7 +10,7 @@ import { parseNpy } from "../npy.js";
 import { OpenCid } from "../opencid.js";
 import { gatewayBase, gatewayLabel, gwUrl } from "../settings.js";
 import { CidChip, CopyButton, Empty, ErrorBox, Spinner, fmtBytes, fmtDuration, html, shortCid, usePageTitle } from "../ui.js";
-import { GatewayError, VerifyError, readDir, readFile, resolvePath, statNode } from "../verify.js";
+import { BoundError, GatewayError, VerifyError, readDir, readFile, resolvePath, statNode } from "../verify.js";
 
 const AUTO_VERIFY_BYTES = 64 * 1024 * 1024;
 const TEXT_EXT = new Set(["json", "md", "txt", "csv", "yaml", "yml", "toml", "log", "tsv", "xml", "html"]);
@@ -44,6 +44,10 @@ function errorState(err) {
 
 function GatewayProblem({ err }) {
   if (!err) return null;
+  if (err instanceof BoundError) {
+    return html`<div class="alert alert-warn verify-error verify-bound" role="alert"><strong>Not read in the browser.</strong>
+      <span class="pre-wrap"> ${err.message}</span></div>`;
+  }
   if (err instanceof VerifyError) {
     return html`<div class="alert alert-error verify-error" role="alert"><strong>Refused: the content does not match its CID.</strong>
       <span class="pre-wrap"> ${err.message}</span>
