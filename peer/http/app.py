@@ -47,6 +47,7 @@ from peer.http.metrics import CONTENT_TYPE as METRICS_TYPE
 from peer.http.metrics import Metrics, member_state
 from peer.http.openapi import OPENAPI
 from peer.http.tokens import load_or_create_token, mesh_credential
+from peer.http.uiheaders import ui_headers_hook
 from peer.http.views import (
     elsewhere_entry,
     held_elsewhere,
@@ -879,4 +880,5 @@ def make_app(node: Host) -> web.Application:
     rpc.add_routes(app, node.store, refused=app[IPFS_REFUSED], **rpc_options)
     r.add_get("/", index)
     r.add_static("/ui/", _webui_dir(), show_index=False)
+    app.on_response_prepare.append(ui_headers_hook(_webui_dir()))  # (review r1 F6)
     return app

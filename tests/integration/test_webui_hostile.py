@@ -2,12 +2,16 @@
 member or content can put in front of a person (session 49, review r1): a bad heartbeat
 entry costs one card, not the app (F2); the Mesh page's running chunks as the peer serves
 them (F4); DAGs that link one block over and over are refused by the Browse page's verified
-reader, the tab lives (F8). Each test fails on 6c66b4c1."""
+reader, the tab lives (F8); another page of the same host name cannot frame the UI, and
+the UI's pages run under its Content-Security-Policy (F6). Each test fails on 6c66b4c1."""
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import signal
+import threading
 import time
 import urllib.request
 import uuid
@@ -62,13 +66,15 @@ def tab(browser: Any, peer: PeerProc) -> Iterator[Tab]:
 
 def _with_member(page: Any, member: dict[str, Any]) -> None:
     """/api/peers as the peer answers it, with `member` added (a member's heartbeat and
-    MEMBER payload stood in for at the page's network layer)."""
+    MEMBER payload stood in for at the page's network layer). The page is reloaded: the
+    login URL already opened the Mesh page, and #/ again is no navigation."""
     def answer(route: Any) -> None:
         got = route.fetch()
         body = got.json()
         body["peers"].append(member)
         route.fulfill(response=got, body=json.dumps(body))
     page.route("**/api/peers", answer)
+    page.reload()
 
 
 HOSTILE = {"id": "e5" * 10, "name": "hostile", "http": "http://127.0.0.1:9/", "self": False,
@@ -246,3 +252,45 @@ def test_a_hamt_whose_buckets_link_one_shard_is_refused(tab: Tab) -> None:
     page = tab.go(f"/ipfs/{level}")
     expect(page.locator(".verify-error")).to_contain_text("is linked more than once")
     assert page.evaluate("1 + 1") == 2
+
+
+# -- F6: framing and the Content-Security-Policy
+
+
+def test_another_page_of_the_same_host_cannot_frame_the_logged_in_ui(
+        tab: Tab, tmp_path: Path) -> None:
+    """Review r1 F6: a page on another port of 127.0.0.1 (same site: the Strict session
+    cookie goes along) framed the logged-in UI, every button acting with the session. Now
+    the UI's CSP says frame-ancestors 'none' (and X-Frame-Options DENY): the frame stays
+    empty."""
+    (tmp_path / "frame.html").write_text(
+        f'<!doctype html><iframe id="f" src="{tab.base}/#/jobs"></iframe>')
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    tab.console.allow.append("frame-ancestors")  # (Chromium reports the refusal)
+    page = tab.page
+    try:
+        page.goto(f"http://127.0.0.1:{srv.server_address[1]}/frame.html")
+        page.wait_for_load_state("load")
+        framed = [f for f in page.frames if f is not page.main_frame]
+        assert len(framed) == 1
+        assert not framed[0].url.startswith(tab.base), framed[0].url  # an error page
+        assert framed[0].query_selector("#app") is None
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_every_page_runs_under_the_csp(tab: Tab) -> None:
+    """The policy refuses nothing the UI does (a refusal is a console error, which the tab
+    fixture fails on): each page renders its heading."""
+    expect = sync_api.expect
+    page = tab.go("/")
+    expect(page.locator("main h1")).to_have_text("Mesh")
+    csp = page.evaluate("() => fetch('./').then(r => r.headers.get('content-security-policy'))")
+    assert csp is not None and "frame-ancestors 'none'" in csp
+    for route, h1 in (("/jobs", "Jobs"), ("/submit", "Submit a pipeline"),
+                      ("/browse", "Browse by CID")):
+        tab.go(route)
+        expect(page.locator("main h1")).to_have_text(h1)
