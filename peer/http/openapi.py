@@ -85,8 +85,10 @@ OPENAPI: dict[str, Any] = {
                        "([{name, value, task}]); a task lists at most 1000 of its chunks, "
                        "from `chunks_from` on (`chunks_total`: how many it has); of a "
                        "lanes job whose task events this peer does not hold (partial "
-                       "replication, off until lanes-v1), the view a member gave, with "
-                       "`served_by` (503 naming the members if none did)", params=JOB,
+                       "replication, off until lanes-v1), the view a member gave, checked "
+                       "against the job's submission, with `served_by` and `unverified`: "
+                       "true (its states, runners and outputs are that member's word; 503 "
+                       "naming the members if none gave one that passed)", params=JOB,
                        errors=("400", "404", "503"), query=(
                            ("chunks_from", "the index of each task's first chunk listed "
                                            "(default 0)"),)),
