@@ -341,7 +341,7 @@ def elsewhere_entry(state: MeshState, job: str) -> dict[str, Any]:
 VIEW_STATES = ("pending", "running", "done", "failed", "cancelled")
 CHUNK_STATES = ("pending", "running", "done", "failed", "cancelled", "skipped")
 MAX_SERVED_PEERS = 4096  # runners a member's view may name per task
-MAX_SERVED_COUNT = 1 << 40  # attempts, items, chunk counts and times: JSON integers at most
+MAX_SERVED_COUNT = (1 << 53) - 1  # attempts, items, chunk counts, times in ms: exact in JSON
 
 
 def member_view(value: Any, submitted: Event) -> dict[str, Any]:

@@ -269,6 +269,7 @@ def test_another_page_of_the_same_host_cannot_frame_the_logged_in_ui(
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     tab.console.allow.append("frame-ancestors")  # (Chromium reports the refusal)
+    tab.console.allow.append("status of 404")  # (the scratch server has no favicon)
     page = tab.page
     try:
         page.goto(f"http://127.0.0.1:{srv.server_address[1]}/frame.html")

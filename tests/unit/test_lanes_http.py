@@ -144,10 +144,10 @@ def _task(i: int = 0, **over: Any) -> dict[str, Any]:
     """Task `i` of good_view with `over` in it (a task's full view's keys)."""
     t = {**good_view()["tasks"][i], "call": "c", "params": {}, "cid": None, "attempts": 1,
          "peers": [A], "output": None, "partial": None, "cached": False, "warning": None,
-         "error": None, "waiting": None, "started_ms": 5, "finished_ms": None,
+         "error": None, "waiting": None, "started_ms": hlc_ms(HLC) + 5, "finished_ms": None,
          "duration_s": None, "chunks_total": 1, "chunks_from": 0,
          "chunks": [{"state": "running", "progress": 0.5, "attempt": 0, "attempts": 1,
-                     "peer": A, "items": 3, "error": None, "started_ms": 5,
+                     "peer": A, "items": 3, "error": None, "started_ms": hlc_ms(HLC) + 5,
                      "finished_ms": None, "log": None}]}
     t.update(over)
     return t
