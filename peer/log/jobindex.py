@@ -252,6 +252,12 @@ class JobIndex:
         self._unexamined: set[str] = set()  # spool files that lstat failed on (logged once)
         self._providers_sound: bool | None = None  # (`providers_sound`: not checked yet)
         self._backfill_at = 0  # the rowid of job_index that `backfill` goes on after
+        # Set once a `backfill` scan reached the end of job_index: every record then has
+        # its thin row or makes none, and each later call reads nothing (a full scan
+        # per compaction pass was 0.5 s at a month of records, review r2 of session 49
+        # H1). A write that may add a full record without its thin row (an older
+        # snapshot's "j" rows, `fill`) sets it back (`_thin_owed`).
+        self._backfill_done = False
         self._absent: dict[int, set[str]] = {ITEM: set(), OUTPUT: set(), _PROVIDERS: set(),
                                              _DELETED: set()}
         # Deleted jobs' JOB_DELETED rows: a data dir of an earlier release gets `deleted_ids`
@@ -264,6 +270,11 @@ class JobIndex:
             db.execute("CREATE INDEX IF NOT EXISTS job_index_order ON job_index "
                        "(hlc, origin, seq)")
             db.execute("CREATE INDEX IF NOT EXISTS deleted_ids_hlc ON deleted_ids (hlc, job)")
+            # The records whose events are still in the log (`pending`, every compaction
+            # pass): a few, against every record ever compacted (review r2 of session 49
+            # H1); made here for a data dir of an earlier release too.
+            db.execute("CREATE INDEX IF NOT EXISTS job_index_pending ON job_index (job) "
+                       "WHERE ids != '[]'")
             self.backfilled = self._backfill_deleted() if fresh else 0  # (rows, at this open)
             # How many records the index holds: counted once here, then kept by this object's
             # writes (the only ones to job_index), so `len` (/api/health) costs nothing.
@@ -377,6 +388,7 @@ class JobIndex:
                         db.executemany(sql[tag], self._cids_only(rows) if tag == "p" else rows)
                         if tag == "j":
                             new += db.total_changes - before
+                            self._thin_owed()  # (an older snapshot's: no thin rows)
                 if pending is not None:
                     key = self._spool_key(pending[0])
                     db.execute("INSERT OR REPLACE INTO snapshot_pending VALUES (?, ?, ?)",
@@ -919,19 +931,29 @@ class JobIndex:
         with self._tx() as db:
             db.execute("UPDATE job_index SET summary = ?, record = ?, facts = ? WHERE job = ? "
                        "AND record = ''", (summary, record, facts, job))
+        self._thin_owed()  # (its thin row came with it; a row without one, a v2 row)
 
     def backfill(self, limit: int) -> int:
         """Thin rows for at most `limit` records written by an earlier release (none yet):
         a snapshot stream then reads them instead of the full texts. Returns how many rows
-        it read. Each call goes on after the last row the previous one read (rowid order;
-        from the start again once one reads fewer than `limit`): a row whose texts do not
-        make a thin row (not texts, not JSON objects: damaged, edited) is stepped past,
-        logged once, and never holds the others back."""
-        rows = self._db.execute(
-            "SELECT rowid, job, summary, record, facts FROM job_index WHERE rowid > ? AND "
-            "record != '' AND job NOT IN (SELECT job FROM job_thin) ORDER BY rowid LIMIT ?",
-            (self._backfill_at, limit)).fetchall()
-        self._backfill_at = rows[-1][0] if rows and len(rows) >= limit else 0
+        it read. Each call goes on after the last row the previous one read (rowid order);
+        once one reads fewer than `limit` (the scan reached the end) every later call reads
+        nothing until a write may add a record without its thin row (`_thin_owed`). A row
+        whose texts do not make a thin row (not texts, not JSON objects: damaged, edited)
+        is stepped past, logged once, and never holds the others back. The rows without a
+        thin row are found on the two tables' keys alone (no record's text is read but
+        theirs)."""
+        if self._backfill_done:
+            return 0
+        owed = [r for (r,) in self._db.execute(
+            "SELECT j.rowid FROM job_index j WHERE j.rowid > ? AND NOT EXISTS (SELECT 1 FROM "
+            "job_thin t WHERE t.job = j.job) ORDER BY j.rowid LIMIT ?",
+            (self._backfill_at, limit))]
+        rows = [row for r in owed for row in self._db.execute(
+            "SELECT rowid, job, summary, record, facts FROM job_index WHERE rowid = ? AND "
+            "record != ''", (r,))]
+        self._backfill_at = owed[-1] if len(owed) >= limit else 0
+        self._backfill_done = len(owed) < limit
         out = []
         for _, job, summary, record, facts in rows:
             try:
@@ -945,6 +967,12 @@ class JobIndex:
             with self._tx() as db:
                 db.executemany("INSERT OR REPLACE INTO job_thin VALUES (?, ?, ?, ?)", out)
         return len(rows)
+
+    def _thin_owed(self) -> None:
+        """A write may have added a full record without its thin row: `backfill` scans
+        again, from the start."""
+        self._backfill_done = False
+        self._backfill_at = 0
 
     def thin_digests(self, digest: Callable[..., str],
                      db: sqlite3.Connection | None = None) -> dict[str, str]:
