@@ -62,6 +62,7 @@ from peer.jobs.planner import ANYONE
 from peer.jobs.retention import (
     RetentionConfig,
     archived_facts,
+    archived_logs,
     ended_hlc,
     finished_at,
     record_facts,
@@ -491,7 +492,11 @@ class Node:
         self.janitor = Janitor(_janitor_config(cfg), self.peer_id, self.state, self.store,
                                self.emit)
         self.janitor.forget.append(self.fetcher.complete.clear)  # "complete here" memos
-        self.janitor.archived = lambda: self.index.facts(archived_facts)
+        # (in a thread, on a connection of its own; the outputs only if a bound reads them)
+        ret = self.janitor.cfg.retention
+        reader = archived_facts if (ret.keep_outputs_s is not None
+                                    or ret.store_max_bytes is not None) else archived_logs
+        self.janitor.archived = lambda: self.index.facts_apart(reader)
         self.janitor.archived_cids = lambda: read_provided(self.log.path, self.peer_id)
         self.janitor.archived_outputs = lambda: read_outputs(self.log.path)
         self.janitor.fetch = self.fetcher.ensure  # a live job's kept listing, if not here

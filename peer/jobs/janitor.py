@@ -89,7 +89,9 @@ class Janitor:
         self.on_unpinned: list[Hook] = []  # e.g. unpin in Kubo too
         self.after_gc: list[Callable[[], Awaitable[None]]] = []  # e.g. Kubo's repo gc
         self.forget: list[Callable[[], None]] = []  # after blocks went: drop memos of them
-        # The facts of compacted jobs (their records are in the job index, not the state).
+        # The facts of compacted jobs (their records are in the job index, not the state): a
+        # blocking read of every record, run in a thread (`_jobs`; on the loop it stalled
+        # it 2.6 s at a month of records, review r2 of session 49 H2).
         self.archived: Callable[[], list[JobFacts]] = list
         # What the job index lists beyond memory (blocking reads, run in a thread): the CIDs
         # it lists us as a provider of, and its output cache entries' CIDs.
@@ -125,10 +127,13 @@ class Janitor:
             except Exception:  # a failed cycle must not end the periodic ones
                 log.exception("storage lifecycle cycle failed")
 
-    def _jobs(self) -> list[JobFacts]:
-        """Every job: those of the state and the compacted ones."""
-        return (job_facts(self.state, self.cfg.max_attempts, self._listed.get)
-                + self.archived())
+    async def _jobs(self) -> list[JobFacts]:
+        """Every job: those of the state, read on the loop, then the compacted ones, read in
+        a thread (`archived`): a job compacted meanwhile left the state after its record
+        was written, so the read that follows finds it (the reverse order could miss it,
+        and gc would free its run logs)."""
+        live = job_facts(self.state, self.cfg.max_attempts, self._listed.get)
+        return live + await asyncio.to_thread(self.archived)
 
     def _refreshed(self, jobs: list[JobFacts]) -> list[JobFacts]:
         """`jobs` with the state's jobs read again: a job submitted, or a cached output a
@@ -167,7 +172,7 @@ class Janitor:
                 log.warning("storage: %s: nothing is unpinned or collected until it is "
                             "read (or its task is done, or its job cancelled)", e.message)
                 return c
-        return self._jobs()
+        return await self._jobs()
 
     def _read_listing(self, cid: str) -> Mapping[str, Any]:
         """A kept listing's results (BanzaiError naming the listing if it is not here or
@@ -214,7 +219,7 @@ class Janitor:
         """Garbage collection alone (`repo gc`): keeps pins, what live jobs use and blocks in
         the grace period; announces what is gone."""
         async with self._lock:
-            jobs = await self._needs_read(self._jobs())
+            jobs = await self._needs_read(await self._jobs())
             if isinstance(jobs, str):
                 raise Conflict(f"a live job's kept listing {jobs} is not readable here, and "
                                "gc would free the cached results it lists: try again once it "
@@ -232,11 +237,11 @@ class Janitor:
     async def _cycle(self) -> CycleReport:
         ret = self.cfg.retention
         now = self.wall()
-        jobs = self._jobs()
+        jobs = await self._jobs()
         deleted = plan_job_deletions(jobs, now, ret.keep_jobs_s)
         for job in deleted:
             self.emit(EventType.JOB_DELETED, {"job": job, "reason": "older than --keep-jobs-days"})
-        read = await self._needs_read(self._jobs() if deleted else jobs)
+        read = await self._needs_read(await self._jobs() if deleted else jobs)
         if isinstance(read, str):
             return CycleReport(tuple(deleted), held_back=(read,))
         jobs = read

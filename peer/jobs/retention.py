@@ -175,6 +175,16 @@ def archived_facts(job: str, facts: Mapping[str, Any]) -> JobFacts:
                     frozenset(facts.get("logs", ())))
 
 
+def archived_logs(job: str, facts: Mapping[str, Any]) -> JobFacts:
+    """`archived_facts` without the outputs (empty): what a cycle needs of a compacted job
+    when no output bound is set (its end, for `plan_job_deletions`, and its run logs, gc
+    roots), so that the outputs of every job ever compacted are not held in memory at once
+    (review r2 of session 49 H2); ValueError as `archived_facts`."""
+    check_facts(facts)
+    return JobFacts(job, float(facts.get("finished_s", 0.0)), frozenset(), frozenset(),
+                    frozenset(facts.get("logs", ())))
+
+
 def record_facts(record: Mapping[str, Any], finished_s: float) -> dict[str, Any]:
     """What a finished job's record keeps for retention (`archived_facts` reads it back):
     when it ended, what its computed tasks produced and its chunks' run logs, read off the

@@ -1228,14 +1228,32 @@ class JobIndex:
                 continue
             yield CacheEntry(kind, k, value, (h, o, q))
 
-    def facts(self, read: Callable[[str, dict[str, Any]], _T]) -> list[_T]:
-        """`read(job, facts)` of every record: what retention needs of compacted jobs.
+    def facts_apart(self, read: Callable[[str, dict[str, Any]], _T]) -> list[_T]:
+        """`facts` on a read connection of its own to the index's file, closed after: for a
+        worker thread (the janitor's cycle reads every record's facts off the loop, review
+        r2 of session 49 H2), as `page_apart`. An index without a file (in memory) is read
+        on its connection."""
+        if not self.path.is_file():
+            return self.facts(read)
+        try:
+            db = connect(str(self.path), isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as e:
+            raise unreadable(self.path, e) from e
+        try:
+            return self.facts(read, db)
+        finally:
+            db.close()
+
+    def facts(self, read: Callable[[str, dict[str, Any]], _T],
+              db: sqlite3.Connection | None = None) -> list[_T]:
+        """`read(job, facts)` of every record: what retention needs of compacted jobs (read
+        on `db` if given, as `_read`).
         DataError if a row's facts do not parse to an object or `read` refuses them
         (ValueError): that job's run logs are not known, and gc would free them; retention
         and gc are held back until the row is mended or removed (each row logged once)."""
         out: list[_T] = []
         damaged: list[str] = []
-        for row in self._read(f"SELECT {KEY_COLUMNS}, facts FROM job_index"):
+        for row in self._read(f"SELECT {KEY_COLUMNS}, facts FROM job_index", (), db):
             job = row[0]
             facts = self._column(_job(job), "facts", row[6], _is_object, _HELD) if (
                 self._keys_ok(row, _HELD)) else None

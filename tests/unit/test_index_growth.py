@@ -4,14 +4,19 @@ compacted jobs' facts (H2). Counted in statements and query plans, never timed."
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from peer.log import EventLog
+from peer.ipfs import EmbeddedStore
+from peer.jobs.janitor import Janitor, JanitorConfig
+from peer.jobs.retention import JobFacts, RetentionConfig, archived_facts, archived_logs
+from peer.log import Event, EventLog, EventType
 from peer.log.jobindex import JobIndex, JobRecord
 from tests.unit.test_datadir_rows import write
+from tests.unit.test_retention import DAY, NOW, Mesh
 
 A = "peerA"
 
@@ -115,3 +120,64 @@ def test_the_backfill_scan_reads_no_record_text_of_rows_that_have_thin_rows(
     index.backfill(20)
     texts = [s for s in ran if "record" in s]
     assert texts == []  # (none owed: no row's texts read)
+
+
+# -- H2: the janitor reads the compacted jobs' facts off the loop --------------------------
+
+
+async def test_the_janitor_reads_the_compacted_jobs_in_a_thread_and_keeps_their_logs(
+        tmp_path: Path) -> None:
+    """Every cycle (600 s, whatever the bounds) reads every compacted job's facts: in a
+    thread, not on the loop (review r2 of session 49 H2: a 2.6 s stall at a month of
+    records). Retention decides as before: the job past --keep-jobs-days is deleted, the
+    other kept, and the run log of a compacted job is a gc root."""
+    s = EmbeddedStore(tmp_path / "store")
+    kept_log = s.add_bytes(b"a kept job's run log" * 10)
+    old_log = s.add_bytes(b"an old job's run log" * 10)
+    loose = s.add_bytes(b"nothing keeps this" * 10)
+    m = Mesh()
+    emitted: list[Event] = []
+
+    def emit(typ: EventType, payload: dict[str, Any]) -> Event:
+        emitted.append(m.emit(typ, payload))
+        return emitted[-1]
+
+    janitor = Janitor(JanitorConfig(RetentionConfig(keep_jobs_s=30 * DAY), gc_interval_s=0,
+                                    gc_grace_s=0), m.peer, m.state, s, emit,
+                      wall=lambda: NOW)
+    loop = threading.get_ident()
+    read_in: list[int] = []
+
+    def archived() -> list[JobFacts]:
+        read_in.append(threading.get_ident())
+        return [JobFacts("old", NOW - 40 * DAY, frozenset(), frozenset(),
+                         frozenset({old_log})),
+                JobFacts("kept", NOW - 2 * DAY, frozenset(), frozenset(),
+                         frozenset({kept_log}))]
+
+    janitor.archived = archived
+    report = await janitor.cycle()
+    assert read_in and loop not in read_in
+    assert report.deleted_jobs == ("old",)
+    assert s.has(kept_log) and not s.has(loose)  # (gc ran, the compacted job's log a root)
+    assert [(e.type, e.payload["job"]) for e in emitted] == [(EventType.JOB_DELETED, "old")]
+
+
+def test_the_facts_read_on_a_connection_of_its_own_are_the_same(opened: Any) -> None:
+    """`facts_apart` (what the node gives the janitor, run in a thread) reads what `facts`
+    reads, on a connection of its own; `archived_logs` leaves the outputs out (no output
+    bound: they are not held in memory) and keeps the end and the run logs."""
+    _, open_index = opened
+    index = open_index()
+    index.put([JobRecord(f"job{i}", (1000 + i, A, i + 1), 2000 + i, "done",
+                         {"job": f"job{i}", "tasks": []}, {"job": f"job{i}", "tasks": []}, (),
+                         {"finished_s": 1.0 + i, "outputs": [f"out{i}"], "logs": [f"log{i}"]})
+               for i in range(3)], (), ())
+    got: list[Any] = []
+    t = threading.Thread(target=lambda: got.append(index.facts_apart(archived_facts)))
+    t.start()
+    t.join(30)
+    assert got == [index.facts(archived_facts)] and len(got[0]) == 3
+    logs = index.facts_apart(archived_logs)
+    assert [(f.job, f.finished_s, f.outputs, f.logs) for f in logs] == [
+        (f"job{i}", 1.0 + i, frozenset(), frozenset({f"log{i}"})) for i in range(3)]
