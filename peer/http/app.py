@@ -187,7 +187,8 @@ async def health(request: web.Request) -> web.Response:
         "durability": durability,
         "log": node.log_health(),
         "inline": node.inline_health(),
-        "storage": {"held_back": list(node.janitor.held_back)},  # (gc collects nothing)
+        "storage": {"held_back": list(node.janitor.held_back),  # (gc collects nothing)
+                    "bounds": node.janitor.bounds()},  # (retention set, what is kept for ever)
         "shell": node.shell_confinement(),
         "security": node.security(),
         "ipfs": {"refused": dict(request.app[IPFS_REFUSED].items()),

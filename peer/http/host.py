@@ -91,6 +91,8 @@ class Lifecycle(Protocol):
     async def collect(self) -> GcStats: ...  # gc alone (Kubo's repo gc)
     held_back: tuple[str, ...]  # what held the last gc back (nothing collected)
 
+    def bounds(self) -> dict[str, Any]: ...  # the retention bounds set, and what is unbounded
+
 
 Listener = Callable[[Event], None]
 

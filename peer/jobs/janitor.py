@@ -108,7 +108,30 @@ class Janitor:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
+    def bounds(self) -> dict[str, Any]:
+        """The retention bounds set (None: unset, kept for ever) and `unbounded`: what this
+        peer keeps for ever as configured ("job records" without --keep-jobs-days, "outputs"
+        without --keep-outputs-days nor --store-max-gb): /api/health's `storage.bounds`."""
+        ret = self.cfg.retention
+        day = 86400.0
+        out: dict[str, Any] = {
+            "keep_jobs_days": None if ret.keep_jobs_s is None else ret.keep_jobs_s / day,
+            "keep_outputs_days": (None if ret.keep_outputs_s is None
+                                  else ret.keep_outputs_s / day),
+            "store_max_gb": None if ret.store_max_bytes is None else ret.store_max_bytes / 1e9}
+        out["unbounded"] = ([] if ret.keep_jobs_s is not None else ["job records"]) + (
+            [] if ret.keep_outputs_s is not None or ret.store_max_bytes is not None
+            else ["outputs"])
+        return out
+
     async def start(self) -> None:
+        unbounded = self.bounds()["unbounded"]
+        if unbounded:  # (once, at start: review r2 of session 49 M1)
+            log.warning(
+                "storage: no bound on %s: this peer keeps them for ever (each job of 50 tasks "
+                "adds ~70 KB of log and inline pack and 50 pins, ~3 GB a month at one job a "
+                "minute); set --keep-jobs-days and --keep-outputs-days or --store-max-gb "
+                "(README, \"Running a peer\")", " and ".join(unbounded))
         if self.cfg.gc_interval_s > 0:
             self._task = asyncio.create_task(self._loop(), name="janitor")
 

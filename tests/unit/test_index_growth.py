@@ -4,17 +4,21 @@ compacted jobs' facts (H2). Counted in statements and query plans, never timed."
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from peer.config import PeerConfig
 from peer.ipfs import EmbeddedStore
 from peer.jobs.janitor import Janitor, JanitorConfig
 from peer.jobs.retention import JobFacts, RetentionConfig, archived_facts, archived_logs
 from peer.log import Event, EventLog, EventType
 from peer.log.jobindex import JobIndex, JobRecord
+from peer.node import Node
+from tests.unit.api_client import api_client
 from tests.unit.test_datadir_rows import write
 from tests.unit.test_retention import DAY, NOW, Mesh
 
@@ -181,3 +185,38 @@ def test_the_facts_read_on_a_connection_of_its_own_are_the_same(opened: Any) -> 
     logs = index.facts_apart(archived_logs)
     assert [(f.job, f.finished_s, f.outputs, f.logs) for f in logs] == [
         (f"job{i}", 1.0 + i, frozenset(), frozenset({f"log{i}"})) for i in range(3)]
+
+
+# -- M1: a peer that keeps everything for ever says so --------------------------------------
+
+
+@pytest.mark.parametrize(("flags", "unbounded"), [
+    ({}, ["job records", "outputs"]),
+    ({"keep_jobs_days": 90.0}, ["outputs"]),
+    ({"keep_jobs_days": 90.0, "store_max_gb": 50.0}, []),
+    ({"keep_jobs_days": 90.0, "keep_outputs_days": 30.0}, []),
+])
+async def test_health_shows_the_bounds_and_an_unbounded_peer_warns_once_at_start(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, flags: dict[str, float],
+        unbounded: list[str]) -> None:
+    """Review r2 of session 49 M1: the defaults keep every record, run log and output for
+    ever (~3 GB a month for a busy lab); a peer started so warns once, and /api/health's
+    `storage.bounds` says which bounds are set and what is kept for ever."""
+    node = Node(PeerConfig(data_dir=tmp_path / "peer", slots=1, mdns=False,
+                           gc_interval_s=0, **flags))
+    try:
+        with caplog.at_level(logging.WARNING, logger="banzai.janitor"):
+            await node.janitor.start()
+        warned = [r.getMessage() for r in caplog.records if "no bound on" in r.getMessage()]
+        assert len(warned) == (1 if unbounded else 0)
+        if unbounded:
+            assert f"no bound on {' and '.join(unbounded)}:" in warned[0]
+        async with api_client(node) as c:
+            r = await c.get("/api/health")
+            bounds = (await r.json())["storage"]["bounds"]
+        assert bounds == {"keep_jobs_days": flags.get("keep_jobs_days"),
+                          "keep_outputs_days": flags.get("keep_outputs_days"),
+                          "store_max_gb": flags.get("store_max_gb"), "unbounded": unbounded}
+    finally:
+        await node.janitor.close()
+        await node.close()
