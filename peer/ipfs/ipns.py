@@ -5,15 +5,16 @@ this peer holds (one file per name; written by rename, so safe from several thre
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import multibase
@@ -312,6 +313,14 @@ def read_record(path: Path) -> bytes:
     return read_file(path, "an IPNS record", MAX_RECORD_BYTES)
 
 
+# A record file stays this long past its record's end of life (then `forget_expired` removes
+# it, at most FORGET_PER_PASS a pass): a record expired for a week names nothing any peer
+# resolves, and a file per name ever heard made `held` stat every one of them for ever
+# (review r2 of session 49 L1).
+EXPIRED_KEEP_S = 7 * 86400.0
+FORGET_PER_PASS = 256
+
+
 class OlderRecord(IpnsError):
     """A valid record older than the one held for its name (`IpnsNames.put`): not kept, as
     the rule says, no sign of damage (gossip brings records in any order)."""
@@ -419,6 +428,44 @@ class IpnsNames:
                 out[cached[1]] = cached[2]
         self._seen = seen
         return out
+
+    def forget_expired(self, keep: Collection[str] = (), grace_s: float = EXPIRED_KEEP_S,
+                       limit: int = FORGET_PER_PASS) -> int:
+        """Remove the files of records whose end of life passed more than `grace_s` ago, at
+        most `limit`, but those of the names in `keep` (this peer's published names: their
+        next sequence is read from the record held, expired or not); a file that does not
+        read back is left (the next valid `put` replaces it), and one replaced since `held`
+        read it is left. Returns how many went. Blocking (a thread); DataError as `held`."""
+        self.held()  # (each file validated once per version: its end of life is known)
+        kept = set()
+        for n in keep:
+            with contextlib.suppress(ArgError):
+                kept.add(canonical(parse_name(n)[0]))
+        cutoff = self._now() - timedelta(seconds=grace_s)
+        gone = 0
+        with self._putting:  # (not between a put's check and its write)
+            for fname, (version, name, rec) in list(self._seen.items()):
+                if gone >= limit:
+                    break
+                if rec is None or rec.eol > cutoff or name in kept:
+                    continue
+                path = self.root / fname
+                try:
+                    st = path.lstat()
+                    if (st.st_mtime_ns, st.st_size) != version:
+                        continue  # (a new record put since: read at the next pass)
+                    path.unlink()
+                except FileNotFoundError:
+                    pass
+                except OSError as e:
+                    log.warning("IPNS record file %s, expired, not removed: %s", path, e)
+                    continue
+                del self._seen[fname]
+                gone += 1
+        if gone:
+            log.info("removed %d IPNS record file(s) expired more than %.0f days ago", gone,
+                     grace_s / 86400)
+        return gone
 
     def held_if_read(self) -> dict[str, Record] | None:
         """`held`, or None if the records cannot be read at all (`root` of the wrong kind,

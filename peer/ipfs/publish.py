@@ -273,11 +273,25 @@ class IpnsService:
                 log.warning("IPNS republish of key %s failed: %s", key, e.message)
         return done
 
+    def forget_expired(self) -> int:
+        """Remove record files expired for a while (`IpnsNames.forget_expired`), never those
+        of the names published here; none while published.json does not read (blocking)."""
+        try:
+            published = self._load()
+        except DataError:  # (said by `due`, once)
+            return 0
+        try:
+            return self.names.forget_expired(keep=published)
+        except (BanzaiError, OSError):  # (ipns/ of the wrong kind: said by `due` and `held`)
+            return 0
+
     async def run(self, every_s: float = REPUBLISH_CHECK_S) -> None:
-        """Republish due records every `every_s`, until cancelled."""
+        """Republish due records every `every_s`, and remove record files long expired,
+        until cancelled."""
         while True:
             try:
                 await self.republish()
+                await asyncio.to_thread(self.forget_expired)
             except Exception:  # a failed round must not end the periodic ones
                 log.exception("IPNS republishing failed (tried again in %.0f s)", every_s)
             await asyncio.sleep(every_s)

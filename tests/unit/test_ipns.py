@@ -770,3 +770,46 @@ async def test_a_put_that_fails_with_a_bug_is_said_and_the_records_after_it_are_
         await svc.close()
     assert svc.names.get(other.name).value == "/ipfs/a" and svc.refused == 1
     assert "keeping it failed" in caplog.text and "RuntimeError: a bug" in caplog.text
+
+
+# -- record files past their end of life leave (review r2 of session 49 L1) ------------------
+
+
+def test_record_files_expired_a_week_ago_are_removed_a_bounded_number_a_pass(
+        tmp_path: Path) -> None:
+    """A file per name ever heard stayed for ever after its record expired: now one whose
+    end of life passed more than EXPIRED_KEEP_S (7 days) ago goes, at most `limit` a pass;
+    an unexpired one, one expired less long ago and one of a name kept (published here)
+    stay."""
+    now = [NOW.timestamp()]
+    names = ipns.IpnsNames(tmp_path / "ipns", clock=lambda: now[0])
+    old = [Key() for _ in range(3)]
+    recent, live, mine = Key(), Key(), Key()
+    for k in [*old, mine]:
+        names.put(k.name, k.record("/ipfs/a", validity=b"2026-12-01T00:00:00Z"))
+    names.put(recent.name, recent.record("/ipfs/a", validity=b"2026-12-03T00:00:00Z"))
+    names.put(live.name, live.record("/ipfs/a"))
+    now[0] = NOW.timestamp() + 9 * 86400  # Dec 9: the old ones ended 8 days ago
+    assert names.forget_expired(keep=[mine.name], limit=2) == 2
+    assert names.forget_expired(keep=[mine.name], limit=2) == 1
+    assert names.forget_expired(keep=[mine.name], limit=2) == 0
+    left = {k.name for k in (recent, live, mine) if names.path(k.name).exists()}
+    assert left == {recent.name, live.name, mine.name}
+    assert not any(names.path(k.name).exists() for k in old)
+    assert list(names.held()) == [live.name]
+
+
+def test_the_service_never_removes_the_record_of_a_name_it_publishes(tmp_path: Path) -> None:
+    """Its next sequence is read from the record held, expired or not: the file of a name
+    published here stays however long ago it expired (its key removed, say); a name heard
+    from the mesh goes."""
+    now = [NOW.timestamp()]
+    svc, _ = _service(tmp_path, now)
+    svc.keys.gen("model")
+    mine, _ = svc.sign("model", "/ipfs/bafkqaaa", lifetime_s=3600)
+    heard = Key()
+    svc.names.put(heard.name, heard.record("/ipfs/a", validity=b"2026-12-01T00:00:00Z"))
+    now[0] += 30 * 86400
+    assert svc.forget_expired() == 1
+    assert svc.names.path(mine).exists() and not svc.names.path(heard.name).exists()
+    assert svc._sequence(mine) == 1  # (the next record's sequence follows the one held)
