@@ -566,8 +566,11 @@ class GoneWait:
 # what): its facts grown (who: the members added, what: the vouched ones added), a waiting
 # add walked or parked (who: the adder, what: the peers), a lane event held or folded out
 # of its wait (who: its lane's peer, what: the event), a TASK_DONE or CHUNK_DONE of a lane
-# not vouched for parked or taken in (who: its lane's peer, what: the event).
+# not vouched for parked or taken in (who: its lane's peer, what: the event), and the
+# peers a vouched add named that were vouched for already (who: the adder, what: those
+# peers; nothing to undo: kept once the event leaves memory, `MeshState._gone_kept`).
 UNDO_GROWN, UNDO_WALKED, UNDO_PARKED, UNDO_HELD, UNDO_FREED, UNDO_DONE, UNDO_TAKEN = range(7)
+UNDO_NAMED = 7
 GoneUndo = tuple[int, str, Any, Any]
 
 
@@ -996,6 +999,13 @@ class MeshState:
     # replaced loser's growth is not kept (review r3 of session 48, F5). Dropped as the
     # event leaves memory (`_evict_one`): what it changed is then for good.
     _gone_undo: dict[tuple[str, int], list[GoneUndo]] = field(default_factory=dict)
+    # Gone job -> the peers a vouched add that left memory named when they were vouched for
+    # already (UNDO_NAMED: its fold changed nothing, so it noted no growth): that add
+    # vouches for them for good, so a refold that undid another event's growth of them
+    # vouches for them again (`_gone_revouch`; review r3 of session 49, A5: the held
+    # loser's undo dropped a peer an honest member's evicted add had added too). Kept
+    # while the job's facts are (`_keep_gone`, `spill_deleted`, `forget_lanes`).
+    _gone_kept: dict[str, set[str]] = field(default_factory=dict)
     # Job -> origin -> the least by `end_rank` of its JOB_ENDEDs of the job folded (those
     # `end_refusal` admitted: only grows or gets less): the job's end (`ended`) is the least
     # of them, `end_rank` reading the winning JOB_SUBMITTED's `members`, which rank every
@@ -1111,7 +1121,9 @@ class MeshState:
         table[job] = facts
         table.move_to_end(job)
         while len(table) > GONE_LANES_MAX:
-            table.popitem(last=False)
+            out = table.popitem(last=False)[0]
+            if self._gone_kept and out not in self.tomb_lanes:
+                self._gone_kept.pop(out, None)
 
     def gone_wait(self, job: str) -> GoneWait:
         """What of gone `job` waits for a vouched member's JOB_MEMBERS (`GoneWait`), made if
@@ -1369,7 +1381,14 @@ class MeshState:
         if self.on_evict is not None:
             self.on_evict(ev)
         if self._gone_undo:
-            self._gone_undo.pop(ev.id, None)
+            self._undo_gone(ev.id)
+
+    def _undo_gone(self, ev_id: tuple[str, int]) -> None:
+        """The event `ev_id` left memory: what its fold changed of gone jobs is for good (its
+        `_gone_undo` notes go; the peers it named vouched for already are kept)."""
+        for kind, job, _, what in self._gone_undo.pop(ev_id, ()):
+            if kind == UNDO_NAMED:
+                self._gone_kept.setdefault(job, set()).update(what)
 
     def _undo_note(self, ev: Event | None, change: GoneUndo) -> None:
         """`ev`'s fold made `change` to a gone job's facts or wait (`_gone_undo`)."""
@@ -1385,7 +1404,8 @@ class MeshState:
         waits = OrderedDict((j, w.copy()) for j, w in self._gone_waits.items())
         tombs = {j: f.frozen() for j, f in self.tomb_lanes.items()}
         n = self._gone_wait_n
-        changes = [c for i, cs in self._gone_undo.items() if i in self.events for c in cs]
+        changes = [c for i, cs in self._gone_undo.items() if i in self.events for c in cs
+                   if c[0] != UNDO_NAMED]
         shrunk = set[str]()
         for kind, job, who, what in reversed(changes):
             if kind == UNDO_GROWN:
@@ -1482,6 +1502,8 @@ class MeshState:
         for job in tombs:
             self.deleted.pop(job, None)
             self.tomb_lanes.pop(job, None)
+            if self._gone_kept and job not in self._gone_lanes:
+                self._gone_kept.pop(job, None)
         if isinstance(self.deleted, Tombstones) and tombs:
             self.deleted.some = True
         return tombs
@@ -1600,7 +1622,7 @@ class MeshState:
                           gaps_filled=self.gaps_filled, entered=self.entered,
                           lanes_on=self.lanes_on, me=self.me,
                           _gone_lanes=gone, _gone_waits=waits, _gone_wait_n=wait_n,
-                          wait_journal=self.wait_journal,
+                          wait_journal=self.wait_journal, _gone_kept=self._gone_kept,
                           tomb_lanes={j: f for j, f in tomb_lanes.items() if j in tombs},
                           gone_lookup=self.gone_lookup)
         for name in ("outputs", "_outputs_src", "cache", "_cache_src", "providers", "deleted"):
@@ -1622,6 +1644,7 @@ class MeshState:
             except Exception as e:  # kept held (heads and sums stay right), reported
                 fresh.record(ev)
                 failed.append((ev, e))
+        _gone_revouch(fresh)  # (review r3 of session 49, A5)
         for origin, seq in self.floors.items():
             fresh.raise_floor(origin, seq)
         if self.evicted:  # events that left memory (compaction) are still held below heads
@@ -2040,13 +2063,35 @@ def _gone_members(s: MeshState, ev: Event, b: JobMembers) -> None:
     if by not in facts.vouched:
         s.park_adds(s.gone_wait(b.job), by, b.add, ev)
         return
-    wait = s._gone_waits.get(b.job)
+    if named := frozenset(p for p in b.add if p in facts.vouched):  # (review r3 of s49, A5)
+        s._undo_note(ev, (UNDO_NAMED, b.job, by, named))
+    _gone_vouch(s, ev, b.job, facts, b.add)
+
+
+def _gone_revouch(s: MeshState) -> None:
+    """A refold's last step: the peers vouched adds that left memory named
+    (`MeshState._gone_kept`) and that the refold's undo took back (another event, held in
+    memory, had grown them first) are vouched for again, with what that vouching walks and
+    folds, as those adds did (review r3 of session 49, A5)."""
+    for job, kept in list(s._gone_kept.items()):
+        facts = s.gone_lanes(job)
+        if facts is None or not facts.fixed or not facts.lanes:
+            continue
+        if again := kept - facts.vouched:
+            _gone_vouch(s, None, job, facts, sorted(again))
+
+
+def _gone_vouch(s: MeshState, ev: Event | None, job: str, facts: GoneLanes,
+                add: Iterable[str]) -> None:
+    """A vouched add of `add` to gone `job` (fixed `facts`), `ev`'s (None: one that left
+    memory, `_gone_revouch`): `_gone_members`."""
+    wait = s._gone_waits.get(job)
     journal = s.wait_journal
-    new = _walk_waiting(s, ev, b.job, wait, b.add, facts.vouched)
+    new = _walk_waiting(s, ev, job, wait, add, facts.vouched)
     if not new:
         return
     added = new - facts.members
-    s._undo_note(ev, (UNDO_GROWN, b.job, frozenset(added), frozenset(new)))
+    s._undo_note(ev, (UNDO_GROWN, job, frozenset(added), frozenset(new)))
     # Grown in place once these facts are this state's own (`GoneLanes.owned`): a vouched
     # add costs what it adds (copied per event, 400 adds of 1,024 peers took 11 s against
     # 0.5 s live: review r3 of session 48, F4).
@@ -2056,11 +2101,11 @@ def _gone_members(s: MeshState, ev: Event, b: JobMembers) -> None:
     assert isinstance(members, set) and isinstance(vouched, set)
     members |= new
     vouched |= new
-    s._keep_gone(b.job, grown)
-    if b.job in s.tomb_lanes:  # (written beside its tombstone: `_bury`)
-        s.tomb_lanes[b.job] = grown
+    s._keep_gone(job, grown)
+    if job in s.tomb_lanes:  # (written beside its tombstone: `_bury`)
+        s.tomb_lanes[job] = grown
     if s.on_members is not None:
-        s.on_members(b.job, grown)
+        s.on_members(job, grown)
     if wait is not None and wait.done:
         _take_done(s, ev, wait, new & wait.done.keys())
     if wait is None or grown.sub is None:
@@ -2070,12 +2115,12 @@ def _gone_members(s: MeshState, ev: Event, b: JobMembers) -> None:
     s._gone_wait_n -= len(due)
     for p, part in due:
         if journal is not None:
-            journal.held(b.job, HELD_LANE, p, part, kept=False)
-        s._undo_note(ev, (UNDO_FREED, b.job, p, part))
+            journal.held(job, HELD_LANE, p, part, kept=False)
+        s._undo_note(ev, (UNDO_FREED, job, p, part))
         s.fold_only(part)
 
 
-def _walk_waiting(s: MeshState, ev: Event, job: str, wait: GoneWait | None,
+def _walk_waiting(s: MeshState, ev: Event | None, job: str, wait: GoneWait | None,
                   add: Iterable[str], vouched: AbstractSet[str]) -> set[str]:
     """The peers not `vouched` for that a vouched add of `add` to gone `job` vouches for: those,
     and the peers they added that waited (`wait.adds`, taken out: their room is free)."""
@@ -2552,7 +2597,7 @@ def _gone_done(s: MeshState, job: str, peer: str, ev: Event) -> None:
         s.park_done(s.gone_wait(job), peer, ev, ev)
 
 
-def _take_done(s: MeshState, ev: Event, wait: GoneWait, peers: Iterable[str]) -> None:
+def _take_done(s: MeshState, ev: Event | None, wait: GoneWait, peers: Iterable[str]) -> None:
     """The TASK_DONEs and CHUNK_DONEs waiting in `wait` under `peers`, now vouched for by
     `ev`'s fold: their outputs and items enter the cache (first-wins by order, as a
     vouched lane's: `_task_done`, `_chunk_done`), and they wait no more."""

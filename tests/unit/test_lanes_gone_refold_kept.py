@@ -1,0 +1,91 @@
+"""Review r3 of session 49, A5: a refold's undo of a held loser's growth of a gone lanes job
+must not take back what a vouched add that left memory also made. Such an add of a peer
+the loser had vouched for already changed nothing (so it noted nothing to undo) and is not
+folded again; its peers are kept (`MeshState._gone_kept`) and vouched for again after the
+refold (`_gone_revouch`), with what that vouching walks, folds and takes in. Afterwards the
+state is what a peer that never held the loser holds. The real fold on a real `MeshState`
+(no sleeps, no network)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from peer.log import Event, EventType, fold
+from peer.log.gonewait import WaitJournal
+from peer.log.lanes import lane
+from tests.unit.test_lanes_gone import DEL, state
+from tests.unit.test_lanes_gone_refold import Y_DONE, Y_OUT, Y, Z, members, seen
+from tests.unit.test_lanes_hostile import REAL, SUB, H, J, R, X
+
+# H equivocates on its seq 3 (seq 2 never comes: the loser is held in memory); R, a vouched
+# member, adds Y with no gap before it (it leaves memory as it is folded)
+LOSE = Event(H, 3, 1600, EventType.JOB_MEMBERS, {"job": J, "add": [Y]})
+WIN = Event(H, 3, 1600, EventType.JOB_MEMBERS, {"job": J, "add": [Z]})
+RY = Event(R, 1, 1700, EventType.JOB_MEMBERS, {"job": J, "add": [Y]})
+
+
+def test_an_evicted_vouched_add_after_a_held_loser_keeps_its_peer() -> None:
+    """The reviewer's case: the loser vouched Y first, R's add of Y (evicted) changed
+    nothing. After replace + refold Y is still a member, as on the clean peer (at
+    b54996d8 {H, R, Z} against {H, R, Y, Z})."""
+    clean = fold([SUB, REAL, DEL, WIN, RY], state())
+    told: dict[str, Any] = {}
+    s = fold([SUB, REAL, DEL, LOSE, RY], state(on_members=told.__setitem__))
+    assert RY.id not in s.events and LOSE.id in s.events
+    s.replace(WIN)
+    s.refold()
+    assert members(s) == members(clean)
+    assert Y in members(s)[1]
+    assert sorted(told[J].members) == members(clean)[0]  # (what the compactor writes)
+
+
+def test_what_the_kept_peer_walks_is_kept_too() -> None:
+    """Y had added X while not vouched for (parked); the loser's vouching of Y walked it.
+    After the refold Y and X are vouched for and nothing waits, as on the clean peer."""
+    yx = Event(Y, 1, 1500, EventType.JOB_MEMBERS, {"job": J, "add": [X]})
+    clean = fold([SUB, REAL, DEL, yx, WIN, RY], state())
+    s = fold([SUB, REAL, DEL, yx, LOSE, RY], state())
+    s.replace(WIN)
+    s.refold()
+    assert seen(s) == seen(clean)
+    assert X in members(s)[1]
+
+
+def test_the_kept_peers_lane_event_and_output_stay_folded() -> None:
+    """Y's lane TASK_DONE waited; the loser's vouching of Y folded it (its output cached).
+    After the refold it is still folded, its output cached, as on the clean peer."""
+    clean = fold([SUB, REAL, DEL, Y_DONE, WIN, RY], state())
+    s = fold([SUB, REAL, DEL, Y_DONE, LOSE, RY], state(wait_journal=WaitJournal()))
+    assert s.wait_journal is not None
+    s.wait_journal.jobs.clear()  # (written by the compactor)
+    s.replace(WIN)
+    s.refold()
+    assert seen(s) == seen(clean)
+    assert s.outputs.get("ky") == Y_OUT
+    # the journal's last word on Y's event: no longer waiting (the undo's re-hold undone)
+    assert list(s.wait_journal.jobs[J].held.values()) == [None]
+
+
+def test_the_kept_peers_parked_output_stays_taken_in() -> None:
+    """Y added itself while J was live; its TASK_DONE waited aside (Y not vouched for), the
+    loser took it in. After the refold the output is still cached, as on the clean peer."""
+    add = Event(Y, 1, 1100, EventType.JOB_MEMBERS, {"job": J, "add": [Y]})
+    y_done = Event(lane(Y, J), 1, 1500, EventType.TASK_DONE,
+                   {"job": J, "task": "t0", "output": Y_OUT, "cached": False, "key": "ky"})
+    clean = fold([SUB, REAL, add, y_done, DEL, WIN, RY], state())
+    s = fold([SUB, REAL, add, y_done, DEL, LOSE, RY], state())
+    s.replace(WIN)
+    s.refold()
+    assert seen(s) == seen(clean)
+    assert s.outputs.get("ky") == Y_OUT
+
+
+def test_a_refold_without_a_loser_keeps_the_kept_peer_once() -> None:
+    """No conflict: the loser stays (it is the only content); a refold changes nothing, and
+    what is kept is one set of peers per job, no note per refold."""
+    s = fold([SUB, REAL, DEL, LOSE, RY], state())
+    before = seen(s)
+    for _ in range(3):
+        s.refold()
+        assert seen(s) == before
+    assert s._gone_kept == {J: {Y}}
