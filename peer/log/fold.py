@@ -1796,6 +1796,8 @@ class MeshState:
                     del self.peer_lanes[peer]
             for q in self.by_origin.pop(origin, {}):
                 self.events.pop((origin, q), None)
+                if self._gone_undo:  # (left memory: review r3 of session 49, A1)
+                    self._undo_gone((origin, q))
             for table in (self.heads, self.floors, self.evicted, self.beyond):
                 table.pop(origin, None)
             self.sums.forget(origin)

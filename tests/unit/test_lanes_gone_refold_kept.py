@@ -89,3 +89,32 @@ def test_a_refold_without_a_loser_keeps_the_kept_peer_once() -> None:
         s.refold()
         assert seen(s) == before
     assert s._gone_kept == {J: {Y}}
+
+
+def test_forget_lanes_frees_the_undo_notes_of_the_events_it_drops() -> None:
+    """Review r3 of session 49, A1: Y (no member) sends lane TASK_DONEs of gone J past a
+    gap (held in memory, each waiting with a `_gone_undo` note holding the event);
+    `forget_lanes(J)` drops those events and, now, their notes (at b54996d8 48 notes of
+    events no longer held stayed until a refold)."""
+    s = fold([SUB, REAL, DEL], state())
+    evs = [Event(lane(Y, J), q, 2500 + q, EventType.TASK_DONE,
+                 {"job": J, "task": f"t{q}", "output": Y_OUT, "cached": False, "key": f"k{q}"})
+           for q in range(2, 50)]
+    fold(evs, s)
+    assert sum(i[0] == lane(Y, J) for i in s._gone_undo) == len(evs)
+    s.forget_lanes(J)
+    assert not [i for i in s._gone_undo if i not in s.events]
+
+
+def test_forget_lanes_keeps_what_a_dropped_lane_add_named() -> None:
+    """A lane JOB_MEMBERS of vouched R (past a gap) naming Y, which the held loser vouched
+    for first, is dropped by `forget_lanes`: it left memory, so Y is kept as an evicted
+    add's (A5) and a refold replacing the loser keeps Y."""
+    ry = Event(lane(R, J), 3, 1700, EventType.JOB_MEMBERS, {"job": J, "add": [Y]})
+    s = fold([SUB, REAL, DEL, LOSE, ry], state())
+    assert ry.id in s.events
+    s.forget_lanes(J)
+    assert s._gone_kept == {J: {Y}}
+    s.replace(WIN)
+    s.refold()
+    assert Y in members(s)[1]
