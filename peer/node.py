@@ -523,11 +523,11 @@ class Node:
         self.state.gone_lookup = self._gone_lanes  # (review r1 of session 46, F1)
         # What waited of gone lanes jobs, as the job index kept it (review r3 of session 48,
         # F1); what changes from the replay on is noted for the compactor to write
+        self.state.wait_journal = WaitJournal()  # (before: rows of unknown jobs go)
         let_go = self.state.load_waits(*self.index.gone_waits())
         if let_go:
-            log.warning("%d waiting adds or events of gone jobs past their bounds: let go",
-                        let_go)
-        self.state.wait_journal = WaitJournal()
+            log.warning("%d waiting adds or events of gone jobs past their bounds, or of "
+                        "jobs no longer known: let go", let_go)
 
     def _gone_lanes(self, job: str) -> GoneLanes | None:
         """What the job index knows of compacted lanes job `job` that decides its late task

@@ -1199,9 +1199,18 @@ class MeshState:
         """What waited of gone jobs as the job index kept it (`WaitJournal`: (job, adder,
         peer) adds, (job, kind, peer, event) held events), taken in at a start before the
         replay, within the bounds (`wait_room`; past them let go, as it would have been);
-        returns how many were let go."""
+        returns how many were let go. The rows of a job that is not gone here (neither
+        compacted nor a tombstone: the previous release drops tombstones and leaves their
+        rows) are let go, and noted in `wait_journal` as dropped, so that the compactor
+        deletes them (review r3 of session 49, A2)."""
+        adds, held = list(adds), list(held)
+        here = {j: j in self.compacted or j in self.deleted
+                for j in {r[0] for r in adds} | {r[0] for r in held}}
+        out = len(adds) + len(held)
+        adds = [r for r in adds if here[r[0]]]
+        held = [r for r in held if here[r[0]]]
+        out -= len(adds) + len(held)
         journal, self.wait_journal = self.wait_journal, None  # (on disk already)
-        out = 0
         try:
             by_job: dict[tuple[str, str], set[str]] = {}
             for job, by, peer in adds:
@@ -1222,6 +1231,9 @@ class MeshState:
                     wait.lanes.hold(ev, peer)
         finally:
             self.wait_journal = journal
+        if journal is not None:
+            for job in sorted(j for j, ok in here.items() if not ok):
+                journal.dropped(job)
         return out
 
     def gone_lanes(self, job: str) -> GoneLanes | None:

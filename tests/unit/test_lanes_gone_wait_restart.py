@@ -6,6 +6,7 @@ restart. A real `Node` (no network), its real log and job index, restarted in pr
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -128,8 +129,10 @@ def test_a_data_dir_without_the_wait_tables_opens_and_decides_as_before(
 
 def test_rows_that_do_not_read_back_are_left_out(tmp_path: Path) -> None:
     """Hostile or damaged rows (not texts, not an event) are left out, logged: no
-    traceback, the peer opens, the good rows are read."""
+    traceback, the peer opens, the good rows are read (of a gone J1: the rows of a job
+    not gone here are let go, A2 below)."""
     node = _node(tmp_path)
+    _delete_and_drop(node)
     node.log.close()
     db = sqlite3.connect(tmp_path / LOG_FILE)
     db.executemany("INSERT INTO gone_wait_adds VALUES (?, ?, ?)",
@@ -174,3 +177,34 @@ def test_an_output_set_aside_survives_the_job_and_a_restart(tmp_path: Path,
         assert node.index.gone_waits() == ([], [])
     finally:
         node.log.close()
+
+
+def test_rows_of_a_job_no_longer_known_are_let_go_and_deleted(tmp_path: Path) -> None:
+    """Review r3 of session 49, A2: the previous release drops tombstones and leaves their
+    wait rows; at a start the rows of a job that is neither compacted nor a tombstone here
+    are not taken as waits (at b54996d8 they were: room taken until 256 newer jobs pushed
+    them out), and the next pass deletes them. A gone job's rows are read as before."""
+    node = _node(tmp_path)
+    t = node.hlc.now()
+    xx = Event(X, 1, t + (1 << 16), EventType.JOB_MEMBERS, {"job": J1, "add": [X]})
+    assert node.merge([xx]) == [xx]
+    _delete_and_drop(node)
+    assert node.index.gone_waits()[0] == [(J1, X, X)]
+    node.log.close()
+    ghost = "j0000000000c9"
+    db = sqlite3.connect(tmp_path / LOG_FILE)
+    db.execute("INSERT INTO gone_wait_adds VALUES (?, ?, ?)", (ghost, X, Z))
+    db.execute("INSERT INTO gone_wait_held VALUES (?, ?, ?, ?)",
+               (ghost, 0, Y, json.dumps(Event(lane(Y, ghost), 1, t, EventType.TASK_DONE,
+                                              {"job": ghost, "task": "t0", "output": Y_OUT,
+                                               "cached": False, "key": "kg"}).to_json())))
+    db.commit()
+    db.close()
+    back = _restarted(tmp_path)
+    try:
+        assert list(back.state._gone_waits) == [J1]
+        assert back.state._gone_waits[J1].adds == {X: {X}}
+        back.catchup.compact()
+        assert back.index.gone_waits() == ([(J1, X, X)], [])
+    finally:
+        back.log.close()
