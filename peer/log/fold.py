@@ -580,21 +580,22 @@ def _undo_wait(w: GoneWait, kind: int, who: str, what: Any,
     if kind in (UNDO_WALKED, UNDO_PARKED):
         peers = cast(frozenset[str], what)
         got = w.adds.setdefault(who, set())
-        if kind == UNDO_WALKED:
+        had = len(got)  # (what it changes by: an event that left memory may have walked
+        if kind == UNDO_WALKED:  # the adds parked, or parked those walked, for good)
             got |= peers
         else:
             got -= peers
-            if not got:
-                del w.adds[who]
+        if not got:
+            del w.adds[who]
         if journal is not None:
             journal.parked(w.job, who, peers, kept=kind == UNDO_WALKED)
-        return len(peers) if kind == UNDO_WALKED else -len(peers)
+        return len(got) - had
     ev, d = cast(Event, what), 0
     if kind in (UNDO_DONE, UNDO_TAKEN):
         return _undo_done(w, kind == UNDO_TAKEN, who, ev, journal)
     if kind == UNDO_HELD and w.lanes.drop(ev, who):
         d = -1
-    elif kind == UNDO_FREED:
+    elif kind == UNDO_FREED and not w.lanes.holds(ev, who):
         w.lanes.hold(ev, who)
         d = 1
     if journal is not None:

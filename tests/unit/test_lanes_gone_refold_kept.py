@@ -8,13 +8,26 @@ state is what a peer that never held the loser holds. The real fold on a real `M
 
 from __future__ import annotations
 
+import random
 from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from peer.log import Event, EventType, fold
 from peer.log.gonewait import WaitJournal
 from peer.log.lanes import lane
 from tests.unit.test_lanes_gone import DEL, state
-from tests.unit.test_lanes_gone_refold import Y_DONE, Y_OUT, Y, Z, members, seen
+from tests.unit.test_lanes_gone_refold import (
+    PEERS,
+    Y_DONE,
+    Y_OUT,
+    Y,
+    Z,
+    a_conflict,
+    members,
+    seen,
+)
 from tests.unit.test_lanes_hostile import REAL, SUB, H, J, R, X
 
 # H equivocates on its seq 3 (seq 2 never comes: the loser is held in memory); R, a vouched
@@ -118,3 +131,44 @@ def test_forget_lanes_keeps_what_a_dropped_lane_add_named() -> None:
     s.replace(WIN)
     s.refold()
     assert Y in members(s)[1]
+
+
+
+def test_the_undo_of_a_parking_an_evicted_add_walked_frees_no_room() -> None:
+    """X (not vouched) adds H past a gap (held: parked, cost 1); R's gap-free add of X walks
+    it (for good: R/1 leaves memory). A refold replacing an H loser undid X's parking as if
+    it were still parked: the wait's cost went to -1 (at b54996d8; 0 on the clean peer)."""
+    xh = Event(X, 10, 1001, EventType.JOB_MEMBERS, {"job": J, "add": [H]})
+    rx = Event(R, 1, 1101, EventType.JOB_MEMBERS, {"job": J, "add": [X]})
+    lose = Event(H, 99, 1001, EventType.JOB_MEMBERS, {"job": J, "add": [H]})
+    win = Event(H, 99, 1001, EventType.JOB_MEMBERS, {"job": J, "add": [H, X]})
+    clean = fold([SUB, REAL, DEL, xh, rx, win], state())
+    s = fold([SUB, REAL, DEL, xh, rx, lose], state())
+    assert rx.id not in s.events and xh.id in s.events
+    s.replace(win)
+    s.refold()
+    assert seen(s) == seen(clean)
+    assert s._gone_wait_n == 0
+
+@settings(max_examples=150, deadline=None)
+@given(a_conflict(), st.lists(st.lists(st.sampled_from(PEERS), min_size=1, max_size=2,
+                                       unique=True), max_size=3),
+       st.integers(0, 2**32), st.integers(0, 8))
+def test_a_refold_with_evicted_vouched_adds_holds_what_a_peer_without_the_loser_holds(
+        drawn: tuple[list[Event], Event, Event], r_adds: list[list[str]], seed: int,
+        cut: int) -> None:
+    """The F5 property test's conflicts, with JOB_MEMBERS of R (vouched from the start) at
+    seqs 1, 2, ... (no gap: each leaves memory as it is folded) among the events: after
+    replace + refold and the rest, the members, vouched members, what waits and the cache
+    are the clean peer's (at b54996d8 an R add of a peer the loser grew first was lost)."""
+    evs, lose, win = drawn
+    evs = evs + [Event(R, q, 1100 + q, EventType.JOB_MEMBERS, {"job": J, "add": add})
+                 for q, add in enumerate(r_adds, 1)]
+    random.Random(seed).shuffle(evs)
+    cut = min(cut, len(evs))
+    clean = fold([SUB, REAL, DEL, *evs, win], state())
+    s = fold([SUB, REAL, DEL, *evs[:cut], lose], state())
+    s.replace(win)
+    s.refold()
+    fold(evs[cut:], s)
+    assert seen(s) == seen(clean)
