@@ -27,7 +27,6 @@ from tests.helpers import wait_mesh
 from tests.integration.webui_helpers import (
     CANVAS_STATS,
     CHROMIUM,
-    CHROMIUM_ARGS,
     CORPUS_ZIP,
     DESKTOP,
     PHONE,
@@ -35,8 +34,10 @@ from tests.integration.webui_helpers import (
     Console,
     api,
     build_corpus,
+    launched_chromium,
     serve_corpus,
     shot,
+    stop_ui_peer,
 )
 
 sync_api = pytest.importorskip("playwright.sync_api",
@@ -67,18 +68,13 @@ def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PeerProc]:
                    "--fetch-allow", "127.0.0.1/32", mesh=MESH_NAME,  # the corpus server
                    env={"BANZAI_WARM_WORKERS": "1"})
     yield p
-    p.kill(signal.SIGTERM)
-    time.sleep(0.2)  # let the output pump reach EOF, then close the pipe (no ResourceWarning)
-    if p.proc.stdout is not None:
-        p.proc.stdout.close()
+    stop_ui_peer(p)
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+    with launched_chromium() as b:
         yield b
-        b.close()
 
 
 class Tab:

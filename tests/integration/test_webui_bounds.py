@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +21,14 @@ import pytest
 
 from peer.cids import sha256_cid
 from tests.conftest import PeerProc, start_peer
-from tests.integration.webui_helpers import CHROMIUM, CHROMIUM_ARGS, DESKTOP, Console, api
+from tests.integration.webui_helpers import (
+    CHROMIUM,
+    DESKTOP,
+    Console,
+    api,
+    launched_chromium,
+    stop_ui_peer,
+)
 
 sync_api = pytest.importorskip("playwright.sync_api",
                                reason="the playwright package is not installed")
@@ -37,18 +43,13 @@ MESH_NAME = f"webui-bounds-{uuid.uuid4().hex[:12]}"  # this module's peer is a m
 def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PeerProc]:
     p = start_peer(tmp_path_factory.mktemp("bounds") / "p0", "--slots", "2", mesh=MESH_NAME)
     yield p
-    p.kill(signal.SIGTERM)
-    time.sleep(0.2)  # let the output pump reach EOF, then close the pipe (no ResourceWarning)
-    if p.proc.stdout is not None:
-        p.proc.stdout.close()
+    stop_ui_peer(p)
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+    with launched_chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture

@@ -10,9 +10,7 @@ from __future__ import annotations
 import functools
 import http.server
 import json
-import signal
 import threading
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -22,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import PeerProc, start_peer
-from tests.integration.webui_helpers import CHROMIUM, CHROMIUM_ARGS, api
+from tests.integration.webui_helpers import CHROMIUM, api, launched_chromium, stop_ui_peer
 
 sync_api = pytest.importorskip("playwright.sync_api",
                                reason="the playwright package is not installed")
@@ -40,18 +38,13 @@ def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PeerProc]:
     p = start_peer(tmp_path_factory.mktemp("webui-hostile") / "p0", "--slots", "2",
                    mesh=MESH_NAME)
     yield p
-    p.kill(signal.SIGTERM)
-    time.sleep(0.2)  # let the output pump reach EOF, then close the pipe (no ResourceWarning)
-    if p.proc.stdout is not None:
-        p.proc.stdout.close()
+    stop_ui_peer(p)
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+    with launched_chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture

@@ -7,8 +7,10 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -101,3 +103,24 @@ def shot(page: Any, name: str, docs: bool = False, full_page: bool = False) -> P
         DOC_SHOTS.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, DOC_SHOTS / f"{name}.png")
     return path
+
+
+@contextmanager
+def launched_chromium() -> Iterator[Any]:
+    """The system Chromium, headless, under Playwright (imported here: a test module skips
+    at its top when Playwright or Chromium is missing, before it asks for this)."""
+    from playwright import sync_api
+
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def stop_ui_peer(p: Any) -> None:
+    """Stop a UI test module's peer (a tests.conftest.PeerProc) with SIGTERM, then let its
+    output pump reach EOF and close the pipe (no ResourceWarning)."""
+    p.kill(signal.SIGTERM)
+    time.sleep(0.2)
+    if p.proc.stdout is not None:
+        p.proc.stdout.close()
