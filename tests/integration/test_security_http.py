@@ -419,7 +419,8 @@ def test_mesh_view_links_only_http_urls(browser: Any) -> None:
     try:
         page = ctx.new_page()  # the function is pure: load it from its file and call it
         js = (ROOT / "webui" / "js" / "ui.js").read_text()
-        fn = js[js.index("export function safeHttpUrl"):].removeprefix("export ")
+        start = js.index("export function safeHttpUrl")  # (to the end of its body)
+        fn = js[start:js.index("\n}\n", start) + 2].removeprefix("export ")
         check = page.evaluate(f"""() => {{ {fn}; return [
             safeHttpUrl("http://10.0.0.2:8700"), safeHttpUrl("https://lab.example/x/"),
             safeHttpUrl("javascript:alert(1)"), safeHttpUrl("data:text/html,hi"),

@@ -685,5 +685,7 @@ def test_a_job_page_does_not_ask_again_on_a_503_other_than_the_members_one(tab: 
     tab.go(f"/jobs/{job}")
     expect(page.locator(".alert-error")).to_contain_text("its record is not held here")
     page.wait_for_timeout(7000)  # (over twice the members' poll period)
-    assert len(answers) == 1, "the page asked again"
+    # (one more ask at most: the one a live view makes once when the event stream opens
+    # after it appeared, session 49 helper c; a poll every 3 s would make it 3 or more)
+    assert len(answers) <= 2, f"the page asked again: {len(answers)} asks"
     page.unroute(f"**/api/jobs/{job}")
