@@ -185,6 +185,18 @@ def parse_cid(s: str, *, lenient: bool = False) -> Cid:
     return _from_py(made, s, lenient)
 
 
+def reads_as_cid(v: object) -> bool:
+    """Is `v` a string that parses as a CID as the store reads CIDs it was given (`lenient`):
+    what the door asks of an outcome's CIDs and a served view of its outputs."""
+    if not isinstance(v, str):  # (parse_cid is cached: its argument must hash)
+        return False
+    try:
+        parse_cid(v, lenient=True)
+    except BadCID:
+        return False
+    return True
+
+
 def cid_from_bytes(buf: bytes, *, lenient: bool = False) -> Cid:
     """Parse a complete binary CID; BadCID if malformed (`lenient` as `parse_cid`'s)."""
     if len(buf) == 34 and buf[0] == 0x12 and buf[1] == 0x20:

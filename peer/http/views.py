@@ -10,8 +10,8 @@ from itertools import chain
 from operator import attrgetter
 from typing import Any, NamedTuple, TypeVar
 
-from peer.cids import parse_cid
-from peer.errors import ArgError, BadCID
+from peer.cids import reads_as_cid
+from peer.errors import ArgError
 from peer.jobs.claims import chunk_exhausted, job_state, task_status
 from peer.jobs.members import ordered
 from peer.log import (
@@ -214,13 +214,7 @@ def job_view(state: MeshState, job: str, max_attempts: int, detail: bool = True,
 def _cid_or_none(v: Any) -> Any:
     """`v` if it parses as a CID (as the door checks what comes in: peer.log.door
     `cid_problem`), else None: what an earlier release stored unchecked is not served as one."""
-    if not isinstance(v, str):
-        return v
-    try:
-        parse_cid(v, lenient=True)
-    except BadCID:
-        return None
-    return v
+    return v if not isinstance(v, str) or reads_as_cid(v) else None
 
 
 def shown_view(view: Mapping[str, Any]) -> dict[str, Any]:
@@ -500,12 +494,8 @@ def _peers(v: Any, what: str) -> None:
 
 
 def _cid(v: Any, what: str) -> None:
-    try:
-        if not isinstance(v, str):  # (parse_cid is cached: its argument must hash)
-            raise BadCID("not a string")
-        parse_cid(v, lenient=True)
-    except BadCID:
-        raise ValueError(f"{what} is {_shown(v)}, not a CID") from None
+    if not reads_as_cid(v):
+        raise ValueError(f"{what} is {_shown(v)}, not a CID")
 
 
 def served_by(body: bytes, member: str) -> bytes:

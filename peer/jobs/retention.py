@@ -166,11 +166,12 @@ def kept_listings(state: MeshState, job: str) -> list[str]:
     return out
 
 
-def archived_facts(job: str, facts: Mapping[str, Any]) -> JobFacts:
-    """A compacted job's facts as its record keeps them (finished; outputs and logs);
-    ValueError if they are not what `record_facts` writes (read back from disk)."""
+def archived_facts(job: str, facts: Mapping[str, Any], outputs_too: bool = True) -> JobFacts:
+    """A compacted job's facts as its record keeps them (finished; outputs, unless not
+    `outputs_too`, and logs); ValueError if they are not what `record_facts` writes (read
+    back from disk)."""
     check_facts(facts)  # (a snapshot's rows were checked so as they came)
-    outputs = frozenset(facts.get("outputs", ()))
+    outputs = frozenset(facts.get("outputs", ()) if outputs_too else ())
     return JobFacts(job, float(facts.get("finished_s", 0.0)), outputs, outputs,
                     frozenset(facts.get("logs", ())))
 
@@ -180,9 +181,7 @@ def archived_logs(job: str, facts: Mapping[str, Any]) -> JobFacts:
     when no output bound is set (its end, for `plan_job_deletions`, and its run logs, gc
     roots), so that the outputs of every job ever compacted are not held in memory at once
     (review r2 of session 49 H2); ValueError as `archived_facts`."""
-    check_facts(facts)
-    return JobFacts(job, float(facts.get("finished_s", 0.0)), frozenset(), frozenset(),
-                    frozenset(facts.get("logs", ())))
+    return archived_facts(job, facts, outputs_too=False)
 
 
 def record_facts(record: Mapping[str, Any], finished_s: float) -> dict[str, Any]:

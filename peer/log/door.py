@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from peer.cids import parse_cid
-from peer.errors import BadCID, BanzaiError
+from peer.cids import reads_as_cid
+from peer.errors import BanzaiError
 from peer.log.clock import HLC, hlc_ms
 from peer.log.events import (
     MAX_ID_CHARS,
@@ -156,12 +156,9 @@ def cid_problem(ev: Event) -> str | None:
     for i, part in enumerate(ev.singles):
         for name in CID_FIELDS.get(part.type, ()):
             v = part.payload.get(name)
-            if isinstance(v, str):
-                try:
-                    parse_cid(v, lenient=True)
-                except BadCID:
-                    at = f"part {i} ({part.type.name})" if ev.parts else part.type.name
-                    return f"body: {at}.{name} is not a CID: {v[:80]!r}"
+            if isinstance(v, str) and not reads_as_cid(v):
+                at = f"part {i} ({part.type.name})" if ev.parts else part.type.name
+                return f"body: {at}.{name} is not a CID: {v[:80]!r}"
     return None
 
 

@@ -569,8 +569,8 @@ class GoneWait:
 # not vouched for parked or taken in (who: its lane's peer, what: the event), and the
 # peers a vouched add named that were vouched for already (who: the adder, what: those
 # peers; nothing to undo: kept once the event leaves memory, `MeshState._gone_kept`).
-UNDO_GROWN, UNDO_WALKED, UNDO_PARKED, UNDO_HELD, UNDO_FREED, UNDO_DONE, UNDO_TAKEN = range(7)
-UNDO_NAMED = 7
+(UNDO_GROWN, UNDO_WALKED, UNDO_PARKED, UNDO_HELD, UNDO_FREED, UNDO_DONE, UNDO_TAKEN,
+ UNDO_NAMED) = range(8)
 GoneUndo = tuple[int, str, Any, Any]
 
 

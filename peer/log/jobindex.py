@@ -528,14 +528,20 @@ class JobIndex:
         worker thread (GET /api/jobs reads the list off the loop, session 48 review r1 F3;
         the index's own connection is its owner's). An index without a file (in memory) is
         read on its connection."""
+        return self._apart(lambda db: self.page(limit, before, db))
+
+    def _apart(self, read: Callable[[sqlite3.Connection | None], _T]) -> _T:
+        """`read(db)` on a read connection of its own to the index's file, closed after (a
+        worker thread's: the index's own connection is its owner's); `read(None)`, on the
+        index's connection, for an index without a file (in memory)."""
         if not self.path.is_file():
-            return self.page(limit, before)
+            return read(None)
         try:
             db = connect(str(self.path), isolation_level=None, check_same_thread=False)
         except sqlite3.Error as e:
             raise unreadable(self.path, e) from e
         try:
-            return self.page(limit, before, db)
+            return read(db)
         finally:
             db.close()
 
@@ -1233,16 +1239,7 @@ class JobIndex:
         worker thread (the janitor's cycle reads every record's facts off the loop, review
         r2 of session 49 H2), as `page_apart`. An index without a file (in memory) is read
         on its connection."""
-        if not self.path.is_file():
-            return self.facts(read)
-        try:
-            db = connect(str(self.path), isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as e:
-            raise unreadable(self.path, e) from e
-        try:
-            return self.facts(read, db)
-        finally:
-            db.close()
+        return self._apart(lambda db: self.facts(read, db))
 
     def facts(self, read: Callable[[str, dict[str, Any]], _T],
               db: sqlite3.Connection | None = None) -> list[_T]:
