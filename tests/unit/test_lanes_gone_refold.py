@@ -153,14 +153,12 @@ def a_conflict(draw: st.DrawFn) -> tuple[list[Event], Event, Event]:
     return evs, lose, win
 
 
-@settings(max_examples=150, deadline=None)
-@given(a_conflict(), st.integers(0, 2**32), st.integers(0, 8))
-def test_a_refold_after_any_conflict_holds_what_a_peer_without_the_loser_holds(
-        drawn: tuple[list[Event], Event, Event], seed: int, cut: int) -> None:
-    """Any JOB_MEMBERS of gone J equivocated on (a vouched origin's or not), the loser
-    folded among random adds and lane TASK_DONEs, then replaced and refolded, then the
-    rest: the members, vouched members, what waits and the cache are the clean peer's."""
-    evs, lose, win = drawn
+def assert_refold_holds_the_clean_peers(evs: list[Event], lose: Event, win: Event, seed: int,
+                                        cut: int) -> None:
+    """`evs` shuffled by `seed`, the first `cut` of them and the loser folded, the loser
+    replaced by `win` and refolded, then the rest: what the gone job holds is what a peer
+    that folded `evs` and `win` alone holds."""
+    evs = list(evs)
     random.Random(seed).shuffle(evs)
     cut = min(cut, len(evs))
     clean = fold([SUB, REAL, DEL, *evs, win], state())
@@ -169,3 +167,14 @@ def test_a_refold_after_any_conflict_holds_what_a_peer_without_the_loser_holds(
     s.refold()
     fold(evs[cut:], s)
     assert seen(s) == seen(clean)
+
+
+@settings(max_examples=150, deadline=None)
+@given(a_conflict(), st.integers(0, 2**32), st.integers(0, 8))
+def test_a_refold_after_any_conflict_holds_what_a_peer_without_the_loser_holds(
+        drawn: tuple[list[Event], Event, Event], seed: int, cut: int) -> None:
+    """Any JOB_MEMBERS of gone J equivocated on (a vouched origin's or not), the loser
+    folded among random adds and lane TASK_DONEs, then replaced and refolded, then the
+    rest: the members, vouched members, what waits and the cache are the clean peer's."""
+    evs, lose, win = drawn
+    assert_refold_holds_the_clean_peers(evs, lose, win, seed, cut)

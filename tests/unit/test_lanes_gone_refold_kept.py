@@ -8,7 +8,6 @@ state is what a peer that never held the loser holds. The real fold on a real `M
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 from hypothesis import given, settings
@@ -25,6 +24,7 @@ from tests.unit.test_lanes_gone_refold import (
     Y,
     Z,
     a_conflict,
+    assert_refold_holds_the_clean_peers,
     members,
     seen,
 )
@@ -164,11 +164,4 @@ def test_a_refold_with_evicted_vouched_adds_holds_what_a_peer_without_the_loser_
     evs, lose, win = drawn
     evs = evs + [Event(R, q, 1100 + q, EventType.JOB_MEMBERS, {"job": J, "add": add})
                  for q, add in enumerate(r_adds, 1)]
-    random.Random(seed).shuffle(evs)
-    cut = min(cut, len(evs))
-    clean = fold([SUB, REAL, DEL, *evs, win], state())
-    s = fold([SUB, REAL, DEL, *evs[:cut], lose], state())
-    s.replace(win)
-    s.refold()
-    fold(evs[cut:], s)
-    assert seen(s) == seen(clean)
+    assert_refold_holds_the_clean_peers(evs, lose, win, seed, cut)
