@@ -26,7 +26,6 @@ from tests.conftest import PeerProc, start_peer
 from tests.helpers import wait_mesh
 from tests.integration.webui_helpers import (
     CANVAS_STATS,
-    CHROMIUM,
     CORPUS_ZIP,
     DESKTOP,
     PHONE,
@@ -35,16 +34,13 @@ from tests.integration.webui_helpers import (
     api,
     build_corpus,
     launched_chromium,
+    require_browser,
     serve_corpus,
     shot,
     stop_ui_peer,
 )
 
-sync_api = pytest.importorskip("playwright.sync_api",
-                               reason="the playwright package is not installed")
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); the web UI tests need it",
-                allow_module_level=True)
+sync_api = require_browser()
 
 BAD_REQUEST = "status of 400"  # Chromium logs every 4xx fetch; expected where the API rejects input
 MESH_NAME = f"webui-{uuid.uuid4().hex[:12]}"  # this module's peers form their own mesh

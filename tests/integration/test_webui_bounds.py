@@ -22,19 +22,15 @@ import pytest
 from peer.cids import sha256_cid
 from tests.conftest import PeerProc, start_peer
 from tests.integration.webui_helpers import (
-    CHROMIUM,
     DESKTOP,
     Console,
     api,
     launched_chromium,
+    require_browser,
     stop_ui_peer,
 )
 
-sync_api = pytest.importorskip("playwright.sync_api",
-                               reason="the playwright package is not installed")
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); the web UI tests need it",
-                allow_module_level=True)
+sync_api = require_browser()
 
 MESH_NAME = f"webui-bounds-{uuid.uuid4().hex[:12]}"  # this module's peer is a mesh of its own
 

@@ -20,13 +20,14 @@ from typing import Any
 import pytest
 
 from tests.conftest import PeerProc, start_peer
-from tests.integration.webui_helpers import CHROMIUM, api, launched_chromium, stop_ui_peer
+from tests.integration.webui_helpers import (
+    api,
+    launched_chromium,
+    require_browser,
+    stop_ui_peer,
+)
 
-sync_api = pytest.importorskip("playwright.sync_api",
-                               reason="the playwright package is not installed")
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); the web UI tests need it",
-                allow_module_level=True)
+sync_api = require_browser()
 
 from tests.integration.test_webui import Tab  # noqa: E402  (after the skips: it imports playwright)
 

@@ -124,3 +124,16 @@ def stop_ui_peer(p: Any) -> None:
     time.sleep(0.2)
     if p.proc.stdout is not None:
         p.proc.stdout.close()
+
+
+def require_browser() -> Any:
+    """Skip the calling test module (at its import) unless Playwright and Debian's Chromium
+    are installed (`scripts/setup.sh --test` installs both); Playwright's sync API if so."""
+    import pytest
+
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="the playwright package is not installed")
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); the web UI tests "
+                    "need it", allow_module_level=True)
+    return sync_api
