@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import secrets
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -353,6 +354,7 @@ class AntiEntropy:
         self._echoes: dict[str, str] = {}  # address -> the cookie its peer gave us
         self.unverified = 0  # frames that proved nothing and so got at most a handshake
         self.unbound = 0  # vectors not noted: the frame was not proven to be its sender's
+        self.floors_unread = 0  # DIGEST_REPLY "cf"s malformed or over MAX_FLOORS_SENT
         self.throttled = 0  # full DIGESTs not answered: MAX_DIGEST_ANSWERS in their window
 
     # -- cookies -------------------------------------------------------------------------
@@ -751,10 +753,17 @@ class AntiEntropy:
     def _floors_told(self, f: Frame) -> None:
         """A (mesh round's) DIGEST_REPLY's "cf": its sender's floors above our vector, told to
         the floor sink as that member's (signed: only from the address membership holds for
-        it, as a vector is noted). ValueError if malformed or over MAX_FLOORS_SENT."""
-        floors = parse_vv(f.body["cf"])
+        it, as a vector is noted). A "cf" that does not read as a vector is ignored and
+        counted (`floors_unread`), and of a longer one the first MAX_FLOORS_SENT are read (a
+        later release may send more): the hint never costs the round its push and pull."""
+        try:
+            floors = parse_vv(f.body["cf"])
+        except ValueError:
+            self.floors_unread += 1
+            return
         if len(floors) > MAX_FLOORS_SENT:
-            raise ValueError(f"cf names {len(floors)} origins, over {MAX_FLOORS_SENT}")
+            self.floors_unread += 1
+            floors = dict(itertools.islice(floors.items(), MAX_FLOORS_SENT))
         if self._floors is None or not floors:
             return
         if self._signed:

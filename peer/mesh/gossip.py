@@ -287,6 +287,7 @@ class GossipStats:
     # and vectors not noted: not proven to come from their sender's address (signed)
     ae_unverified: int = 0
     ae_unbound: int = 0
+    ae_floors_unread: int = 0  # DIGEST_REPLY "cf"s malformed or too long (ignored, in part)
     # full DIGESTs not answered: their address had MAX_DIGEST_ANSWERS answered in its window
     ae_throttled: int = 0
 
@@ -406,6 +407,7 @@ class Gossip:
         self._stats.send_waited_dropped = self._t.first_dropped
         self._stats.ae_unverified = self._ae.unverified
         self._stats.ae_unbound = self._ae.unbound
+        self._stats.ae_floors_unread = self._ae.floors_unread
         self._stats.ae_throttled = self._ae.throttled
         if self.swim is not None:
             self._stats.swim_dropped_updates = self.swim.stats.dropped_updates

@@ -74,6 +74,8 @@ class Kind(IntEnum):
 # key): a mesh round's DIGEST_REPLY carries "cf" ({origin: seq}, at most 256) when the
 # replier dropped events (compacted) above the asker's vector of origins it names: the
 # asker's catch-up judges them as a report's "cfloor", which a report's byte bound cuts.
+# A "cf" is a hint: a peer ignores one it cannot read and reads the first 256 of a longer
+# one (a later release may send more), never failing the round's push and pull for it.
 # Events carry "b" (their batch's first seq) and, when the batch's signer is not their
 # origin, "bs" (the signer); "batches" holds the signed batches of a frame's events
 # (peer.log.signing.Batch.to_json), each once. Peers of 0.1.0 ignore both keys.
@@ -398,19 +400,20 @@ MAX_RUNNING = 4096
 _INFO_VV = ("heads", "cfloor")
 
 
-def check_info(info: Mapping[str, Any]) -> None:
+def check_info(info: dict[str, Any]) -> None:
     """ValueError naming the key if a key of a peer's info (a HEARTBEAT's, a SWIM member's
     report) that this release reads has another type than ours sends, or is a list of more
     entries than _INFO_STRS allows: such input must not reach the scheduler, which reads
     it per task. Keys it does not know pass (a newer
-    peer's), within the nesting bound of all JSON a peer takes in."""
+    peer's), within the nesting bound of all JSON a peer takes in. `running` is kept as
+    the attempt keys this release reads of it (`_readable_running`), in place."""
     _check_types(info)
     if nesting(info, MAX_DEPTH) > MAX_DEPTH:  # served again (/api/mesh) at a deeper stack
         key = next((k for k, v in info.items() if nesting(v, MAX_DEPTH - 1) >= MAX_DEPTH), "")
         raise ValueError(f"info.{key} is nested deeper than {MAX_DEPTH} levels")
 
 
-def _check_types(info: Mapping[str, Any]) -> None:
+def _check_types(info: dict[str, Any]) -> None:
     for k in _INFO_STR:
         if k in info and not isinstance(info[k], str):
             raise ValueError(f"info.{k} is not a string")
@@ -421,7 +424,7 @@ def _check_types(info: Mapping[str, Any]) -> None:
         if k in info:
             _check_strs(k, info[k], most, _INFO_STR_CHARS[k])
     if "running" in info:
-        _check_running(info["running"])
+        info["running"] = _readable_running(info["running"])
     for k in _INFO_VV:
         if k in info:
             try:
@@ -432,23 +435,24 @@ def _check_types(info: Mapping[str, Any]) -> None:
         raise ValueError("info.kubo is not an object")
 
 
-def _check_running(v: Any) -> None:
-    """ValueError unless `v` is a list of at most MAX_RUNNING attempt keys, each a list
-    [job, task, chunk, attempt] (job and task strings of 1 to MAX_ID_CHARS characters, chunk
-    and attempt integers from 0) as this release sends them: served as they came in
-    /api/peers, where one `null` entry broke every peer's web UI (review r1 of session 49,
-    F2)."""
+def _readable_running(v: Any) -> list[list[Any]]:
+    """The attempt keys [job, task, chunk, attempt] of `running` (job and task strings of 1 to
+    MAX_ID_CHARS characters, chunk and attempt integers from 0) as this release reads them:
+    of an entry that starts with one and holds more (a later release's), its first four;
+    an entry of another shape is left out. ValueError unless `v` is a list of at most
+    MAX_RUNNING entries. Served in /api/peers, where one `null` entry broke every peer's
+    web UI (review r1 of session 49, F2); refusing the whole info for one entry made a
+    later release's member one that never heartbeats, its leases lapsing (review r1 of
+    session 50, R1-7)."""
     if not isinstance(v, list):
         raise ValueError("info.running is not a list")
     if len(v) > MAX_RUNNING:
         raise ValueError(f"info.running holds {len(v)} entries, more than {MAX_RUNNING}")
-    for i, k in enumerate(v):
-        if not (isinstance(k, list) and len(k) == 4
-                and all(isinstance(x, str) and 0 < len(x) <= MAX_ID_CHARS for x in k[:2])
-                and type(k[2]) is int and 0 <= k[2] < MAX_CHUNKS
-                and type(k[3]) is int and 0 <= k[3] <= MAX_COUNT):
-            raise ValueError(f"info.running[{i}] is not an attempt key [job, task, chunk, "
-                             "attempt]")
+    return [k[:4] for k in v
+            if isinstance(k, list) and len(k) >= 4
+            and all(isinstance(x, str) and 0 < len(x) <= MAX_ID_CHARS for x in k[:2])
+            and type(k[2]) is int and 0 <= k[2] < MAX_CHUNKS
+            and type(k[3]) is int and 0 <= k[3] <= MAX_COUNT]
 
 
 def _check_strs(key: str, v: Any, most: int, chars: int) -> None:

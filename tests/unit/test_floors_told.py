@@ -130,3 +130,24 @@ async def test_a_floor_told_in_a_digest_reply_starts_a_catch_up(
     for _ in range(5):
         await asyncio.sleep(0)
     assert asked == ["m"]
+
+
+def test_a_cf_too_long_or_unreadable_costs_the_round_nothing() -> None:
+    """A DIGEST_REPLY whose "cf" names more than MAX_FLOORS_SENT origins (a later release may
+    send more) or does not read as a vector is a hint ignored (its first MAX_FLOORS_SENT
+    read): the frame is not dropped as bad and the round's push still brings the replier
+    what the asker holds (before: a ValueError after the merge, the push and the pull
+    skipped, the frame counted bad; review r1 of session 50, R1-4)."""
+    for cf in ({f"{i:020x}": 7 for i in range(MAX_FLOORS_SENT + 1)}, {"x": -1}):
+        c = Cluster(2, CFG, seed=7, signed=True)
+        m, a = c.peers
+        for _ in range(3):
+            m.sink.emit()
+            a.sink.emit()
+        m.sink.floors_above = lambda vv, limit, cf=cf: cf  # type: ignore[method-assign]
+        a.sink.floors_above = lambda vv, limit, cf=cf: cf  # type: ignore[method-assign]
+        settle(c, 3.0)
+        for p, q in ((a, m), (m, a)):
+            assert p.gossip.stats.dropped_bad_frame == 0
+            assert p.gossip.stats.ae_floors_unread >= 1
+            assert p.sink.state.heads.get(q.gossip.peer_id) == 3
