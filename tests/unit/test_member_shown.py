@@ -6,7 +6,6 @@ checks; no sleeps."""
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 from typing import Any
