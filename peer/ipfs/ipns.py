@@ -460,8 +460,8 @@ class IpnsNames:
                 except OSError as e:
                     log.warning("IPNS record file %s, expired, not removed: %s", path, e)
                     continue
-                del self._seen[fname]
-                gone += 1
+                self._seen.pop(fname, None)  # (a `held` in another thread may have
+                gone += 1  # replaced `_seen` since: review r1 of session 50, R1-9)
         if gone:
             log.info("removed %d IPNS record file(s) expired more than %.0f days ago", gone,
                      grace_s / 86400)

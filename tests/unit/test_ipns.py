@@ -813,3 +813,25 @@ def test_the_service_never_removes_the_record_of_a_name_it_publishes(tmp_path: P
     assert svc.forget_expired() == 1
     assert svc.names.path(mine).exists() and not svc.names.path(heard.name).exists()
     assert svc._sequence(mine) == 1  # (the next record's sequence follows the one held)
+
+
+def test_a_held_read_between_a_removal_and_its_bookkeeping_stops_no_pass(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`held` (a job view's, in another thread) replaces the cache of files read; one that
+    lands after `forget_expired` unlinked a file and before it let go of the file's entry
+    made the pass raise KeyError and leave the rest (review r1 of session 50, R1-9)."""
+    now = [NOW.timestamp()]
+    names = ipns.IpnsNames(tmp_path / "ipns", clock=lambda: now[0])
+    old = [Key() for _ in range(2)]
+    for k in old:
+        names.put(k.name, k.record("/ipfs/a", validity=b"2026-12-01T00:00:00Z"))
+    now[0] = NOW.timestamp() + 9 * 86400
+    unlink = Path.unlink
+
+    def unlink_then_held(self: Path, missing_ok: bool = False) -> None:
+        unlink(self, missing_ok)
+        names.held()  # (the other thread's read, at the worst moment)
+
+    monkeypatch.setattr(Path, "unlink", unlink_then_held)
+    assert names.forget_expired() == 2
+    assert not any(names.path(k.name).exists() for k in old)
