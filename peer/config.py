@@ -212,8 +212,9 @@ class PeerConfig:
         "let container tasks that ask for it (\"network\": true) use the network; without "
         "it every container runs with --network none"))
     task_log_max_bytes: int = field(default=10 << 20, metadata=setting(
-        "bound on the log (STDOUT and STDERR) kept of one shell or container task run; the "
-        "rest is dropped with a note (default 10 MiB)"))
+        "bound on the log kept of one task run (a shell or container task's STDOUT and "
+        "STDERR: the rest is dropped with a note; every run's lines held and stored: its "
+        "first and its last lines, a marker where lines were cut; default 10 MiB)"))
     task_secrets_file: Path | None = field(default=None, metadata=setting(
         "file of NAME=VALUE lines: the secrets workflows name in a task's env "
         "({\"secret\": \"NAME\"}); values never enter the log, the UI or cache keys"))

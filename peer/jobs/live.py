@@ -1,26 +1,127 @@
 """Live logs and metrics of this peer's running chunks, by task, that the API serves until the
-task is done (then they come from the chunks' records in the store). Loop-owned.
+task is done (then they come from the chunks' records in the store), each bounded (`Kept`: its
+first and its last entries, and a count of those cut between). Loop-owned.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from peer.log import TaskKey
+from peer.log.events import cut_text
+
+T = TypeVar("T")
+
+LOG_MAX_BYTES = 10 << 20  # a run's log without --task-log-max-bytes (as kind_shell's)
+LINE_OVERHEAD = 64  # what a held line costs beyond its characters (a str and its place)
+LINE_MAX_CHARS = 64 << 10  # a longer line is cut (head, tail and a marker), as a shell's
+METRICS_MAX_POINTS = 20_000  # of one run: the first and the last 10,000 are kept (~1 MB JSON)
+
+
+class Kept(Sequence[T]):
+    """Entries appended over a run, held within `budget` (each costs `size(entry)`): the first
+    half-budget of them, then the latest half-budget; those cut between are counted and, if
+    `marker` is given, stand as one entry `marker(count, size)` where they were."""
+
+    def __init__(self, budget: int, size: Callable[[T], int],
+                 marker: Callable[[int, int], T] | None = None) -> None:
+        self.size = size
+        self.marker = marker
+        self.head: list[T] = []
+        self.head_left = budget // 2
+        self.full = False  # the head is closed: every later entry goes to the tail
+        self.tail: deque[T] = deque()
+        self.tail_size = 0
+        self.tail_budget = budget - budget // 2
+        self.cut = 0  # entries cut, and what they cost
+        self.cut_size = 0
+
+    def append(self, entry: T) -> None:
+        s = self.size(entry)
+        if not self.full:
+            if s <= self.head_left:
+                self.head.append(entry)
+                self.head_left -= s
+                return
+            self.full = True
+        self.tail.append(entry)
+        self.tail_size += s
+        while self.tail_size > self.tail_budget and self.tail:
+            gone = self.size(self.tail.popleft())
+            self.tail_size -= gone
+            self.cut += 1
+            self.cut_size += gone
+
+    def _marked(self) -> list[T]:
+        return [] if not self.cut or self.marker is None else [
+            self.marker(self.cut, self.cut_size)]
+
+    def __iter__(self) -> Iterator[T]:
+        yield from self.head
+        yield from self._marked()
+        yield from self.tail
+
+    def __len__(self) -> int:
+        return len(self.head) + len(self._marked()) + len(self.tail)
+
+    @overload
+    def __getitem__(self, i: int) -> T: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[T]: ...
+    def __getitem__(self, i: int | slice) -> T | list[T]:
+        return list(self)[i]
+
+
+def line_cost(line: str) -> int:
+    """What a held log line costs against its run's budget (about the bytes Python holds)."""
+    return len(line) + LINE_OVERHEAD
+
+
+def log_lines(budget: int = LOG_MAX_BYTES) -> Kept[str]:
+    """A run's log lines within `budget`, a marker line where lines were cut."""
+    def marker(n: int, size: int) -> str:
+        chars = size - n * LINE_OVERHEAD
+        return (f"[banzai] ... {n} log lines ({chars} characters) cut here: a run keeps "
+                f"its first and its last lines within --task-log-max-bytes ({budget}) ...")
+    return Kept(budget, line_cost, marker)
+
+
+def log_line(text: str, budget: int = LOG_MAX_BYTES) -> str:
+    """One line as a run's log holds it: one longer than LINE_MAX_CHARS (or a quarter of the
+    budget) is cut to its head and tail around a marker."""
+    return cut_text(text, min(LINE_MAX_CHARS, budget // 4))
+
+
+def metric_points(most: int = METRICS_MAX_POINTS) -> Kept[list[Any]]:
+    """A run's metric points ([name, step, value]): the first and the last `most` / 2."""
+    return Kept(most, lambda _: 1)
+
+
+def run_record(log: Kept[str], metrics: Kept[list[Any]]) -> dict[str, Any]:
+    """The record of a run stored when it ends: what was held of its log (a note added if
+    metric points were cut) and of its metrics."""
+    lines = list(log)
+    if metrics.cut:
+        lines.append(f"[banzai] {metrics.cut} metric points cut between the first and the "
+                     f"last {len(metrics.tail)} of this run")
+    return {"log": lines, "metrics": list(metrics)}
 
 
 @dataclass
 class LiveRecords:
     """The log lines and metrics ([name, step, value]) of the latest local run of each task."""
 
-    logs: dict[TaskKey, list[str]] = field(default_factory=dict)
-    metrics: dict[TaskKey, list[list[Any]]] = field(default_factory=dict)
+    log_max_bytes: int = LOG_MAX_BYTES
+    logs: dict[TaskKey, Sequence[str]] = field(default_factory=dict)
+    metrics: dict[TaskKey, Sequence[list[Any]]] = field(default_factory=dict)
 
-    def open(self, key: TaskKey) -> tuple[list[str], list[list[Any]]]:
+    def open(self, key: TaskKey) -> tuple[Kept[str], Kept[list[Any]]]:
         """Fresh records for a run of task `key`; they replace those of its previous run."""
-        lines: list[str] = []
-        metrics: list[list[Any]] = []
+        lines = log_lines(self.log_max_bytes)
+        metrics = metric_points()
         self.logs[key] = lines
         self.metrics[key] = metrics
         return lines, metrics

@@ -19,7 +19,14 @@ from peer.ipfs.inline import InlineBlocks
 from peer.ipfs.store import Listings
 from peer.jobs import kinds, scratch
 from peer.jobs.claims import AttemptKey, cancelled_failure
-from peer.jobs.live import LiveRecords
+from peer.jobs.live import (
+    Kept,
+    LiveRecords,
+    log_line,
+    log_lines,
+    metric_points,
+    run_record,
+)
 from peer.jobs.planner import ANYONE, cache_key, chunk_params, item_cached
 from peer.jobs.ports import (
     Clock,
@@ -48,8 +55,8 @@ class Run:
     lost: bool = False  # our claim lost to another: the outcome is not recorded
     # handed to the runner: only the runner's cancel stops it, whose outcome comes back
     executing: bool = False
-    log: list[str] = field(default_factory=list)
-    metrics: list[list[Any]] = field(default_factory=list)
+    log: Kept[str] = field(default_factory=log_lines)  # (bounded: peer.jobs.live)
+    metrics: Kept[list[Any]] = field(default_factory=metric_points)
     last_progress_s: float = 0.0
     last_flush_s: float = 0.0
     partial: dict[str, Any] = field(default_factory=dict)  # item results not yet recorded
@@ -372,7 +379,7 @@ class Runs:
             run.log.append(f"[banzai] attempt {base['attempt']} failed: {res.error}")
             await self._failed(base, res.error, kind, counts=not res.no_slot)
             return
-        record = {"log": run.log, "metrics": run.metrics}
+        record = run_record(run.log, run.metrics)  # (bounded as they came)
         blocks = res.value.get("inline") if isinstance(res.value, dict) else None
         carried: dict[str, str] | None = None
         try:
@@ -476,7 +483,7 @@ class Runs:
 
     def _message(self, ak: AttemptKey, run: Run, kind: str, args: tuple[Any, ...]) -> None:
         if kind == "log":
-            run.log.append(str(args[0]))
+            run.log.append(log_line(str(args[0]), self.live.log_max_bytes))
         elif kind == "metric":
             run.metrics.append([str(args[0]), int(args[1]), float(args[2])])
         elif kind == "items":  # items finished, outputs durable: record them soon, so

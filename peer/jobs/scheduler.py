@@ -24,7 +24,7 @@ from peer.jobs import claims, kinds, members, placement
 from peer.jobs.claims import AttemptKey, Standing, task_failed
 from peer.jobs.ending import Merits, better_end, framed, job_ended
 from peer.jobs.leases import Leases
-from peer.jobs.live import LiveRecords
+from peer.jobs.live import LOG_MAX_BYTES, LiveRecords
 from peer.jobs.locality import Locality
 from peer.jobs.planner import Assembly, Planner, mesh_slots, producer, ready, value_chunks
 from peer.jobs.ports import (
@@ -116,7 +116,8 @@ class Scheduler:
         self.clock = clock
         self.offload = offload
         self.catch_up = catch_up  # asks a member for a lanes job's lanes (`_join`)
-        self.live = LiveRecords()  # what the API shows of local runs
+        # what the API shows of local runs; a run's log within --task-log-max-bytes
+        self.live = LiveRecords(int(cfg.kind_settings.get("log_max_bytes", LOG_MAX_BYTES)))
         self.planner = Planner(state, store, data, cfg.min_chunk_items, cfg.max_chunk_items,
                                parse, self._peers)
         self.locality = Locality(peer_id, data, peers, clock, cfg.lease_s, self._background,
@@ -276,11 +277,11 @@ class Scheduler:
         return len(self._starved)
 
     @property
-    def logs(self) -> dict[TaskKey, list[str]]:
+    def logs(self) -> dict[TaskKey, Sequence[str]]:
         return self.live.logs
 
     @property
-    def metrics(self) -> dict[TaskKey, list[list[Any]]]:
+    def metrics(self) -> dict[TaskKey, Sequence[list[Any]]]:
         return self.live.metrics
 
     def workflow(self, job: str) -> Workflow:
