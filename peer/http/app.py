@@ -67,7 +67,7 @@ from peer.jobs.members import ordered
 from peer.jobs.placement import json_type
 from peer.jobs.spec import parse, resolve_images, with_splits
 from peer.log import ChunkDone, Event, EventType, JobSubmitted, TaskDone
-from peer.log.events import MAX_CHUNKS, Member
+from peer.log.events import MAX_CHUNKS, Member, cut_text
 from peer.log.snapframe import CONTENT_TYPE as SNAPSHOT_TYPE_V3
 
 log = logging.getLogger("banzai.api")
@@ -586,12 +586,31 @@ async def _receive(request: web.Request, tmp: Path, limit: int) -> Path:
     return tmp / tops.pop() if len(tops) == 1 else tmp
 
 
+SUMMARY_KEYS = ("job", "task", "chunk", "attempt", "progress", "output", "error", "kind",
+                "cached", "name")
+
+
 def _event_summary(ev: Event) -> dict[str, Any]:
+    """What an event stream sends of `ev`: its type, origin, hlc and the SUMMARY_KEYS of its
+    payload that are scalars (numbers within MAX_SUMMARY_NUM), a text cut to MAX_SHOWN_CHARS
+    (head, tail, a marker). A member's valid event may hold 1 MiB of `error`, and one of a type
+    this version does not know any value under these keys: each went whole to every open
+    stream (session 50, helper c). The web UI reads `type`, `job` and
+    `task` of each event (then refetches the view it shows)."""
     p = ev.payload
-    keep = ("job", "task", "chunk", "attempt", "progress", "output", "error", "kind",
-            "cached", "name")
-    return {"type": ev.type.name.lower(), "origin": ev.origin, "hlc": ev.hlc,
-            **{k: p[k] for k in keep if k in p}}
+    out: dict[str, Any] = {"type": ev.type.name.lower(), "origin": ev.origin, "hlc": ev.hlc}
+    for k in SUMMARY_KEYS:
+        v = p.get(k, _ABSENT)
+        if isinstance(v, str):
+            out[k] = cut_text(v)
+        elif v is None or isinstance(v, bool) or (
+                isinstance(v, int | float) and -MAX_SUMMARY_NUM <= v <= MAX_SUMMARY_NUM):
+            out[k] = v
+    return out
+
+
+_ABSENT = object()
+MAX_SUMMARY_NUM = 1 << 63  # (an int of a payload has any number of digits; NaN: not JSON)
 
 
 def _sse(ev: Event) -> str:

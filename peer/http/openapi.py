@@ -116,8 +116,11 @@ OPENAPI: dict[str, Any] = {
             "One storage cycle now: delete old job records, unpin outputs past the retention "
             "bounds, collect garbage; returns what it freed {blocks, bytes, unpinned, "
             "deleted_jobs}", errors=())},
-        "/api/events": {"get": _op("Server-sent events of state changes (503 past "
-                                   "http_max_event_streams at once)", errors=("503",))},
+        "/api/events": {"get": _op(
+            "Server-sent events of state changes (503 past http_max_event_streams at once): "
+            "each a summary {type, origin, hlc} with the scalar payload fields job, task, "
+            "chunk, attempt, progress, output, error, kind, cached and name, a text cut to "
+            "4 KiB around a marker", errors=("503",))},
         "/api/snapshot": {"get": _op(
             "This peer's signed snapshot of compacted jobs (records, cache entries, providers, "
             "compaction floors, as of its heads) and the events its log holds, for a peer "
