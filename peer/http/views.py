@@ -30,6 +30,7 @@ from peer.log import (
 )
 from peer.log.events import cut_text
 from peer.log.ids import is_peer_id
+from peer.log.jobtable import JobTable
 from peer.log.lanes import peer_of
 
 
@@ -561,7 +562,11 @@ def page_limit(limit: int | None) -> int:
 
 
 def live_page(state: MeshState, limit: int, after: Order | None) -> list[tuple[Order, str]]:
-    """(order, id) of the newest `limit` + 1 jobs of the state older than `after`."""
+    """(order, id) of the newest `limit` + 1 jobs of the state older than `after`: read from
+    the state's ordered table (JobTable), not a walk of every job (~2 us each on the loop,
+    per page: 0.2 s at 100,000 jobs; session 50, helper c)."""
+    if isinstance(state.jobs, JobTable):
+        return state.jobs.newest(limit + 1, after)
     entries = [(ev.order, j) for j, ev in state.jobs.items() if after is None or ev.order < after]
     return heapq.nlargest(limit + 1, entries, key=lambda oe: oe[0])
 

@@ -67,6 +67,7 @@ from peer.log.events import (
 from peer.log.gonewait import HELD_DONE, HELD_LANE, WaitJournal, event_text
 from peer.log.ids import submitter_problem
 from peer.log.jobless import jobless
+from peer.log.jobtable import JobTable
 from peer.log.lanes import LANE_PARTS, SEPARATOR, in_scope, lane_of, peer_of
 
 Order = tuple[int, str, int]  # (hlc, origin, seq): the order of every conflict rule
@@ -865,7 +866,7 @@ class MeshState:
     """The fold of all events seen (see the module docstring for the conflict rules)."""
 
     events: dict[tuple[str, int], Event] = field(default_factory=dict)
-    jobs: dict[str, Event] = field(default_factory=dict)
+    jobs: dict[str, Event] = field(default_factory=JobTable)  # (pages newest first)
     cancelled: dict[str, Event] = field(default_factory=dict)
     # The winning TASK_SPLIT of each task, or its implicit split (`implicit_splits`: made
     # from a flagged job's JOB_SUBMITTED, never held; `implicit` tells it apart)
