@@ -20,15 +20,18 @@ class JobTable(dict[str, Event]):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._sorted: list[tuple[Order, str]] = []
+        # (hlc, origin, seq, job): flat, ~80 bytes a job
+        self._sorted: list[tuple[int, str, int, str]] = []
         self._refile()
 
     def _refile(self) -> None:
-        self._sorted = sorted((ev.order, job) for job, ev in self.items())
+        self._sorted = sorted((ev.hlc, ev.origin, ev.seq, job) for job, ev in self.items())
 
     def __setitem__(self, job: str, ev: Event) -> None:
         super().__setitem__(job, ev)
-        insort(self._sorted, (ev.order, job))  # (a new job is the newest: at the end)
+        insort(self._sorted, (ev.hlc, ev.origin, ev.seq, job))  # (a new job: at the end)
+        if len(self._sorted) > 2 * len(self) + 1024:  # compacted jobs' entries, unread
+            self._refile()
 
     def setdefault(self, job: str, ev: Event) -> Event:
         if job not in self:
@@ -42,15 +45,14 @@ class JobTable(dict[str, Event]):
     def newest(self, n: int, before: Order | None = None) -> list[tuple[Order, str]]:
         """(order, job) of the newest `n` jobs older than `before` (None: of all), newest
         first: as heapq.nlargest over every job, in the time of the entries walked."""
-        if len(self._sorted) > 2 * len(self) + 1024:
-            self._refile()
         entries = self._sorted
-        i = len(entries) if before is None else bisect_left(entries, (before,))
+        i = len(entries) if before is None else bisect_left(entries, before)
         out: list[tuple[Order, str]] = []
         seen: set[str] = set()
         while i > 0 and len(out) < n:
             i -= 1
-            order, job = entries[i]
+            hlc, origin, seq, job = entries[i]
+            order = (hlc, origin, seq)
             ev = self.get(job)
             if ev is None or ev.order != order or job in seen:
                 del entries[i]  # stale (or a second filing of the same event)

@@ -67,3 +67,15 @@ def test_a_folded_states_pages_are_those_of_the_walk() -> None:
             break
     assert pages == [j for _, j in _walk(state.jobs, 1000, None)] and len(pages) == 40
     assert live_page(state, 3, None) == _walk(state.jobs, 4, None)
+
+
+def test_the_entries_of_jobs_gone_unread_do_not_pile_up() -> None:
+    """Jobs submitted and compacted (popped) while no page is read: their entries are dropped
+    at a write once they outnumber the jobs (a mesh's months of jobs, the job list unopened)."""
+    table = JobTable()
+    for i in range(10_000):  # bounded
+        table[f"j{i}"] = _submitted(f"j{i}", i + 1, i + 1)
+        if i >= 5:
+            table.pop(f"j{i - 5}")
+    assert len(table) == 5 and len(table._sorted) <= 2 * 5 + 1024
+    assert [j for _, j in table.newest(3)] == ["j9999", "j9998", "j9997"]
