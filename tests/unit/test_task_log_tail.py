@@ -5,14 +5,18 @@ and /api/peers' `provides` counted in one walk. A real Node (not started) throug
 
 from __future__ import annotations
 
+import json
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from peer.http import app as app_module
 from peer.log import Event, EventType
 from peer.node import Node
 from tests.unit.api_client import api_client
-from tests.unit.test_compaction import _open, history
+from tests.unit.test_compaction import ORIGIN, _cid, _open, history
 
 LINES = [f"line {i}" for i in range(5000)]
 
@@ -64,3 +68,38 @@ async def test_the_peers_list_counts_each_members_provided_cids(
         body = await r.json()
     assert r.status == 200, body
     assert {p["id"]: p["provides"] for p in body["peers"]} == {"m1": 30, "m2": 10, "m3": 0}
+
+
+async def test_a_stored_run_record_is_parsed_off_the_loop(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chunk's run record (up to --task-log-max-bytes of log: ~80 ms to parse 6 MB) was
+    parsed on the loop, per chunk per request: the log panel's every 0.7 s while a task
+    runs, per open tab. It is read and parsed in a worker thread (session 50, helper c)."""
+    n = _open(tmp_path / "a", opened)
+    evs = history(jobs=0, per_job=1, live=1)
+    record = {"log": [f"done {i}" for i in range(3000)], "metrics": [["loss", 1, 0.5]]}
+    cid = n.store.add_bytes(json.dumps(record).encode())
+    hlc, seq = evs[-1].hlc, evs[-1].seq
+    split = Event(ORIGIN, seq + 1, hlc + 1, EventType.TASK_SPLIT,
+                  {"job": "job000", "task": "t0", "input": None, "chunks": [[]]})
+    base = {"job": "job000", "task": "t0", "split": [ORIGIN, seq + 1], "chunk": 0,
+            "attempt": 0}
+    evs += [split, Event(ORIGIN, seq + 2, hlc + 2, EventType.CLAIM, base),
+            Event(ORIGIN, seq + 3, hlc + 3, EventType.CHUNK_DONE,
+                  {**base, "output": _cid("out"), "cache": {}, "log": cid})]
+    n.merge(evs)
+    parsed_in: list[threading.Thread] = []
+    parse = app_module._run_record
+
+    def spied(data: bytes, cid: str, kind: str) -> list[Any]:
+        parsed_in.append(threading.current_thread())
+        return parse(data, cid, kind)
+
+    monkeypatch.setattr(app_module, "_run_record", spied)
+    async with api_client(n) as c:
+        r = await c.get("/api/jobs/job000/tasks/t0/log", params={"tail": "2"})
+        body = await r.json()
+        assert (r.status, body) == (200, {"lines": ["done 2998", "done 2999"], "total": 3000})
+        r = await c.get("/api/jobs/job000/tasks/t0/metrics")
+        assert await r.json() == {"metrics": [["loss", 1, 0.5]]}
+    assert len(parsed_in) == 2 and threading.main_thread() not in parsed_in
