@@ -30,9 +30,7 @@ def _walk(table: dict[str, Event], n: int, before: tuple[int, str, int] | None,
 def test_the_newest_jobs_are_those_of_a_walk_of_every_job_whatever_changed() -> None:
     rng = random.Random(50)
     table = JobTable()
-    seq = 0
-    for _ in range(3000):  # bounded: 3,000 random changes, a page read after each
-        seq += 1
+    for seq in range(1, 3001):  # bounded: 3,000 random changes, a page read after each
         job = f"job{rng.randrange(400):03d}"
         op = rng.random()
         if op < 0.5:
