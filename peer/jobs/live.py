@@ -64,6 +64,9 @@ class Kept(Sequence[T]):
         yield from self._marked()
         yield from self.tail
 
+    def __reversed__(self) -> Iterator[T]:
+        return reversed(list(self))
+
     def __len__(self) -> int:
         return len(self.head) + len(self._marked()) + len(self.tail)
 
@@ -72,7 +75,7 @@ class Kept(Sequence[T]):
     @overload
     def __getitem__(self, i: slice) -> list[T]: ...
     def __getitem__(self, i: int | slice) -> T | list[T]:
-        return list(self)[i]
+        return list(self)[i]  # (a copy: the API reads a run's log whole, tests an entry)
 
 
 def line_cost(line: str) -> int:
