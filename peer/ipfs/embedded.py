@@ -284,21 +284,25 @@ class EmbeddedStore:
         return Entry("", str(c), size, kind)
 
     def ls(self, cid: str) -> list[Entry]:
-        """Entries of a directory in name order (paths are the names); [] for a file."""
+        """Entries of a directory in name order (paths are the names); [] for a file. Each
+        entry's own block is read for its kind and size, never what is below it (a HAMT
+        entry is not listed)."""
         info = self._reader.info(parse_cid(cid))
         out: list[Entry] = []
         for link in info.links:
-            child = self._reader.info(link.cid)
-            size = child.size if child.kind == "file" else link.tsize
-            out.append(Entry(link.name, str(link.cid), size, child.kind))
+            kind, size = self._reader.head(link.cid)
+            out.append(Entry(link.name, str(link.cid), size if kind == "file" else link.tsize,
+                             kind))
         return out
 
-    def dir_links(self, cid: str) -> list[DirLink]:
-        """A directory's entries as stored (names unchecked), in ls's order (a HAMT's by name),
-        without reading them: what a listing shows (boxo's shows each link's Tsize); [] for a
-        file."""
-        info = self._reader.info(parse_cid(cid), check_names=False)
-        return [DirLink(link.name, str(link.cid), link.tsize) for link in info.links]
+    def dir_links(self, cid: str) -> Iterator[DirLink]:
+        """A directory's entries as stored (names unchecked), one at a time and without reading
+        them: what a listing shows (boxo's shows each link's Tsize). A basic directory's in
+        its order, a HAMT's in bucket order as boxo lists it (never all in memory); nothing
+        for a file. The directory's own block is read (NotFound, BadDag) before this returns,
+        a HAMT's sub-shards as the iteration reaches them."""
+        links = self._reader.links(parse_cid(cid), check_names=False)
+        return (DirLink(link.name, str(link.cid), link.tsize) for link in links)
 
     def walk(self, cid: str) -> Iterator[Entry]:
         """Every file under `cid`, depth first in name order; a file yields itself with path ""."""

@@ -29,9 +29,10 @@ import logging
 import math
 import mimetypes
 import re
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import chain, islice
 from urllib.parse import quote
 
 from aiohttp import web
@@ -52,6 +53,7 @@ from peer.errors_http import HttpError, Surface, http_error, unexpected
 from peer.ipfs import ipld, ipns, subdomain
 from peer.ipfs.store import CarOptions, DagScope, DirLink, Entry, Store
 from peer.ipfs.tarstream import tar_stream
+from peer.ipfs.unixfs import check_name
 
 log = logging.getLogger(__name__)
 
@@ -714,17 +716,35 @@ class Gateway:
         headers |= {"Content-Type": JSON_TYPE, "ETag": etag}
         if etag_matches(request.headers.get("If-None-Match", ""), etag):
             return Plan(304, headers)
-        links = [
-            {"Name": e.path, "Hash": e.cid, "Size": e.size, "Type": e.kind}
-            for e in self.store.ls(entry.cid)
-        ]
-        body = json.dumps({"Hash": entry.cid, "Links": links}, ensure_ascii=False).encode()
-        return Plan(200, headers, body=body)
+        links = self.store.dir_links(entry.cid)
+        return Plan(200, headers, stream=_primed(self._json_rows(entry.cid, links)))
+
+    def _json_rows(self, cid: str, links: Iterator[DirLink]) -> Iterator[bytes]:
+        """The JSON listing `{"Hash", "Links": [{"Name", "Hash", "Size", "Type"}]}` in pieces
+        of LISTING_ROWS entries, in the directory's order (a HAMT's bucket order, as boxo
+        lists it: never all held): each entry's own block is read for its kind and file
+        size, nothing below it; StoreError at an unsafe name (`unixfs.check_name`)."""
+        yield f'{{"Hash": {json.dumps(cid)}, "Links": ['.encode()
+        sep = ""
+        while rows := list(islice(links, LISTING_ROWS)):
+            piece = []
+            for link in rows:
+                check_name(link.name)  # as ls: a name that could not be a path is refused
+                child = self.store.stat(link.cid)
+                size = child.size if child.kind == "file" else link.tsize
+                piece.append(sep + json.dumps({"Name": link.name, "Hash": link.cid,
+                                               "Size": size, "Type": child.kind},
+                                              ensure_ascii=False))
+                sep = ", "
+            yield "".join(piece).encode()
+        yield b"]}"
 
     def _listing_html(self, entry: Entry, request: web.Request, headers: dict[str, str],
                       target: Target) -> Plan:
         """Kubo's listing of the directory's links (each one's Tsize, as boxo: no child is
-        read), streamed; the links (a HAMT's shards) are read before the first byte."""
+        read), streamed: the directory's own block and the first rows are read before the
+        status, a HAMT's further sub-shards as their rows are reached (its rows in bucket
+        order, as boxo's: never all held)."""
         etag = f'"DirIndex-1_CID-{entry.cid}"'
         headers |= {"Content-Type": "text/html; charset=utf-8", "ETag": etag}
         if etag_matches(request.headers.get("If-None-Match", ""), etag):
@@ -735,7 +755,7 @@ class Gateway:
         else:
             page = render_listing(request.match_info.get("cid") or entry.cid,
                                   request.match_info.get("path", ""), links, entry)
-        return Plan(200, headers, stream=page)
+        return Plan(200, headers, stream=_primed(page))
 
     def _file(self, entry: Entry, name: str, request: web.Request, headers: dict[str, str],
               etag: str | None = None) -> Plan:
@@ -847,7 +867,7 @@ def _listing_row(base: str, link: DirLink, ipfs: str = "/ipfs/") -> str:
             f"<code>{link.cid}</code></a></td></tr>")
 
 
-def render_listing(root: str, path: str, links: list[DirLink], entry: Entry,
+def render_listing(root: str, path: str, links: Iterable[DirLink], entry: Entry,
                    gateway_host: str = "") -> Iterator[bytes]:
     """An HTML index of directory /ipfs/`root`/`path` in pieces (Kubo's layout: breadcrumbs,
     the directory's DAG size, a `..` backlink below the root, absolute links, each link's
@@ -871,11 +891,18 @@ def render_listing(root: str, path: str, links: list[DirLink], entry: Entry,
     if segments:
         head.append(f'<tr><td><a href="{html.escape(base)}/..">..</a></td><td></td><td></td>'
                     "</tr>")
+    rows = iter(links)
     yield "".join(head).encode()
-    for i in range(0, len(links), LISTING_ROWS):
-        yield "".join([_listing_row(base, link, ipfs)
-                       for link in links[i:i + LISTING_ROWS]]).encode()
+    while piece := list(islice(rows, LISTING_ROWS)):
+        yield "".join([_listing_row(base, link, ipfs) for link in piece]).encode()
     yield b"</table></body></html>"
+
+
+def _primed(stream: Iterator[bytes]) -> Iterator[bytes]:
+    """`stream` with its first two pieces read now (a listing's head and first rows: a block
+    missing there is NotFound while the request can still fetch it from the mesh and a status
+    can still tell), the rest as it is pulled."""
+    return chain(list(islice(stream, 2)), stream)
 
 
 def _error(err: HttpError) -> web.Response:

@@ -228,11 +228,13 @@ def _walk(get: GetBlock, c: Cid, shape: _Shape, root: list[Slot],
 
 
 def entries(get: GetBlock, c: Cid, node: PBNode, fs: UnixFSData) -> Iterator[Link]:
-    """Every entry of the HAMT rooted at `c`, depth first in bucket order."""
+    """Every entry of the HAMT rooted at `c`, depth first in bucket order (boxo's listing
+    order), one at a time: a sub-shard is read when the iteration reaches it, so memory holds
+    one shard per level, never the entries. The root shard is checked (BadDag) before this
+    returns."""
     shape, root = _checked(c, node, fs)
-    for s, block in _walk(get, c, shape, root):
-        if block is None and s.name is not None:
-            yield Link(s.name, s.cid, s.tsize)
+    return (Link(s.name, s.cid, s.tsize) for s, block in _walk(get, c, shape, root)
+            if block is None and s.name is not None)
 
 
 def lookup(get: GetBlock, c: Cid, node: PBNode, fs: UnixFSData,

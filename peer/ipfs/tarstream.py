@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import posixpath
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from itertools import chain, islice
 from typing import Protocol
 
 from peer.errors import NotAcceptable, TooLarge
@@ -14,11 +15,12 @@ from peer.ipfs.store import DirLink, Entry
 
 BLOCK = tarfile.BLOCKSIZE  # 512: headers and data are padded to it
 MAX_TAR_DEPTH = 256  # nested directories in one TAR (as materialize: no deeper tree is written)
+NAMES_AHEAD = 512  # a directory's first entries, their names checked before its header
 
 
 class TarSource(Protocol):
     def stat(self, cid: str) -> Entry: ...
-    def dir_links(self, cid: str) -> list[DirLink]: ...  # names as stored, unchecked
+    def dir_links(self, cid: str) -> Iterable[DirLink]: ...  # names as stored, unchecked
     def cat(self, cid: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]: ...
 
 
@@ -45,18 +47,27 @@ def entry_path(root: str, parent: str, name: str) -> str:
 def tar_stream(store: TarSource, cid: str, name: str,
                repeat_allowance: int | None = None) -> Iterator[bytes]:
     """A POSIX (pax) TAR of `cid` as `name`: a file, or a directory with every entry below
-    it, depth first in name order. Entry names are joined to their directory's path as boxo
-    does (entry_path): a name such as `../x` that stays inside the root is written there; one
-    that leaves it ends the stream with NotAcceptable (before the first byte when it is an
-    entry of `cid` itself: each directory's names are checked before its header). An entry
-    whose CID this TAR has written already (under another name) is written again within a
-    bound (dag.Expansion, `repeat_allowance` or dag.REPEAT_ALLOWANCE beyond the bytes of
-    distinct entries): past it the stream ends with TooLarge, before that entry."""
+    it, depth first in each directory's order (a HAMT's bucket order, as boxo's), entries read
+    as they are reached (a directory's are never all held). Entry names are joined to their
+    directory's path as boxo does (entry_path): a name such as `../x` that stays inside the
+    root is written there; one that leaves it ends the stream with NotAcceptable (before the
+    first byte when it is among the first NAMES_AHEAD entries of `cid` itself: those are
+    checked before a directory's header). An entry whose CID this TAR has written already
+    (under another name) is written again within a bound (dag.Expansion, `repeat_allowance`
+    or dag.REPEAT_ALLOWANCE beyond the bytes of distinct entries): past it the stream ends
+    with TooLarge, before that entry."""
     expansion = Expansion("a TAR", repeat_allowance)
     written: set[str] = set()  # the CIDs of the entries written (bounded by the blocks read)
-    stack = [(cid, name, 0)]
-    while stack:
-        c, path, depth = stack.pop()
+    # One frame per directory open on the way down: its entries not written yet, read from
+    # the store as they are reached (a HAMT of millions is never held), and their depth.
+    frames: list[tuple[Iterator[tuple[str, str]], int]] = [(iter([(cid, name)]), 0)]
+    while frames:
+        below, depth = frames[-1]
+        step = next(below, None)
+        if step is None:
+            frames.pop()
+            continue
+        c, path = step
         entry = store.stat(c)
         if entry.kind == "file":
             header = _header(path, tarfile.REGTYPE, entry.size)
@@ -71,11 +82,17 @@ def tar_stream(store: TarSource, cid: str, name: str,
                            field="cid")
         header = _header(path, tarfile.DIRTYPE, 0)
         _count(expansion, written, c, len(header), path)
-        below = [(link.cid, entry_path(name, path, link.name), depth + 1)
-                 for link in store.dir_links(c)]
+        links = _below(store, c, name, path)
+        ahead = list(islice(links, NAMES_AHEAD))  # their names checked before the header
         yield header
-        stack.extend(reversed(below))
+        frames.append((chain(ahead, links), depth + 1))
     yield b"\0" * (2 * BLOCK)
+
+
+def _below(store: TarSource, c: str, root: str, path: str) -> Iterator[tuple[str, str]]:
+    """(cid, TAR path) of each entry of directory `c` at `path`, read as they are pulled."""
+    for link in store.dir_links(c):
+        yield link.cid, entry_path(root, path, link.name)
 
 
 def _pad(size: int) -> int:

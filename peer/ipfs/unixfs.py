@@ -233,6 +233,26 @@ class Reader:
                       for link in node.links)
         return Info("dir", dag_bytes, links)
 
+    def links(self, c: Cid, check_names: bool = True) -> Iterator[Link]:
+        """The entries of directory `c` one at a time, as stored: a basic directory's in its
+        links' order, a HAMT's in bucket order (boxo's listing order; sorting them would hold
+        them all: a HAMT may hold millions, named by any caller). Nothing for a file. `c`'s
+        own block is read and checked before this returns (Unsupported, BadDag for its root
+        shard); a sub-shard when the iteration reaches it. Names are checked as `info`'s."""
+        if c.codec == RAW:
+            return iter(())
+        _, node, fs = self._unixfs(c)
+        if hamt.is_shard(fs):
+            found = hamt.entries(self.get, c, node, fs)
+        elif fs.type != dagpb.DataType.DIRECTORY:
+            return iter(())
+        else:
+            found = (Link(_stored_name(link.name), cid_from_bytes(link.hash), link.tsize or 0)
+                     for link in node.links)
+        if not check_names:
+            return found
+        return (Link(check_name(e.name), e.cid, e.tsize) for e in found)
+
     def head(self, c: Cid) -> tuple[Kind, int]:
         """Kind and size of `c` as `info` gives them, from its own block: a HAMT's entries are
         not read (only its root shard is checked), nor are names checked."""

@@ -153,7 +153,7 @@ class _Threads:
         self.threads.add(threading.current_thread().name)
         return self.store.stat(cid)
 
-    def dir_links(self, cid: str) -> list[DirLink]:
+    def dir_links(self, cid: str) -> Iterator[DirLink]:
         self.threads.add(threading.current_thread().name)
         return self.store.dir_links(cid)
 

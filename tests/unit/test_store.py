@@ -87,10 +87,10 @@ def test_walk_ls_stat(store: EmbeddedStore, tmp_path: Path) -> None:
 
 def test_dir_links_are_the_stored_links_unread(store: EmbeddedStore, tmp_path: Path) -> None:
     root = store.add_path(_tree(tmp_path / "t"))
-    links = store.dir_links(root)
+    links = list(store.dir_links(root))
     assert [(lk.name, lk.cid) for lk in links] == [(e.path, e.cid) for e in store.ls(root)]
     assert [lk.tsize for lk in links] == [store.dag_size(e.cid) for e in store.ls(root)]
-    assert store.dir_links(HELLO_V1) == []
+    assert list(store.dir_links(HELLO_V1)) == []
 
 
 def _stored_dir(store: EmbeddedStore, links: dict[str, str]) -> str:
