@@ -12,10 +12,11 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import multibase
 import multihash
@@ -504,6 +505,44 @@ class IpnsNames:
             raise IpnsError(exc.message, field="name") from exc
 
 
+K = TypeVar("K")
+
+
+def rank(record: Record) -> tuple[int, datetime, bytes]:
+    """What orders two valid records of one name, newest last: the sequence, then the end of
+    life (the IPNS spec's tie rule), then the bytes (so that any two differ but identical
+    copies: a total order every peer computes alike, whatever the order records came in)."""
+    return record.sequence, record.eol, record.raw
+
+
+def superseded(records: Iterable[tuple[K, str, bytes]]) -> set[K]:
+    """Of `records`, (key, name, record bytes) as IPNS_RECORD events carry them (the key an
+    event's (origin, seq)), the keys of those a newer valid record of the same name among
+    them supersedes: what may leave a log without losing any name's newest record.
+
+    Decided by the records alone (signature, sequence, end of life: `rank`), never by the
+    order of the events, their origins or the time: a record expired or not is ranked the
+    same, so every peer holding the same events decides the same. A record that does not
+    validate for its name (a hostile member's higher sequence without the name's key, a
+    record of another name, malformed bytes) supersedes nothing and is never in the result
+    (it is not this rule's to judge). Every copy of a name's newest record is kept (a copy
+    carried by a member that later equivocates or is revoked cannot take the record away
+    with it)."""
+    best: dict[str, tuple[int, datetime, bytes]] = {}
+    valid: list[tuple[K, str, tuple[int, datetime, bytes]]] = []
+    for key, name, raw in records:
+        try:
+            c, _ = parse_name(name)
+            r = rank(validate(c, raw, EPOCH))
+        except (IpnsError, ArgError):
+            continue
+        n = canonical(c)
+        valid.append((key, n, r))
+        if n not in best or best[n] < r:
+            best[n] = r
+    return {key for key, n, r in valid if r < best[n]}
+
+
 def record_etag(raw: bytes) -> str:
     """A short stable tag of a record's bytes (its ETag)."""
     return hashlib.sha256(raw).hexdigest()[:32]
@@ -511,5 +550,5 @@ def record_etag(raw: bytes) -> str:
 
 __all__ = ["LIBP2P_KEY", "MAX_RECORD_BYTES", "RECORD_TYPE", "IpnsNames", "OlderRecord", "Record",
            "canonical",
-           "key_name", "make_record", "parse_name", "read_record", "record_etag", "rfc3339",
-           "validate"]
+           "key_name", "make_record", "parse_name", "rank", "read_record", "record_etag",
+           "rfc3339", "superseded", "validate"]
