@@ -48,7 +48,7 @@ from peer.ipfs.embedded import EmbeddedStore
 from peer.ipfs.fetch import Fetcher
 from peer.ipfs.inline import InlineBlocks
 from peer.ipfs.inlineoutputs import InlineOutputs
-from peer.ipfs.ipns import IpnsNames
+from peer.ipfs.ipns import IpnsNames, event_rank
 from peer.ipfs.keystore import Keystore
 from peer.ipfs.kubo import KuboMirror, KuboStore, private_swarm
 from peer.ipfs.publish import IpnsService, records_dir
@@ -378,6 +378,7 @@ class Node:
             self.hlc.now, ended=self._ended, members=self._tomb_members, heard=self._heard,
             unwritten=lambda: bool(self._unflushed), me=self.peer_id,
             pair_vvs=lambda: self._pair_vvs)
+        self.compactor.records.rank = event_rank  # an old IPNS_RECORD's drop: its name's rule
         self.listeners.append(self.compactor.note)
         for ev in replayed:
             self.compactor.evicted(ev)
@@ -1610,6 +1611,7 @@ class Node:
                                "floors": len(c.floors),
                                "unindexed": len(c.unindexed),
                                "jobless_waiting": len(c.jobless),  # out of memory, in the log
+                               "ipns_waiting": len(c.records),  # IPNS_RECORDs: the same
                                "index_failures": c.index_failures,
                                # deleted jobs whose tombstone left; why the oldest stays
                                "tombstones_forgotten": c.total.forgotten,

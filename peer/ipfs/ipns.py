@@ -5,6 +5,7 @@ this peer holds (one file per name; written by rename, so safe from several thre
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import logging
@@ -515,6 +516,16 @@ def rank(record: Record) -> tuple[int, datetime, bytes]:
     return record.sequence, record.eol, record.raw
 
 
+def event_rank(name: str, record: str) -> tuple[int, datetime, bytes] | None:
+    """`rank` of an IPNS_RECORD event's record (base64) for its name, validated without a
+    clock; None if it does not decode or validate (peer.log.jobless.Records' rank)."""
+    try:
+        raw = base64.b64decode(record, validate=True)
+        return rank(validate(parse_name(name)[0], raw, EPOCH))
+    except (ValueError, IpnsError, ArgError):
+        return None
+
+
 def superseded(records: Iterable[tuple[K, str, bytes]]) -> set[K]:
     """Of `records`, (key, name, record bytes) as IPNS_RECORD events carry them (the key an
     event's (origin, seq)), the keys of those a newer valid record of the same name among
@@ -549,6 +560,6 @@ def record_etag(raw: bytes) -> str:
 
 
 __all__ = ["LIBP2P_KEY", "MAX_RECORD_BYTES", "RECORD_TYPE", "IpnsNames", "OlderRecord", "Record",
-           "canonical",
+           "canonical", "event_rank",
            "key_name", "make_record", "parse_name", "rank", "read_record", "record_etag",
            "rfc3339", "superseded", "validate"]

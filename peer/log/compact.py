@@ -58,7 +58,7 @@ from peer.log.jobindex import (
     JobRecord,
     SliceRow,
 )
-from peer.log.jobless import PROVIDING, Jobless, jobless
+from peer.log.jobless import PROVIDING, Jobless, Records, ipns_only, jobless
 from peer.log.lanes import is_lane, lane_of
 from peer.log.signing import Counters, Identity, MemberKeys, _str_bytes, verify
 from peer.log.snapframe import iter_frames
@@ -392,6 +392,9 @@ class Compactor:
         self.waiting: dict[str, tuple[int, dict[str, int]]] = {}
         # PROVIDEs, UNPROVIDEs and CACHE_PUTs (of no job): to leave memory, then the log.
         self.jobless = Jobless()
+        # IPNS_RECORDs out of memory: an old one leaves the log once a newer record of its
+        # name is held (peer.log.jobless.Records; `records.rank` set by the node)
+        self.records = Records()
         # Events that left memory outside a pass that indexed what they made (a late event
         # of a compacted or deleted job, evicted as it is recorded; the replay; a snapshot's
         # sweep): their cache entries and providers go to the job index at the next pass,
@@ -452,8 +455,9 @@ class Compactor:
             self.total.evicted += 1
             if any(isinstance(p.body, _INDEXED) for p in ev.singles):
                 self.unindexed.append(ev)
-        if jobless(ev):
-            self.jobless.left(ev)
+        waits = self.jobless if jobless(ev) else self.records if ipns_only(ev) else None
+        if waits is not None:  # (of no job: they wait to leave the log by their own rule)
+            waits.left(ev)
             return
         if self.state.compacted:
             self._straggler(ev)
@@ -1041,6 +1045,9 @@ class Compactor:
             lambda origin: self.store.lowest(origin, PROVIDING),
             bool(self.jobless.waiting) and bool(self.index.snapshots_pending()))
         gone += free
+        superseded = self.records.droppable(vvs, now, self.cfg.horizon_s,
+                                            DELETED_DROP_MAX - len(gone))
+        gone += superseded
         if not gone:
             return
         gone = list(dict.fromkeys(gone))  # (an event about several jobs: in each one's list)
@@ -1056,6 +1063,7 @@ class Compactor:
             self.forgot(self.state.forget_lanes(job))  # (a deleted lanes job's: review r1
             # of session 45, L5: its lane tables stayed until a restart)
         self.jobless.dropped(free)
+        self.records.dropped(superseded)
         for job in jobs:  # (a lanes job of ours: lane state bounded by the jobs not dropped)
             self.forgot(self.state.forget_lanes(job))
             self.lane_members.pop(job, None)

@@ -66,7 +66,7 @@ from peer.log.events import (
 )
 from peer.log.gonewait import HELD_DONE, HELD_LANE, WaitJournal, event_text
 from peer.log.ids import submitter_problem
-from peer.log.jobless import jobless
+from peer.log.jobless import leaves_memory
 from peer.log.jobtable import JobTable
 from peer.log.lanes import LANE_PARTS, SEPARATOR, in_scope, lane_of, peer_of
 
@@ -1730,7 +1730,7 @@ class MeshState:
         """`ev` was recorded (or replaced a rival): if jobless (peer.log.jobless) it joins
         its origin's jobless events in memory; those a window behind the head (which `ev` may
         have moved) leave."""
-        if jobless(ev):
+        if leaves_memory(ev):  # (an IPNS_RECORD too, since session 50: its fold is nothing)
             seqs = self._jobless.setdefault(ev.origin, [])
             if not seqs or seqs[-1] < ev.seq:
                 seqs.append(ev.seq)
@@ -1753,7 +1753,7 @@ class MeshState:
         log = self.by_origin.get(origin, {})
         for q in seqs[:n]:
             held = log.get(q)
-            if held is not None and jobless(held):
+            if held is not None and leaves_memory(held):
                 self._evict_one(held)
         del seqs[:n]
 

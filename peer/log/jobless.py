@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from peer.log.clock import hlc_ms
-from peer.log.events import CachePut, Event, EventType, Provide, Unprovide
+from peer.log.events import CachePut, Event, EventType, IpnsRecord, Provide, Unprovide
 
 _JOBLESS = frozenset({Provide, Unprovide, CachePut})
 # The types of event that may provide a CID (a TURN: any of its parts): an UNPROVIDE waits in
@@ -42,6 +43,99 @@ Id = tuple[str, int]
 def jobless(ev: Event) -> bool:
     """Is `ev` only PROVIDE, UNPROVIDE or CACHE_PUT (a TURN: every part)?"""
     return all(type(p.body) in _JOBLESS for p in ev.singles)
+
+
+def ipns_only(ev: Event) -> bool:
+    """Is `ev` one IPNS_RECORD (its fold is nothing: it leaves memory as a jobless one)?"""
+    return type(ev.body) is IpnsRecord
+
+
+def leaves_memory(ev: Event) -> bool:
+    """Does `ev` leave memory a window behind its origin's head (`MeshState._age`)?"""
+    return jobless(ev) or ipns_only(ev)
+
+
+# (name, record) of an IPNS_RECORD -> its rank among its name's records (peer.ipfs.ipns.rank:
+# by the record's own signature and sequence), None if the record does not validate
+Rank = Callable[[str, str], Any]  # None: the record does not validate
+
+
+class Records:
+    """The IPNS_RECORD events out of memory and still in the log (rebuilt at start from what
+    the replay lets go), and the rule by which an old one leaves the log: a newer valid
+    record of its name (`rank`, given by the node: peer.ipfs.ipns decides, this package may
+    not import it) is held out of memory too, and every live member holds both events (or
+    both are past the horizon). Decided by the records, never by the events' order, so a
+    member without a name's key cannot retire its newest record; every copy of the newest is
+    kept; a record that does not validate is never judged (it stays, as before). Not a
+    per-origin prefix as `Jobless`: no event depends on an IPNS_RECORD's order, and one
+    name's current record must not hold back its origin's later events."""
+
+    def __init__(self) -> None:
+        self.rank: Rank | None = None  # set by the node; nothing leaves until it is
+        # (origin, seq) -> (hlc, name, record: None once ranked), in the log, out of memory
+        self.waiting: dict[Id, tuple[int, str, str | None]] = {}
+        self._ranks: dict[Id, Any] = {}  # ranked once (a signature check each)
+
+    def left(self, ev: Event) -> None:
+        """`ev` (an IPNS_RECORD) left memory: it waits to leave the log."""
+        b = ev.body
+        assert isinstance(b, IpnsRecord)
+        self.waiting[ev.id] = (ev.hlc, b.name, b.record)
+
+    def _ranked(self, rank: Rank, i: Id) -> Any:
+        if i not in self._ranks:
+            hlc, name, record = self.waiting[i]
+            self._ranks[i] = rank(name, record or "")
+            self.waiting[i] = (hlc, name, None)  # (the bytes are not needed any more)
+        return self._ranks[i]
+
+    def droppable(self, vvs: Sequence[Mapping[str, int]], now_hlc: int, horizon_s: float,
+                  room: int) -> list[Id]:
+        """At most `room` waiting events whose record a newer one of its name supersedes,
+        each with the event of its name's newest (one copy) held by every live member (and
+        one at least), or both past the horizon."""
+        rank = self.rank
+        if rank is None or room <= 0:
+            return []
+        best: dict[str, tuple[Any, Id]] = {}
+        ranked: list[tuple[Id, str, Any]] = []
+        for i in list(self.waiting):
+            r = self._ranked(rank, i)
+            if r is None:
+                continue
+            name = self.waiting[i][1]
+            ranked.append((i, name, r))
+            top = best.get(name)
+            if top is None or top[0] < r or (top[0] == r and self._settled(
+                    i, vvs, now_hlc, horizon_s) and not self._settled(
+                    top[1], vvs, now_hlc, horizon_s)):
+                best[name] = (r, i)
+        out: list[Id] = []
+        for i, name, r in ranked:
+            if len(out) >= room:
+                break
+            r_best, carrier = best[name]
+            if r < r_best and self._settled(i, vvs, now_hlc, horizon_s) and self._settled(
+                    carrier, vvs, now_hlc, horizon_s):
+                out.append(i)
+        return out
+
+    def _settled(self, i: Id, vvs: Sequence[Mapping[str, int]], now_hlc: int,
+                 horizon_s: float) -> bool:
+        """Held by every live member (and one at least), or past the horizon."""
+        if bool(vvs) and all(vv.get(i[0], 0) >= i[1] for vv in vvs):
+            return True
+        return hlc_ms(now_hlc) - hlc_ms(self.waiting[i][0]) >= horizon_s * 1000
+
+    def dropped(self, ids: Iterable[Id]) -> None:
+        """These (from `droppable`) left the log."""
+        for i in ids:
+            self.waiting.pop(i, None)
+            self._ranks.pop(i, None)
+
+    def __len__(self) -> int:
+        return len(self.waiting)
 
 
 class Jobless:

@@ -1,0 +1,100 @@
+"""IPNS_RECORD events leave memory as jobless events do, and the log once a newer valid record
+of their name is held and every live member holds both (peer.log.jobless.Records, ranked by
+peer.ipfs.ipns): each name's newest record stays, whatever the events' order, a hostile
+member's records or a restart. Real nodes on temp dirs, no scheduler running (as
+test_jobless)."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from peer.ipfs.ipns import key_name, make_record
+from peer.log import Event, EventType
+from peer.node import Node
+from tests.unit.test_compaction import _open
+from tests.unit.test_provider_sets import _cid, _hlc, _reopen
+
+A, B, EVIL = "aaaa0000000000000000", "bbbb0000000000000000", "eeee0000000000000000"
+KEY = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+OTHER = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
+NAME = key_name(KEY.public_key())
+EOL = datetime(2030, 1, 1, tzinfo=UTC)
+V = "/ipfs/bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am"
+
+pytestmark = pytest.mark.usefixtures("no_jobless_window")
+
+
+def _rec(origin: str, seq: int, hlc: int, sequence: int,
+         key: ed25519.Ed25519PrivateKey = KEY) -> Event:
+    raw = make_record(key, V, sequence, EOL, 10**9)
+    return Event(origin, seq, hlc, EventType.IPNS_RECORD,
+                 {"name": NAME, "record": base64.b64encode(raw).decode()})
+
+
+def _rows(n: Node, origin: str) -> list[int]:
+    return [q for (q,) in n.log.db.execute(
+        "SELECT seq FROM events WHERE origin = ? ORDER BY seq", (origin,))]
+
+
+def test_old_records_leave_memory_and_the_log_the_newest_stays(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """A name published four times: the first three leave the log (every live member, here
+    this node alone, holds them and the newest), the newest stays, across a restart; a
+    PROVIDE after them is not held back. Before, every one stayed in memory and in the log."""
+    n = _open(tmp_path / "a", opened, recent_tasks=0)
+    hlc = _hlc()
+    evs = [_rec(A, i + 1, hlc + i, i) for i in range(4)]
+    evs.append(Event(A, 5, hlc + 9, EventType.PROVIDE, {"cids": [_cid("p")]}))
+    n.merge(evs)
+    n.catchup.compact()
+    assert not any(e.id in n.state.events for e in evs)
+    assert all(n.state.holds(e.id) for e in evs)
+    assert _rows(n, A) == [4]
+    again = _reopen(n, opened)
+    assert again.state.heads.get(A) == 5 and _rows(again, A) == [4]
+    assert len(again.compactor.records) == 1  # the newest, rebuilt from the replay
+    again.catchup.compact()
+    assert _rows(again, A) == [4]
+
+
+def test_the_record_decides_not_the_event_order(tmp_path: Path, opened: list[Node]) -> None:
+    """B's event comes later but carries an older record: B's leaves, A's stays."""
+    n = _open(tmp_path / "a", opened, recent_tasks=0)
+    hlc = _hlc()
+    n.merge([_rec(A, 1, hlc, 5), _rec(B, 1, hlc + 100, 3)])
+    n.catchup.compact()
+    assert _rows(n, A) == [1] and _rows(n, B) == []
+
+
+def test_a_member_without_the_key_retires_nothing(tmp_path: Path, opened: list[Node]) -> None:
+    """A higher sequence signed by another key, and a copy of the newest: nothing of the
+    name's own records leaves but the older one; the copies of the newest all stay."""
+    n = _open(tmp_path / "a", opened, recent_tasks=0)
+    hlc = _hlc()
+    newest = _rec(A, 2, hlc + 1, 1)
+    n.merge([_rec(A, 1, hlc, 0), newest, _rec(EVIL, 1, hlc + 2, 99, OTHER),
+             Event(EVIL, 2, hlc + 3, EventType.IPNS_RECORD, dict(newest.payload))])
+    n.catchup.compact()
+    assert _rows(n, A) == [2] and _rows(n, EVIL) == [1, 2]
+
+
+def test_an_old_record_waits_for_every_live_member_to_hold_the_newest(
+        tmp_path: Path, opened: list[Node]) -> None:
+    n = _open(tmp_path / "a", opened, recent_tasks=0)
+    hlc = _hlc()
+    n.merge([_rec(A, 1, hlc, 0), _rec(B, 1, hlc + 1, 1)])
+    n.compactor.vvs = lambda: [dict(n.state.heads), {A: 1}]  # a member lacks B's, the newest
+    n.catchup.compact()
+    assert _rows(n, A) == [1] and _rows(n, B) == [1]
+    again = _reopen(n, opened)  # waiting, rebuilt from the replay
+    again.compactor.vvs = lambda: [dict(again.state.heads), {A: 1, B: 1}]
+    again.catchup.compact()
+    assert _rows(again, A) == [] and _rows(again, B) == [1]
+    assert again.state.holds((A, 1))  # a copy sent again is not stored again
+    assert not again.merge([_rec(A, 1, hlc, 0)])
+    assert _rows(again, A) == []
