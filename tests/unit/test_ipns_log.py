@@ -7,14 +7,18 @@ test_jobless)."""
 from __future__ import annotations
 
 import base64
+import random
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from hypothesis import given
+from hypothesis import strategies as st
 
-from peer.ipfs.ipns import key_name, make_record
+from peer.ipfs.ipns import event_rank, key_name, make_record, superseded
 from peer.log import Event, EventType
+from peer.log.jobless import Records
 from peer.node import Node
 from tests.unit.test_compaction import _open
 from tests.unit.test_provider_sets import _cid, _hlc, _reopen
@@ -98,3 +102,25 @@ def test_an_old_record_waits_for_every_live_member_to_hold_the_newest(
     assert again.state.holds((A, 1))  # a copy sent again is not stored again
     assert not again.merge([_rec(A, 1, hlc, 0)])
     assert _rows(again, A) == []
+
+
+@given(st.lists(st.tuples(st.sampled_from([A, B, EVIL]), st.integers(0, 3), st.booleans()),
+                min_size=1, max_size=8),
+       st.randoms(use_true_random=False))
+def test_records_drop_what_superseded_says_in_any_order_of_leaving(
+        made: list[tuple[str, int, bool]], rnd: random.Random) -> None:
+    """The compactor's waiting list (every live member holding all) drops exactly what
+    `ipns.superseded` says of the same events, whatever the order they left memory in."""
+    hlc = _hlc()
+    evs = [_rec(o, i + 1, hlc + i, seq, KEY if signed else OTHER)
+           for i, (o, seq, signed) in enumerate(made)]
+    expected = superseded([(e.id, e.payload["name"],
+                            base64.b64decode(e.payload["record"])) for e in evs])
+    for _ in range(2):
+        rnd.shuffle(evs)
+        records = Records()
+        records.rank = event_rank
+        for e in evs:
+            records.left(e)
+        vv = {o: len(made) for o in (A, B, EVIL)}
+        assert set(records.droppable([vv], hlc, 7 * 86400.0, 1000)) == expected
