@@ -75,6 +75,17 @@ _READ_BYTES = 1 << 14
 _PROGRESS_INTERVAL_S = 0.05  # at most 20 progress messages a second per run
 _TRACE_FRAMES = 8
 _RESPAWN_BACKOFF_S = 1.0  # before replacing a worker that died before it was ready
+# A worker start that fails (the forkserver cannot fork: a machine at its process or memory
+# limit, where it dies too and the next start launches another; a worker that dies before it
+# is ready) is tried again after _RESPAWN_BACKOFF_S, doubled per failure in a row up to this:
+# a lab machine loaded for hours is tried twice a minute, not every second (each a fresh
+# forkserver's imports and a logged traceback), and recovers within that once it can fork.
+_RESPAWN_BACKOFF_MAX_S = 30.0
+# Failed starts in a row, no worker ready meanwhile, from which the executor offers no slot:
+# its queued runs fail at once as `no_slot` (not counted against their tasks) and so does
+# each new one, so the peer holds no work it cannot start and the mesh places it elsewhere
+# (as while given-up workers hold every slot); the first worker ready ends it (session 50).
+_FAILED_STARTS_NO_SLOT = 3
 # Times a run whose worker died before reading it goes back to the queue; then it fails as
 # a crash (a worker that dies each time before it reads, say at its start, would else
 # fork and requeue for ever: review r, session 40)
@@ -271,6 +282,8 @@ class Executor:
         self._remove_base: weakref.finalize[Any, Any] | None = None
         self._workers: set[_Worker] = set()
         self._unreplaced = 0  # workers given up and not replaced (`_give_up`)
+        self._failed_starts = 0  # worker starts failed in a row (`_start_failed`)
+        self._start_error = ""  # the last one's cause
         self._idle: list[_Worker] = []
         self._queue: collections.deque[_Job] = collections.deque()
         self._jobs: dict[str, _Job] = {}
@@ -281,9 +294,19 @@ class Executor:
     @property
     def slots(self) -> int:
         """Slots that can run: cfg.slots, less those left empty while workers given up
-        (`_give_up`) live past cfg.slots of them. At 0, no run can start (each fails at
-        once: `_no_slot_left`) until one of those exits."""
-        return self.cfg.slots - self._unreplaced
+        (`_give_up`) live past cfg.slots of them; 0 while worker starts keep failing with
+        none ready (`_starts_failing`). At 0, no run can start (each fails at once:
+        `_no_slot_left`) until one of those exits or a worker starts."""
+        return 0 if self._starts_failing else self.cfg.slots - self._unreplaced
+
+    @property
+    def failed_starts(self) -> int:
+        """Worker starts that failed in a row (0 once one is ready)."""
+        return self._failed_starts
+
+    @property
+    def _starts_failing(self) -> bool:
+        return self._failed_starts >= _FAILED_STARTS_NO_SLOT and not self.ready_workers
 
     @property
     def ready_workers(self) -> int:
@@ -514,19 +537,45 @@ class Executor:
         return proc, tx, rx
 
     async def _respawn(self, delay_s: float) -> None:
-        """Replace a dead worker, after `delay_s` if it died before it was ready."""
+        """Replace a dead worker, after `delay_s` (on the executor's timer) if it died before
+        it was ready; a start that fails is tried again (`_start_failed`'s backoff)."""
         while True:
             if delay_s > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay_s)
+                await self._pause(delay_s)
             if self._stop.is_set():
                 return
             try:
                 await self._spawn()
                 return
-            except Exception:
-                log.exception("cannot start an executor worker; retrying")
-                delay_s = _RESPAWN_BACKOFF_S
+            except Exception as e:
+                delay_s = self._start_failed(f"{type(e).__name__}: {e}", exc=e)
+
+    async def _pause(self, delay_s: float) -> None:
+        """Wait `delay_s` on the executor's timer, or until it closes."""
+        woken = self._running_loop().create_future()
+        handle = self._clock().call_later(
+            delay_s, lambda: None if woken.done() else woken.set_result(None))
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait([woken, stop], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            handle.cancel()
+            stop.cancel()
+            woken.cancel()
+
+    def _start_failed(self, why: str, exc: BaseException | None = None) -> float:
+        """A worker did not start (`why`): counted, logged (a traceback the first time in a
+        row), and the delay before the next try returned. From _FAILED_STARTS_NO_SLOT in a
+        row with no worker ready, the executor offers no slot (`slots`)."""
+        self._failed_starts += 1
+        self._start_error = why
+        n = self._failed_starts
+        delay_s = min(_RESPAWN_BACKOFF_S * 2.0 ** min(n - 1, 16), _RESPAWN_BACKOFF_MAX_S)
+        log.error("cannot start an executor worker (%d failed in a row): %s; trying again in "
+                  "%g s", n, why, delay_s, exc_info=exc if n == 1 else None)
+        if self._starts_failing and (n == _FAILED_STARTS_NO_SLOT or self._queue):
+            self._no_slot_left()
+        return delay_s
 
     def _clock(self) -> Timer:
         if self._timer is None:
@@ -581,18 +630,30 @@ class Executor:
                 self._no_slot_left()
 
     def _no_slot_left(self) -> None:
-        """Workers given up hold every slot: the queued runs fail now, and `run` fails each
-        new one at once (none would start before one of those exits, maybe never); `slots`
-        is 0, so the peer offers none and the mesh places its work elsewhere."""
-        log.error("executor: the %d workers given up hold every slot: runs fail at once, and "
-                  "this peer offers no slot until one of them exits", self.given_up_workers)
+        """Workers given up hold every slot, or no worker can start (`_starts_failing`): the
+        queued runs fail now, and `run` fails each new one at once (none would start before
+        one of those exits, or a worker starts, maybe never); `slots` is 0, so the peer
+        offers none and the mesh places its work elsewhere."""
+        if self._starts_failing:
+            log.error("executor: %d worker starts in a row failed, none is ready: runs fail "
+                      "at once, and this peer offers no slot until a worker starts",
+                      self._failed_starts)
+        else:
+            log.error("executor: the %d workers given up hold every slot: runs fail at once, "
+                      "and this peer offers no slot until one of them exits",
+                      self.given_up_workers)
         while self._queue:
             self._finish(self._queue.popleft(), self._unrunnable())
 
     def _unrunnable(self) -> RunResult:
         """The result of a run that no worker can take (`_no_slot_left`)."""
-        error = (f"no worker can run it: the {self.given_up_workers} workers given up (they "
-                 f"outlived their SIGKILL by {self.cfg.stuck_after_s:g} s) hold every slot")
+        if self._starts_failing:
+            error = (f"no worker can run it: {self._failed_starts} worker starts in a row "
+                     f"failed (the last: {self._start_error}); tried again until one starts")
+        else:
+            error = (f"no worker can run it: the {self.given_up_workers} workers given up "
+                     f"(they outlived their SIGKILL by {self.cfg.stuck_after_s:g} s) hold "
+                     "every slot")
         return RunResult(False, None, error, None, 0.0, ExitKind.CRASH, no_slot=True)
 
     def _on_exit(self, w: _Worker) -> None:
@@ -617,6 +678,7 @@ class Executor:
 
     async def _reap(self, w: _Worker) -> None:
         job, w.job = w.job, None
+        pid = w.proc.pid  # (closed by `_join`)
         unsent = bool(w.out)  # (its request's rest, or the whole of it after an EPIPE)
         w.out.clear()
         if (job is not None and job.kill_kind is None and job.requeues < _MAX_REQUEUES
@@ -645,7 +707,9 @@ class Executor:
             if job is not None:
                 self._finish(job, self._exit_result(job, code))
             if not self._stop.is_set() and not w.stuck:
-                self._track(self._respawn(0.0 if w.ready else _RESPAWN_BACKOFF_S))
+                self._track(self._respawn(0.0 if w.ready else self._start_failed(
+                    f"worker {pid} ended before it was ready: "
+                    f"{_describe_exit(code, self.cfg.memory_limit_mb)}")))
             elif not self._stop.is_set() and self._unreplaced:  # a slot `_give_up` left empty
                 self._unreplaced -= 1
                 log.warning("executor: a worker given up exited: its slot takes runs again "
@@ -760,6 +824,11 @@ class Executor:
     def _on_ready(self, w: _Worker, preload_errors: list[str]) -> None:
         for err in preload_errors:
             log.warning("executor worker could not preload %s", err)
+        if self._failed_starts:
+            log.warning("executor: a worker started after %d failed starts in a row%s",
+                        self._failed_starts, ": its slots take runs again"
+                        if self._starts_failing else "")
+            self._failed_starts = 0
         w.ready = True
         if not w.ready_fut.done():
             w.ready_fut.set_result(True)

@@ -1529,3 +1529,63 @@ def test_a_process_whose_worker_was_given_up_still_exits(tmp_path: Path) -> None
     log = out.read_text()
     assert code == 0, log[-2000:]
     assert "closed" in log and "given up, is left running" in log
+
+
+# -- worker starts that fail (session 50) ------------------------------------------------------
+# The forkserver cannot fork (a lab machine at its process or memory limit: the fork raises,
+# the forkserver dies, and the worker's start reads "unexpected EOF"). Tried again with a
+# growing pause on the executor's timer; after _FAILED_STARTS_NO_SLOT in a row with no worker
+# ready, the executor holds no run (each fails at once as `no_slot`, not counted against its
+# task) and offers no slot; the first worker that starts brings its slots back.
+
+async def _until_true(cond: Callable[[], bool], what: str) -> None:
+    """Wait (bounded) for the executor's helper thread and loop to get there."""
+    for _ in range(1000):
+        if cond():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(what)
+
+
+async def test_workers_that_cannot_start_hold_no_run_and_the_executor_recovers(
+        make_executor: MakeExecutor, monkeypatch: pytest.MonkeyPatch) -> None:
+    can_fork: list[bool] = []
+    start_process = Executor._start_process
+
+    def forkserver_at_its_limit(self: Executor) -> Any:
+        if not can_fork:
+            raise EOFError("unexpected EOF")  # what a start reads from a forkserver that died
+        return start_process(self)
+
+    monkeypatch.setattr(Executor, "_start_process", forkserver_at_its_limit)
+    timer = FakeTimer()
+    ex = await make_executor(slots=1, timer=timer, wait=False)
+    await _until_true(lambda: timer.pending() == [1.0], "a failed start is not tried in 1 s")
+    held = asyncio.create_task(ex.run("held", T + "echo", 1))
+    await asyncio.sleep(0)
+    assert (ex.failed_starts, ex.slots, ex.queued) == (1, 1, 1)  # queued: a start may follow
+    timer.advance(1.0)
+    await _until_true(lambda: timer.pending() == [3.0], "no second try 2 s after the first")
+    assert not held.done() and ex.slots == 1
+    timer.advance(2.0)
+    res = await asyncio.wait_for(held, 10)  # the third failure: nothing is held any more
+    assert (res.ok, res.no_slot, ex.failed_starts, ex.slots, ex.free_slots) == (
+        False, True, 3, 0, 0)
+    assert "3 worker starts in a row failed (the last: EOFError: unexpected EOF)" in res.error
+    new = await ex.run("new", T + "echo", 2)  # fails at once, never queued
+    assert new.no_slot and ex.queued == 0
+    pauses = []
+    for _ in range(5):  # 4, 8, 16, then the cap, twice
+        (due,) = timer.pending()
+        pauses.append(due - timer.now)
+        failed = ex.failed_starts
+        timer.advance(due - timer.now)
+        await _until_true(lambda n=failed + 1: ex.failed_starts == n and len(timer.pending()) == 1,
+                     "a failed start is not tried again")
+    assert pauses == [4.0, 8.0, 16.0, 30.0, 30.0]
+    can_fork.append(True)  # the load is gone
+    (due,) = timer.pending()
+    timer.advance(due - timer.now)
+    await _until_true(lambda: ex.ready_workers == 1, "no worker started once it could")
+    assert (ex.failed_starts, ex.slots, ex.free_slots) == (0, 1, 1)
+    assert (await asyncio.wait_for(ex.run("after", T + "echo", 3), 30)).value == 3
