@@ -1751,11 +1751,13 @@ class Node:
 
     @property
     def workers(self) -> dict[str, int]:
-        """Worker slots, how many can run (fewer while workers given up hold slots: 0, no
-        run can start here), how many are ready (fewer while they start or warm up) and how
-        many were given up (they outlived their SIGKILL) and have not exited."""
+        """Worker slots, how many can run (fewer while workers given up hold slots; 0, no
+        run can start here, also while worker starts keep failing), how many are ready
+        (fewer while they start or warm up), how many were given up (they outlived their
+        SIGKILL) and have not exited, and how many worker starts failed in a row."""
         return {"slots": self.cfg.slots, "usable": self.executor.slots,
-                "ready": self.executor.ready_workers, "given_up": self.executor.given_up_workers}
+                "ready": self.executor.ready_workers, "given_up": self.executor.given_up_workers,
+                "failed_starts": self.executor.failed_starts}
 
     def local_info(self, step: bool = True) -> dict[str, Any]:
         """What our heartbeats carry: load and running chunks (`slots`: those that can run, 0
@@ -1810,6 +1812,7 @@ class Node:
                 "starved": self.scheduler.starved, "slots": self.cfg.slots,
                 "usable_slots": self.executor.slots, "ready": self.executor.ready_workers,
                 "given_up": self.executor.given_up_workers,
+                "failed_starts": self.executor.failed_starts,
                 "fetched_bytes": self.fetcher.fetched_bytes,
                 "malloc_trims": self.trimmer.stats.trims,
                 "malloc_trim_freed_bytes": self.trimmer.stats.freed_bytes,

@@ -216,6 +216,10 @@ def _unhealthy(workers: Mapping[str, int], durability: Mapping[str, Any]) -> str
     if workers["usable"] > 0:
         return None
     slots = workers["slots"]
+    if workers.get("failed_starts", 0) and workers["given_up"] < slots:
+        return (f"no usable worker slots: {workers['failed_starts']} worker starts in a row "
+                "failed and no worker is ready (the log says why); runs fail here at once "
+                "until a worker starts, tried again at most every 30 s")
     return (f"no usable worker slots: {workers['given_up']} workers given up (they outlived "
             f"their SIGKILL) hold all {slots} slot{'' if slots == 1 else 's'}; no run can "
             "start here until one of them exits")

@@ -194,4 +194,4 @@ class Host(Protocol):
     def revoke(self, peer_id: str, reason: str) -> Event: ...  # NotFound, Conflict
     def load(self) -> Mapping[str, int]: ...  # runs, queues, slots, bytes fetched (/metrics)
     @property
-    def workers(self) -> Mapping[str, int]: ...  # slots, usable, ready, given_up
+    def workers(self) -> Mapping[str, int]: ...  # slots usable ready given_up failed_starts

@@ -117,11 +117,15 @@ class _Sampled(Collector):
                      load.get("starved", 0))
         yield _gauge("slots", "Worker slots", load.get("slots", 0))
         yield _gauge("slots_usable", "Worker slots that can run (fewer while workers given "
-                     "up hold slots; 0: no run can start here)", load.get("usable_slots", 0))
+                     "up hold slots; 0: no run can start here, also while worker starts fail)",
+                     load.get("usable_slots", 0))
         yield _gauge("workers_ready", "Workers ready (fewer while they start)",
                      load.get("ready", 0))
         yield _gauge("workers_given_up", "Workers given up (they outlived their SIGKILL: a "
                      "hung file system or device) that have not exited", load.get("given_up", 0))
+        yield _gauge("worker_starts_failed", "Worker starts that failed in a row (0 once one "
+                     "is ready; from 3 with none ready, no run can start here)",
+                     load.get("failed_starts", 0))
         yield _counter("fetched_bytes", "Bytes of DAGs fetched from other peers",
                        load.get("fetched_bytes", 0))
         yield _counter("malloc_trims", "Trims of the C allocator's free memory (glibc "

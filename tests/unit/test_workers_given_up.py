@@ -73,10 +73,53 @@ async def test_workers_given_up_show_on_metrics_health_and_the_heartbeat(
              "banzai_workers_given_up")
     assert [before[n] for n in names] == [1, 1, 1, 0]
     assert [after[n] for n in names] == [1, 0, 0, 2]
-    assert health["workers"] == {"slots": 1, "usable": 0, "ready": 0, "given_up": 2}
+    assert health["workers"] == {"slots": 1, "usable": 0, "ready": 0, "given_up": 2,
+                                 "failed_starts": 0}
     assert (status, health["ok"], health["reason"], health["peer"]) == (
         503, False, "no usable worker slots: 2 workers given up (they outlived their SIGKILL) "
         "hold all 1 slot; no run can start here until one of them exits", node.peer_id)
     for status, body in (healthy, again):
         assert (status, body["ok"], body["reason"]) == (200, True, None)
     assert (info["slots"], info["free_slots"]) == (0, 0)
+
+
+async def test_worker_starts_that_keep_failing_show_on_metrics_and_health(
+        served_node: tuple[TestClient[Any, Any], Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker starts that keep failing (a forkserver that cannot fork on a machine at its
+    limits, session 50): from the third in a row with no worker ready the peer offers no
+    slot; /api/health answers 503 naming that, /metrics counts the failures; both are well
+    again once a worker starts."""
+    c, node = served_node
+    can_fork: list[bool] = []
+    start_process = executor.Executor._start_process
+
+    def forkserver_at_its_limit(self: executor.Executor) -> Any:
+        if not can_fork:
+            raise EOFError("unexpected EOF")
+        return start_process(self)
+
+    monkeypatch.setattr(executor.Executor, "_start_process", forkserver_at_its_limit)
+    monkeypatch.setattr(executor, "_RESPAWN_BACKOFF_S", 0.01)  # (the pause's first step)
+    ex = node.executor
+    await ex.start(wait=False)
+    try:
+        for _ in range(500):
+            if not ex.slots:  # (from the third failure in a row)
+                break
+            await asyncio.sleep(0.01)
+        failing, status_body = await _metrics(c), await _health(c)
+        can_fork.append(True)
+        for _ in range(1000):
+            if ex.ready_workers:
+                break
+            await asyncio.sleep(0.01)
+        well = await _health(c)
+    finally:
+        await ex.close()
+    status, health = status_body
+    assert ex.cfg.slots == 1 and failing["banzai_slots_usable"] == 0
+    assert failing["banzai_worker_starts_failed"] >= 3
+    assert (status, health["ok"], health["workers"]["usable"]) == (503, False, 0)
+    assert health["reason"].startswith("no usable worker slots: ")
+    assert "worker starts in a row failed and no worker is ready" in health["reason"]
+    assert (well[0], well[1]["ok"], well[1]["workers"]["failed_starts"]) == (200, True, 0)
