@@ -254,6 +254,11 @@ class _Worker:
     bad_frame: bool = False  # it sent a frame it never sends: being killed, the rest unread
     stuck: bool = False  # it outlived its SIGKILL by stuck_after_s: replaced already
     out: collections.deque[memoryview] = field(default_factory=collections.deque)  # unwritten
+    # A descriptor of the process itself (pidfd_open at its start; -1: none), readable once
+    # it exits: its sentinel is a pipe from the forkserver, which reads as an exit when the
+    # forkserver dies (`_on_exit`: the worker runs on, watched through this)
+    pidfd: int = -1
+    orphaned: bool = False  # its forkserver died: its exit is watched on `pidfd`
 
 
 class Executor:
@@ -400,8 +405,11 @@ class Executor:
             loop.remove_reader(w.proc.sentinel)  # if it comes, would start a join after the
             loop.remove_reader(w.rx.fileno())  # helper thread's end)
             loop.remove_writer(w.tx.fileno())
+            if w.orphaned:
+                loop.remove_reader(w.pidfd)
             w.tx.close()
             w.rx.close()
+            _close_pidfd(w)
             # nor at this process's exit, where multiprocessing joins every child it still
             # lists, with no timeout (util._exit_function). Private, as is since Python 3.4,
             # but nothing public drops a running child from that list: Process.close()
@@ -426,7 +434,7 @@ class Executor:
             # One given up that has exited, its exit not heard yet (the loop has not turned
             # since: so when every worker was given up, nothing above waits) is reaped as
             # any other, not left "running" with its pipes open (session 46)
-            exited = [w for w in self._workers if w.alive and _exited(w.proc)]
+            exited = [w for w in self._workers if w.alive and _exited(w)]
             if not exited:
                 return
             for w in exited:
@@ -504,7 +512,7 @@ class Executor:
         """Start one worker; True once it is ready, False if it died before."""
         loop = self._running_loop()
         proc, tx, rx = await loop.run_in_executor(self._helper, self._start_process)
-        w = _Worker(proc, tx, rx, loop.create_future(), loop.create_future())
+        w = _Worker(proc, tx, rx, loop.create_future(), loop.create_future(), pidfd=_pidfd(proc))
         self._workers.add(w)
         os.set_blocking(rx.fileno(), False)
         os.set_blocking(tx.fileno(), False)
@@ -657,9 +665,21 @@ class Executor:
         return RunResult(False, None, error, None, 0.0, ExitKind.CRASH, no_slot=True)
 
     def _on_exit(self, w: _Worker) -> None:
-        """The process sentinel fired: read what is left, then join it on the helper thread."""
+        """The process sentinel fired (or, once its forkserver died, its pidfd): read what is
+        left, then join it on the helper thread. A sentinel that fired while the process
+        runs on says that the forkserver died (its fork failed: a machine at its process or
+        memory limit), not the worker: it keeps its run, its exit watched on its pidfd
+        (session 50: each worker was killed and its run failed as "exited with code 255")."""
         loop = self._running_loop()
         loop.remove_reader(w.proc.sentinel)
+        if w.pidfd >= 0 and not w.orphaned and not ready([w.pidfd], 0):
+            w.orphaned = True
+            log.warning("executor worker %s: its forkserver is gone; it runs on, watched on "
+                        "its own (the next worker start launches a forkserver)", w.proc.pid)
+            loop.add_reader(w.pidfd, self._on_exit, w)
+            return
+        if w.orphaned:
+            loop.remove_reader(w.pidfd)
         if w.kill_timer is not None:
             w.kill_timer.cancel()
         # Dead before its last frames are handled: a 'done' among them frees no worker (the
@@ -699,6 +719,7 @@ class Executor:
                 self._removing(w, -w.removing_bytes)
             w.tx.close()
             w.rx.close()
+            _close_pidfd(w)
             self._workers.discard(w)
             if not w.ready_fut.done():
                 w.ready_fut.set_result(False)
@@ -1002,9 +1023,25 @@ def _signal(w: _Worker, sig: signal.Signals) -> None:
             os.kill(pid, sig)
 
 
-def _exited(proc: BaseProcess) -> bool:
-    """Whether `proc` has exited (its sentinel is readable), without waiting."""
-    return bool(ready([proc.sentinel], 0))
+def _exited(w: _Worker) -> bool:
+    """Whether `w` has exited (its sentinel is readable, or its pidfd once its forkserver
+    died: `_on_exit`), without waiting."""
+    return bool(ready([w.pidfd if w.orphaned else w.proc.sentinel], 0))
+
+
+def _pidfd(proc: BaseProcess) -> int:
+    """A descriptor of the started `proc` (close-on-exec), readable once it exits; -1 if
+    there is none (gone already, or a kernel before 5.3)."""
+    try:
+        return os.pidfd_open(proc.pid) if proc.pid is not None else -1
+    except (OSError, AttributeError):
+        return -1
+
+
+def _close_pidfd(w: _Worker) -> None:
+    if w.pidfd >= 0:
+        os.close(w.pidfd)
+        w.pidfd = -1
 
 
 def _unread(conn: Connection) -> bool:

@@ -1589,3 +1589,49 @@ async def test_workers_that_cannot_start_hold_no_run_and_the_executor_recovers(
     await _until_true(lambda: ex.ready_workers == 1, "no worker started once it could")
     assert (ex.failed_starts, ex.slots, ex.free_slots) == (0, 1, 1)
     assert (await asyncio.wait_for(ex.run("after", T + "echo", 3), 30)).value == 3
+
+
+FORKSERVER_DEATH_PROBE = """
+import asyncio, json, os, signal, sys
+from multiprocessing import forkserver
+from peer.jobs.executor import Executor, ExecutorConfig
+
+T = "tests.unit.executor_targets:"
+
+async def main() -> None:
+    cue = sys.argv[1]
+    async with Executor(ExecutorConfig(slots=1, tmpfs_check_s=None)) as ex:
+        started = asyncio.Event()
+        run = asyncio.create_task(ex.run("a", T + "fill_until", [1, cue],
+                                         on_message=lambda kind, args: started.set()))
+        await asyncio.wait_for(started.wait(), 30)
+        (worker,) = ex._workers
+        os.kill(forkserver._forkserver._forkserver_pid, signal.SIGKILL)
+        for _ in range(3000):  # until the executor heard of it (bounded)
+            if run.done() or getattr(worker, "orphaned", False):
+                break
+            await asyncio.sleep(0.01)
+        open(cue, "w").close()
+        first = await asyncio.wait_for(run, 30)
+        second = await asyncio.wait_for(ex.run("b", T + "echo", 2), 30)
+        print(json.dumps([first.exit_kind, first.error, second.exit_kind, second.value]))
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+def test_a_forkserver_that_dies_leaves_the_runs_of_live_workers_alone(tmp_path: Path) -> None:
+    """The forkserver dies when a fork fails (a machine at its process or memory limit:
+    CPython 3.11 re-raises in its loop). Every worker's sentinel is a pipe from it, so each
+    read as an exit: the running worker was SIGKILLed and its run failed as "worker exited
+    with code 255" (session 50). It runs on now, watched on its pidfd, and takes the next
+    run; a fresh process (the forkserver is one per process)."""
+    script = tmp_path / "probe.py"
+    script.write_text(FORKSERVER_DEATH_PROBE)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / "cue")], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == ["ok", None, "ok", 2]
+    assert "its forkserver is gone; it runs on" in out.stderr
