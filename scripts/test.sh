@@ -17,9 +17,10 @@ if (( $# )); then
 fi
 parts=$(mktemp -d)
 status=0
-echo "== pytest: tests/integration"
+echo "== pytest: tests/integration, 2 workers"
 start=$SECONDS
-"${pytest[@]}" --junitxml="$parts/integration.xml" tests/integration || status=$?
+"${pytest[@]}" -n 2 --dist loadfile --junitxml="$parts/integration.xml" tests/integration \
+  || status=$?
 integration=$((SECONDS - start))
 echo "== pytest: tests/unit, 2 workers"
 start=$SECONDS

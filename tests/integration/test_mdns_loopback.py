@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 
 import pytest
@@ -17,6 +18,9 @@ from peer.mesh.discovery import Discovery, DiscoveryConfig, build_txt, mesh_hash
 pytestmark = pytest.mark.integration
 LOOPBACK = DiscoveryConfig(interfaces=("127.0.0.1",), ttl_s=30)
 TIMEOUT_S = 10.0
+# a mesh name of this run only: services of another run (or xdist worker) on loopback at the
+# same time are of another mesh, and ignored
+LAB = f"lab-{uuid.uuid4().hex[:10]}"
 
 
 class Seen:
@@ -48,7 +52,7 @@ async def until(cond: Callable[[], bool], what: str, timeout_s: float = TIMEOUT_
 async def factory() -> AsyncIterator[Callable[[str, int, str], tuple[Discovery, Seen]]]:
     made: list[Discovery] = []
 
-    def make(peer_id: str, port: int, mesh: str = "lab") -> tuple[Discovery, Seen]:
+    def make(peer_id: str, port: int, mesh: str = LAB) -> tuple[Discovery, Seen]:
         seen = Seen()
         txt = build_txt(gossip=f"127.0.0.1:{port}", http_port=port + 1000,
                         calls=["audio.mfcc", "basic.echo"], cores=4, free_slots=2, mem_mb=8000)
@@ -65,14 +69,14 @@ async def test_peers_find_each_other_ignore_other_mesh_and_see_goodbye(
         factory: Callable[..., tuple[Discovery, Seen]]) -> None:
     a, seen_a = factory("peera", 17001)
     b, seen_b = factory("peerb", 17002)
-    c, seen_c = factory("peerc", 17003, "other-lab")
+    c, seen_c = factory("peerc", 17003, f"other-{LAB}")
     await asyncio.gather(a.start(), b.start(), c.start())
     assert a.running and b.running and c.running, (a.error, b.error, c.error)
 
     await until(lambda: "127.0.0.1:17002" in seen_a.peers, "b from a")
     await until(lambda: "127.0.0.1:17001" in seen_b.peers, "a from b")
     info = seen_a.peers["127.0.0.1:17002"]
-    assert info["id"] == "peerb" and info["mesh"] == mesh_hash("lab")
+    assert info["id"] == "peerb" and info["mesh"] == mesh_hash(LAB)
     assert (info["http"], info["calls"], info["slots"]) == ("18002", "audio.mfcc,basic.echo", "2")
     assert info["addresses"] == "127.0.0.1"
 
@@ -101,14 +105,14 @@ async def test_a_flood_of_announcements_is_bounded_and_a_real_peer_still_found(
                           sighting_grace_s=4.0, retry_s=0.5)
     seen = Seen()
     victim = Discovery(cfg, "victim", build_txt(gossip="127.0.0.1:17101", http_port=1),
-                       seen.add, seen.remove, mesh_hash("lab"))
+                       seen.add, seen.remove, mesh_hash(LAB))
     flooders = [AsyncZeroconf(interfaces=["127.0.0.1"]) for _ in range(8)]  # (one each:
     try:  # zeroconf registers one name at a time, about a second each)
         await victim.start()
         assert victim.running, victim.error
         fakes = [ServiceInfo(
             "_banzai._tcp.local.", f"fake{i}._banzai._tcp.local.", port=17200 + i,
-            properties={"gossip": f"127.0.0.1:{17200 + i}", "mesh": mesh_hash("lab"),
+            properties={"gossip": f"127.0.0.1:{17200 + i}", "mesh": mesh_hash(LAB),
                         "id": f"fake{i}", "v": "1"},
             server=f"fake{i}.local.", parsed_addresses=["127.0.0.1"]) for i in range(8)]
         announced = await asyncio.gather(*[z.async_register_service(f)
