@@ -3,6 +3,8 @@ workers (units of work, longest first)."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.integration.schedule import SPLIT, _LongestFirst, module_of, unit_of
 
 LANES = "tests/integration/test_lanes.py::test_a[members]"
@@ -30,3 +32,38 @@ def test_the_longest_unit_waiting_is_taken_first_and_unknown_modules_last() -> N
     assert not q
     q["a"], q["b"] = {}, {}
     assert q.popitem()[0] == "b"  # popitem() as OrderedDict's: the last one
+
+
+class _Config:
+    """The parts of pytest.Config that short_basetemp reads."""
+
+    def __init__(self, workers: int | None, basetemp: str | None = None) -> None:
+        self.option = type("Option", (), {"basetemp": basetemp})()
+        self._workers = workers
+
+    def getoption(self, name: str, default: object = None) -> object:
+        assert name == "numprocesses"
+        return self._workers
+
+
+def test_a_run_on_workers_gets_a_base_short_enough_for_a_peer_s_forkserver_socket(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker's test dir, a peer's data dir in it and the forkserver socket multiprocessing
+    binds under its TMPDIR (<data dir>/tmp) fit in AF_UNIX's 107 bytes for the longest test
+    name pytest keeps (30); under xdist's default base (/tmp/pytest-of-root/pytest-501/
+    popen-gw1/) they took 111 and a third of the integration tests failed."""
+    from tests.integration.conftest import short_basetemp
+
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    assert short_basetemp(_Config(None)) is None  # one process: pytest's default
+    assert short_basetemp(_Config(2, "/given")) is None  # a base named on the command line
+    base = short_basetemp(_Config(2))
+    assert base is not None and base.is_dir()
+    try:
+        sock = base / "popen-gw1" / ("t" * 30 + "0") / "l0" / "tmp" / "pymp-12345678" / \
+            "listener-12345678"
+        assert len(str(sock).encode()) <= 107, (len(str(sock)), sock)
+    finally:
+        base.rmdir()
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
+    assert short_basetemp(_Config(2)) is None  # a worker takes the base its controller made
