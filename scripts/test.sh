@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Install everything the tests need, then run lint, type checks and the whole suite: the
-# integration tests one at a time (they start real peers and netns meshes: CPU contention
-# would make them flaky), then the unit tests on 2 xdist workers. One junit file for both,
+# integration tests on 2 xdist workers, then the unit tests on 2. One junit file for both,
 # test-artifacts/junit.xml. With arguments: one plain pytest run of them instead.
+# Integration on 2 workers (session 50; before, one at a time "because CPU contention would
+# make them flaky"): they mostly wait (leases, suspicion, peer starts, Chromium), and no two
+# tests share a port, path, mesh, netns, user or container name (tests/integration/
+# conftest.py says what keeps each apart). `--dist loadfile` picks their scheduler
+# (tests/integration/schedule.py): a module is one unit (its module-scoped peers start once),
+# each test of a module without them is one, and the longest unit waiting goes first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
