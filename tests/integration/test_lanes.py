@@ -26,6 +26,12 @@ from tests.integration.test_mesh import start_all
 TASKS = 200
 SMALL = 3  # tasks of a job under --lanes-min-job-tasks (its default): held in full
 KILL_TASKS = 1000  # (about 10 s of ECHO runs on 2 slots: long enough to kill a member mid-job)
+# the kill -9 tests' job: killed at a tenth done (`_under_way` asserts it is not done), its
+# survivors run the rest; 1,000 made the third peer of the `members` case run 900 tasks alone
+# on its one slot (~9 s) after the lease (the restart tests keep 1,000: a member restarted at
+# once must find the job still running, which none of them asserts; the one restarted once
+# the job ended takes 400 too)
+KILLED_TASKS = 400
 WAIT_S = 120.0  # a bound on each wait below (the job takes a few seconds on 2 cores)
 
 
@@ -206,13 +212,16 @@ def test_every_output_of_a_lanes_job_is_pinned_on_two_peers(trio: list[PeerProc]
     assert not left, f"{len(left)} of {TASKS} outputs pinned on fewer than 2 peers"
 
 
+@pytest.mark.parametrize("trio", [("--lease-s", "3")], indirect=True)
 @pytest.mark.parametrize("killed", ["runner", "home", "members"])
 def test_a_lanes_job_finishes_when_members_are_killed(trio: list[PeerProc], killed: str) -> None:
     """kill -9 mid-job of the member that is not the home (the submitter: `members`' first),
     of the home, of both (the third peer adds itself and runs the job: design 5.4). The
-    non-member's view of the running job is a member's answer."""
+    non-member's view of the running job is a member's answer. Leases of 3 s (as the restart
+    tests'): each case waits one lease after the kill (the dead runner's claims lapse, the
+    home's duties pass on, the orphaned job is taken), 10 s by default."""
     ids = {_peer_id(p): p for p in trio}
-    job = post(f"{trio[0].url}/api/jobs", _job(KILL_TASKS))["job"]
+    job = post(f"{trio[0].url}/api/jobs", _job(KILLED_TASKS))["job"]
     members = _members(trio, job)
     assert members[0] == _peer_id(trio[0]), members
     (other,) = [p for pid, p in ids.items() if pid not in members]
@@ -337,7 +346,9 @@ def test_a_member_restarted_mid_job_replays_its_lanes_and_the_job_finishes(
     replays its lanes (its rows of the job are in its log), catches up the rest, and every
     member's own view says each task done; the non-member lists the job done."""
     ids = {_peer_id(p): p for p in trio}
-    job = post(f"{trio[0].url}/api/jobs", _job(KILL_TASKS))["job"]
+    # (restarted once the job ended: no need of a job still running at the restart)
+    tasks = KILLED_TASKS if restarted == "runner-after-end" else KILL_TASKS
+    job = post(f"{trio[0].url}/api/jobs", _job(tasks))["job"]
     members = _members(trio, job)
     (other,) = [p for pid, p in ids.items() if pid not in members]
     victim = ids[members[0] if restarted == "home" else members[1]]
@@ -349,7 +360,7 @@ def test_a_member_restarted_mid_job_replays_its_lanes_and_the_job_finishes(
     assert _lane_rows(victim, job) > 0  # (what it replays)
     trio[trio.index(victim)] = again = _restart(victim)
     for pid in members:
-        _all_done(again if ids[pid] is victim else ids[pid], job, KILL_TASKS)
+        _all_done(again if ids[pid] is victim else ids[pid], job, tasks)
     assert _state(other, job) == "done"
     health = get(f"{again.url}/api/health")["log"]
     assert health["quarantined"] == 0 and health["refused"]["total"] == 0, health
