@@ -207,3 +207,25 @@ def test_never_cid_tells_a_texts_structure_whatever_py_cid_knows(text: str, why:
     one (py-cid refuses it: a later py-cid may not)."""
     got = cids.never_cid(text)
     assert (got == "") if not why else (why in got), got
+
+
+@given(st.binary(max_size=64), st.sampled_from([(cids.RAW, 1), (cids.DAG_PB, 1), (cids.DAG_PB, 0)]))
+def test_never_cid_reads_the_common_forms_without_py_multibase(data: bytes, form: tuple[str, int],
+                                                                ) -> None:
+    """(Issue 12, session 50 helper e.) A sha2-256 CIDv0 or base32 CIDv1 (nearly every
+    provider row, each read once per open by `JobIndex.providers_sound`) is told a CID by
+    `_fast_parse`, not by py-multibase's decode (~90 µs a text); the answer is the same."""
+    text = str(cids.sha256_cid(data, *form))
+    decode = cids.multibase.decode
+    calls: list[str] = []
+
+    def counted(s: str) -> bytes:
+        calls.append(s)
+        return bytes(decode(s))
+
+    cids.multibase.decode = counted
+    try:
+        assert cids.never_cid(text) == ""
+    finally:
+        cids.multibase.decode = decode
+    assert calls == []
