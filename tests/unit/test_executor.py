@@ -1635,3 +1635,31 @@ def test_a_forkserver_that_dies_leaves_the_runs_of_live_workers_alone(tmp_path: 
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == ["ok", None, "ok", 2]
     assert "its forkserver is gone; it runs on" in out.stderr
+
+
+async def test_a_runs_request_goes_to_its_worker_in_one_write(
+        make_executor: MakeExecutor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(Issue 12, session 50 helper e.) A request's four parts (two frames: a length, then
+    a pickle) go to the worker's pipe in one writev, not a write each (each woke the
+    worker, blocked on its read, again); the run's result is the same."""
+    ex = await make_executor(slots=1)
+    await _worker_pid(ex)  # (started, idle)
+    fds = {w.tx.fileno() for w in ex._workers}
+    calls: list[str] = []
+    write, writev = os.write, os.writev
+
+    def counted_write(fd: int, data: Any) -> int:
+        if fd in fds:
+            calls.append("write")
+        return write(fd, data)
+
+    def counted_writev(fd: int, parts: Any) -> int:
+        if fd in fds:
+            calls.append("writev")
+        return writev(fd, parts)
+
+    monkeypatch.setattr(os, "write", counted_write)
+    monkeypatch.setattr(os, "writev", counted_writev)
+    res = await asyncio.wait_for(ex.run("one", T + "echo", 7), 30)
+    assert (res.ok, res.value) == (True, 7)
+    assert calls == ["writev"]
