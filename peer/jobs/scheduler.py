@@ -1032,8 +1032,8 @@ class Scheduler:
         neither done nor failed? Then it did not end (`finished_at`'s first test: `job_ended`
         is None whatever else holds), and `_end_jobs` looks no further: on db663953 each
         tick's look at a running job walked all its tasks twice (`_unsettled_tasks`, then
-        `finished_at`'s statuses up to the first open one), ~8 ms a tick at 1,000 tasks on
-        the home (7 % of its samples in the 3-peer dag). The task found open is looked at
+        `finished_at`'s statuses up to the first open one): 378 µs a look at 1,000 tasks, half
+        done, in process (4.6 now), 7 % of the home's py-spy samples in the 3-peer dag. The task found open is looked at
         first the next time, and the walk goes on from it (tasks end about in order)."""
         st = self.state
         sub = st.jobs.get(job)
