@@ -1033,8 +1033,9 @@ class Scheduler:
         is None whatever else holds), and `_end_jobs` looks no further: on db663953 each
         tick's look at a running job walked all its tasks twice (`_unsettled_tasks`, then
         `finished_at`'s statuses up to the first open one): 378 µs a look at 1,000 tasks, half
-        done, in process (4.6 now), 7 % of the home's py-spy samples in the 3-peer dag. The task found open is looked at
-        first the next time, and the walk goes on from it (tasks end about in order)."""
+        done, in process (4.6 now), 7 % of the home's py-spy samples in the 3-peer dag. The
+        task found open is looked at first the next time, and the walk goes on from it
+        (tasks end about in order)."""
         st = self.state
         sub = st.jobs.get(job)
         if sub is None or job in st.cancelled:
