@@ -1137,7 +1137,11 @@ class Node:
             if held is None:
                 if not self.state.holds(e.id):  # not one that left memory or the log
                     fresh.append(e)
-            elif (held.att is None or held.att is not e.att) and held_hash(held) != held_hash(e):
+                    continue
+                held = self.state.straggler(e.id)  # a gone job's kept aside (review r3 of
+                if held is None:  # session 49, A4); else it left memory for good
+                    continue
+            if (held.att is None or held.att is not e.att) and held_hash(held) != held_hash(e):
                 rivals.append((held, e))
         if rivals:
             self._close_turn()  # a conflict refolds what is recorded: our open turn first

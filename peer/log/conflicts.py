@@ -75,7 +75,7 @@ class ConflictRule:
             log.error("cannot store %d conflict winners: %s", len(best), e)
             return
         for winner in best.values():
-            loser = self.state.events[winner.id]
+            loser = self.state.content(winner.id)  # (in memory, or a straggler kept aside)
             try:
                 up_to_date = self.state.replace(winner)
             except Exception as e:  # its fold raised: the state keeps the loser

@@ -531,6 +531,12 @@ GONE_WAIT_JOBS = 256
 GONE_WAIT_MAX = 4096
 GONE_WAIT_ALL = 65536
 
+# Gone jobs' JOB_MEMBERS and lane events that left memory as they were folded (`record`: no
+# gap before them) kept aside with their undo notes, the last this many (`_gone_recent`,
+# by count: as many events as a live job's lanes hold in memory until it is compacted): a
+# second content of one that comes later is still settled (review r3 of session 49, A4)
+GONE_RECENT_MAX = 256
+
 
 class GoneWait:
     """What waits, of a gone lanes job with fixed facts, for a vouched member's JOB_MEMBERS
@@ -1008,6 +1014,15 @@ class MeshState:
     # loser's undo dropped a peer an honest member's evicted add had added too). Kept
     # while the job's facts are (`_keep_gone`, `spill_deleted`, `forget_lanes`).
     _gone_kept: dict[str, set[str]] = field(default_factory=dict)
+    # Id -> a gone job's JOB_MEMBERS or lane event that left memory as it was folded
+    # (`record`: no gap before it, the common case for a gone job's straggler), the last
+    # GONE_RECENT_MAX, their `_gone_undo` notes kept while here: a second content of one
+    # that comes later (`straggler`: Node.merge) goes to the conflict rule as a held one's
+    # does, and a winner `replace`s it so that the refold undoes the loser's changes and
+    # folds the winner (review r3 of session 49, A4: F5's undo reached only losers held past
+    # a gap). A rival that never reaches this peer is not compared: evicted events are in
+    # no content digest.
+    _gone_recent: OrderedDict[tuple[str, int], Event] = field(default_factory=OrderedDict)
     # Job -> origin -> the least by `end_rank` of its JOB_ENDEDs of the job folded (those
     # `end_refusal` admitted: only grows or gets less): the job's end (`ended`) is the least
     # of them, `end_rank` reading the winning JOB_SUBMITTED's `members`, which rank every
@@ -1356,7 +1371,7 @@ class MeshState:
         if ev.seq > self.heads[ev.origin]:
             self.beyond.setdefault(ev.origin, set()).add(ev.seq)
         elif (self.compacted or self.deleted) and self.gone(ev):  # a straggler of a job
-            self._evict_one(ev)  # compacted or deleted (its JOB_DELETED itself too)
+            self._evict_one(ev, recent=True)  # compacted or deleted (its JOB_DELETED too)
         if self.archive is not None:  # (with a log to serve what leaves memory)
             self._age(ev)
 
@@ -1383,10 +1398,11 @@ class MeshState:
                 return False
         return True
 
-    def _evict_one(self, ev: Event) -> None:
+    def _evict_one(self, ev: Event, recent: bool = False) -> None:
         """`ev` leaves memory (it stays held): it leaves the content digests too, so that
         they cover the same events on every peer that compacted the same jobs, restarted or
-        not (an evicted event can no longer be compared nor replaced)."""
+        not (an evicted event can no longer be compared nor replaced, but for a `recent`
+        straggler kept in `_gone_recent`)."""
         del self.events[ev.id]
         del self.by_origin[ev.origin][ev.seq]
         self.sums.touch(ev.origin, ev.seq)
@@ -1394,8 +1410,18 @@ class MeshState:
             self.evicted[ev.origin] = ev.seq
         if self.on_evict is not None:
             self.on_evict(ev)
-        if self._gone_undo:
+        if recent and self.lanes_on and (SEPARATOR in ev.origin
+                                         or ev.type is EventType.JOB_MEMBERS):
+            self._keep_recent(ev)  # (its notes stay: a refold undoes them)
+        elif self._gone_undo:
             self._undo_gone(ev.id)
+
+    def _keep_recent(self, ev: Event) -> None:
+        """Keep gone job's straggler `ev` aside (`_gone_recent`); past the bound the first
+        kept leaves it: what that one changed is for good."""
+        self._gone_recent[ev.id] = ev
+        if len(self._gone_recent) > GONE_RECENT_MAX:
+            self._undo_gone(self._gone_recent.popitem(last=False)[0])
 
     def _undo_gone(self, ev_id: tuple[str, int]) -> None:
         """The event `ev_id` left memory: what its fold changed of gone jobs is for good (its
@@ -1403,6 +1429,17 @@ class MeshState:
         for kind, job, _, what in self._gone_undo.pop(ev_id, ()):
             if kind == UNDO_NAMED:
                 self._gone_kept.setdefault(job, set()).update(what)
+
+    def straggler(self, ev_id: tuple[str, int]) -> Event | None:
+        """The content held for `ev_id` if it is a gone job's straggler that left memory
+        as it came and is still kept aside (`_gone_recent`), else None."""
+        return self._gone_recent.get(ev_id)
+
+    def content(self, ev_id: tuple[str, int]) -> Event:
+        """The content held in memory for `ev_id`: in `events`, or a gone job's straggler
+        kept aside (`straggler`); KeyError if neither."""
+        ev = self.events.get(ev_id)
+        return ev if ev is not None else self._gone_recent[ev_id]
 
     def _undo_note(self, ev: Event | None, change: GoneUndo) -> None:
         """`ev`'s fold made `change` to a gone job's facts or wait (`_gone_undo`)."""
@@ -1418,8 +1455,9 @@ class MeshState:
         waits = OrderedDict((j, w.copy()) for j, w in self._gone_waits.items())
         tombs = {j: f.frozen() for j, f in self.tomb_lanes.items()}
         n = self._gone_wait_n
-        changes = [c for i, cs in self._gone_undo.items() if i in self.events for c in cs
-                   if c[0] != UNDO_NAMED]
+        recent = self._gone_recent  # (folded again too: `refold`)
+        changes = [c for i, cs in self._gone_undo.items() if i in self.events or i in recent
+                   for c in cs if c[0] != UNDO_NAMED]
         shrunk = set[str]()
         for kind, job, who, what in reversed(changes):
             if kind == UNDO_GROWN:
@@ -1608,6 +1646,13 @@ class MeshState:
         the loser was folded: its effects stay until `refold` (no fold can be undone in
         place). A winner of a known type replacing an unknown one is folded now (if its
         applier raises, nothing changes)."""
+        if ev.id not in self.events:  # a straggler that left memory (`_gone_recent`): the
+            self._gone_recent.pop(ev.id)  # refold undoes its notes and folds the winner
+            self.events[ev.id] = ev
+            self.entered += 1
+            self.by_origin[ev.origin][ev.seq] = ev
+            self.sums.touch(ev.origin, ev.seq)
+            return False
         old = self.events[ev.id]
         if ev.known and not old.known:
             for part in ev.singles:
@@ -1658,6 +1703,7 @@ class MeshState:
             except Exception as e:  # kept held (heads and sums stay right), reported
                 fresh.record(ev)
                 failed.append((ev, e))
+        failed += fresh._fold_recent(self._gone_recent.values())
         _gone_revouch(fresh)  # (review r3 of session 49, A5)
         for origin, seq in self.floors.items():
             fresh.raise_floor(origin, seq)
@@ -1672,6 +1718,20 @@ class MeshState:
         self.__dict__.update(fresh.__dict__)
         self.on_end = on_end
         self._tell_new_ends(before)
+        return failed
+
+    def _fold_recent(self, kept: Iterable[Event]) -> list[tuple[Event, Exception]]:
+        """A refold's last fold: the stragglers kept aside (`_gone_recent`), folded again as
+        they were, after the events that made their jobs gone, and kept aside here (not held
+        in memory). Returns those whose fold raised, with the error."""
+        failed: list[tuple[Event, Exception]] = []
+        for ev in kept:
+            try:
+                for part in ev.singles:
+                    self.fold_only(part)
+            except Exception as e:
+                failed.append((ev, e))
+            self._keep_recent(ev)
         return failed
 
     def _tell_new_ends(self, before: Mapping[str, tuple[str, int]]) -> None:
@@ -1812,6 +1872,12 @@ class MeshState:
                 self.events.pop((origin, q), None)
                 if self._gone_undo:  # (left memory: review r3 of session 49, A1)
                     self._undo_gone((origin, q))
+        if self._gone_recent and origins:
+            lanes = set(origins)
+            for i in [i for i in self._gone_recent if i[0] in lanes]:
+                del self._gone_recent[i]
+                self._undo_gone(i)
+        for origin in origins:
             for table in (self.heads, self.floors, self.evicted, self.beyond):
                 table.pop(origin, None)
             self.sums.forget(origin)

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peer.log import Event, EventType, fold
+from peer.log.fold import UNDO_NAMED
 from peer.log.gonewait import WaitJournal
 from peer.log.lanes import lane
 from tests.unit.test_lanes_gone import DEL, state
@@ -95,12 +96,17 @@ def test_the_kept_peers_parked_output_stays_taken_in() -> None:
 
 def test_a_refold_without_a_loser_keeps_the_kept_peer_once() -> None:
     """No conflict: the loser stays (it is the only content); a refold changes nothing, and
-    what is kept is one set of peers per job, no note per refold."""
+    what is kept is one set of peers per job, no note per refold. (Session 50: RY, kept
+    aside as a gap-free straggler, is folded again by each refold, with one note; its
+    peers are kept once it leaves `_gone_recent`.)"""
     s = fold([SUB, REAL, DEL, LOSE, RY], state())
     before = seen(s)
     for _ in range(3):
         s.refold()
         assert seen(s) == before
+    assert s._gone_kept == {} and [c[0] for c in s._gone_undo[RY.id]] == [UNDO_NAMED]
+    s._gone_recent.pop(RY.id)
+    s._undo_gone(RY.id)  # (as it leaves `_gone_recent`: past its bound)
     assert s._gone_kept == {J: {Y}}
 
 
