@@ -1295,10 +1295,22 @@ class Scheduler:
             if tdef.per_item:  # (`parse` refuses such a task: no split could be made)
                 raise BanzaiError(f"{task}: a per-item task needs an input")
             return split if self._implicit_turn(job, task, tdef, spec) else None
-        if split is None:
+        if split is None or self._unvouched_split(job, split):
             self._plan(job, task, tdef, spec)
             split = self.state.splits.get((job, task))
-        return split
+            if split is not None and self._unvouched_split(job, split):
+                return None  # (a vouched member's split comes: ours at our turn, or one's
+        return split  # before it, which the fold ranks first)
+
+    def _unvouched_split(self, job: str, split: Event) -> bool:
+        """Is `split`, a task's winning split, an unvouched lane's (a self-added member's:
+        the fold ranks a vouched lane's first, so none is folded) while this peer, a vouched
+        member that runs the task (`_evaluate` got here), may split it? It then splits the
+        task as if no split were made (`_plan`: in its turn), rather than run and assemble
+        the chunks that split declares (session 50, helper f; helper b's left (3))."""
+        st = self.state
+        return (st.lanes_on and st.is_vouched(job, self.peer_id)
+                and st.unvouched_lane(job, split) is not None)
 
     def _ahead(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec, split: Event,
                chunks: list[Any]) -> None:

@@ -950,8 +950,9 @@ class MeshState:
     _vouched: dict[str, set[str]] = field(default_factory=dict)
     _adds: dict[str, dict[str, set[str]]] = field(default_factory=dict)
     _aside: dict[str, dict[str, dict[tuple[str, int], Event]]] = field(default_factory=dict)
-    # Job -> lane peer not vouched for -> its TASK_DONEs (a CHUNK_DONE's implied one too)
-    # and CHUNK_DONEs of the live job folded while it was not (`_unvouched`): such a
+    # Job -> lane peer not vouched for -> its TASK_DONEs (a CHUNK_DONE's implied one too),
+    # CHUNK_DONEs and TASK_SPLITs (ranked as TASK_DONEs: `_split`, session 50) of the live
+    # job folded while it was not (`_unvouched`): such a
     # TASK_DONE ranks after every vouched lane's for its task (`task_done`: by (not
     # vouched, order), so it wins only where no vouched member's is folded: an orphan
     # takeover still finishes the job), and neither puts its output nor a CHUNK_DONE its
@@ -2088,7 +2089,20 @@ def _cancel(s: MeshState, ev: Event, b: JobCancelled) -> None:
 
 
 def _split(s: MeshState, ev: Event, b: TaskSplit | TaskSplitRef) -> None:
-    s._first(s.splits, (b.job, b.task), ev)
+    """A task's split (`splits`) is the first by (not made in a vouched lane, order), as a
+    TASK_DONE is (`_task_done`): a self-added member's, backdated, wins no task a vouched
+    member split (its chunks, which the vouched members would run and assemble, are its
+    word); where none did (an orphan takeover) it still does. One of a live job's lane not
+    vouched for waits in `_aside_done` and is ranked again once its peer is (`_vouch`).
+    An implicit split is its JOB_SUBMITTED's (no lane: vouched). Session 50, helper f."""
+    peer = _unvouched(s, b.job, ev)
+    k = (b.job, b.task)
+    cur = s.splits.get(k)
+    if cur is None or ((peer is not None, ev.order)
+                       < (_unvouched(s, b.job, cur) is not None, cur.order)):
+        s.splits[k] = ev
+    if peer is not None and b.job in s.jobs:
+        s._aside_done.setdefault(b.job, {}).setdefault(peer, []).append(ev)
 
 
 def _claim(s: MeshState, ev: Event, b: Claim) -> None:
@@ -2576,6 +2590,8 @@ def _vouch(s: MeshState, job: str, peers: Iterable[str]) -> None:
             elif type(b) is ChunkDone:  # (its chunk ranked again, as a vouched lane's)
                 _rank_chunk_done(s, s.chunks[b.key], ev, b, None)
                 _merge_items(s, ev, b.cache)
+            elif type(b) is TaskSplit or type(b) is TaskSplitRef:  # (ranked again)
+                _split(s, ev, b)
     if job in s._aside and not aside:
         del s._aside[job]
     if job in s._aside_done and not done:
