@@ -4,7 +4,7 @@ and a time passed in (`now_s`). No I/O, no clock, no mutation: safe wherever the
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from enum import Enum
 from typing import Any, NamedTuple
 
@@ -68,9 +68,13 @@ def counted(failure: Event) -> bool:
             and failure.payload.get("kind") not in UNCOUNTED)
 
 
-def chunk_exhausted(failures: Mapping[int, Event], max_attempts: int) -> bool:
+def chunk_exhausted(failures: Mapping[int, Event], max_attempts: int,
+                    skip: Callable[[Event], bool] | None = None) -> bool:
     """True if the chunk failed for good: max_attempts counted failures (or MAX_UNCOUNTED
-    more in all), or a last one not retryable."""
+    more in all), or a last one not retryable. `skip`: the failures left out (a scheduler's
+    view: an unvouched lane's while a vouched member that can run the task is live)."""
+    if skip is not None:
+        failures = {a: f for a, f in failures.items() if not skip(f)}
     if not failures:
         return False
     last = failures[max(failures)]
@@ -90,9 +94,10 @@ def reopened(c: ChunkState) -> bool:
 
 
 def standing(c: ChunkState, split: tuple[str, int] | None, max_attempts: int,
-             ) -> tuple[Standing, Event | None]:
-    """The chunk's standing and, when HELD, the winning claim of its current attempt."""
-    if chunk_done(c) is not None or chunk_exhausted(c.failures, max_attempts):
+             skip: Callable[[Event], bool] | None = None) -> tuple[Standing, Event | None]:
+    """The chunk's standing and, when HELD, the winning claim of its current attempt
+    (`skip`: as `chunk_exhausted`)."""
+    if chunk_done(c) is not None or chunk_exhausted(c.failures, max_attempts, skip):
         return Standing.SETTLED, None
     w = c.winner(c.attempt, split)
     return (Standing.HELD, w) if w is not None else (Standing.OPEN, None)
@@ -147,14 +152,16 @@ def job_state(task_states: list[str], cancelled: bool) -> str:
     return "pending"
 
 
-def task_failed(state: MeshState, job: str, task: str, max_attempts: int) -> bool:
+def task_failed(state: MeshState, job: str, task: str, max_attempts: int,
+                skip: Callable[[Event], bool] | None = None) -> bool:
     """`task_status(...) == "failed"`, without looking for who runs the task (the winning
     claim of each open chunk): the scheduler asks it at every evaluation of every task, on
-    every peer. Only the chunks with a failure are read (one without is not exhausted)."""
+    every peer. Only the chunks with a failure are read (one without is not exhausted).
+    `skip`: as `chunk_exhausted`."""
     if (job, task) in state.task_done or job in state.cancelled:
         return False
     chunks = state.split_chunks(job, task)
-    return any(chunk_done(c) is None and chunk_exhausted(c.failures, max_attempts)
+    return any(chunk_done(c) is None and chunk_exhausted(c.failures, max_attempts, skip)
                for c in map(chunks.__getitem__, state.failed_chunks(job, task)))
 
 

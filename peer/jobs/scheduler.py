@@ -1125,8 +1125,9 @@ class Scheduler:
         each CHUNK_FAILED made the task dirty again: without end, review r1 of session 49)."""
         job, task = key
         if self._done_here(key) or (
-                key in self.state.splits and task_failed(self.state, job, task,
-                                                         self.cfg.max_attempts)):
+                key in self.state.splits and task_failed(
+                    self.state, job, task, self.cfg.max_attempts,
+                    self._unvouched_failures(job, self.workflow(job).task(task)))):
             return
         if key not in self.state.splits:  # failed while planning: record a one-chunk split
             self.emit(EventType.TASK_SPLIT, {"job": job, "task": task, "input": None,
@@ -1153,7 +1154,8 @@ class Scheduler:
         wf = self.workflow(job)
         spec = wf.task(task)
         if (not ready(st, job, spec) or self._for_vouched(job, task, spec)
-                or task_failed(st, job, task, self.cfg.max_attempts)):
+                or task_failed(st, job, task, self.cfg.max_attempts,
+                               self._unvouched_failures(job, spec))):
             return
         if self._unrunnable(wf, spec, (job, task)):
             return
@@ -1217,11 +1219,35 @@ class Scheduler:
 
     def _unsettled_tasks(self, job: str) -> bool:
         """Is a task of lanes job `job` done by an unvouched lane only while a vouched member
-        that can run it is live (`_unsettled`)? Its home does not end it meanwhile."""
+        that can run it is live (`_unsettled`), or failed only by counting an unvouched
+        lane's failures while one is (`_unvouched_failures`)? Its home does not end it
+        meanwhile."""
         st = self.state
         return st.lanes_on and any(
-            (job, t.name) in st.task_done and self._unsettled((job, t.name)) is not None
-            for t in self.workflow(job).tasks)
+            ((job, t.name) in st.task_done and self._unsettled((job, t.name)) is not None)
+            or self._failed_unvouched(job, t) for t in self.workflow(job).tasks)
+
+    def _unvouched_failures(self, job: str, spec: TaskSpec) -> Callable[[Event], bool] | None:
+        """The failures this peer leaves out of a chunk's count (`claims.chunk_exhausted`'s
+        `skip`) for task `spec` of lanes job `job`: an unvouched lane's (a self-added
+        member's: it may fail an attempt no one claimed, of a kind not retried) while the
+        job has such a member and a vouched member that can run the task is live here
+        (`_vouched_runner`); None (every failure counts) otherwise, so an orphan takeover
+        still fails a task that fails (session 50, helper f; helper b's left (4))."""
+        st = self.state
+        if (not st.lanes_on or job not in st.members_of or not st.some_unvouched(job)
+                or self._vouched_runner(job, spec) is None):
+            return None
+        return lambda f: st.unvouched_lane(job, f) is not None
+
+    def _failed_unvouched(self, job: str, spec: TaskSpec) -> bool:
+        """Is task `spec` failed in the fold (every failure counted) but not once an
+        unvouched lane's are left out (`_unvouched_failures`)?"""
+        st, n = self.state, self.cfg.max_attempts
+        if (job, spec.name) in st.task_done or not task_failed(st, job, spec.name, n):
+            return False
+        skip = self._unvouched_failures(job, spec)
+        return skip is not None and not task_failed(st, job, spec.name, n, skip)
 
     def _for_vouched(self, job: str, task: str, spec: TaskSpec) -> bool:
         """Is ready task `spec` of lanes job `job` left to a vouched member here: one of its
@@ -1365,8 +1391,9 @@ class Scheduler:
         if table.first_untouched(sk) < n - 1:
             return False
         done = table.done(sk)
+        skip = self._unvouched_failures(job, self.workflow(job).task(task))
         return all(claims.standing(self.state.chunk(job, task, i), split.id,
-                                   self.cfg.max_attempts)[0] is not Standing.OPEN
+                                   self.cfg.max_attempts, skip)[0] is not Standing.OPEN
                    for i in table.open_or_failed(sk) if i < n - 1 and i not in done)
 
     def _consider_chunks(self, job: str, task: str, split: Event, chunks: list[Any],
@@ -2043,7 +2070,8 @@ class Scheduler:
         False if no chunk of the task can be claimed here now (`_consider_chunks` stops
         looking at those no event is about)."""
         c = self.state.chunk(job, task, i)
-        where, holder = claims.standing(c, split.id, self.cfg.max_attempts)
+        where, holder = claims.standing(c, split.id, self.cfg.max_attempts,
+                                        self._unvouched_failures(job, spec))
         if where is Standing.SETTLED:
             return True
         ak = AttemptKey(job, task, i, c.attempt)

@@ -951,8 +951,9 @@ class MeshState:
     _adds: dict[str, dict[str, set[str]]] = field(default_factory=dict)
     _aside: dict[str, dict[str, dict[tuple[str, int], Event]]] = field(default_factory=dict)
     # Job -> lane peer not vouched for -> its TASK_DONEs (a CHUNK_DONE's implied one too),
-    # CHUNK_DONEs and TASK_SPLITs (ranked as TASK_DONEs: `_split`, session 50) of the live
-    # job folded while it was not (`_unvouched`): such a
+    # CHUNK_DONEs, TASK_SPLITs and CHUNK_FAILEDs (ranked as TASK_DONEs: `_split`,
+    # `_chunk_failed`, session 50) of the live job folded while it was not (`_unvouched`):
+    # such a
     # TASK_DONE ranks after every vouched lane's for its task (`task_done`: by (not
     # vouched, order), so it wins only where no vouched member's is folded: an orphan
     # takeover still finishes the job), and neither puts its output nor a CHUNK_DONE its
@@ -2592,6 +2593,8 @@ def _vouch(s: MeshState, job: str, peers: Iterable[str]) -> None:
                 _merge_items(s, ev, b.cache)
             elif type(b) is TaskSplit or type(b) is TaskSplitRef:  # (ranked again)
                 _split(s, ev, b)
+            elif type(b) is ChunkFailed:
+                _chunk_failed(s, ev, b)
     if job in s._aside and not aside:
         del s._aside[job]
     if job in s._aside_done and not done:
@@ -2654,10 +2657,19 @@ def _rank_chunk_done(s: MeshState, c: ChunkState, ev: Event, b: ChunkDone,
 
 
 def _chunk_failed(s: MeshState, ev: Event, b: ChunkFailed) -> None:
+    """An attempt's failure (`ChunkState.failures`) is its first CHUNK_FAILED by (not made
+    in a vouched lane, order), as a chunk's CHUNK_DONE: a self-added member's, backdated,
+    does not stand for a vouched member's failure of that attempt (which a scheduler
+    counts where it leaves an unvouched lane's out: `claims.chunk_exhausted`'s `skip`).
+    A live job's unvouched one waits in `_aside_done` too, ranked again by `_vouch`."""
     c = s.chunks[b.key]
+    peer = _unvouched(s, b.key.job, ev)
     cur = c.failures.get(b.attempt)
-    if cur is None or ev.order < cur.order:
+    if cur is None or ((peer is not None, ev.order)
+                       < (_unvouched(s, b.key.job, cur) is not None, cur.order)):
         c.failures[b.attempt] = ev
+    if peer is not None and b.key.job in s.jobs:
+        s._aside_done.setdefault(b.key.job, {}).setdefault(peer, []).append(ev)
     s.chunks.note_failure(b.key)
 
 

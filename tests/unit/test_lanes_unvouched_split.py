@@ -2,14 +2,14 @@
 ranks after every vouched lane's (`fold._split`, as a TASK_DONE does), in any order, and a
 vouched member that finds an unvouched lane's split winning splits the task itself
 (`Scheduler._unvouched_split`) rather than run the chunks that split declares; where no
-vouched member is live the taker's split stands (orphan takeover). And what is left (its
-left (4)): a self-added member's CHUNK_FAILEDs alone still fail a task (a strict xfail)."""
+vouched member is live the taker's split stands (orphan takeover). Likewise its left (4):
+a self-added member's CHUNK_FAILEDs are left out of a chunk's count by a scheduler that
+sees a vouched member that can run the task live (`Scheduler._unvouched_failures`), and
+an attempt's failure ranks a vouched lane's first (`fold._chunk_failed`)."""
 
 from __future__ import annotations
 
 import itertools
-
-import pytest
 
 from peer.jobs.claims import task_failed
 from peer.jobs.sim import JobMesh
@@ -106,7 +106,7 @@ async def test_a_self_added_members_split_stands_once_no_vouched_member_is_live(
         await mesh.close()
 
 
-# -- left: a self-added member's CHUNK_FAILEDs still exhaust a chunk (task f's 2(b)) ------
+# -- a self-added member's CHUNK_FAILEDs fail no task a live vouched member runs (2(b)) --
 HSPLIT = split(H, 1, 1200)
 
 
@@ -117,15 +117,69 @@ def failure(peer: str, seq: int, hlc: int, attempt: int, kind: str = "error") ->
                   "split": list(HSPLIT.id), "kind": kind, "error": "made up"})
 
 
-@pytest.mark.xfail(strict=True, reason="left (task f of session 50, 2(b)): a failure needs "
-                   "no claim, and the takeover needs a self-added member's failures to count "
-                   "where no vouched member is live: a liveness half not made")
-def test_a_self_added_members_failures_alone_fail_no_task_of_a_live_vouched_member() -> None:
+def test_a_self_added_members_failures_are_left_out_of_a_vouched_view() -> None:
     """X (self-added) sends one CHUNK_FAILED of kind `error` (not retried) for attempt 0 of
-    t0's chunk, which no one claimed: t0 fails on every member (its chunk is exhausted), a
-    denial of the job by two events. Likewise max_attempts counted ones of kind `crash`."""
+    t0's chunk, which no one claimed, or max_attempts of kind `crash`: t0 is failed in the
+    fold (every failure counts: the orphan takeover's view), not in the view that leaves
+    an unvouched lane's out (a scheduler's while a vouched member that can run t0 is live),
+    on H, R and X. A backdated one of X does not stand for R's failure of that attempt, in
+    any order (on db663953 it did: order alone)."""
     for fails in ([failure(X, 1, 1300, 0)],
                   [failure(X, q, 1300 + q, q - 1, "crash") for q in (1, 2, 3)]):
         for me in (H, R, X):
             s = lanes_fold([SUB, ADD, HSPLIT, *fails], me)
-            assert not task_failed(s, J, "t0", 3), me
+            assert task_failed(s, J, "t0", 3)
+            assert not task_failed(s, J, "t0", 3, lambda f, s=s: s.unvouched_lane(J, f)
+                                   is not None)
+    real, fake = failure(R, 1, 2000, 0, "crash"), failure(X, 1, 1250, 0)
+    for order in itertools.permutations([SUB, ADD, HSPLIT, fake, real]):
+        c = lanes_fold(list(order)).chunk(J, "t0", 0)
+        assert c.failures[0].id == real.id
+
+
+async def test_a_self_added_members_failure_first_fails_no_task_of_a_live_vouched_member(
+) -> None:
+    """X (p2) adds itself and fails a's one chunk (implicit split) with a made-up `error`
+    before any member ran it. On db663953 a failed on every member and the home ended the
+    job failed (a denial by two events). Now a vouched member runs a, then b, the job ends
+    with both done, and X runs nothing."""
+    mesh = JobMesh(3, CATALOG, SIM_CFG, lanes=True)
+    p0, p1, p2 = mesh.peers
+    try:
+        job = mesh.submit(p0, CHAIN, members=[p0, p1], implicit=True)
+        mesh.deliver()
+        sid = mesh[p0].state.splits[(job, "a")].id
+        mesh.emit(p2, EventType.JOB_MEMBERS, {"job": job, "add": [p2]})
+        mesh.emit(p2, EventType.CHUNK_FAILED, {
+            "job": job, "task": "a", "chunk": 0, "attempt": 0, "split": list(sid),
+            "kind": "error", "error": "made up"})
+        await finish_all(mesh)
+        for pid in (p0, p1, p2):
+            st_ = mesh[pid].state
+            assert (job, "a") in st_.task_done and (job, "b") in st_.task_done, pid
+            assert job in st_.ended and not st_.ended[job].payload["failed"], pid
+        assert mesh[p2].runner.started == []
+    finally:
+        await mesh.close()
+
+
+async def test_a_self_added_members_failure_counts_once_no_vouched_member_is_live() -> None:
+    """The orphan half: with every vouched member gone, X's failure of a counts (a fails:
+    a taker's failures must end a task that fails; passes on db663953 too, a guard)."""
+    mesh = JobMesh(3, CATALOG, SIM_CFG, lanes=True)
+    p0, p1, p2 = mesh.peers
+    try:
+        job = mesh.submit(p0, CHAIN, members=[p0, p1], implicit=True)
+        mesh.deliver()
+        sid = mesh[p0].state.splits[(job, "a")].id
+        mesh.silent.update((p0, p1))
+        mesh.emit(p2, EventType.JOB_MEMBERS, {"job": job, "add": [p2]})
+        mesh.emit(p2, EventType.CHUNK_FAILED, {
+            "job": job, "task": "a", "chunk": 0, "attempt": 0, "split": list(sid),
+            "kind": "error", "error": "made up"})
+        await finish_all(mesh)
+        st_ = mesh[p2].state
+        assert task_failed(st_, job, "a", SIM_CFG.max_attempts)
+        assert (job, "a") not in st_.task_done and mesh[p2].runner.started == []
+    finally:
+        await mesh.close()
