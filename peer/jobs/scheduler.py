@@ -1125,9 +1125,7 @@ class Scheduler:
         each CHUNK_FAILED made the task dirty again: without end, review r1 of session 49)."""
         job, task = key
         if self._done_here(key) or (
-                key in self.state.splits and task_failed(
-                    self.state, job, task, self.cfg.max_attempts,
-                    self._unvouched_failures(job, self.workflow(job).task(task)))):
+                key in self.state.splits and self._failed_here(job, self.workflow(job).task(task))):
             return
         if key not in self.state.splits:  # failed while planning: record a one-chunk split
             self.emit(EventType.TASK_SPLIT, {"job": job, "task": task, "input": None,
@@ -1154,8 +1152,7 @@ class Scheduler:
         wf = self.workflow(job)
         spec = wf.task(task)
         if (not ready(st, job, spec) or self._for_vouched(job, task, spec)
-                or task_failed(st, job, task, self.cfg.max_attempts,
-                               self._unvouched_failures(job, spec))):
+                or self._failed_here(job, spec)):
             return
         if self._unrunnable(wf, spec, (job, task)):
             return
@@ -1240,14 +1237,22 @@ class Scheduler:
             return None
         return lambda f: st.unvouched_lane(job, f) is not None
 
-    def _failed_unvouched(self, job: str, spec: TaskSpec) -> bool:
-        """Is task `spec` failed in the fold (every failure counted) but not once an
-        unvouched lane's are left out (`_unvouched_failures`)?"""
+    def _failed_here(self, job: str, spec: TaskSpec) -> bool:
+        """Is task `spec` of `job` failed as this peer judges it: failed in the fold, and
+        still once an unvouched lane's failures are left out where they are
+        (`_unvouched_failures`; leaving some out fails no task the fold does not, so the
+        common case costs the fold's check alone)?"""
         st, n = self.state, self.cfg.max_attempts
-        if (job, spec.name) in st.task_done or not task_failed(st, job, spec.name, n):
+        if not task_failed(st, job, spec.name, n):
             return False
         skip = self._unvouched_failures(job, spec)
-        return skip is not None and not task_failed(st, job, spec.name, n, skip)
+        return skip is None or task_failed(st, job, spec.name, n, skip)
+
+    def _failed_unvouched(self, job: str, spec: TaskSpec) -> bool:
+        """Is task `spec` failed in the fold (every failure counted) but not as this peer
+        judges it (`_failed_here`)?"""
+        return (task_failed(self.state, job, spec.name, self.cfg.max_attempts)
+                and not self._failed_here(job, spec))
 
     def _for_vouched(self, job: str, task: str, spec: TaskSpec) -> bool:
         """Is ready task `spec` of lanes job `job` left to a vouched member here: one of its
@@ -2071,7 +2076,8 @@ class Scheduler:
         looking at those no event is about)."""
         c = self.state.chunk(job, task, i)
         where, holder = claims.standing(c, split.id, self.cfg.max_attempts,
-                                        self._unvouched_failures(job, spec))
+                                        self._unvouched_failures(job, spec) if c.failures
+                                        else None)
         if where is Standing.SETTLED:
             return True
         ak = AttemptKey(job, task, i, c.attempt)
