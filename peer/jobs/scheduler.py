@@ -1125,7 +1125,7 @@ class Scheduler:
         each CHUNK_FAILED made the task dirty again: without end, review r1 of session 49)."""
         job, task = key
         if self._done_here(key) or (
-                key in self.state.splits and self._failed_here(job, self.workflow(job).task(task))):
+                key in self.state.splits and self._failed_here(job, task)):
             return
         if key not in self.state.splits:  # failed while planning: record a one-chunk split
             self.emit(EventType.TASK_SPLIT, {"job": job, "task": task, "input": None,
@@ -1152,7 +1152,7 @@ class Scheduler:
         wf = self.workflow(job)
         spec = wf.task(task)
         if (not ready(st, job, spec) or self._for_vouched(job, task, spec)
-                or self._failed_here(job, spec)):
+                or self._failed_here(job, task, spec)):
             return
         if self._unrunnable(wf, spec, (job, task)):
             return
@@ -1237,22 +1237,29 @@ class Scheduler:
             return None
         return lambda f: st.unvouched_lane(job, f) is not None
 
-    def _failed_here(self, job: str, spec: TaskSpec) -> bool:
-        """Is task `spec` of `job` failed as this peer judges it: failed in the fold, and
-        still once an unvouched lane's failures are left out where they are
-        (`_unvouched_failures`; leaving some out fails no task the fold does not, so the
-        common case costs the fold's check alone)?"""
+    def _failed_here(self, job: str, task: str, spec: TaskSpec | None = None) -> bool:
+        """Is task `task` of `job` (`spec`: its spec, read if needed) failed as this peer
+        judges it: failed in the fold, and still once an unvouched lane's failures are left
+        out where they are (`_unvouched_failures`; leaving some out fails no task the fold
+        does not, so the common case costs the fold's check alone)? A workflow this release
+        refuses counts every failure (`_fail_task` fails such a task once)."""
         st, n = self.state, self.cfg.max_attempts
-        if not task_failed(st, job, spec.name, n):
+        if not task_failed(st, job, task, n):
             return False
+        if not (st.lanes_on and job in st.members_of and st.some_unvouched(job)):
+            return True
+        try:
+            spec = spec if spec is not None else self.workflow(job).task(task)
+        except BanzaiError:
+            return True
         skip = self._unvouched_failures(job, spec)
-        return skip is None or task_failed(st, job, spec.name, n, skip)
+        return skip is None or task_failed(st, job, task, n, skip)
 
     def _failed_unvouched(self, job: str, spec: TaskSpec) -> bool:
         """Is task `spec` failed in the fold (every failure counted) but not as this peer
         judges it (`_failed_here`)?"""
         return (task_failed(self.state, job, spec.name, self.cfg.max_attempts)
-                and not self._failed_here(job, spec))
+                and not self._failed_here(job, spec.name, spec))
 
     def _for_vouched(self, job: str, task: str, spec: TaskSpec) -> bool:
         """Is ready task `spec` of lanes job `job` left to a vouched member here: one of its
