@@ -46,6 +46,7 @@ from peer.http.limits import Gate, HttpLimits, open_files_limit
 from peer.http.metrics import CONTENT_TYPE as METRICS_TYPE
 from peer.http.metrics import Metrics, member_state
 from peer.http.openapi import OPENAPI
+from peer.http.records import RecordCache
 from peer.http.tokens import load_or_create_token, mesh_credential
 from peer.http.uiheaders import ui_headers_hook
 from peer.http.views import (
@@ -78,6 +79,7 @@ METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 GATE: web.AppKey[Gate] = web.AppKey("gate")  # its connections and event streams (limits.py)
 # GET /api/snapshot's turns (`_Turn`): at most http_max_snapshot_serves at once
 SNAPSHOTS: web.AppKey[asyncio.Semaphore] = web.AppKey("snapshots")
+RECORDS: web.AppKey[RecordCache] = web.AppKey("records")  # run records' lists, parsed
 # Retry-After of a submission refused, nothing kept, while the log cannot store it
 REFUSED_RETRY_AFTER_S = 5
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -405,7 +407,7 @@ async def _task_record(request: web.Request, kind: str) -> list[Any]:
                           f"{kind} are read on a member", field="job")
     record = await _job(node, job)
     if record is not None:
-        return await _archived_record(node, record, task, kind)
+        return await _archived_record(request, node, record, task, kind)
     names = node.state.jobs[job].body_as(JobSubmitted).tasks
     if task not in names:
         raise NotFound(f"job {job} has no task {task!r} (tasks: {', '.join(names)})",
@@ -416,7 +418,7 @@ async def _task_record(request: web.Request, kind: str) -> list[Any]:
         c = chunks[i]
         logs = c.done.body_as(ChunkDone).log if c.done is not None else None
         if logs:
-            out.extend(await asyncio.to_thread(_read_record, node, logs, kind))
+            out.extend(await _record_list(request, node, logs, kind))
     done = node.state.task_done.get((job, task))
     warning = done.body_as(TaskDone).warning if done is not None else None
     if kind == "log" and warning:
@@ -427,8 +429,8 @@ async def _task_record(request: web.Request, kind: str) -> list[Any]:
     return out
 
 
-async def _archived_record(node: Host, record: dict[str, Any], task: str, kind: str,
-                           ) -> list[Any]:
+async def _archived_record(request: web.Request, node: Host, record: dict[str, Any],
+                           task: str, kind: str) -> list[Any]:
     """A compacted job's task log or metrics, from the run logs its record names."""
     tasks = {t["name"]: t for t in record.get("tasks", [])}
     t = tasks.get(task)
@@ -437,18 +439,29 @@ async def _archived_record(node: Host, record: dict[str, Any], task: str, kind: 
                        f"{', '.join(tasks)})", field="task")
     out: list[Any] = []
     for cid in t.get("logs", []):
-        out.extend(await asyncio.to_thread(_read_record, node, cid, kind))
+        out.extend(await _record_list(request, node, cid, kind))
     if kind == "log" and t.get("warning"):
         out.append(f"[banzai] warning: {t['warning']}")
     return out
 
 
-def _read_record(node: Host, cid: str, kind: str) -> list[Any]:
-    """The `kind` list of the run record at `cid`, read and parsed in a worker thread: a
-    record holds up to --task-log-max-bytes of log (~80 ms to parse 6 MB here, which ran on
-    the loop per chunk per request, the log panel's every 0.7 s while a task runs; session
-    50, helper c)."""
-    return _run_record(b"".join(node.store.cat(cid)), cid, kind)
+async def _record_list(request: web.Request, node: Host, cid: str, kind: str) -> list[Any]:
+    """The `kind` list of the run record at `cid`: parsed lately (RECORDS, by CID), or read
+    and parsed in a worker thread. A record holds up to --task-log-max-bytes of log (~34 ms
+    to parse 5 MB here), which was parsed on the loop per chunk per request, the log panel's
+    every 0.7 s while a task runs (session 50, helper c)."""
+    cache = request.app[RECORDS]
+    got = cache.get(cid, kind)
+    if got is not None:
+        return got
+    value, size = await asyncio.to_thread(_read_record, node, cid, kind)
+    cache.put(cid, kind, value, size)
+    return value
+
+
+def _read_record(node: Host, cid: str, kind: str) -> tuple[list[Any], int]:
+    data = b"".join(node.store.cat(cid))
+    return _run_record(data, cid, kind), len(data)
 
 
 def _run_record(data: bytes, cid: str, kind: str) -> list[Any]:
@@ -876,6 +889,7 @@ def make_app(node: Host) -> web.Application:
     app[NODE] = node
     app[GATE] = gate
     app[IPFS_REFUSED] = Counter()
+    app[RECORDS] = RecordCache()
     app[METRICS] = registry = Metrics(node)
     app[SNAPSHOTS] = asyncio.Semaphore(gate.limits.max_snapshot_serves)
     node.listeners.append(registry.on_event)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from peer.http import app as app_module
+from peer.http.records import RecordCache
 from peer.log import Event, EventType
 from peer.node import Node
 from tests.unit.api_client import api_client
@@ -75,6 +76,33 @@ async def test_a_stored_run_record_is_parsed_off_the_loop(
     """A chunk's run record (up to --task-log-max-bytes of log: ~80 ms to parse 6 MB) was
     parsed on the loop, per chunk per request: the log panel's every 0.7 s while a task
     runs, per open tab. It is read and parsed in a worker thread (session 50, helper c)."""
+    n, parsed_in = _one_recorded_chunk(tmp_path, opened, monkeypatch)
+    async with api_client(n) as c:
+        r = await c.get("/api/jobs/job000/tasks/t0/log", params={"tail": "2"})
+        body = await r.json()
+        assert (r.status, body) == (200, {"lines": ["done 2998", "done 2999"], "total": 3000})
+        r = await c.get("/api/jobs/job000/tasks/t0/metrics")
+        assert await r.json() == {"metrics": [["loss", 1, 0.5]]}
+    assert len(parsed_in) == 2 and threading.main_thread() not in parsed_in
+
+
+async def test_a_stored_run_record_is_parsed_once_for_the_log_panels_refetches(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The log panel refetches ?tail= every 0.7 s while a task runs: each refetch parsed
+    every finished chunk's record again. A record's list is kept by CID (content-addressed)
+    within RECORDS_MAX_BYTES: the refetches parse nothing (session 50, helper c)."""
+    n, parsed_in = _one_recorded_chunk(tmp_path, opened, monkeypatch)
+    async with api_client(n) as c:
+        for _ in range(5):
+            r = await c.get("/api/jobs/job000/tasks/t0/log", params={"tail": "1"})
+            assert await r.json() == {"lines": ["done 2999"], "total": 3000}
+    assert len(parsed_in) == 1
+
+
+def _one_recorded_chunk(tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch,
+                        ) -> tuple[Node, list[threading.Thread]]:
+    """A peer whose job000/t0 has one finished chunk with a stored run record of 3,000 log
+    lines and one metric point, and the threads each record parse ran in (in order)."""
     n = _open(tmp_path / "a", opened)
     evs = history(jobs=0, per_job=1, live=1)
     record = {"log": [f"done {i}" for i in range(3000)], "metrics": [["loss", 1, 0.5]]}
@@ -96,10 +124,15 @@ async def test_a_stored_run_record_is_parsed_off_the_loop(
         return parse(data, cid, kind)
 
     monkeypatch.setattr(app_module, "_run_record", spied)
-    async with api_client(n) as c:
-        r = await c.get("/api/jobs/job000/tasks/t0/log", params={"tail": "2"})
-        body = await r.json()
-        assert (r.status, body) == (200, {"lines": ["done 2998", "done 2999"], "total": 3000})
-        r = await c.get("/api/jobs/job000/tasks/t0/metrics")
-        assert await r.json() == {"metrics": [["loss", 1, 0.5]]}
-    assert len(parsed_in) == 2 and threading.main_thread() not in parsed_in
+    return n, parsed_in
+
+
+def test_the_record_cache_keeps_the_latest_within_its_budget() -> None:
+    cache = RecordCache(max_bytes=100)
+    cache.put("a", "log", ["a"], 40)
+    cache.put("b", "log", ["b"], 40)
+    assert cache.get("a", "log") == ["a"]  # (now the latest used)
+    cache.put("c", "log", ["c"], 40)  # over the budget: b, the least recently used, goes
+    cache.put("huge", "log", ["h"], 101)  # alone over it: not kept
+    assert [cache.get(k, "log") for k in "abc"] == [["a"], None, ["c"]]
+    assert (cache.get("huge", "log"), cache.get("a", "metrics"), cache.bytes) == (None, None, 80)
