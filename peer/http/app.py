@@ -407,7 +407,7 @@ async def _task_record(request: web.Request, kind: str) -> list[Any]:
                           f"{kind} are read on a member", field="job")
     record = await _job(node, job)
     if record is not None:
-        return await _archived_record(request, node, record, task, kind)
+        return await _archived_record(node, record, task, kind, request.app[RECORDS])
     names = node.state.jobs[job].body_as(JobSubmitted).tasks
     if task not in names:
         raise NotFound(f"job {job} has no task {task!r} (tasks: {', '.join(names)})",
@@ -418,7 +418,7 @@ async def _task_record(request: web.Request, kind: str) -> list[Any]:
         c = chunks[i]
         logs = c.done.body_as(ChunkDone).log if c.done is not None else None
         if logs:
-            out.extend(await _record_list(request, node, logs, kind))
+            out.extend(await _record_list(node, logs, kind, request.app[RECORDS]))
     done = node.state.task_done.get((job, task))
     warning = done.body_as(TaskDone).warning if done is not None else None
     if kind == "log" and warning:
@@ -429,8 +429,8 @@ async def _task_record(request: web.Request, kind: str) -> list[Any]:
     return out
 
 
-async def _archived_record(request: web.Request, node: Host, record: dict[str, Any],
-                           task: str, kind: str) -> list[Any]:
+async def _archived_record(node: Host, record: dict[str, Any], task: str, kind: str,
+                           cache: RecordCache | None = None) -> list[Any]:
     """A compacted job's task log or metrics, from the run logs its record names."""
     tasks = {t["name"]: t for t in record.get("tasks", [])}
     t = tasks.get(task)
@@ -439,23 +439,24 @@ async def _archived_record(request: web.Request, node: Host, record: dict[str, A
                        f"{', '.join(tasks)})", field="task")
     out: list[Any] = []
     for cid in t.get("logs", []):
-        out.extend(await _record_list(request, node, cid, kind))
+        out.extend(await _record_list(node, cid, kind, cache))
     if kind == "log" and t.get("warning"):
         out.append(f"[banzai] warning: {t['warning']}")
     return out
 
 
-async def _record_list(request: web.Request, node: Host, cid: str, kind: str) -> list[Any]:
+async def _record_list(node: Host, cid: str, kind: str, cache: RecordCache | None,
+                       ) -> list[Any]:
     """The `kind` list of the run record at `cid`: parsed lately (RECORDS, by CID), or read
     and parsed in a worker thread. A record holds up to --task-log-max-bytes of log (~34 ms
     to parse 5 MB here), which was parsed on the loop per chunk per request, the log panel's
     every 0.7 s while a task runs (session 50, helper c)."""
-    cache = request.app[RECORDS]
-    got = cache.get(cid, kind)
+    got = None if cache is None else cache.get(cid, kind)
     if got is not None:
         return got
     value, size = await asyncio.to_thread(_read_record, node, cid, kind)
-    cache.put(cid, kind, value, size)
+    if cache is not None:
+        cache.put(cid, kind, value, size)
     return value
 
 
