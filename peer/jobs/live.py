@@ -19,6 +19,8 @@ LOG_MAX_BYTES = 10 << 20  # a run's log without --task-log-max-bytes (as kind_sh
 LINE_OVERHEAD = 64  # what a held line costs beyond its characters (a str and its place)
 LINE_MAX_CHARS = 64 << 10  # a longer line is cut (head, tail and a marker), as a shell's
 METRICS_MAX_POINTS = 20_000  # of one run: the first and the last 10,000 are kept (~1 MB JSON)
+METRIC_NAME_MAX_CHARS = 256  # a metric's name is cut to this (20,000 points of 64 KiB names
+# would hold 1.3 GB: the points' bound counts points, not bytes)
 
 
 class Kept(Sequence[T]):
@@ -101,6 +103,11 @@ def log_line(text: str, budget: int = LOG_MAX_BYTES) -> str:
 def metric_points(most: int = METRICS_MAX_POINTS) -> Kept[list[Any]]:
     """A run's metric points ([name, step, value]): the first and the last `most` / 2."""
     return Kept(most, lambda _: 1)
+
+
+def metric_point(name: Any, step: Any, value: Any) -> list[Any]:
+    """A point as a run holds it: its name cut to METRIC_NAME_MAX_CHARS."""
+    return [str(name)[:METRIC_NAME_MAX_CHARS], int(step), float(value)]
 
 
 def run_record(log: Kept[str], metrics: Kept[list[Any]]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from peer.jobs.live import (
     LiveRecords,
     log_line,
     log_lines,
+    metric_point,
     metric_points,
     run_record,
 )
@@ -485,7 +486,7 @@ class Runs:
         if kind == "log":
             run.log.append(log_line(str(args[0]), self.live.log_max_bytes))
         elif kind == "metric":
-            run.metrics.append([str(args[0]), int(args[1]), float(args[2])])
+            run.metrics.append(metric_point(*args[:3]))
         elif kind == "items":  # items finished, outputs durable: record them soon, so
             self._items(run, args[0])  # that a crash keeps them
         elif kind == "item":  # one item: [path, input cid, result]
