@@ -20,6 +20,7 @@ import itertools
 import json
 import logging
 import multiprocessing
+import multiprocessing.util
 import os
 import pickle
 import queue
@@ -35,7 +36,7 @@ import threading
 import time
 import traceback
 import weakref
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
@@ -62,6 +63,12 @@ OnMessage = Callable[[str, tuple[Any, ...]], None]
 
 # forkserver, not fork: the parent runs an event loop and threads.
 _MP = multiprocessing.get_context("forkserver")
+# multiprocessing makes the forkserver's socket at <temp dir>/pymp-XXXXXXXX/listener-XXXXXXXX,
+# and a socket's path holds at most 107 bytes: a temp dir longer than this (a peer's TMPDIR
+# is under its data dir) made every worker start fail ("AF_UNIX path too long"; session 50,
+# helper a). CPython 3.12 falls back to a short directory itself; 3.11 does not.
+SOCKET_TEMP_DIR_MAX_BYTES = 107 - len("/pymp-12345678/listener-12345678")
+SHORT_TEMP_DIRS = ("/tmp", "/dev/shm", "/var/tmp")
 _FRAME = struct.Struct("!Q")  # frames both ways: 8-byte length, then a pickle
 # The most a worker's frame may announce. Frames carry metadata (a run's JSON result: CIDs,
 # per-item cache entries, inline outputs of at most 16 KiB; a log line; a traceback), never
@@ -372,6 +379,7 @@ class Executor:
         self._remove_base = weakref.finalize(self, _remove_base, self._base, os.getpid(), held)
         own_safe_path = {SAFE_PATH: v} if (v := os.environ.get(SAFE_PATH)) else {}
         self._env = {**_math_env(self.cfg.math_threads), **own_safe_path, **self.cfg.env}
+        _socket_dir_that_fits()  # (before the forkserver's socket is made)
         # Workers fork from the forkserver with these already imported (if it is not running yet).
         _MP.set_forkserver_preload(["__main__", *_main_imports(), __name__, *self.cfg.preload])
         if not wait:
@@ -985,6 +993,34 @@ class Executor:
         kind = job.kill_kind or ExitKind.CRASH
         return RunResult(False, None, error, None, self._elapsed(job), kind)
 
+
+
+def _socket_dir_that_fits(shorter: Sequence[str] = SHORT_TEMP_DIRS) -> None:
+    """If multiprocessing's directory of this process is not made yet and the temp dir is too
+    long for its forkserver's socket (SOCKET_TEMP_DIR_MAX_BYTES), make it (private, 0700,
+    removed at exit by multiprocessing) in the first of `shorter` that is writable; the
+    temp dir itself (the tasks' TMPDIR) stays. A warning if none is: worker starts will fail,
+    and the log then says why."""
+    if len(os.fsencode(tempfile.gettempdir())) <= SOCKET_TEMP_DIR_MAX_BYTES:
+        return
+    for base in shorter:
+        if os.path.isdir(base) and os.access(base, os.W_OK | os.X_OK):
+            before = tempfile.tempdir
+            tempfile.tempdir = base  # (get_temp_dir makes its directory once, in the temp dir)
+            try:
+                made = multiprocessing.util.get_temp_dir()
+            finally:
+                tempfile.tempdir = before
+            if len(os.fsencode(made)) > SOCKET_TEMP_DIR_MAX_BYTES + len("/pymp-12345678"):
+                log.warning("executor: the workers' socket directory %s is too long for a "
+                            "socket (%d bytes at most): worker starts will fail; give the "
+                            "peer a shorter TMPDIR or data dir", made,
+                            SOCKET_TEMP_DIR_MAX_BYTES)
+            return
+    log.warning("executor: the temp dir %s is too long for the workers' socket (%d bytes at "
+                "most) and none of %s is writable: worker starts will fail; give the peer a "
+                "shorter TMPDIR or data dir", tempfile.gettempdir(), SOCKET_TEMP_DIR_MAX_BYTES,
+                ", ".join(shorter))
 
 def _main_imports() -> list[str]:
     """The modules this process's `__main__` script imports at its top level (`banzai-peer`:

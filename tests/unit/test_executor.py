@@ -1663,3 +1663,35 @@ async def test_a_runs_request_goes_to_its_worker_in_one_write(
     res = await asyncio.wait_for(ex.run("one", T + "echo", 7), 30)
     assert (res.ok, res.value) == (True, 7)
     assert calls == ["writev"]
+
+
+LONG_TEMP_PROBE = """
+import asyncio, json, multiprocessing.util, sys
+from peer.jobs.executor import Executor, ExecutorConfig
+
+async def main() -> None:
+    async with Executor(ExecutorConfig(slots=1, tmpfs_check_s=None)) as ex:
+        res = await asyncio.wait_for(ex.run("a", "tests.unit.executor_targets:echo", 7), 60)
+        print(json.dumps([res.exit_kind, res.value, multiprocessing.util.get_temp_dir()]))
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+def test_workers_start_where_the_temp_dir_is_too_long_for_their_socket(tmp_path: Path) -> None:
+    """A peer's TMPDIR is under its data dir; one longer than ~75 bytes put the forkserver's
+    socket past AF_UNIX's 107 and every worker start failed ("AF_UNIX path too long": a
+    data dir of ~72 bytes or more could run nothing; session 50, helper a). The workers'
+    socket directory is now made in a short temp dir; the tasks' TMPDIR stays."""
+    long_tmp = tmp_path / ("t" * 100)
+    long_tmp.mkdir()
+    script = tmp_path / "probe.py"
+    script.write_text(LONG_TEMP_PROBE)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), "TMPDIR": str(long_tmp)}
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    kind, value, socket_dir = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (kind, value) == ("ok", 7)
+    assert not socket_dir.startswith(str(long_tmp)) and len(socket_dir) < 75
