@@ -414,6 +414,14 @@ class Compactor:
         self._reap_items_after: str | bytes = ""
         self.total = PassStats()
         self.refuse: Callable[[str, str], None] = lambda signer, why: None  # counts refusals
+        # origin -> the highest seq of it that the origin's own signed word, as this peer
+        # heard it, vouches for (its heartbeat's heads, its report's floor of itself: set by
+        # peer.catchup); with the events held, what a snapshot's heads and floors are
+        # clipped to (`proof`)
+        self.vouched: Callable[[], Mapping[str, int]] = dict
+        # the last snapshot taken: origin -> (the seq its heads or floors claimed, the proof
+        # it was clipped to), for the origins it could not prove (`_took`)
+        self.unproven: dict[str, tuple[int, int]] = {}
         # told the lane origins `_drop` forgot (MeshState.forget_lanes): Node lets go of what
         # it keeps of its own
         self.forgot: Callable[[Sequence[str]], None] = lambda origins: None
@@ -1250,11 +1258,13 @@ class Compactor:
             "providers": sorted([c, o] for c, o in self.index.providers(db)),
             "floors": dict(sorted((self.floors if floors is None else floors).items()))}
 
-    def take(self, records: Mapping[str, Any], heads: Mapping[str, int]) -> int:
-        """Apply a checked snapshot (its events merged already): its records join the index
-        and the state, and every seq up to its heads counts as held (the events it stands for
-        left the log). ValueError (nothing changed) if the records are malformed. Returns
-        the number of job records taken."""
+    def take(self, records: Mapping[str, Any], heads: Mapping[str, int],
+             signer: str = "") -> int:
+        """Apply a checked snapshot of `signer` (its events merged already): its records join
+        the index and the state, and every seq up to its heads counts as held (the events it
+        stands for left the log), as far as each origin proves them (`_took`). ValueError
+        (nothing changed) if the records are malformed. Returns the number of job records
+        taken."""
         try:
             jobs = [JobRecord(str(j), (int(h), str(o), int(q)), int(end), str(st), dict(sm),
                               dict(rec), (), dict(f or {}))
@@ -1272,7 +1282,7 @@ class Compactor:
         self.state.compact(names)
         _spill(self.state, entries, ())
         self.state.take_providers(providers)
-        self._took(heads, floors)
+        self._took(heads, floors, signer)
         for name in names:
             self._left(name)
         self._took_records(names)
@@ -1281,20 +1291,20 @@ class Compactor:
     def take_rows(self, batches: Iterable[tuple[str, list[tuple[Any, ...]]]],
                   heads: Mapping[str, int], floors: Mapping[str, int],
                   pending: tuple[str, int, str] | None = None, owed: str | None = None,
-                  sha: bytes | None = None) -> int:
-        """`take` for a checked snapshot stream (peer.log.snapstream): its checked rows, as
-        they are read, join the index in one transaction (StreamError or ValueError from the
-        rows: nothing changed), then the state. `pending`: (path, offset, signer) of a
-        spooled version 3 snapshot whose cache and provider rows are taken later (`ingest`;
-        `sha`: the digest of the spool's bytes its trailer was checked against, kept with
-        it); `owed`: its signer, when they are fetched later (`?part=rows`).
-        Returns the number of job rows."""
+                  sha: bytes | None = None, signer: str = "") -> int:
+        """`take` for a checked snapshot stream (peer.log.snapstream) of `signer`: its
+        checked rows, as they are read, join the index in one transaction (StreamError or
+        ValueError from the rows: nothing changed), then the state. `pending`: (path,
+        offset, signer) of a spooled version 3 snapshot whose cache and provider rows are
+        taken later (`ingest`; `sha`: the digest of the spool's bytes its trailer was
+        checked against, kept with it); `owed`: its signer, when they are fetched later
+        (`?part=rows`). Returns the number of job rows."""
         jobs: list[str] = []
         spill = _Spill(self.state)
         self.index.put_batches(spill.noted(batches, jobs), pending, owed, sha)
         self.state.compact(jobs)
         spill.done()
-        self._took(heads, floors)
+        self._took(heads, floors, signer)
         for name in jobs:
             self._left(name)
         self._took_records(jobs)
@@ -1402,17 +1412,61 @@ class Compactor:
         self._checked_spools.add(path)
         return True
 
-    def _took(self, heads: Mapping[str, int], floors: Mapping[str, int]) -> None:
-        """A snapshot was taken: every seq up to its heads counts as held, and its floors
-        are ours; not a lane's (peer.log.lanes: a snapshot is of the mesh streams, and a
-        lane seq counted as held without its events would never be fetched)."""
+    def proof(self, origin: str, vouched: Mapping[str, int] | None = None) -> int:
+        """The highest seq of `origin` this peer can check was reached: its head here, the
+        highest of its events held past a gap (each signed by its origin), or what its own
+        signed word vouches for (`vouched`, read now unless given)."""
+        held = self.state.beyond.get(origin)
+        return max(self.state.heads.get(origin, 0), max(held) if held else 0,
+                   (self.vouched() if vouched is None else vouched).get(origin, 0))
+
+    def _took(self, heads: Mapping[str, int], floors: Mapping[str, int],
+              signer: str = "") -> None:
+        """A snapshot of `signer` was taken: every seq up to its heads counts as held, and
+        its floors are ours; not a lane's (peer.log.lanes: a snapshot is of the mesh streams,
+        and a lane seq counted as held without its events would never be fetched). Neither
+        goes past what each origin proves (`proof`; the signer is trusted for its own
+        origin only): a head or floor above it is the signer's word alone (review r1 of
+        session 50, R1-8: one member's made-up head of another origin, ours too, made this
+        peer refuse that origin's next events for good): a head is clipped to the proof,
+        a floor left out (we announce no floor we cannot check), logged, counted once per
+        snapshot (`snapshot_heads_unproven` under its signer) and kept in
+        `unproven` for catch-up (an honest snapshot of origins whose last events left every
+        log clips them too: they wait for the origin's next event or signed report)."""
+        self.unproven = {}
+        most: dict[str, int] = {}
+        vouched: Mapping[str, int] | None = None
+
+        def clip(origin: str, seq: int) -> int:
+            nonlocal vouched
+            if origin == signer or (seq <= self.state.heads.get(origin, 0)):
+                return seq
+            if origin not in most:
+                if vouched is None:
+                    vouched = self.vouched()
+                most[origin] = self.proof(origin, vouched)
+            if seq > most[origin]:
+                claimed = self.unproven.get(origin, (0, 0))[0]
+                self.unproven[origin] = (max(seq, claimed), most[origin])
+                return most[origin]
+            return seq
+
         for origin, seq in heads.items():
-            if seq > self.state.heads.get(origin, 0) and not is_lane(origin):
+            if not is_lane(origin) and (seq := clip(origin, seq)) > self.state.heads.get(
+                    origin, 0):
                 self.state.raise_floor(origin, seq)
                 self.store.set_floor(origin, seq)
-        floors = {o: q for o, q in floors.items() if not is_lane(o)}
+        floors = {o: q for o, q in floors.items() if not is_lane(o) and clip(o, q) == q}
         self._raise_floors(floors)
         self.index.dropped((), floors)
+        if self.unproven:
+            if signer:
+                self.refuse(signer, "snapshot_heads_unproven")
+            log.warning("the snapshot of %s put %d origins' heads or floors above what "
+                        "they prove (their signed events held, their own signed word): "
+                        "clipped, e.g. %s", signer[:16] or "?", len(self.unproven),
+                        ", ".join(f"{o[:24]} {c} -> {p}" for o, (c, p) in itertools.islice(
+                            self.unproven.items(), 3)))
 
     def _delete_records(self, raises: bool = True) -> None:
         """`deleted` for each job of `_delete_due` (those that fail stay, retried at the next

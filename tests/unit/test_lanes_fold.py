@@ -313,11 +313,12 @@ def test_a_non_member_folding_job_ended_holds_the_members_cache_and_provider_ent
 def test_a_snapshot_taken_counts_no_lane_seq_as_held(tmp_path: Path) -> None:
     """A snapshot is of the mesh streams: a lane in its heads or floors (a signer of
     another release, or a hostile one) is not counted as held here, where its events would
-    then never be fetched; the mesh origins beside it are."""
+    then never be fetched; the mesh origins beside it are (here the signer's own, whose
+    word counts for its own origin: tests/unit/test_snapshot_heads.py)."""
     n = Node(PeerConfig(data_dir=tmp_path, slots=1, mdns=False))
     try:
         la, mesh = lane(PEERS[0], JOBS[0]), PEERS[1]
-        n.compactor.take_rows([], {la: 5, mesh: 3}, {la: 4, mesh: 2})
+        n.compactor.take_rows([], {la: 5, mesh: 3}, {la: 4, mesh: 2}, signer=mesh)
         assert n.state.heads.get(mesh) == 3 and la not in n.state.heads
         assert n.compactor.floors == {mesh: 2} and la not in n.state.evicted
         assert la not in n.log.floors() and not n.state.lanes
