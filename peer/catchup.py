@@ -158,10 +158,9 @@ _SPOOL = "a snapshot download's spool"  # (named in a DataError: written O_EXCL,
 PIECE_BYTES = 256 << 10  # a snapshot's events frame is sent in pieces of this size
 MAX_BACKOFF_PEERS = 1024  # members remembered as failed (`CatchUp._backoff`); then the one
 # free soonest gives way; as many remembered by their digests' mismatches (`CatchUp._outvoted`)
-# and by the heads and floors their last snapshot taken could not prove (`CatchUp._unproven`,
-# at most MAX_UNPROVEN origins each: past it, a member's floors of the others may start a
-# catch-up again, each judged as one that left our heads below them, `_judge`)
-MAX_UNPROVEN = 4096
+MAX_UNPROVEN = 65536  # origins whose head or floor a snapshot taken could not prove, kept
+# (`CatchUp._unproven`, ~200 bytes each); past it, members' floors of the others may start a
+# catch-up again, each judged as one that left our heads below them (`_judge`)
 
 
 async def _read_within(r: aiohttp.ClientResponse, max_bytes: int) -> bytes:
@@ -351,12 +350,14 @@ class CatchUp:
         # (its signer's too), less how often on the winning one (`_vote`): members with
         # fewer are asked first for their digests; at most MAX_BACKOFF_PEERS
         self._outvoted: dict[str, int] = {}
-        # Member -> origin -> (the seq its last snapshot taken claimed for the origin's head
-        # or floor, the proof it was clipped to: `Compactor._took`): its floors of the origin
-        # start no catch-up again while we prove no more of it (`_above`: an honest snapshot
-        # of an origin whose last events left every log proves no more the next time, and
-        # was asked again at every `retry_s`); at most MAX_BACKOFF_PEERS members
-        self._unproven: dict[str, dict[str, tuple[int, int]]] = {}
+        # Origin -> (the highest seq snapshots taken claimed for its head or floor and could
+        # not prove, the proof it was last clipped to: `Compactor._took`): members' floors of
+        # it up to that seq start no catch-up while we prove no more of it (`_above`: an
+        # honest snapshot of an origin whose last events left every log proves no more the
+        # next time, nor another member's; one was asked at every `retry_s`). What a member
+        # holds of it above our head reaches us by anti-entropy, which raises the proof.
+        # At most MAX_UNPROVEN origins.
+        self._unproven: dict[str, tuple[int, int]] = {}
         compactor.vouched = self._vouched
         self.catch_up_s: dict[str, float] = {}  # the last snapshot taken: seconds per stage
         self.served_s: dict[str, float] = {}  # the last snapshot served: seconds per stage
@@ -759,7 +760,7 @@ class CatchUp:
             self.catch_up_s.update(zip(("events_check", "merge", "check_and_take"),
                                        (b - a for a, b in itertools.pairwise(t)), strict=True))
             self.catch_up_s["taken_after_init"] = time.perf_counter() - self._born
-            self._remember(trailer.signer)
+            self._remember()
             log.info("caught up from the snapshot of %s: %d job records", trailer.signer[:16], n)
             return None
         log.warning("refused the snapshot of %s: %s", trailer.signer[:16], why)
@@ -963,7 +964,7 @@ class CatchUp:
                 why = "malformed"
                 log.warning("refused the snapshot of %s: %s", snap.signer[:16], e)
             else:
-                self._remember(snap.signer)
+                self._remember()
                 log.info("caught up from the snapshot of %s: %d job records", snap.signer[:16],
                          n)
                 return None
@@ -973,10 +974,8 @@ class CatchUp:
     def forget(self, peer_id: str) -> None:
         """Gossip forgot member `peer_id` (dead or left long ago): its failures go (review rr
         of session 48, S3: kept until MAX_BACKOFF_PEERS pushed them out, a member back under
-        its id after that waited out its old failures' backoff), and what its last snapshot
-        could not prove."""
+        its id after that waited out its old failures' backoff)."""
         self._backoff.pop(peer_id, None)
-        self._unproven.pop(peer_id, None)
 
     def _vouched(self) -> dict[str, int]:
         """Origin -> the highest seq of it that its own signed word vouches for, as this
@@ -995,17 +994,19 @@ class CatchUp:
                     out[peer] = q
         return out
 
-    def _remember(self, signer: str) -> None:
-        """`signer`'s snapshot was taken: what it could not prove (`Compactor.unproven`) is
-        kept for `_above`, at most MAX_UNPROVEN origins (MAX_BACKOFF_PEERS members: past
-        it, the oldest kept goes)."""
-        self._unproven.pop(signer, None)
-        if not self.compactor.unproven:
-            return
-        if len(self._unproven) >= MAX_BACKOFF_PEERS:
-            del self._unproven[next(iter(self._unproven))]
-        self._unproven[signer] = dict(itertools.islice(self.compactor.unproven.items(),
-                                                       MAX_UNPROVEN))
+    def _remember(self) -> None:
+        """A snapshot was taken: what it could not prove (`Compactor.unproven`) is kept for
+        `_above`, at most MAX_UNPROVEN origins (past it, no more are kept); origins whose
+        heads now reach what was claimed go."""
+        heads = self._host.state.heads
+        for o in [o for o, (claim, _) in self._unproven.items() if heads.get(o, 0) >= claim]:
+            del self._unproven[o]
+        for o, (claim, proof) in self.compactor.unproven.items():
+            old = self._unproven.get(o)
+            if old is not None:
+                self._unproven[o] = (max(claim, old[0]), proof)
+            elif len(self._unproven) < MAX_UNPROVEN:
+                self._unproven[o] = (claim, proof)
 
     def behind(self, peer_id: str, info: Mapping[str, Any]) -> None:
         """`peer_id` dropped events we lack (its compaction floors are above our heads for an
@@ -1018,32 +1019,31 @@ class CatchUp:
         if now < self._snapshot_next or self._catching:  # one at a time: a slow download is
             return  # not raced by a second one
         wait = self._backoff.get(peer_id)
-        if (wait is not None and now < wait[0]) or not self._above(floors, peer_id):
+        if (wait is not None and now < wait[0]) or not self._above(floors):
             return  # (waiting: the turn is left to another member heard meanwhile)
         self._snapshot_next = now + self.cfg.retry_s
         self._catching = True
         self._spawn(self._attempt(peer_id, dict(floors)), self._loop).add_done_callback(
             self._caught)
 
-    def _above(self, floors: Mapping[Any, Any], member: str = "") -> bool:
-        """Is one of `member`'s `floors` above our head of its origin, an origin we know: one
+    def _above(self, floors: Mapping[Any, Any]) -> bool:
+        """Is one of a member's `floors` above our head of its origin, an origin we know: one
         whose MEMBER event we hold (a peer emits one before any other: `Node.start`; mesh
         events are never compacted, so every member serves it, and a snapshot's signer must
         be one, `check_snapshot`) or whose events we hold (to our head or past a gap)? A
         floor of any other origin is a member's word alone (`{"x": 2**60}` made every peer
         ask that member, again and again): no snapshot could be checked to cover it. Nor is
-        one that `member`'s last snapshot taken claimed as much of and could not prove,
-        while we prove no more of its origin than then (`_unproven`: asked again, it would
-        prove no more; R1-8 of review r1, session 50)."""
+        one that a snapshot taken claimed as much of and could not prove, while we prove no
+        more of its origin than then (`_unproven`: a snapshot asked for it would prove no
+        more; R1-8 of review r1, session 50)."""
         st = self._host.state
         heads = st.heads
-        unproven = self._unproven.get(member, {})
         vouched: Mapping[str, int] | None = None
         for o, q in floors.items():
             if not (type(q) is int and heads.get(o, 0) < q
                     and (o in st.members or o in heads or o in st.beyond)):
                 continue
-            clipped = unproven.get(o)
+            clipped = self._unproven.get(o)
             if clipped is None or q > clipped[0]:
                 return True
             if vouched is None:
@@ -1055,7 +1055,7 @@ class CatchUp:
     async def _attempt(self, peer_id: str, floors: Mapping[str, Any]) -> None:
         """Catch up from `peer_id`, which announced `floors`, and judge it by the outcome."""
         why = await self._catch_up(peer_id)
-        if why == "" and self._above(floors, peer_id):
+        if why == "" and self._above(floors):
             why = "its snapshot was taken and our heads are still below the floors it announced"
         if why is not None:
             self._judge(peer_id, why)
