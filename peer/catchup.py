@@ -996,16 +996,20 @@ class CatchUp:
 
     def _remember(self) -> None:
         """A snapshot was taken: what it could not prove (`Compactor.unproven`) is kept for
-        `_above`, at most MAX_UNPROVEN origins (past it, no more are kept); origins whose
-        heads now reach what was claimed go."""
-        heads = self._host.state.heads
+        `_above`, of origins it asks about only (known: a made-up origin's floor starts no
+        catch-up anyway, and a signer naming many would fill the bound), at most
+        MAX_UNPROVEN origins (past it, no more are kept); origins whose heads now reach what
+        was claimed go."""
+        st = self._host.state
+        heads = st.heads
         for o in [o for o, (claim, _) in self._unproven.items() if heads.get(o, 0) >= claim]:
             del self._unproven[o]
         for o, (claim, proof) in self.compactor.unproven.items():
             old = self._unproven.get(o)
             if old is not None:
                 self._unproven[o] = (max(claim, old[0]), proof)
-            elif len(self._unproven) < MAX_UNPROVEN:
+            elif len(self._unproven) < MAX_UNPROVEN and (
+                    o in st.members or o in heads or o in st.beyond):
                 self._unproven[o] = (claim, proof)
 
     def behind(self, peer_id: str, info: Mapping[str, Any]) -> None:

@@ -218,3 +218,17 @@ async def test_an_honest_snapshot_of_a_gone_origin_is_taken_asked_again_only_for
     assert _take_v3(a, b, tmp_path) is None
     assert dict(b.heads()) == dict(a.heads()) and c.peer_id not in b.state.beyond
     assert not b.catchup._above(told["cfloor"]) and not b.catchup._unproven
+
+
+def test_made_up_origins_in_a_snapshots_heads_are_neither_held_nor_kept(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Heads of origins nobody knows (a signer naming thousands) were all counted held; now
+    nothing proves them: no head, and nothing kept for catch-up (its bound is for origins
+    we know), while c's made-up head is kept."""
+    a, b, c = _with_c(tmp_path, opened)
+    true_heads = a.heads
+    made_up = {f"{i:020x}": 7 for i in range(50)}
+    monkeypatch.setattr(a, "heads", lambda: {**true_heads(), **made_up, c.peer_id: LIE})
+    assert _take_v3(a, b, tmp_path) is None
+    assert not set(made_up) & set(b.state.heads)
+    assert b.catchup._unproven == {c.peer_id: (LIE, 1)}
