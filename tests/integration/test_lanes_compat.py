@@ -44,10 +44,9 @@ from tests.integration.test_tomb_compat import _release
 # session 36's main (before --lanes), session 42's (lanes off by default: the release before
 # this one)
 OLD = ("2b5ab6b", "f513d90")
-# one task of the lanes job (T_GATE) runs until the test opens its gate, once the old peer
-# joined and the next job is posted (before: a T_SLEEP of 15 s, mostly waited out). Not once
-# that job is done: beside a peer of 2b5ab6b it was not done in 120 s while the gate held one
-# member's only slot (session 50; the 15 s sleep ended meanwhile, so it finished before)
+# one task of the lanes job (T_GATE) runs until the test opens its gate: the job runs while
+# the old peer joins and the job submitted then runs, and ends as soon as they are done (before:
+# a T_SLEEP of 15 s, mostly waited out; and on a slow machine it could end too early)
 
 
 def _rows(p: PeerProc) -> set[tuple[str, int]]:
@@ -106,9 +105,10 @@ def test_a_peer_of_an_earlier_release_joins_a_lanes_mesh_mid_job_and_leaves(
         assert get(f"{l0.url}/api/jobs/{lanes_job}")["state"] == "running"  # (joined mid-job)
         old_id = _peer_id(p)
         while_live = post(f"{l0.url}/api/jobs", _job(TASKS))["job"]
-        gate.touch()  # the lanes job ends
         assert submitter_of(while_live) is None  # (unbound while an old peer is live)
         assert {_state(q, while_live) for q in [*lanes, p]} == {"done"}
+        assert get(f"{l0.url}/api/jobs/{lanes_job}")["state"] == "running"  # (held all along)
+        gate.touch()  # the lanes job ends
         assert {_state(q, lanes_job) for q in lanes} == {"done"}
         _same_heads([*lanes, p])  # (the old peer holds the lanes job's JOB_ENDED too)
         for q in [*lanes, p]:
