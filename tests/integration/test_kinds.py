@@ -188,7 +188,7 @@ async def test_secrets_reach_the_command_and_nothing_else(node: Node) -> None:
     assert v2["state"] == "failed" and "***" in v2["tasks"][0]["error"]
     events = json.dumps([e.payload for e in node.state.events.values()])
     assert SECRET not in events  # not in the log (workflow, errors, keys)
-    assert SECRET not in json.dumps([v, v2, node.scheduler.logs[(job, "sh")]])  # not in views
+    assert SECRET not in json.dumps([v, v2, list(node.scheduler.logs[(job, "sh")])])  # not in views
     stored = task_done(node, job, "sh")
     logs = [e.payload["log"] for x in node.state.events.values() for e in x.singles
             if e.type == EventType.CHUNK_DONE and e.payload["job"] == job]
