@@ -310,6 +310,7 @@ class Node:
         # window behind their origin's head leave as they are replayed: peer.log.jobless).
         self.state.archive = self.log.range
         self.door.replay(self.state, self.peer_id)
+        self.state.settle_waits()  # (what waits under a peer vouched already: R1-3)
         self._after_replay()
         self._setup_signing(self.mesh_secrets.secrets)
         store_cfg = StoreConfig(str(cfg.data_dir / "store"), cfg.store, cfg.ipfs_api)
@@ -525,10 +526,11 @@ class Node:
         # What waited of gone lanes jobs, as the job index kept it (review r3 of session 48,
         # F1); what changes from the replay on is noted for the compactor to write
         self.state.wait_journal = WaitJournal()  # (before: rows of unknown jobs go)
-        let_go = self.state.load_waits(*self.index.gone_waits())
-        if let_go:
-            log.warning("%d waiting adds or events of gone jobs past their bounds, or of "
-                        "jobs no longer known: let go", let_go)
+        let_go = self.state.load_waits(*self.index.wait_rows())
+        if let_go:  # (rows that do not read back are logged by the index, kept on disk)
+            log.warning("%d waiting adds or events of gone jobs past their bounds, not of "
+                        "the lane they wait under, or of jobs no longer known: let go, "
+                        "their rows deleted at the next compaction", let_go)
 
     def _gone_lanes(self, job: str) -> GoneLanes | None:
         """What the job index knows of compacted lanes job `job` that decides its late task

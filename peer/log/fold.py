@@ -64,7 +64,15 @@ from peer.log.events import (
     implied_done,
     part_event,
 )
-from peer.log.gonewait import HELD_DONE, HELD_LANE, WaitJournal, event_text
+from peer.log.gonewait import (
+    HELD_DONE,
+    HELD_LANE,
+    WaitJournal,
+    event_text,
+    held_cost,
+    held_id,
+    held_problem,
+)
 from peer.log.ids import submitter_problem
 from peer.log.jobless import leaves_memory
 from peer.log.jobtable import JobTable
@@ -521,10 +529,12 @@ NO_LANES = GoneLanes(False, frozenset(), None, fixed=False)
 GONE_LANES_MAX = 16384
 
 # What memory keeps for a vouched member's JOB_MEMBERS that may come after a lanes job went
-# (`GoneWait`), counted by what it costs: one for each lane event held and each (adder,
-# peer) add parked (a JOB_MEMBERS names up to MAX_MEMBERS peers: counting it as one let a
-# non-member park ~51 MB per job, review r3 of session 48, F3). At most GONE_WAIT_MAX of
-# a job, GONE_WAIT_ALL in all (about 100 bytes an add: ~7 MB of adds), of at most
+# (`GoneWait`), counted by what it costs: one for each (adder, peer) add parked (a
+# JOB_MEMBERS names up to MAX_MEMBERS peers: counting it as one let a non-member park ~51
+# MB per job, review r3 of session 48, F3), and for each event held one and one more a KiB
+# of its text, none over 64 KiB (peer.log.gonewait `held_cost`: counted one each, 60 held
+# CHUNK_DONEs took 27 MB, review r1 of session 50, R1-1). At most GONE_WAIT_MAX of a job
+# (~4 MiB of held events), GONE_WAIT_ALL in all (~64 MiB; an add is ~100 bytes), of at most
 # GONE_WAIT_JOBS jobs (the first in going first); what would pass a bound is let go whole,
 # as before session 48. A job's is freed when its tombstone or record leaves memory.
 GONE_WAIT_JOBS = 256
@@ -544,7 +554,7 @@ class GoneWait:
     is folded or let go for good while a later add may still admit it) and the adds of peers
     not vouched for (folded if a vouched member adds their adder: `_vouch`'s closure), and
     the TASK_DONEs and CHUNK_DONEs of lanes whose peer is not vouched for (`done`: lane
-    peer -> event text -> event; those set aside while the job was live, `_aside_done`, and
+    peer -> `held_id` -> event; those set aside while the job was live, `_aside_done`, and
     a gone job's stragglers), whose outputs enter the cache once a vouched add vouches for
     their peer, as `_vouch` takes them in while the job is live (review rr of session 48,
     S2). `n` is what it costs (GONE_WAIT_MAX), `MeshState.wait_room` charges it."""
@@ -601,10 +611,10 @@ def _undo_wait(w: GoneWait, kind: int, who: str, what: Any,
     if kind in (UNDO_DONE, UNDO_TAKEN):
         return _undo_done(w, kind == UNDO_TAKEN, who, ev, journal)
     if kind == UNDO_HELD and w.lanes.drop(ev, who):
-        d = -1
+        d = -held_cost(ev)
     elif kind == UNDO_FREED and not w.lanes.holds(ev, who):
         w.lanes.hold(ev, who)
-        d = 1
+        d = held_cost(ev)
     if journal is not None:
         journal.held(w.job, HELD_LANE, who, ev, kept=kind == UNDO_FREED)
     return d
@@ -613,13 +623,13 @@ def _undo_wait(w: GoneWait, kind: int, who: str, what: Any,
 def _undo_done(w: GoneWait, taken: bool, peer: str, ev: Event,
                journal: WaitJournal | None) -> int:
     """Undo `ev`'s parking in `w.done` (or, `taken`, its taking in): `_undo_wait`."""
-    text, d = event_text(ev), 0
+    key, d = held_id(event_text(ev)), 0
     got = w.done.setdefault(peer, {})
-    if not taken and got.pop(text, None) is not None:
-        d = -1
-    elif taken and text not in got:
-        got[text] = ev
-        d = 1
+    if not taken and got.pop(key, None) is not None:
+        d = -held_cost(ev)
+    elif taken and key not in got:
+        got[key] = ev
+        d = held_cost(ev)
     if not got:
         del w.done[peer]
     if journal is not None:
@@ -1199,11 +1209,12 @@ class MeshState:
         `wait` (`GoneWait.done`; once: a refold parks it again at no cost), `by`'s fold
         parking it; False if a bound lets it go."""
         text = event_text(ev)
-        if text in wait.done.get(peer, ()):
+        key = held_id(text)
+        if key in wait.done.get(peer, ()):
             return True
-        if not self.wait_room(wait, 1):
+        if not self.wait_room(wait, held_cost(ev)):
             return False
-        wait.done.setdefault(peer, {})[text] = ev
+        wait.done.setdefault(peer, {})[key] = ev
         if self.wait_journal is not None and (job := self._wait_job(wait)) is not None:
             self.wait_journal.held(job, HELD_DONE, peer, ev)
         self._undo_note(by, (UNDO_DONE, wait.job, peer, ev))
@@ -1214,46 +1225,76 @@ class MeshState:
         return wait.job if self._gone_waits.get(wait.job) is wait else None
 
     def load_waits(self, adds: Iterable[tuple[str, str, str]],
-                   held: Iterable[tuple[str, int, str, Event]]) -> int:
+                   held: Iterable[tuple[str, int, str, Event | None, str]]) -> int:
         """What waited of gone jobs as the job index kept it (`WaitJournal`: (job, adder,
-        peer) adds, (job, kind, peer, event) held events), taken in at a start before the
-        replay, within the bounds (`wait_room`; past them let go, as it would have been);
-        returns how many were let go. The rows of a job that is not gone here (neither
-        compacted nor a tombstone: the previous release drops tombstones and leaves their
-        rows) are let go, and noted in `wait_journal` as dropped, so that the compactor
-        deletes them (review r3 of session 49, A2)."""
-        adds, held = list(adds), list(held)
-        here = {j: j in self.compacted or j in self.deleted
-                for j in {r[0] for r in adds} | {r[0] for r in held}}
-        out = len(adds) + len(held)
-        adds = [r for r in adds if here[r[0]]]
-        held = [r for r in held if here[r[0]]]
-        out -= len(adds) + len(held)
+        peer) adds, (job, kind, peer, event, row key) held events, read back as hostile),
+        taken in at a start before the replay, in row order, each add and event alone
+        within the bounds (`wait_room`); returns how many were let go. Let go, and their
+        rows' deletion noted in `wait_journal` (review r1 of session 50, R1-6): what would
+        pass a bound (as it would have been), a held row that is not what this release
+        writes (`held_problem`, R1-2) or whose event is over HELD_TEXT_MAX (None), and
+        every row of a job that is not gone here (neither compacted nor a tombstone: the
+        previous release drops tombstones and leaves their rows, review r3 of session 49,
+        A2) or whose wait GONE_WAIT_JOBS let go. (Rows that do not read back are not
+        here: the index keeps them, `JobIndex.wait_rows`.)"""
+        here: dict[str, bool] = {}
+
+        def gone(job: str) -> bool:
+            if (got := here.get(job)) is None:
+                got = here[job] = job in self.compacted or job in self.deleted
+            return got
+
+        out = 0
         journal, self.wait_journal = self.wait_journal, None  # (on disk already)
         try:
-            by_job: dict[tuple[str, str], set[str]] = {}
             for job, by, peer in adds:
-                by_job.setdefault((job, by), set()).add(peer)
-            for (job, by), peers in by_job.items():
-                wait = self.gone_wait(job)
-                had = len(wait.adds.get(by, ()))
-                self.park_adds(wait, by, peers)
-                out += had + len(peers) - len(wait.adds.get(by, ()))
-            for job, kind, peer, ev in held:
-                wait = self.gone_wait(job)
-                if kind == HELD_DONE:
-                    out += not self.park_done(wait, peer, ev)
-                elif kind != HELD_LANE or wait.lanes.holds(ev, peer) or not self.wait_room(
-                        wait, 1):
+                if not gone(job):
                     out += 1
-                else:
-                    wait.lanes.hold(ev, peer)
+                    continue
+                wait = self.gone_wait(job)
+                self.park_adds(wait, by, (peer,))
+                if peer not in wait.adds.get(by, ()):
+                    out += 1
+                    if journal is not None:
+                        journal.parked(job, by, (peer,), kept=False)
+            for job, kind, peer, ev, key in held:
+                out += not gone(job) or not self._load_held(job, kind, peer, ev, key, journal)
         finally:
             self.wait_journal = journal
         if journal is not None:
-            for job in sorted(j for j, ok in here.items() if not ok):
+            for job in sorted(j for j, ok in here.items()
+                              if not ok or j not in self._gone_waits):
                 journal.dropped(job)
         return out
+
+    def settle_waits(self) -> None:
+        """After the replay: what waits (`load_waits`) under a peer its gone job vouched
+        already is taken in, as a vouched add would have (`_gone_settle`)."""
+        for job in list(self._gone_waits):
+            _gone_settle(self, job)
+
+    def _load_held(self, job: str, kind: int, peer: str, ev: Event | None, key: str,
+                   journal: WaitJournal | None) -> bool:
+        """A held row of gone `job` read back (`load_waits`) waits again; False if it is
+        let go (its row's deletion noted in `journal`)."""
+        wait = self.gone_wait(job)
+        if ev is not None and held_problem(job, kind, peer, ev) is None and (
+                self.park_done(wait, peer, ev) if kind == HELD_DONE
+                else wait.lanes.holds(ev, peer) or self._hold_loaded(wait, peer, ev)):
+            if key != held_id(event_text(ev)) and journal is not None:
+                journal.held(job, kind, peer, ev)  # (a row keyed otherwise: written anew)
+                journal.let_go(job, kind, key)
+            return True
+        if journal is not None:
+            journal.let_go(job, kind, key)
+        return False
+
+    def _hold_loaded(self, wait: GoneWait, peer: str, ev: Event) -> bool:
+        """Lane event `ev` of `peer` read back waits in `wait` if the bounds let it."""
+        if not self.wait_room(wait, held_cost(ev)):
+            return False
+        wait.lanes.hold(ev, peer)
+        return True
 
     def gone_lanes(self, job: str) -> GoneLanes | None:
         """What decides compacted or deleted `job`'s task events (`GoneLanes`), None if
@@ -2208,13 +2249,46 @@ def _gone_vouch(s: MeshState, ev: Event | None, job: str, facts: GoneLanes,
     if wait is None or grown.sub is None:
         return
     due = [(p, e) for p in sorted(added) for e in wait.lanes.take_after(p, grown.sub)]
-    wait.n -= len(due)  # (folded: their room is free again, as a walked add's)
-    s._gone_wait_n -= len(due)
+    freed = sum(held_cost(e) for _, e in due)
+    wait.n -= freed  # (folded: their room is free again, as a walked add's)
+    s._gone_wait_n -= freed
     for p, part in due:
         if journal is not None:
             journal.held(job, HELD_LANE, p, part, kept=False)
         s._undo_note(ev, (UNDO_FREED, job, p, part))
         s.fold_only(part)
+
+
+def _gone_settle(s: MeshState, job: str) -> None:
+    """What of gone `job` waits under a peer it vouched already is taken in: a previous
+    release vouched the peer without knowing what waited on disk (a downgrade and back,
+    review r1 of session 50, R1-3), and no later add walks a vouched peer. The adds of such
+    an adder are walked as its vouched add (`_gone_vouch`), its TASK_DONEs and CHUNK_DONEs
+    taken in (`_take_done`), its lane events ordered after the job's JOB_SUBMITTED folded,
+    and those before it let go (the live fold never folds them either)."""
+    wait, facts = s._gone_waits.get(job), s.gone_lanes(job)
+    if wait is None or facts is None or not facts.fixed or not facts.lanes:
+        return
+    for by in sorted(wait.adds.keys() & facts.vouched):
+        more = wait.adds.pop(by)
+        wait.n -= len(more)
+        s._gone_wait_n -= len(more)
+        if s.wait_journal is not None:
+            s.wait_journal.parked(job, by, more, kept=False)
+        _gone_vouch(s, None, job, cast(GoneLanes, s.gone_lanes(job)), more)
+    vouched = cast(GoneLanes, s.gone_lanes(job)).vouched
+    if wait.done.keys() & vouched:
+        _take_done(s, None, wait, wait.done.keys() & vouched)
+    for p in sorted(wait.lanes.lanes.keys() & vouched):
+        held = wait.lanes.lanes.pop(p)
+        freed = sum(held_cost(e) for e in held)
+        wait.n -= freed
+        s._gone_wait_n -= freed
+        for part in held:
+            if s.wait_journal is not None:
+                s.wait_journal.held(job, HELD_LANE, p, part, kept=False)
+            if facts.sub is not None and facts.sub < part.order:
+                s.fold_only(part)
 
 
 def _walk_waiting(s: MeshState, ev: Event | None, job: str, wait: GoneWait | None,
@@ -2292,7 +2366,7 @@ def _gone_task_fold(s: MeshState, ev: Event, job: str) -> bool:
     if lane[0] in facts.members:
         return True
     if facts.fixed and facts.lanes and not (wait := s.gone_wait(job)).lanes.holds(
-            ev, lane[0]) and s.wait_room(wait, 1):
+            ev, lane[0]) and s.wait_room(wait, held_cost(ev)):
         wait.lanes.hold(ev, lane[0])  # (a vouched member may add its peer: `_gone_members`)
         if s.wait_journal is not None:
             s.wait_journal.held(job, HELD_LANE, lane[0], ev)
@@ -2720,8 +2794,9 @@ def _take_done(s: MeshState, ev: Event | None, wait: GoneWait, peers: Iterable[s
                 s._merge_first(s.outputs, s._outputs_src, {b.key: b.output}, part.order)
             elif type(b) is ChunkDone:
                 s._merge_first(s.cache, s._cache_src, b.cache, part.order)
-        wait.n -= len(got)
-        s._gone_wait_n -= len(got)
+        freed = sum(held_cost(e) for e in got.values())
+        wait.n -= freed
+        s._gone_wait_n -= freed
 
 
 def _unvouched(s: MeshState, job: str, ev: Event) -> str | None:

@@ -4,11 +4,13 @@ job's rows reads back what waited (review r3 of session 48, F1). Pure; the fold'
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from peer.log.events import Event
+from peer.log.events import MAX_ID_CHARS, Event, EventType
+from peer.log.lanes import LANE_PARTS, lane_of
 
 # What a held event of a gone job waits as (a column of the job index's `gone_wait_held`;
 # the numbers are written to disk: append only)
@@ -16,16 +18,59 @@ HELD_LANE = 0  # a lane event of a peer that is no member (`_gone_task_fold`)
 HELD_DONE = 1  # a TASK_DONE or CHUNK_DONE of a lane not vouched for (`GoneWait.done`)
 
 
+# What a held event costs in its job's bounds (peer.log.fold `wait_room`, GONE_WAIT_MAX and
+# GONE_WAIT_ALL): one, and one more for each HELD_UNIT characters of its text; one whose
+# text is over HELD_TEXT_MAX is not held (HELD_REFUSED passes every bound), let go as before
+# session 48: it is a lane event of a peer not vouched for, and if a vouched add comes
+# later the job's re-run (vouched) makes and fetches its output again. Counted by count
+# only, 65,536 held CHUNK_DONEs of ~457 KB were ~30 GB (review r1 of session 50, R1-1).
+HELD_UNIT = 1024
+HELD_TEXT_MAX = 65536
+HELD_REFUSED = 1 << 40
+HELD_BATCH = 256  # rows of the job index's held events read back at a time (`wait_rows`)
+DONE_TYPES = frozenset({EventType.TASK_DONE, EventType.CHUNK_DONE})
+
+
 def event_text(ev: Event) -> str:
     """The row text of a held event (its wire form, keys sorted: one text per event)."""
     return json.dumps(ev.to_json(), sort_keys=True, separators=(",", ":"))
 
 
+def held_id(text: str) -> str:
+    """What a held event's row is keyed by (its text's SHA-256, not the text: the index
+    would be a second copy of it)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def held_cost(ev: Event) -> int:
+    """What held event `ev` costs (HELD_UNIT; HELD_REFUSED over HELD_TEXT_MAX)."""
+    n = len(event_text(ev))
+    return 1 + n // HELD_UNIT if n <= HELD_TEXT_MAX else HELD_REFUSED
+
+
+def held_problem(job: str, kind: int, peer: str, ev: Event) -> str | None:
+    """Why a held row read back (job, kind, peer, event) is not what this release writes,
+    or None: a single task event of the lane of (`peer`, `job`), of `job` (the door's
+    stored check of a lane event: lane_type, lane_job), a TASK_DONE or CHUNK_DONE if
+    HELD_DONE (review r1 of session 50, R1-2)."""
+    if kind not in (HELD_LANE, HELD_DONE):
+        return f"kind {kind!r:.20} is none this release writes"
+    if not (0 < len(job) <= MAX_ID_CHARS and 0 < len(peer) <= MAX_ID_CHARS):
+        return "its job or peer is not an id"
+    if lane_of(ev.origin) != (peer, job):
+        return f"its event is not of the lane of {peer[:16]!r} of {job[:64]!r}"
+    if ev.type not in (DONE_TYPES if kind == HELD_DONE else LANE_PARTS):
+        return f"a {ev.type.name} is not held as kind {kind}"
+    if getattr(ev.body, "job", None) != job:
+        return "its event's body is of another job"
+    return None
+
+
 @dataclass
 class JobWaits:
     """One job's changes: `dropped` (every row of it goes first), then each (adder, peer)
-    add and each (kind, text) held event as it is now (True / (peer, event): kept; False /
-    None: gone)."""
+    add and each (kind, `held_id`) held event as it is now (True / (peer, event): kept;
+    False / None: gone)."""
 
     dropped: bool = False
     adds: dict[tuple[str, str], bool] = field(default_factory=dict)
@@ -58,7 +103,11 @@ class WaitJournal:
 
     def held(self, job: str, kind: int, peer: str, ev: Event, kept: bool = True) -> None:
         """`ev` waits now under `peer` (`kept`) or no longer (folded)."""
-        self._of(job).held[(kind, event_text(ev))] = (peer, ev) if kept else None
+        self._of(job).held[(kind, held_id(event_text(ev)))] = (peer, ev) if kept else None
+
+    def let_go(self, job: str, kind: int, key: str) -> None:
+        """The held row of `job` keyed (`kind`, `key`) goes (let go as it was read back)."""
+        self._of(job).held[(kind, key)] = None
 
     def dropped(self, job: str) -> None:
         """Everything of `job` that waited goes (its tombstone went, or a bound let it go)."""

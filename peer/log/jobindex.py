@@ -38,7 +38,7 @@ from peer.cids import never_cid
 from peer.errors import DataError, InvalidEvent, StoreError
 from peer.jsontext import compact, loads_within
 from peer.log.events import MAX_CLOCK, MAX_ID_CHARS, Event, EventType
-from peer.log.gonewait import JobWaits
+from peer.log.gonewait import HELD_BATCH, HELD_TEXT_MAX, JobWaits, event_text, held_id
 from peer.log.snapframe import (
     check_thin,
     is_bare,
@@ -91,6 +91,8 @@ _DELETED_ROW = "is deleted (every read leaves it out)"  # (`JobIndex.providers_s
 # name; a data dir of an earlier release: its path in that directory).
 SPOOL_DIR = "snapshots"
 SPOOL_DIR_WHAT = "the dir of snapshots being taken"  # (its files are deleted once taken)
+# A waiting row's id column read back: the text if it is no longer than the door's bound
+_ID_COL = f"CASE WHEN length({{0}}) BETWEEN 1 AND {MAX_ID_CHARS} THEN {{0}} END"
 _SPOOL_NAME = re.compile(r"[0-9a-f]{32}\.frames")
 
 
@@ -154,8 +156,11 @@ _MADE = (
     # session 48, F1). A data dir of session 48 gets them empty (nothing waited on disk).
     "CREATE TABLE IF NOT EXISTS gone_wait_adds (job TEXT NOT NULL, by TEXT NOT NULL, "
     "peer TEXT NOT NULL, PRIMARY KEY (job, by, peer)) WITHOUT ROWID",
-    "CREATE TABLE IF NOT EXISTS gone_wait_held (job TEXT NOT NULL, kind INTEGER NOT NULL, "
-    "peer TEXT NOT NULL, event TEXT NOT NULL, PRIMARY KEY (job, kind, event))",
+    # The held events are keyed by their text's digest (`held_id`): session 49's
+    # `gone_wait_held` was keyed by the whole text, its index a second copy of every event
+    # (review r1 of session 50, R1-1); its rows are moved here at an open (`_move_held`).
+    "CREATE TABLE IF NOT EXISTS gone_wait_events (job TEXT NOT NULL, kind INTEGER NOT NULL, "
+    "id TEXT NOT NULL, peer TEXT NOT NULL, event TEXT NOT NULL, PRIMARY KEY (job, kind, id))",
     # (`member_vv`, the version vector each member last sent, made by session 27's build
     # and never written by it while the bound was off, is no longer made nor read: every
     # member must be live for a tombstone to go, with the vector it sends now.)
@@ -275,12 +280,37 @@ class JobIndex:
             # H1); made here for a data dir of an earlier release too.
             db.execute("CREATE INDEX IF NOT EXISTS job_index_pending ON job_index (job) "
                        "WHERE ids != '[]'")
+            self._move_held()
             self.backfilled = self._backfill_deleted() if fresh else 0  # (rows, at this open)
             # How many records the index holds: counted once here, then kept by this object's
             # writes (the only ones to job_index), so `len` (/api/health) costs nothing.
             self._count = int(db.execute("SELECT count(*) FROM job_index").fetchone()[0])
         except sqlite3.Error as e:  # (a damaged file; an index or a view of a table's name)
             raise unreadable(self.path, e) from e
+
+    def _move_held(self) -> None:
+        """Session 49's `gone_wait_held` rows (keyed by the event's text) move to
+        `gone_wait_events` in their order (keyed by `held_id`), every row, readable or not
+        (read as hostile when loaded: `wait_rows`), and the old table goes; one transaction.
+        A release of session 49 opening the file later makes it anew, empty (it then knows
+        nothing waited), and its rows move here again at the next open."""
+        if self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                            "name = 'gone_wait_held'").fetchone() is None:
+            return
+        with self._tx() as db:
+            last: Any = None
+            while True:
+                rows = db.execute(
+                    "SELECT rowid, job, kind, peer, event FROM gone_wait_held"
+                    + ("" if last is None else " WHERE rowid > ?") + " ORDER BY rowid LIMIT ?",
+                    (HELD_BATCH,) if last is None else (last, HELD_BATCH)).fetchall()
+                if not rows:
+                    break
+                last = rows[-1][0]
+                db.executemany("INSERT OR IGNORE INTO gone_wait_events VALUES (?, ?, ?, ?, ?)",
+                               [(r[1], r[2], held_id(r[4] if type(r[4]) is str else repr(r[4])),
+                                 r[3], r[4]) for r in rows])
+            db.execute("DROP TABLE gone_wait_held")
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -473,26 +503,61 @@ class JobIndex:
         return None if members is None or vouched is None else (members, vouched)
 
     def gone_waits(self) -> tuple[list[tuple[str, str, str]],
-                                  list[tuple[str, int, str, Event]]]:
-        """What waited of gone lanes jobs as `put` kept it: (job, adder, peer) adds and (job,
-        kind, peer, event) held events, in the order written per job. A row that does not
-        read back (not texts, an event that does not decode: edited, damaged) is left out,
-        logged once (a later vouching then does not take it in, as before session 49)."""
-        adds: list[tuple[str, str, str]] = []
-        held: list[tuple[str, int, str, Event]] = []
-        for row in self._read("SELECT job, by, peer FROM gone_wait_adds", ()):
-            if all(type(v) is str for v in row):
-                adds.append((row[0], row[1], row[2]))
+                                  list[tuple[str, int, str, Event | None, str]]]:
+        """`wait_rows` as lists (tests, tools)."""
+        adds, held = self.wait_rows()
+        return list(adds), list(held)
+
+    def wait_rows(self) -> tuple[Iterator[tuple[str, str, str]],
+                                 Iterator[tuple[str, int, str, Event | None, str]]]:
+        """What waited of gone lanes jobs as `put` kept it, read HELD_BATCH rows at a time
+        as iterated: (job, adder, peer) adds and (job, kind, peer, event, row key) held
+        events, in the order written. A row that does not read back (not texts, ids longer
+        than MAX_ID_CHARS as the door bounds them, an event that does not decode: edited,
+        damaged) is left out and kept on disk, logged once (a later vouching then does not
+        take it in, as before session 49); an event whose text is over HELD_TEXT_MAX is not
+        read (None: the fold lets it go and deletes its row)."""
+        return self._add_rows(), self._held_rows()
+
+    def _batches(self, sql: str, key: str) -> Iterator[Any]:
+        """The rows of `sql` (selecting `key`'s columns first, with "{after}" where a
+        `(key) > (?, ...)` goes, ordered by `key`), HELD_BATCH at a time."""
+        last: tuple[Any, ...] | None = None
+        n = key.count(",") + 1
+        while True:
+            rows = list(self._read(
+                sql.replace("{after}", "" if last is None else f"AND ({key}) > "
+                            f"({', '.join('?' * n)})") + f" ORDER BY {key} LIMIT ?",
+                (*(last or ()), HELD_BATCH)))
+            if not rows:
+                return
+            last = tuple(rows[-1][:n])
+            yield from rows
+
+    def _add_rows(self) -> Iterator[tuple[str, str, str]]:
+        for row in self._batches("SELECT job, by, peer FROM gone_wait_adds WHERE 1 {after}",
+                                 "job, by, peer"):
+            if all(type(v) is str and 0 < len(v) <= MAX_ID_CHARS for v in row):
+                yield row[0], row[1], row[2]
             else:
                 self._skip(f"a waiting add of the gone job {str(row[0])[:64]!r}", "row",
-                           f"{row!r:.80} is not texts")
-        for row in self._read("SELECT job, kind, peer, event FROM gone_wait_held "
-                              "ORDER BY rowid", ()):
-            what = f"an event waiting for the gone job {str(row[0])[:64]!r}"
-            if not (type(row[0]) is str and type(row[1]) is int and type(row[2]) is str):
-                self._skip(what, "row", f"{row[:3]!r:.80} is not (job, kind, peer)")
+                           f"{row!r:.80} is not ids (of 1 to {MAX_ID_CHARS} characters)")
+
+    def _held_rows(self) -> Iterator[tuple[str, int, str, Event | None, str]]:
+        for row in self._batches(
+                f"SELECT rowid, {_ID_COL.format('job')}, kind, {_ID_COL.format('peer')}, id, "
+                f"CASE WHEN length(event) <= {HELD_TEXT_MAX} THEN event END "
+                "FROM gone_wait_events WHERE 1 {after}", "rowid"):
+            _, job, kind, peer, key, text = row
+            what = f"an event waiting for the gone job {str(job)[:64]!r}"
+            if not (type(job) is str and type(kind) is int and type(peer) is str
+                    and type(key) is str):
+                self._skip(what, "row", f"{row[1:5]!r:.80} is not (job, kind, peer, id)")
                 continue
-            d = self._column(what, "event", row[3], lambda v: type(v) is dict)
+            if text is None:
+                yield job, kind, peer, None, key
+                continue
+            d = self._column(what, "event", text, lambda v: type(v) is dict)
             if d is None:
                 continue
             try:
@@ -500,8 +565,7 @@ class JobIndex:
             except (InvalidEvent, ValueError, TypeError) as e:
                 self._skip(what, "event", e)
                 continue
-            held.append((row[0], row[1], row[2], ev))
-        return adds, held
+            yield job, kind, peer, ev, key
 
     def _vouched_rows(self, db: sqlite3.Connection,
                       got: Mapping[str, tuple[set[str], set[str]]]) -> None:
@@ -852,7 +916,7 @@ class JobIndex:
         self._db.executemany("DELETE FROM deleted_lanes WHERE job = ?", names)
         self._db.executemany("DELETE FROM gone_vouched WHERE job = ?", names)
         self._db.executemany("DELETE FROM gone_wait_adds WHERE job = ?", names)
-        self._db.executemany("DELETE FROM gone_wait_held WHERE job = ?", names)
+        self._db.executemany("DELETE FROM gone_wait_events WHERE job = ?", names)
         self.note_dropped((), floors)
 
     def forgot(self, jobs: Iterable[str]) -> None:
@@ -1657,16 +1721,16 @@ def _wait_rows(db: sqlite3.Connection, waits: Mapping[str, JobWaits]) -> None:
     for job, got in waits.items():
         if got.dropped:
             db.execute("DELETE FROM gone_wait_adds WHERE job = ?", (job,))
-            db.execute("DELETE FROM gone_wait_held WHERE job = ?", (job,))
+            db.execute("DELETE FROM gone_wait_events WHERE job = ?", (job,))
         db.executemany("INSERT OR IGNORE INTO gone_wait_adds VALUES (?, ?, ?)",
                        [(job, by, p) for (by, p), kept in got.adds.items() if kept])
         db.executemany("DELETE FROM gone_wait_adds WHERE job = ? AND by = ? AND peer = ?",
                        [(job, by, p) for (by, p), kept in got.adds.items() if not kept])
-        db.executemany("INSERT OR IGNORE INTO gone_wait_held VALUES (?, ?, ?, ?)",
-                       [(job, kind, v[0], text) for (kind, text), v in got.held.items()
-                        if v is not None])
-        db.executemany("DELETE FROM gone_wait_held WHERE job = ? AND kind = ? AND event = ?",
-                       [(job, kind, text) for (kind, text), v in got.held.items()
+        db.executemany("INSERT OR IGNORE INTO gone_wait_events VALUES (?, ?, ?, ?, ?)",
+                       [(job, kind, key, v[0], event_text(v[1]))
+                        for (kind, key), v in got.held.items() if v is not None])
+        db.executemany("DELETE FROM gone_wait_events WHERE job = ? AND kind = ? AND id = ?",
+                       [(job, kind, key) for (kind, key), v in got.held.items()
                         if v is None])
 
 
