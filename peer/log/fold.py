@@ -1204,15 +1204,15 @@ class MeshState:
             # the set parked, which later adds grow)
 
     def park_done(self, wait: GoneWait, peer: str, ev: Event, by: Event | None = None,
-                  ) -> bool:
+                  text: str | None = None) -> bool:
         """TASK_DONE or CHUNK_DONE `ev` of the lane of `peer`, not vouched for, waits in
         `wait` (`GoneWait.done`; once: a refold parks it again at no cost), `by`'s fold
         parking it; False if a bound lets it go."""
-        text = event_text(ev)
+        text = event_text(ev) if text is None else text  # (`text`: its row text)
         key = held_id(text)
         if key in wait.done.get(peer, ()):
             return True
-        if not self.wait_room(wait, held_cost(ev)):
+        if not self.wait_room(wait, held_cost(ev, text)):
             return False
         wait.done.setdefault(peer, {})[key] = ev
         if self.wait_journal is not None and (job := self._wait_job(wait)) is not None:
@@ -1278,10 +1278,11 @@ class MeshState:
         """A held row of gone `job` read back (`load_waits`) waits again; False if it is
         let go (its row's deletion noted in `journal`)."""
         wait = self.gone_wait(job)
+        text = None if ev is None else event_text(ev)  # (once: its cost, key, check)
         if ev is not None and held_problem(job, kind, peer, ev) is None and (
-                self.park_done(wait, peer, ev) if kind == HELD_DONE
-                else wait.lanes.holds(ev, peer) or self._hold_loaded(wait, peer, ev)):
-            if key != held_id(event_text(ev)) and journal is not None:
+                self.park_done(wait, peer, ev, text=text) if kind == HELD_DONE
+                else wait.lanes.holds(ev, peer) or self._hold_loaded(wait, peer, ev, text)):
+            if key != held_id(cast(str, text)) and journal is not None:
                 journal.held(job, kind, peer, ev)  # (a row keyed otherwise: written anew)
                 journal.let_go(job, kind, key)
             return True
@@ -1289,9 +1290,10 @@ class MeshState:
             journal.let_go(job, kind, key)
         return False
 
-    def _hold_loaded(self, wait: GoneWait, peer: str, ev: Event) -> bool:
-        """Lane event `ev` of `peer` read back waits in `wait` if the bounds let it."""
-        if not self.wait_room(wait, held_cost(ev)):
+    def _hold_loaded(self, wait: GoneWait, peer: str, ev: Event, text: str | None) -> bool:
+        """Lane event `ev` of `peer` (row text `text`) read back waits in `wait` if the
+        bounds let it."""
+        if not self.wait_room(wait, held_cost(ev, text)):
             return False
         wait.lanes.hold(ev, peer)
         return True

@@ -42,9 +42,10 @@ def held_id(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def held_cost(ev: Event) -> int:
-    """What held event `ev` costs (HELD_UNIT; HELD_REFUSED over HELD_TEXT_MAX)."""
-    n = len(event_text(ev))
+def held_cost(ev: Event, text: str | None = None) -> int:
+    """What held event `ev` (of row text `text`, if made already) costs (HELD_UNIT;
+    HELD_REFUSED over HELD_TEXT_MAX)."""
+    n = len(event_text(ev) if text is None else text)
     return 1 + n // HELD_UNIT if n <= HELD_TEXT_MAX else HELD_REFUSED
 
 
