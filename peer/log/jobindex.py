@@ -82,6 +82,7 @@ SCREEN_BATCH = 500  # keys per query of `JobIndex.screen` (within SQLite's 999 v
 # What a read does of a row that does not read back, as its log line says (`JobIndex._skip`):
 # most leave it out; `facts` holds retention and gc back instead (its run logs are not known).
 _LEFT_OUT = "is left out"
+_WAIT_KEPT = "is not held (kept on disk as it is: it may be mended)"  # (a gone job's wait row)
 MAX_LOGGED_ROWS = 4096  # rows that do not read back logged one by one (`_skip`), then one line
 _HELD = "holds retention and gc back (nothing is freed until it is mended or removed)"
 _IDS_HELD = "holds its job's deletion and its events in the log (until it is mended)"
@@ -541,7 +542,8 @@ class JobIndex:
                 yield row[0], row[1], row[2]
             else:
                 self._skip(f"a waiting add of the gone job {str(row[0])[:64]!r}", "row",
-                           f"{row!r:.80} is not ids (of 1 to {MAX_ID_CHARS} characters)")
+                           f"{row!r:.80} is not ids (of 1 to {MAX_ID_CHARS} characters)",
+                           _WAIT_KEPT)
 
     def _held_rows(self) -> Iterator[tuple[str, int, str, Event | None, str]]:
         for row in self._batches(
@@ -552,18 +554,19 @@ class JobIndex:
             what = f"an event waiting for the gone job {str(job)[:64]!r}"
             if not (type(job) is str and type(kind) is int and type(peer) is str
                     and type(key) is str):
-                self._skip(what, "row", f"{row[1:5]!r:.80} is not (job, kind, peer, id)")
+                self._skip(what, "row", f"{row[1:5]!r:.80} is not (job, kind, peer, id)",
+                           _WAIT_KEPT)
                 continue
             if text is None:
                 yield job, kind, peer, None, key
                 continue
-            d = self._column(what, "event", text, lambda v: type(v) is dict)
+            d = self._column(what, "event", text, lambda v: type(v) is dict, _WAIT_KEPT)
             if d is None:
                 continue
             try:
                 ev = Event.from_json(d)
             except (InvalidEvent, ValueError, TypeError) as e:
-                self._skip(what, "event", e)
+                self._skip(what, "event", e, _WAIT_KEPT)
                 continue
             yield job, kind, peer, ev, key
 
