@@ -2132,6 +2132,15 @@ def _cancel(s: MeshState, ev: Event, b: JobCancelled) -> None:
     s._first(s.cancelled, b.job, ev)
 
 
+def _ranks_first(s: MeshState, job: str, ev: Event, peer: str | None,
+                 cur: Event | None) -> bool:
+    """Does `ev` (made in the lane of `peer` not vouched for, None: vouched) rank before
+    `cur` (None: nothing yet) by (made in a lane not vouched for, order): a self-added
+    member's ranks after every vouched member's, whatever their orders."""
+    return cur is None or ((peer is not None, ev.order)
+                           < (_unvouched(s, job, cur) is not None, cur.order))
+
+
 def _split(s: MeshState, ev: Event, b: TaskSplit | TaskSplitRef) -> None:
     """A task's split (`splits`) is the first by (not made in a vouched lane, order), as a
     TASK_DONE is (`_task_done`): a self-added member's, backdated, wins no task a vouched
@@ -2141,9 +2150,7 @@ def _split(s: MeshState, ev: Event, b: TaskSplit | TaskSplitRef) -> None:
     An implicit split is its JOB_SUBMITTED's (no lane: vouched). Session 50, helper f."""
     peer = _unvouched(s, b.job, ev)
     k = (b.job, b.task)
-    cur = s.splits.get(k)
-    if cur is None or ((peer is not None, ev.order)
-                       < (_unvouched(s, b.job, cur) is not None, cur.order)):
+    if _ranks_first(s, b.job, ev, peer, s.splits.get(k)):
         s.splits[k] = ev
     if peer is not None and b.job in s.jobs:
         s._aside_done.setdefault(b.job, {}).setdefault(peer, []).append(ev)
@@ -2758,9 +2765,7 @@ def _task_done(s: MeshState, ev: Event, b: TaskDone) -> None:
     set, the TASK_DONEs folded), so the winner and the cache are one for every order."""
     peer = _unvouched(s, b.job, ev)
     k = (b.job, b.task)
-    cur = s.task_done.get(k)
-    if cur is None or ((peer is not None, ev.order)
-                       < (_unvouched(s, b.job, cur) is not None, cur.order)):
+    if _ranks_first(s, b.job, ev, peer, s.task_done.get(k)):
         s.task_done[k] = ev
     if not b.cached:
         _hold(s, b.output, ev)
