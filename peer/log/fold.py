@@ -1130,9 +1130,10 @@ class MeshState:
             if not straggler and lanes and (aside := self._aside_done.get(job)):
                 wait = self.gone_wait(job)  # (taken in once a vouched add vouches for
                 for peer, evs in aside.items():  # their peer: review rr of s48, S2; a
-                    for ev in evs:  # CHUNK_DONE of no items has nothing to take in)
-                        if type(b := ev.body) is not ChunkDone or b.cache:
-                            self.park_done(wait, peer, ev)
+                    for ev in evs:  # CHUNK_DONE of no items has nothing to take in; a
+                        b = ev.body  # TASK_SPLIT or CHUNK_FAILED set aside ranks a live
+                        if type(b) is TaskDone or (type(b) is ChunkDone and b.cache):
+                            self.park_done(wait, peer, ev)  # job only: review rr, RR-3)
         for per_job in (self.jobs, self.cancelled, self.members_of, self.ended, self.unended,
                         self.listed, self.end_outputs, self._unjoined, self._untasked,
                         self._ends, self._vouched, self._adds, self._aside,

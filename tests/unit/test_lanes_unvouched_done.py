@@ -349,3 +349,22 @@ async def test_a_chunk_an_unvouched_lane_alone_finished_is_run_again_before_asse
         assert mesh[p2].runner.started == []
     finally:
         await mesh.close()
+
+
+def test_a_gone_jobs_wait_holds_no_split_or_failure_set_aside() -> None:
+    """A self-added member's TASK_SPLIT and CHUNK_FAILED are set aside to be ranked again
+    once it is vouched (helper f of session 50); when the job went, they were parked as
+    held outputs of the gone job: room and disk taken for events nothing takes in, let go
+    at the next start (review rr of session 50, RR-3). Only its outputs wait now."""
+    split = Event(lane(X, J), 1, 1200, EventType.TASK_SPLIT,
+                  {"job": J, "task": "t0", "input": None, "chunks": [[]], "kept": {}})
+    failed = Event(lane(X, J), 2, 1300, EventType.CHUNK_FAILED,
+                   {"job": J, "task": "t0", "chunk": 0, "attempt": 0, "split": [H, 1],
+                    "kind": "error", "error": "made up"})
+    s = lanes_fold([SUB, ADD, split, failed, chunk_done(X, 3, 1400)])
+    assert {e.type for evs in s._aside_done[J].values() for e in evs} >= {
+        EventType.TASK_SPLIT, EventType.CHUNK_FAILED}
+    s.compact([J])
+    wait = s.gone_wait(J)
+    held = {e.type for evs in wait.done.values() for e in evs.values()}
+    assert held and held <= {EventType.TASK_DONE, EventType.CHUNK_DONE}, held
