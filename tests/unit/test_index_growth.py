@@ -15,11 +15,12 @@ from peer.config import PeerConfig
 from peer.ipfs import EmbeddedStore
 from peer.jobs.janitor import Janitor, JanitorConfig
 from peer.jobs.retention import JobFacts, RetentionConfig, archived_facts, archived_logs
-from peer.log import Event, EventLog, EventType
+from peer.log import Event, EventType
 from peer.log.jobindex import JobIndex, JobRecord
 from peer.node import Node
 from tests.unit.api_client import api_client
 from tests.unit.test_datadir_rows import write
+from tests.unit.test_index_row_shapes import opened  # noqa: F401 (a fixture)
 from tests.unit.test_retention import DAY, NOW, Mesh
 
 A = "peerA"
@@ -29,22 +30,6 @@ def _record(job: str, i: int, pending: bool = False) -> JobRecord:
     return JobRecord(job, (1000 + i, A, i + 1), 2000 + i, "done", {"job": job, "tasks": []},
                      {"job": job, "tasks": []}, ((A, i + 1),) if pending else (),
                      {"finished_s": 1.0 + i, "outputs": [], "logs": []})
-
-
-@pytest.fixture
-def opened(tmp_path: Path) -> Any:
-    """(path, open): `open()` gives a JobIndex on the log file at `path` (closed after)."""
-    path = tmp_path / "events.sqlite"
-    logs: list[EventLog] = []
-
-    def open_index() -> JobIndex:
-        log = EventLog(path)
-        logs.append(log)
-        return JobIndex(log.db)
-
-    yield path, open_index
-    for log in logs:
-        log.close()
 
 
 def _statements(index: JobIndex) -> list[str]:
@@ -61,7 +46,7 @@ def _thin(index: JobIndex) -> list[str]:
 # -- H1: backfill stops once a scan found nothing left -------------------------------------
 
 
-def test_backfill_reads_nothing_once_every_record_has_its_thin_row(opened: Any) -> None:
+def test_backfill_reads_nothing_once_every_record_has_its_thin_row(opened: Any) -> None:  # noqa: F811
     """Records this release writes get their thin row as they are written: the first scan
     finds nothing to do, and every later pass runs no statement at all (review r2 of session
     49 H1: it scanned the whole job_index again each pass, 0.5 s at a month of records)."""
@@ -74,7 +59,7 @@ def test_backfill_reads_nothing_once_every_record_has_its_thin_row(opened: Any) 
     assert ran == []
 
 
-def test_pending_reads_only_the_pending_rows_by_an_index(opened: Any) -> None:
+def test_pending_reads_only_the_pending_rows_by_an_index(opened: Any) -> None:  # noqa: F811
     """`pending` (every compaction pass) reads the jobs whose events are still in the log
     by a partial index, not by a scan of every record; made at open for a data dir of an
     earlier release (which has none)."""
@@ -91,7 +76,7 @@ def test_pending_reads_only_the_pending_rows_by_an_index(opened: Any) -> None:
     assert sorted(j for j, _, _ in index.pending()) == ["job00", "job20"]
 
 
-def test_an_earlier_releases_records_still_get_their_thin_rows(opened: Any) -> None:
+def test_an_earlier_releases_records_still_get_their_thin_rows(opened: Any) -> None:  # noqa: F811
     """A data dir of an earlier release (records without thin rows) gets them, `limit` a
     pass, and then the passes read nothing; a write that may bring a record without one (a
     thin job filled, an older snapshot's rows) makes the next pass look again."""
@@ -114,7 +99,7 @@ def test_an_earlier_releases_records_still_get_their_thin_rows(opened: Any) -> N
 
 
 def test_the_backfill_scan_reads_no_record_text_of_rows_that_have_thin_rows(
-        opened: Any) -> None:
+        opened: Any) -> None:  # noqa: F811
     """The scan finds rows without a thin row on the keys alone: its plan reads job_thin's
     key, and a record's texts are read only for a row that has none."""
     _, open_index = opened
@@ -167,7 +152,7 @@ async def test_the_janitor_reads_the_compacted_jobs_in_a_thread_and_keeps_their_
     assert [(e.type, e.payload["job"]) for e in emitted] == [(EventType.JOB_DELETED, "old")]
 
 
-def test_the_facts_read_on_a_connection_of_its_own_are_the_same(opened: Any) -> None:
+def test_the_facts_read_on_a_connection_of_its_own_are_the_same(opened: Any) -> None:  # noqa: F811
     """`facts_apart` (what the node gives the janitor, run in a thread) reads what `facts`
     reads, on a connection of its own; `archived_logs` leaves the outputs out (no output
     bound: they are not held in memory) and keeps the end and the run logs."""
