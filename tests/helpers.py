@@ -357,3 +357,17 @@ def self_signed(tmp: Path) -> tuple[Path, Path]:
                                            serialization.NoEncryption()))
     key_path.chmod(0o600)
     return cert_path, key_path
+
+
+def car_form(blocks: Sequence[tuple[Any, bytes]], root: Any) -> tuple[bytes, dict[str, str]]:
+    """A CAR of `blocks` under `root` as the multipart form POST /api/v0/dag/import takes:
+    (body, headers)."""
+    from peer.ipfs import car
+
+    data = car.frame(car.encode_header([root])) + b"".join(
+        car.block_section(c, b) for c, b in blocks)
+    boundary = "b" + uuid.uuid4().hex
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.car"\r\n'
+            "Content-Type: application/vnd.ipld.car\r\n\r\n").encode() + data + \
+        f"\r\n--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import PeerProc
-from tests.helpers import JsonApi, launch, stop
+from tests.helpers import JsonApi, car_form, launch, stop
 
 pytestmark = pytest.mark.integration
 _API = JsonApi(timeout=30, job_timeout_s=40)
@@ -396,16 +396,8 @@ def test_resampling_a_10_hz_wav_to_384_khz_fails_naming_file_and_rates(peer: Pee
 
 
 def _import_car(peer: PeerProc, blocks: list[tuple[Any, bytes]], root: Any) -> None:
-    from peer.ipfs import car
-
-    data = car.frame(car.encode_header([root])) + b"".join(
-        car.block_section(c, b) for c, b in blocks)
-    boundary = "b" + uuid.uuid4().hex
-    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.car"\r\n'
-            "Content-Type: application/vnd.ipld.car\r\n\r\n").encode() + data + \
-        f"\r\n--{boundary}--\r\n".encode()
-    status, _, raw = http("POST", f"{peer.url}/api/v0/dag/import", body,
-                          headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    body, headers = car_form(blocks, root)
+    status, _, raw = http("POST", f"{peer.url}/api/v0/dag/import", body, headers=headers)
     assert status == 200, raw[:300]
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import PeerProc, start_peer
+from tests.helpers import car_form
 from tests.integration.webui_helpers import (
     api,
     launched_chromium,
@@ -152,17 +153,9 @@ def test_the_mesh_page_lists_a_running_chunk_with_its_job_link(tab: Tab,
 
 def _import_car(base: str, blocks: list[tuple[Any, bytes]], root: Any) -> None:
     """`blocks` into the peer by POST /api/v0/dag/import (pinned), as any user may."""
-    from peer.ipfs import car
-
-    data = car.frame(car.encode_header([root])) + b"".join(
-        car.block_section(c, b) for c, b in blocks)
-    boundary = "b" + uuid.uuid4().hex
-    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.car"\r\n'
-            "Content-Type: application/vnd.ipld.car\r\n\r\n").encode() + data + \
-        f"\r\n--{boundary}--\r\n".encode()
+    body, headers = car_form(blocks, root)
     req = urllib.request.Request(
-        f"{base}/api/v0/dag/import?pin-roots=true", data=body, method="POST",
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        f"{base}/api/v0/dag/import?pin-roots=true", data=body, method="POST", headers=headers)
     with urllib.request.urlopen(req, timeout=60) as r:
         assert r.status == 200
 
