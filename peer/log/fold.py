@@ -882,7 +882,7 @@ class MeshState:
     """The fold of all events seen (see the module docstring for the conflict rules)."""
 
     events: dict[tuple[str, int], Event] = field(default_factory=dict)
-    jobs: dict[str, Event] = field(default_factory=JobTable)  # (pages newest first)
+    jobs: JobTable = field(default_factory=JobTable)  # (pages newest first)
     cancelled: dict[str, Event] = field(default_factory=dict)
     # The winning TASK_SPLIT of each task, or its implicit split (`implicit_splits`: made
     # from a flagged job's JOB_SUBMITTED, never held; `implicit` tells it apart)
@@ -2748,9 +2748,7 @@ def _chunk_failed(s: MeshState, ev: Event, b: ChunkFailed) -> None:
     A live job's unvouched one waits in `_aside_done` too, ranked again by `_vouch`."""
     c = s.chunks[b.key]
     peer = _unvouched(s, b.key.job, ev)
-    cur = c.failures.get(b.attempt)
-    if cur is None or ((peer is not None, ev.order)
-                       < (_unvouched(s, b.key.job, cur) is not None, cur.order)):
+    if _ranks_first(s, b.key.job, ev, peer, c.failures.get(b.attempt)):
         c.failures[b.attempt] = ev
     if peer is not None and b.key.job in s.jobs:
         s._aside_done.setdefault(b.key.job, {}).setdefault(peer, []).append(ev)
