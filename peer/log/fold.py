@@ -1187,6 +1187,11 @@ class MeshState:
         self._gone_wait_n += cost
         return True
 
+    def wait_free(self, wait: GoneWait, cost: int) -> None:
+        """Give back `cost` of `wait`'s room (what `wait_room` charged)."""
+        wait.n -= cost
+        self._gone_wait_n -= cost
+
     def park_adds(self, wait: GoneWait, by: str, peers: Iterable[str],
                   ev: Event | None = None) -> None:
         """`by`'s adds of `peers` wait in `wait` (the closure of a gone job): only those not
@@ -2260,8 +2265,7 @@ def _gone_vouch(s: MeshState, ev: Event | None, job: str, facts: GoneLanes,
         return
     due = [(p, e) for p in sorted(added) for e in wait.lanes.take_after(p, grown.sub)]
     freed = sum(held_cost(e) for _, e in due)
-    wait.n -= freed  # (folded: their room is free again, as a walked add's)
-    s._gone_wait_n -= freed
+    s.wait_free(wait, freed)  # (folded: their room is free again, as a walked add's)
     for p, part in due:
         if journal is not None:
             journal.held(job, HELD_LANE, p, part, kept=False)
@@ -2281,8 +2285,7 @@ def _gone_settle(s: MeshState, job: str) -> None:
         return
     for by in sorted(wait.adds.keys() & facts.vouched):
         more = wait.adds.pop(by)
-        wait.n -= len(more)
-        s._gone_wait_n -= len(more)
+        s.wait_free(wait, len(more))
         if s.wait_journal is not None:
             s.wait_journal.parked(job, by, more, kept=False)
         _gone_vouch(s, None, job, cast(GoneLanes, s.gone_lanes(job)), more)
@@ -2292,8 +2295,7 @@ def _gone_settle(s: MeshState, job: str) -> None:
     for p in sorted(wait.lanes.lanes.keys() & vouched):
         held = wait.lanes.lanes.pop(p)
         freed = sum(held_cost(e) for e in held)
-        wait.n -= freed
-        s._gone_wait_n -= freed
+        s.wait_free(wait, freed)
         for part in held:
             if s.wait_journal is not None:
                 s.wait_journal.held(job, HELD_LANE, p, part, kept=False)
@@ -2314,8 +2316,7 @@ def _walk_waiting(s: MeshState, ev: Event | None, job: str, wait: GoneWait | Non
         new.add(p)
         if wait is not None and (more := wait.adds.pop(p, None)) is not None:
             todo += more
-            wait.n -= len(more)
-            s._gone_wait_n -= len(more)
+            s.wait_free(wait, len(more))
             if s.wait_journal is not None:
                 s.wait_journal.parked(job, p, more, kept=False)
             s._undo_note(ev, (UNDO_WALKED, job, p, frozenset(more)))
@@ -2801,8 +2802,7 @@ def _take_done(s: MeshState, ev: Event | None, wait: GoneWait, peers: Iterable[s
             elif type(b) is ChunkDone:
                 s._merge_first(s.cache, s._cache_src, b.cache, part.order)
         freed = sum(held_cost(e) for e in got.values())
-        wait.n -= freed
-        s._gone_wait_n -= freed
+        s.wait_free(wait, freed)
 
 
 def _unvouched(s: MeshState, job: str, ev: Event) -> str | None:
