@@ -333,15 +333,13 @@ def test_https(tmp_path: Path) -> None:
 # -- in Chromium ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    from tests.integration.webui_helpers import CHROMIUM, CHROMIUM_ARGS
+    pytest.importorskip("playwright.sync_api")
+    from tests.integration.webui_helpers import CHROMIUM, launched_chromium
 
     if not CHROMIUM.exists():
         pytest.skip(f"needs {CHROMIUM}")
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+    with launched_chromium() as b:
         yield b
-        b.close()
 
 
 PAGE = b"<!DOCTYPE html><html><head><title>page</title></head><body>hi</body></html>"
