@@ -1065,6 +1065,7 @@ class Compactor:
         # snapshot for it, and a restart must not bring it back as a head.
         floors = {o: q for o, q in marks_of(gone).items() if not is_lane(o)}
         n = self.store.delete(gone, floors, lambda: self.index.note_dropped(jobs, floors))
+        self.state.left_log(gone)  # (a straggler kept aside: no rival of it written back)
         for job in left:  # (after the delete: if it raised, they are dropped later)
             del self.leaving[job]
             self.waiting.pop(job, None)
@@ -1171,6 +1172,7 @@ class Compactor:
         heads = self.state.heads
         floors = {o: q for o, q in marks_of(rows).items() if q <= heads.get(o, 0)}
         n = self.store.delete(rows, floors, lambda: self.index.note_forgotten(jobs, floors))
+        self.state.left_log(rows)
         self.index.forgot(jobs)
         for job in jobs:
             self.waiting.pop(job, None)

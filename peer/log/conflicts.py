@@ -26,6 +26,8 @@ class ReplaceStore(Protocol):
 
     def replace(self, events: Sequence[Event]) -> None: ...
 
+    def range(self, origin: str, after: int, upto: int, limit: int) -> list[Event]: ...
+
 
 class ConflictRule:
     """Settles pairs (held, challenger) of one (origin, seq). `stale` is True while a
@@ -67,6 +69,7 @@ class ConflictRule:
             cur = best.get(held.id) or self.state.events.get(held.id, held)
             if wins(other, cur):
                 best[held.id] = other
+        self._in_log(best)
         if not best:
             return
         try:
@@ -89,6 +92,15 @@ class ConflictRule:
                 self._untold.append(winner)
         if not self.stale:
             self._flush_untold()
+
+    def _in_log(self, best: dict[tuple[str, int], Event]) -> None:
+        """Leave out of `best` the winners over a straggler kept aside (not in memory) whose
+        row left the log: a REPLACE would write it back below its origin's floor (review rr
+        of session 50, RR-7); the straggler is let go."""
+        for i in [i for i in best if i not in self.state.events]:
+            if not self.store.range(i[0], i[1] - 1, i[1], 1):
+                del best[i]
+                self.state.left_log([i])
 
     def refold_at(self) -> float:
         """When the next refold may run (clock time): refolds take at most `max_duty`."""

@@ -1474,6 +1474,17 @@ class MeshState:
         if len(self._gone_recent) > GONE_RECENT_MAX:
             self._undo_gone(self._gone_recent.popitem(last=False)[0])
 
+    def left_log(self, ids: Iterable[tuple[str, int]]) -> None:
+        """The events `ids` left the log (peer.log.compact.Compactor's drop): those kept aside
+        as gone jobs' stragglers (`_gone_recent`) go too, for good (as one leaving the window:
+        `_undo_gone`), so that no rival of one is settled and written back into the log below
+        its origin's floor (review rr of session 50, RR-7)."""
+        recent = self._gone_recent
+        if recent:
+            for i in ids:
+                if recent.pop(i, None) is not None:
+                    self._undo_gone(i)
+
     def _undo_gone(self, ev_id: tuple[str, int]) -> None:
         """The event `ev_id` left memory: what its fold changed of gone jobs is for good (its
         `_gone_undo` notes go; the peers it named vouched for already are kept)."""
