@@ -68,6 +68,12 @@ def counted(failure: Event) -> bool:
             and failure.payload.get("kind") not in UNCOUNTED)
 
 
+# Task -> the failures a scheduler leaves out of its chunks' counts (`chunk_exhausted`'s
+# `skip`; None: every one counts): `Scheduler._skips`, read by `members.running`,
+# `members.open_chunks` and `retention.finished_at` (review rr of session 50, RR-2)
+TaskSkips = Callable[[str], "Callable[[Event], bool] | None"]
+
+
 def chunk_exhausted(failures: Mapping[int, Event], max_attempts: int,
                     skip: Callable[[Event], bool] | None = None) -> bool:
     """True if the chunk failed for good: max_attempts counted failures (or MAX_UNCOUNTED
@@ -119,10 +125,11 @@ def chunk_size(split: Event, i: int) -> int:
     return len(chunks[i]) if i < len(chunks) else 0
 
 
-def task_status(state: MeshState, job: str, task: str, max_attempts: int) -> str:
+def task_status(state: MeshState, job: str, task: str, max_attempts: int,
+                skip: Callable[[Event], bool] | None = None) -> str:
     """pending | running | done | failed | cancelled (derived, never stored). Reads the chunks
     that events are about only (the others are open and unclaimed): its cost follows the
-    events, not the chunks the split declares."""
+    events, not the chunks the split declares. `skip`: as `chunk_exhausted`."""
     if (job, task) in state.task_done:
         return "done"
     if job in state.cancelled:
@@ -130,7 +137,7 @@ def task_status(state: MeshState, job: str, task: str, max_attempts: int) -> str
     split = state.splits.get((job, task))
     if split is None:
         return "pending"
-    if task_failed(state, job, task, max_attempts):
+    if task_failed(state, job, task, max_attempts, skip):
         return "failed"
     if any(chunk_done(c) is None and c.winner(c.attempt, split.id) is not None
            for c in state.split_chunks(job, task).values()):

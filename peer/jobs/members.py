@@ -14,7 +14,7 @@ import math
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-from peer.jobs.claims import Standing, standing
+from peer.jobs.claims import Standing, TaskSkips, standing
 from peer.jobs.retention import finished_at
 from peer.jobs.spec import Workflow
 from peer.log import Event, EventType, JobMembers, JobSubmitted, MeshState
@@ -75,20 +75,23 @@ def home(job: str, state: MeshState, live: Collection[str]) -> str | None:
     return next((p for p in ordered(state, job) if p in live), None)
 
 
-def running(state: MeshState, job: str, max_attempts: int) -> bool:
+def running(state: MeshState, job: str, max_attempts: int, skips: TaskSkips | None = None,
+            ) -> bool:
     """Is lanes job `job` held and not over: not cancelled, no JOB_ENDED folded, and (as far
     as this peer's fold shows: a non-member holds none of its task events) some task can
-    still move on (`retention.finished_at`)?"""
+    still move on (`retention.finished_at`; `skips`: the failures a scheduler leaves out)?"""
     sub = state.jobs.get(job)
     return (sub is not None and job not in state.cancelled and job not in state.ended
-            and finished_at(state, job, sub.payload["workflow"]["tasks"], max_attempts) is None)
+            and finished_at(state, job, sub.payload["workflow"]["tasks"], max_attempts,
+                            skips) is None)
 
 
 def open_chunks(state: MeshState, job: str, tasks: Iterable[str], max_attempts: int,
-                ) -> dict[str, int]:
+                skips: TaskSkips | None = None) -> dict[str, int]:
     """Task -> the chunks of its winning split that are ready and unclaimed (their current
-    attempt open: `claims.standing`), of `tasks` that are split and not done. Costs the
-    chunks events are about that are not done, not the chunks the splits declare."""
+    attempt open: `claims.standing`, `skips` leaving out the failures a scheduler does), of
+    `tasks` that are split and not done. Costs the chunks events are about that are not
+    done, not the chunks the splits declare."""
     out: dict[str, int] = {}
     table = state.chunks
     for task in tasks:
@@ -97,8 +100,9 @@ def open_chunks(state: MeshState, job: str, tasks: Iterable[str], max_attempts: 
             continue
         sk, n = (job, task, *split.id), n_chunks(split)
         untouched = n - sum(1 for i in table.of_split(sk) if i < n)
+        skip = None if skips is None else skips(task)
         opened = sum(1 for i in list(table.open_or_failed(sk)) if i < n and standing(
-            state.chunk(job, task, i), split.id, max_attempts)[0] is Standing.OPEN)
+            state.chunk(job, task, i), split.id, max_attempts, skip)[0] is Standing.OPEN)
         if untouched + opened:
             out[task] = untouched + opened
     return out

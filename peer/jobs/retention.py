@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from peer.errors import ConfigError
-from peer.jobs.claims import task_failed, task_status
+from peer.jobs.claims import TaskSkips, task_failed, task_status
 from peer.log import (
     ChunkDone,
     ChunkState,
@@ -245,17 +245,20 @@ def _items(cache: Mapping[str, Any]) -> Iterator[str]:
 
 
 def finished_at(state: MeshState, job: str, tasks: Sequence[Mapping[str, Any]],
-                max_attempts: int) -> float | None:
+                max_attempts: int, skips: TaskSkips | None = None) -> float | None:
     """When a job ended, in wall-clock seconds (None while live): cancelled, or no task can
-    move on (each is done, failed, or waits on a dependency that failed)."""
+    move on (each is done, failed, or waits on a dependency that failed). `skips`: the
+    failures each task's count leaves out (a scheduler's view: `claims.TaskSkips`)."""
     cancel = state.cancelled.get(job)
     if cancel is not None:
         return hlc_ms(cancel.hlc) / 1000
+    skip = skips or _every_failure
     for t in tasks:  # a task that waits for nothing and is not over: live (no full pass)
         if (not t.get("depends") and (job, t["name"]) not in state.task_done
-                and not task_failed(state, job, t["name"], max_attempts)):
+                and not task_failed(state, job, t["name"], max_attempts, skip(t["name"]))):
             return None
-    status = {str(t["name"]): task_status(state, job, t["name"], max_attempts) for t in tasks}
+    status = {str(t["name"]): task_status(state, job, t["name"], max_attempts, skip(t["name"]))
+              for t in tasks}
     blocked: set[str] = {n for n, s in status.items() if s == "failed"}
     grew = True
     while grew:  # what depends on a failed task, transitively
@@ -275,6 +278,11 @@ def finished_at(state: MeshState, job: str, tasks: Sequence[Mapping[str, Any]],
             if c.failures:
                 end = max(end, max(f.hlc for f in c.failures.values()))
     return hlc_ms(end or state.jobs[job].hlc) / 1000
+
+
+def _every_failure(task: str) -> None:
+    """No failure of `task` left out (`finished_at` without `skips`)."""
+    return None
 
 
 def ended_hlc(end_s: float) -> int:

@@ -21,7 +21,7 @@ from peer.errors import BanzaiError
 from peer.ipfs.inline import InlineBlocks
 from peer.ipfs.store import Listings
 from peer.jobs import claims, kinds, members, placement
-from peer.jobs.claims import AttemptKey, Standing, task_failed
+from peer.jobs.claims import AttemptKey, Standing, TaskSkips, task_failed
 from peer.jobs.ending import Merits, better_end, framed, job_ended
 from peer.jobs.leases import Leases
 from peer.jobs.live import LOG_MAX_BYTES, LiveRecords
@@ -1050,7 +1050,7 @@ class Scheduler:
         for i in itertools.chain(range(start, n), range(start)):
             t = tasks[i]
             if (not t.depends and (job, t.name) not in st.task_done
-                    and not task_failed(st, job, t.name, self.cfg.max_attempts)):
+                    and not self._failed_here(job, t.name, t)):  # (review rr of s50, RR-2)
                 if len(self._open_at) >= OPEN_HINTS and job not in self._open_at:
                     self._open_at.clear()
                 self._open_at[job] = i
@@ -1254,6 +1254,28 @@ class Scheduler:
             return True
         skip = self._unvouched_failures(job, spec)
         return skip is None or task_failed(st, job, task, n, skip)
+
+    def _skips(self, job: str) -> TaskSkips | None:
+        """Task -> the failures this peer leaves out of its chunks' counts
+        (`_unvouched_failures`, asked once a task), for `members.running` and
+        `members.open_chunks`: scale-out and takeover judge by the view `_consider_chunk`
+        and `_failed_here` do (review rr of session 50, RR-2: a chunk a vouched member runs
+        again was counted settled and the job over). None (every failure counts) while the
+        job has no member not vouched for."""
+        st = self.state
+        if not (st.lanes_on and job in st.members_of and st.some_unvouched(job)):
+            return None
+        try:
+            wf = self.workflow(job)
+        except BanzaiError:
+            return None
+        memo: dict[str, Callable[[Event], bool] | None] = {}
+
+        def skips(task: str) -> Callable[[Event], bool] | None:
+            if task not in memo:
+                memo[task] = self._unvouched_failures(job, wf.task(task))
+            return memo[task]
+        return skips
 
     def _failed_unvouched(self, job: str, spec: TaskSpec) -> bool:
         """Is task `spec` failed in the fold (every failure counted) but not as this peer
@@ -1740,14 +1762,16 @@ class Scheduler:
         live members, or are any while no live member has a usable slot
         (`members.spread_to`). Not while claims are held (`hold_claims`: the add would wait
         unseen, review r2 M3)."""
-        if self.claims_held or not members.running(self.state, job, self.cfg.max_attempts):
+        skips = self._skips(job)
+        if self.claims_held or not members.running(self.state, job, self.cfg.max_attempts,
+                                                   skips):
             return
         capable = self._capable(job)
         if capable.keys() <= self.state.members_of[job]:  # no one to add: its work not counted
             return
         wf = self.workflow(job)
         opened = members.open_chunks(self.state, job, (t.name for t in wf.tasks),
-                                     self.cfg.max_attempts)
+                                     self.cfg.max_attempts, skips)
         work_s = sum(n * self._last_run_s(job, task, wf.task(task).call or "")
                      for task, n in opened.items())
         add = members.spread_to(job, self.state, capable, sum(opened.values()), work_s,
@@ -1789,8 +1813,9 @@ class Scheduler:
         at = members.takeover_at(job, self.state, self.peer_id, callers, since,
                                  self.cfg.lease_s, wait_s)
         if (at is None or now < at or self.claims_held  # (the add would wait unseen: the
-                or not members.running(self.state, job, self.cfg.max_attempts)):  # next
-            return  # rank takes it over; review r2 M3)
+                or not members.running(self.state, job, self.cfg.max_attempts,  # next rank
+                                       self._skips(job))):  # takes it over; review r2 M3)
+            return
         if callers[self.peer_id] <= 0:  # (its turn, passed: the same rank a round later)
             self._orphaned[job] = since + len(callers) * wait_s
             return

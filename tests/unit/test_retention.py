@@ -243,13 +243,15 @@ def test_a_live_job_of_independent_tasks_is_known_live_without_every_tasks_statu
     asked: list[str] = []
     real, real_failed = retention.task_status, retention.task_failed
 
-    def status(state: MeshState, job: str, task: str, max_attempts: int) -> str:
+    def status(state: MeshState, job: str, task: str, max_attempts: int,
+               skip: Any = None) -> str:
         asked.append(task)
-        return real(state, job, task, max_attempts)
+        return real(state, job, task, max_attempts, skip)
 
-    def failed(state: MeshState, job: str, task: str, max_attempts: int) -> bool:
+    def failed(state: MeshState, job: str, task: str, max_attempts: int,
+               skip: Any = None) -> bool:
         asked.append(task)  # (its "failed?" only)
-        return real_failed(state, job, task, max_attempts)
+        return real_failed(state, job, task, max_attempts, skip)
 
     monkeypatch.setattr(retention, "task_status", status)
     monkeypatch.setattr(retention, "task_failed", failed)
