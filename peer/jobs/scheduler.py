@@ -1243,9 +1243,13 @@ class Scheduler:
         out where they are (`_unvouched_failures`; leaving some out fails no task the fold
         does not, so the common case costs the fold's check alone)? A workflow this release
         refuses counts every failure (`_fail_task` fails such a task once)."""
+        return (task_failed(self.state, job, task, self.cfg.max_attempts)
+                and self._failed_skipping(job, task, spec))
+
+    def _failed_skipping(self, job: str, task: str, spec: TaskSpec | None = None) -> bool:
+        """Task `task` of `job`, failed in the fold: is it failed still once an unvouched
+        lane's failures are left out where they are (`_failed_here`'s second half)?"""
         st, n = self.state, self.cfg.max_attempts
-        if not task_failed(st, job, task, n):
-            return False
         if not (st.lanes_on and job in st.members_of and st.some_unvouched(job)):
             return True
         try:
@@ -1281,7 +1285,7 @@ class Scheduler:
         """Is task `spec` failed in the fold (every failure counted) but not as this peer
         judges it (`_failed_here`)?"""
         return (task_failed(self.state, job, spec.name, self.cfg.max_attempts)
-                and not self._failed_here(job, spec.name, spec))
+                and not self._failed_skipping(job, spec.name, spec))
 
     def _for_vouched(self, job: str, task: str, spec: TaskSpec) -> bool:
         """Is ready task `spec` of lanes job `job` left to a vouched member here: one of its
