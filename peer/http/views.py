@@ -55,11 +55,27 @@ class _Chunk(NamedTuple):
     log: str | None
 
 
+def _left_out(state: MeshState, job: str) -> Callable[[Event], bool] | None:
+    """The failures a view leaves out of a chunk's count (`claims.chunk_exhausted`'s `skip`):
+    while lanes job `job` has a member no vouched member vouched for (a self-added one) and
+    no JOB_ENDED is folded, that member's lane's, as a scheduler does while a vouched
+    member that can run the task is live (`Scheduler._unvouched_failures`: it runs the
+    chunk again meanwhile; session 50 helper f's left). A view cannot tell whether one is
+    live: where none is (an orphan taker's failures count), the task shows failed once the
+    job's JOB_ENDED says so. None (every failure counts) otherwise."""
+    if (not state.lanes_on or job in state.ended or job not in state.members_of
+            or not state.some_unvouched(job)):
+        return None
+    return lambda f: state.unvouched_lane(job, f) is not None
+
+
 def _chunk(c: ChunkState, split: tuple[str, int] | None, n_items: int, max_attempts: int,
-           task_done: bool, cancel: Event | None = None) -> _Chunk:
-    """One chunk; `cancel`: its job's JOB_CANCELLED, if cancelled. Who won a claim is looked
-    for only where the chunk's state asks (a done chunk's runner is its CHUNK_DONE's origin's
-    peer: a lanes job's come in lanes)."""
+           task_done: bool, cancel: Event | None = None,
+           skip: Callable[[Event], bool] | None = None) -> _Chunk:
+    """One chunk; `cancel`: its job's JOB_CANCELLED, if cancelled; `skip`: the failures its
+    count leaves out (`_left_out`). Who won a claim is looked for only where the chunk's
+    state asks (a done chunk's runner is its CHUNK_DONE's origin's peer: a lanes job's come
+    in lanes)."""
     failures = c.failures
     last_fail_ev: Event | None = None
     last_fail: ChunkFailed | None = None
@@ -75,7 +91,7 @@ def _chunk(c: ChunkState, split: tuple[str, int] | None, n_items: int, max_attem
         state, progress, ran, end = "done", 1.0, c.done, c.done
     elif task_done:  # the task finished from the cache, or another peer assembled it
         state, progress, ran, end = "skipped", 1.0, c.winner(attempt, split), None
-    elif chunk_exhausted(failures, max_attempts):
+    elif chunk_exhausted(failures, max_attempts, skip):
         assert last_fail is not None
         failed = last_fail.attempt
         state, progress = "failed", c.progress.get(failed, 0.0)
@@ -129,7 +145,7 @@ class _Made(NamedTuple):
 
 
 def _task(state: MeshState, job: str, t: dict[str, Any], max_attempts: int, detail: bool,
-          chunks_from: int = 0) -> _Made:
+          chunks_from: int = 0, record: bool = False) -> _Made:
     """One task's view, with the views of at most MAX_VIEW_CHUNKS of its chunks from
     `chunks_from` on (`detail`), or as a job's record keeps it (`chunks` empty, `logs` the
     CIDs of its chunks' run logs: no chunk view is listed). Only the chunks that events are
@@ -137,7 +153,8 @@ def _task(state: MeshState, job: str, t: dict[str, Any], max_attempts: int, deta
     the task is done), with no peer, attempt, time, log nor error, so the aggregates are
     theirs (in chunk order, as when every chunk was looked at) and the others' count."""
     name = t["name"]
-    status = task_status(state, job, name, max_attempts)
+    skip = None if record else _left_out(state, job)  # (a record: the fold's every failure)
+    status = task_status(state, job, name, max_attempts, skip)
     split = state.splits.get((job, name))
     if split is not None and state.implicit(split) and not _touched(state, job, name):
         split = None  # an implicit split no peer acted on: shown as none (a cached task's)
@@ -158,7 +175,7 @@ def _task(state: MeshState, job: str, t: dict[str, Any], max_attempts: int, deta
 
         sid, cancel = split.id, state.cancelled.get(job)
         states = state.split_chunks(job, name)
-        views = {i: _chunk(states[i], sid, n_items(i), max_attempts, task_done, cancel)
+        views = {i: _chunk(states[i], sid, n_items(i), max_attempts, task_done, cancel, skip)
                  for i in sorted(states)}
         chunks = list(views.values())
         if detail:
@@ -260,14 +277,15 @@ def job_record(state: MeshState, job: str, max_attempts: int) -> dict[str, Any]:
     """A finished job's record (the job index keeps it): its full view without each task's
     chunk views (`chunks` empty), which a task keeps as `logs`, the CIDs of its chunks' run
     logs. Made without the chunk views (not the view then cut)."""
-    return _job(state, job, max_attempts, False)
+    return _job(state, job, max_attempts, False, record=True)
 
 
 def _job(state: MeshState, job: str, max_attempts: int, detail: bool, chunks_from: int = 0,
-         ) -> dict[str, Any]:
+         record: bool = False) -> dict[str, Any]:
     ev = state.jobs[job]
     wf = ev.body_as(JobSubmitted).workflow
-    made = [_task(state, job, t, max_attempts, detail, chunks_from) for t in wf["tasks"]]
+    made = [_task(state, job, t, max_attempts, detail, chunks_from, record)
+            for t in wf["tasks"]]
     tasks = [m.view for m in made]
     st = job_state([t["state"] for t in tasks], job in state.cancelled)
     finished = max((t["finished_ms"] or 0 for t in tasks), default=0) if st == "done" else None
