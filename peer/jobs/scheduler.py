@@ -1765,7 +1765,10 @@ class Scheduler:
         calls, when its ready, unclaimed chunks hold more work than spread_s per slot of the
         live members, or are any while no live member has a usable slot
         (`members.spread_to`). Not while claims are held (`hold_claims`: the add would wait
-        unseen, review r2 M3)."""
+        unseen, review r2 M3). The job's over and its chunks' standing as this peer judges
+        them (`_skips`); and a home that is a vouched member counts no slot of a member not
+        vouched for (a self-added one runs nothing a live vouched member can: `_for_vouched`;
+        review rr of session 50, RR-2)."""
         skips = self._skips(job)
         if self.claims_held or not members.running(self.state, job, self.cfg.max_attempts,
                                                    skips):
@@ -1773,6 +1776,9 @@ class Scheduler:
         capable = self._capable(job)
         if capable.keys() <= self.state.members_of[job]:  # no one to add: its work not counted
             return
+        if skips is not None and self.state.is_vouched(job, self.peer_id):
+            capable = {p: n for p, n in capable.items() if self.state.is_vouched(job, p)
+                       or p not in self.state.members_of[job]}  # (RR-2: see `_spread`)
         wf = self.workflow(job)
         opened = members.open_chunks(self.state, job, (t.name for t in wf.tasks),
                                      self.cfg.max_attempts, skips)

@@ -50,3 +50,31 @@ async def test_a_self_added_members_failure_stops_no_scale_out_of_a_home_with_no
         assert mesh[p3].runner.started == []
     finally:
         await mesh.close()
+
+
+async def test_a_self_added_members_slot_is_no_slot_of_a_vouched_home() -> None:
+    """As above, but p3 (self-added, not vouched) has a slot: it runs nothing a live vouched
+    member can (`_for_vouched`), so the home counts it no slot and spreads the job (on
+    ded7c6f2, and with RR-2's view alone, p3's slot held the job's open work: nobody added)."""
+    mesh = JobMesh(4, CATALOG, SIM_CFG, lanes=True)
+    p0, p1, p2, p3 = mesh.peers
+    tasks = writes(1)
+    try:
+        mesh[p0].runner.slots = 0
+        await mesh.advance(0.01)
+        job = mesh.submit(p0, tasks, members=[p0], implicit=True)
+        mesh.deliver()
+        sid = mesh[p0].state.splits[(job, "w0")].id
+        mesh.emit(p3, EventType.JOB_MEMBERS, {"job": job, "add": [p3]})
+        mesh.emit(p3, EventType.CHUNK_FAILED, {
+            "job": job, "task": "w0", "chunk": 0, "attempt": 0, "split": list(sid),
+            "kind": "error", "error": "made up"})
+        mesh.deliver()
+        await finish_all(mesh, rounds=30)
+        added = [e for e in mesh.sent(EventType.JOB_MEMBERS) if e.origin == p0]
+        assert [e.payload["add"] for e in added] == [rendezvous(job, [p1, p2])[:1]]
+        st = mesh[p0].state
+        assert done(mesh, p0, job, tasks) and not st.ended[job].payload["failed"]
+        assert mesh[p3].runner.started == []
+    finally:
+        await mesh.close()
