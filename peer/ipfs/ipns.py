@@ -13,11 +13,10 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
 
 import multibase
 import multihash
@@ -329,10 +328,11 @@ class OlderRecord(IpnsError):
 
 
 class IpnsNames:
-    """The IPNS records this peer holds, one file per name under `root` (the highest sequence
-    wins); safe from several threads and processes (files are replaced by rename). A file that
-    does not read back (damaged, cut, not a record) counts as no record: left out by `held`
-    (logged once per version of it), replaced by the next valid record `put` here."""
+    """The IPNS records this peer holds, one file per name under `root` (the newest by `rank`
+    wins: the sequence, then the end of life); safe from several threads and processes
+    (files are replaced by rename). A file that does not read back (damaged, cut, not a
+    record) counts as no record: left out by `held` (logged once per version of it), replaced
+    by the next valid record `put` here."""
 
     def __init__(self, root: Path, clock: Callable[[], float] = time.time) -> None:
         self.root = Path(root)
@@ -358,17 +358,20 @@ class IpnsNames:
         return self._path(parse_name(name)[0])
 
     def put(self, name: str, raw: bytes) -> Record:
-        """Validate and keep `raw` as the record of `name`; IpnsError if invalid or older than
-        the record held (one held that does not read back, or expired, is replaced); DataError
+        """Validate and keep `raw` as the record of `name`; IpnsError if invalid, OlderRecord
+        if the record held ranks above it (`rank`; one held that does not read back, or
+        expired, is replaced; a copy of it is not written again); DataError
         if the IPNS tree holds an entry of the wrong kind (named)."""
         c, _ = parse_name(name)
         record = validate(c, raw, self._now())
         path = self._path(c)
         with self._putting:  # (the mesh's records off the loop, a publish, a routing/put)
             held = self._held(c, path)
-            if held is not None and held.sequence > record.sequence:
-                raise OlderRecord(f"a newer record (sequence {held.sequence}) is held for "
-                                  f"{name}")
+            if held is not None and rank(held) >= rank(record):  # (`rank`: the log's rule too)
+                if held.raw == record.raw:
+                    return record  # (a copy: written already)
+                raise OlderRecord(f"a newer record (sequence {held.sequence}, end of life "
+                                  f"{held.eol.isoformat()}) is held for {name}")
             ensure_dir(self.root, _WHAT)
             check_entry(path, "file", "an IPNS record")  # (a directory: named, not OSError)
             replace_private(path, raw)  # (fsynced, then the directory: a crash leaves either)
@@ -506,52 +509,29 @@ class IpnsNames:
             raise IpnsError(exc.message, field="name") from exc
 
 
-K = TypeVar("K")
+Rank = tuple[int, datetime, bytes]
 
 
-def rank(record: Record) -> tuple[int, datetime, bytes]:
+def rank(record: Record) -> Rank:
     """What orders two valid records of one name, newest last: the sequence, then the end of
-    life (the IPNS spec's tie rule), then the bytes (so that any two differ but identical
-    copies: a total order every peer computes alike, whatever the order records came in)."""
-    return record.sequence, record.eol, record.raw
+    life (the IPNS spec's tie rule), then the SHA-256 of the bytes (so that any two differ but
+    identical copies: a total order every peer computes alike, whatever the order records came
+    in, that holds 32 bytes of a record, not all of them: review rr of session 50, RR-5)."""
+    return record.sequence, record.eol, hashlib.sha256(record.raw).digest()
 
 
-def event_rank(name: str, record: str) -> tuple[int, datetime, bytes] | None:
-    """`rank` of an IPNS_RECORD event's record (base64) for its name, validated without a
-    clock; None if it does not decode or validate (peer.log.jobless.Records' rank)."""
+def event_rank(name: str, record: str) -> tuple[str, Rank] | None:
+    """(the name as IPNS writes it, `rank` of the record) of an IPNS_RECORD event's name and
+    record (base64), validated without a clock; None if the name is none or the record does
+    not decode or validate for it. The one rule for "the same name" and "newer"
+    (peer.log.jobless.Records, which leaves the log by it, and `IpnsNames.put`): the
+    `canonical` name, so a key's base36 and base58 spellings are one name."""
     try:
+        c, _ = parse_name(name)
         raw = base64.b64decode(record, validate=True)
-        return rank(validate(parse_name(name)[0], raw, EPOCH))
+        return canonical(c), rank(validate(c, raw, EPOCH))
     except (ValueError, IpnsError, ArgError):
         return None
-
-
-def superseded(records: Iterable[tuple[K, str, bytes]]) -> set[K]:
-    """Of `records`, (key, name, record bytes) as IPNS_RECORD events carry them (the key an
-    event's (origin, seq)), the keys of those a newer valid record of the same name among
-    them supersedes: what may leave a log without losing any name's newest record.
-
-    Decided by the records alone (signature, sequence, end of life: `rank`), never by the
-    order of the events, their origins or the time: a record expired or not is ranked the
-    same, so every peer holding the same events decides the same. A record that does not
-    validate for its name (a hostile member's higher sequence without the name's key, a
-    record of another name, malformed bytes) supersedes nothing and is never in the result
-    (it is not this rule's to judge). Every copy of a name's newest record is kept (a copy
-    carried by a member that later equivocates or is revoked cannot take the record away
-    with it)."""
-    best: dict[str, tuple[int, datetime, bytes]] = {}
-    valid: list[tuple[K, str, tuple[int, datetime, bytes]]] = []
-    for key, name, raw in records:
-        try:
-            c, _ = parse_name(name)
-            r = rank(validate(c, raw, EPOCH))
-        except (IpnsError, ArgError):
-            continue
-        n = canonical(c)
-        valid.append((key, n, r))
-        if n not in best or best[n] < r:
-            best[n] = r
-    return {key for key, n, r in valid if r < best[n]}
 
 
 def record_etag(raw: bytes) -> str:
@@ -562,4 +542,4 @@ def record_etag(raw: bytes) -> str:
 __all__ = ["LIBP2P_KEY", "MAX_RECORD_BYTES", "RECORD_TYPE", "IpnsNames", "OlderRecord", "Record",
            "canonical", "event_rank",
            "key_name", "make_record", "parse_name", "rank", "read_record", "record_etag",
-           "rfc3339", "superseded", "validate"]
+           "rfc3339", "validate"]

@@ -25,6 +25,7 @@ serve what leaves memory (`MeshState.archive`) lets them go (simulations keep th
 from __future__ import annotations
 
 import bisect
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -55,69 +56,74 @@ def leaves_memory(ev: Event) -> bool:
     return jobless(ev) or ipns_only(ev)
 
 
-# (name, record) of an IPNS_RECORD -> its rank among its name's records (peer.ipfs.ipns.rank:
-# by the record's own signature and sequence), None if the record does not validate
-Rank = Callable[[str, str], Any]  # None: the record does not validate
+# (name, record) of an IPNS_RECORD -> (its name in one spelling, its rank among that name's
+# records: peer.ipfs.ipns.event_rank, by the record's own signature and sequence), or None if
+# the name is none or the record does not validate for it
+Rank = Callable[[str, str], tuple[str, Any] | None]
 
 
 class Records:
     """The IPNS_RECORD events out of memory and still in the log (rebuilt at start from what
-    the replay lets go), and the rule by which an old one leaves the log: a newer valid
-    record of its name (`rank`, given by the node: peer.ipfs.ipns decides, this package may
-    not import it) is held out of memory too, and every live member holds both events (or
-    both are past the horizon). Decided by the records, never by the events' order, so a
-    member without a name's key cannot retire its newest record; every copy of the newest is
-    kept; a record that does not validate is never judged (it stays, as before). Not a
-    per-origin prefix as `Jobless`: no event depends on an IPNS_RECORD's order, and one
-    name's current record must not hold back its origin's later events."""
+    the replay lets go), and the rule by which one leaves the log: once it and its name's
+    newest record (one copy) are held by every live member, or both past the horizon, an
+    event leaves if a newer valid record of its name waits here too. Names and ranks are the
+    node's `rank` (peer.ipfs.ipns decides, this package may not import it): one key's
+    spellings are one name. Decided by the records, never by the events' order, so a member
+    without a name's key cannot retire its newest record; every copy of the newest is kept;
+    a record that does not validate is never judged (it stays, as before). Not a per-origin
+    prefix as `Jobless`: no event depends on an IPNS_RECORD's order, and one name's current
+    record must not hold back its origin's later events."""
 
     def __init__(self) -> None:
         self.rank: Rank | None = None  # set by the node; nothing leaves until it is
-        # (origin, seq) -> (hlc, name, record: None once ranked), in the log, out of memory
-        self.waiting: dict[Id, tuple[int, str, str | None]] = {}
-        self._ranks: dict[Id, Any] = {}  # ranked once (a signature check each)
+        self.waiting: dict[Id, int] = {}  # (origin, seq) -> hlc, in the log, out of memory
+        self._unranked: dict[Id, tuple[str, str]] = {}  # (name, record) until ranked
+        # (name, rank) once ranked (a signature check each), None: invalid; the record's
+        # bytes are not held (its rank holds their digest)
+        self._ranks: dict[Id, tuple[str, Any] | None] = {}
 
     def left(self, ev: Event) -> None:
         """`ev` (an IPNS_RECORD) left memory: it waits to leave the log."""
         b = ev.body
         assert isinstance(b, IpnsRecord)
-        self.waiting[ev.id] = (ev.hlc, b.name, b.record)
+        self.waiting[ev.id] = ev.hlc
+        self._unranked[ev.id] = (b.name, b.record)
 
-    def _ranked(self, rank: Rank, i: Id) -> Any:
-        if i not in self._ranks:
-            hlc, name, record = self.waiting[i]
-            self._ranks[i] = rank(name, record or "")
-            self.waiting[i] = (hlc, name, None)  # (the bytes are not needed any more)
+    def _ranked(self, rank: Rank, i: Id) -> tuple[str, Any] | None:
+        if i in self._unranked:
+            got = rank(*self._unranked.pop(i))
+            self._ranks[i] = None if got is None else (sys.intern(got[0]), got[1])
         return self._ranks[i]
 
     def droppable(self, vvs: Sequence[Mapping[str, int]], now_hlc: int, horizon_s: float,
                   room: int) -> list[Id]:
-        """At most `room` waiting events whose record a newer one of its name supersedes,
-        each with the event of its name's newest (one copy) held by every live member (and
-        one at least), or both past the horizon."""
+        """At most `room` waiting events, settled (held by every live member, and one at
+        least, or past the horizon), whose record a newer one of its name supersedes (the
+        event of the name's newest, one copy, settled too)."""
         rank = self.rank
         if rank is None or room <= 0:
             return []
         best: dict[str, tuple[Any, Id]] = {}
-        ranked: list[tuple[Id, str, Any]] = []
+        ranked: list[tuple[Id, tuple[str, Any] | None]] = []
         for i in list(self.waiting):
-            r = self._ranked(rank, i)
-            if r is None:
+            got = self._ranked(rank, i)
+            ranked.append((i, got))
+            if got is None:
                 continue
-            name = self.waiting[i][1]
-            ranked.append((i, name, r))
+            name, r = got
             top = best.get(name)
             if top is None or top[0] < r or (top[0] == r and self._settled(
                     i, vvs, now_hlc, horizon_s) and not self._settled(
                     top[1], vvs, now_hlc, horizon_s)):
                 best[name] = (r, i)
         out: list[Id] = []
-        for i, name, r in ranked:
+        for i, got in ranked:
             if len(out) >= room:
                 break
-            r_best, carrier = best[name]
-            if r < r_best and self._settled(i, vvs, now_hlc, horizon_s) and self._settled(
-                    carrier, vvs, now_hlc, horizon_s):
+            if got is None or not self._settled(i, vvs, now_hlc, horizon_s):
+                continue  # (a record that does not validate is never judged)
+            r_best, carrier = best[got[0]]
+            if got[1] < r_best and self._settled(carrier, vvs, now_hlc, horizon_s):
                 out.append(i)
         return out
 
@@ -126,12 +132,13 @@ class Records:
         """Held by every live member (and one at least), or past the horizon."""
         if bool(vvs) and all(vv.get(i[0], 0) >= i[1] for vv in vvs):
             return True
-        return hlc_ms(now_hlc) - hlc_ms(self.waiting[i][0]) >= horizon_s * 1000
+        return hlc_ms(now_hlc) - hlc_ms(self.waiting[i]) >= horizon_s * 1000
 
     def dropped(self, ids: Iterable[Id]) -> None:
         """These (from `droppable`) left the log."""
         for i in ids:
             self.waiting.pop(i, None)
+            self._unranked.pop(i, None)
             self._ranks.pop(i, None)
 
     def __len__(self) -> int:

@@ -683,7 +683,7 @@ async def test_a_heard_record_is_kept_off_the_loop_in_the_order_heard(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Session 47's Left: IpnsNames.put (a read, a write, two fsyncs) ran on the event loop,
     in the listener. Now the puts run in worker threads, one at a time, in the order the
-    records were heard: of one name, the last heard of the highest sequence is held."""
+    records were heard: of one name, the newest (sequence, then end of life) is held."""
     now = [NOW.timestamp()]
     svc, _ = _service(tmp_path, now)
     k, other = Key(), Key()
@@ -703,7 +703,7 @@ async def test_a_heard_record_is_kept_off_the_loop_in_the_order_heard(
     monkeypatch.setattr(svc.names, "put", recorded)
     heard = [(k, k.record("/ipfs/a", seq=1)), (other, other.record("/ipfs/x", seq=5)),
              (k, k.record("/ipfs/b", seq=2)), (k, k.record("/ipfs/c", seq=1)),
-             (k, k.record("/ipfs/d", seq=2))]
+             (k, k.record("/ipfs/d", seq=2, validity=b"2099-01-02T00:00:00Z"))]
     for i, (key_, raw) in enumerate(heard):
         svc.on_event(Event("p1", i + 1, i + 1, EventType.IPNS_RECORD,
                            {"name": key_.name, "record": base64.b64encode(raw).decode()}))
@@ -713,6 +713,24 @@ async def test_a_heard_record_is_kept_off_the_loop_in_the_order_heard(
                     (k.name, -1, False), (k.name, 2, False)]
     assert svc.names.get(k.name).value == "/ipfs/d" and (svc.older, svc.refused) == (1, 0)
     assert svc.names.get(other.name).value == "/ipfs/x"
+
+
+def test_of_two_records_of_one_sequence_the_later_end_of_life_is_held_in_any_order(
+        tmp_path: Path, key: Key) -> None:
+    """`put` ranks as the log does (`ipns.rank`): before, a record of the sequence held
+    replaced it, so which of two was held depended on the order they were heard."""
+    early, late = (key.record(f"/ipfs/{v}", seq=3, validity=d) for v, d in (
+        ("early", b"2099-01-01T00:00:00Z"), ("late", b"2099-01-02T00:00:00Z")))
+    for order in ((early, late), (late, early)):
+        names = ipns.IpnsNames(tmp_path / str(order[0] is late), clock=NOW.timestamp)
+        names.put(key.name, order[0])
+        if order[1] is early:
+            with pytest.raises(ipns.OlderRecord):
+                names.put(key.name, early)
+        else:
+            names.put(key.name, late)
+        assert names.get(key.name).value == "/ipfs/late"
+        assert names.put(key.name, late).value == "/ipfs/late"  # (a copy: not an error)
 
 
 def test_without_a_loop_a_heard_record_is_kept_at_once(tmp_path: Path, key: Key) -> None:
