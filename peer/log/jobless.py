@@ -64,15 +64,17 @@ Rank = Callable[[str, str], tuple[str, Any] | None]
 
 class Records:
     """The IPNS_RECORD events out of memory and still in the log (rebuilt at start from what
-    the replay lets go), and the rule by which one leaves the log: once it and its name's
-    newest record (one copy) are held by every live member, or both past the horizon, an
-    event leaves if a newer valid record of its name waits here too. Names and ranks are the
-    node's `rank` (peer.ipfs.ipns decides, this package may not import it): one key's
-    spellings are one name. Decided by the records, never by the events' order, so a member
-    without a name's key cannot retire its newest record; every copy of the newest is kept;
-    a record that does not validate is never judged (it stays, as before). Not a per-origin
-    prefix as `Jobless`: no event depends on an IPNS_RECORD's order, and one name's current
-    record must not hold back its origin's later events."""
+    the replay lets go), and the rule by which one leaves the log: once it is held by every
+    live member (and one at least) or past the horizon, an event leaves if a newer valid
+    record of its name waits here too, settled alike (one copy of the name's newest), or if
+    its record does not validate for its name (or the name is none: such a record is never
+    kept nor served by a peer of this release; one a newer release finds valid stays in its
+    own log). Names and ranks are the node's `rank` (peer.ipfs.ipns decides, this package
+    may not import it): one key's spellings are one name. Decided by the records, never by
+    the events' order, so a member without a name's key cannot retire its newest record
+    (its record does not validate, so supersedes nothing); every copy of the newest is kept.
+    Not a per-origin prefix as `Jobless`: no event depends on an IPNS_RECORD's order, and
+    one name's current record must not hold back its origin's later events."""
 
     def __init__(self) -> None:
         self.rank: Rank | None = None  # set by the node; nothing leaves until it is
@@ -99,7 +101,7 @@ class Records:
                   room: int) -> list[Id]:
         """At most `room` waiting events, settled (held by every live member, and one at
         least, or past the horizon), whose record a newer one of its name supersedes (the
-        event of the name's newest, one copy, settled too)."""
+        event of the name's newest, one copy, settled too) or does not validate."""
         rank = self.rank
         if rank is None or room <= 0:
             return []
@@ -120,8 +122,11 @@ class Records:
         for i, got in ranked:
             if len(out) >= room:
                 break
-            if got is None or not self._settled(i, vvs, now_hlc, horizon_s):
-                continue  # (a record that does not validate is never judged)
+            if not self._settled(i, vvs, now_hlc, horizon_s):
+                continue
+            if got is None:  # (its record does not validate: it names nothing, here or on
+                out.append(i)  # any peer of this release)
+                continue
             r_best, carrier = best[got[0]]
             if got[1] < r_best and self._settled(carrier, vvs, now_hlc, horizon_s):
                 out.append(i)

@@ -77,14 +77,38 @@ def test_the_record_decides_not_the_event_order(tmp_path: Path, opened: list[Nod
 
 def test_a_member_without_the_key_retires_nothing(tmp_path: Path, opened: list[Node]) -> None:
     """A higher sequence signed by another key, and a copy of the newest: nothing of the
-    name's own records leaves but the older one; the copies of the newest all stay."""
+    name's own records leaves but the older one; the copies of the newest all stay (the
+    forged one, which does not validate, leaves)."""
     n = _open(tmp_path / "a", opened, recent_tasks=0)
     hlc = _hlc()
     newest = _rec(A, 2, hlc + 1, 1)
     n.merge([_rec(A, 1, hlc, 0), newest, _rec(EVIL, 1, hlc + 2, 99, OTHER),
              Event(EVIL, 2, hlc + 3, EventType.IPNS_RECORD, dict(newest.payload))])
     n.catchup.compact()
-    assert _rows(n, A) == [2] and _rows(n, EVIL) == [1, 2]
+    assert _rows(n, A) == [2] and _rows(n, EVIL) == [2]
+
+
+def test_records_that_do_not_validate_leave_the_log_and_are_not_stored_again(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """A member's junk IPNS_RECORDs (another key's record, bytes that are no record, no
+    base64, a name that is none) stayed in every peer's log for good (session 50's Left):
+    now each leaves once every live member holds it, the valid one of the name stays, and a
+    copy sent again (a peer of the previous release keeps them) is not stored again."""
+    n = _open(tmp_path / "a", opened, recent_tasks=0)
+    hlc = _hlc()
+    junk = [_rec(EVIL, 1, hlc, 99, OTHER),
+            Event(EVIL, 2, hlc + 1, EventType.IPNS_RECORD,
+                  {"name": NAME, "record": base64.b64encode(b"\x00no record").decode()}),
+            Event(EVIL, 3, hlc + 2, EventType.IPNS_RECORD, {"name": NAME, "record": "!!"}),
+            Event(EVIL, 4, hlc + 3, EventType.IPNS_RECORD,
+                  {"name": "not-a-name", "record": _rec(A, 1, hlc, 1).payload["record"]})]
+    n.merge([_rec(A, 1, hlc, 1), *junk])
+    n.catchup.compact()
+    assert _rows(n, EVIL) == [] and _rows(n, A) == [1]
+    again = _reopen(n, opened)
+    assert len(again.compactor.records) == 1 and again.state.heads.get(EVIL) == 4
+    assert not again.merge(junk)
+    assert _rows(again, EVIL) == []
 
 
 def test_an_old_record_waits_for_every_live_member_to_hold_the_newest(
@@ -110,14 +134,14 @@ def test_an_old_record_waits_for_every_live_member_to_hold_the_newest(
 def test_records_drop_the_older_valid_records_in_any_order_of_leaving(
         made: list[tuple[str, int, bool]], rnd: random.Random) -> None:
     """The compactor's waiting list (every live member holding all) drops exactly the valid
-    records below the name's highest sequence, whatever the order they left memory in; one
-    signed by another key is never judged."""
+    records below the name's highest sequence and those signed by another key (they do not
+    validate), whatever the order they left memory in."""
     hlc = _hlc()
     evs = [_rec(o, i + 1, hlc + i, seq, KEY if signed else OTHER)
            for i, (o, seq, signed) in enumerate(made)]
     top = max((seq for _, seq, signed in made if signed), default=None)
     expected = {e.id for e, (_, seq, signed) in zip(evs, made, strict=True)
-                if signed and top is not None and seq < top}
+                if not signed or (top is not None and seq < top)}
     for _ in range(2):
         rnd.shuffle(evs)
         records = Records()

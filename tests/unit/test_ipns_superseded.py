@@ -1,8 +1,9 @@
 """Which IPNS_RECORD events leave the log (peer.log.jobless.Records, ranked by
 peer.ipfs.ipns.event_rank, as the node wires them): the rule decides by the records' own
 signatures and sequences, never by the events' order, their origins or the clock, counts one
-key's spellings as one name, and never takes a name's newest record. Every event here is held
-by every live member, so the rule alone decides."""
+key's spellings as one name, never takes a name's newest record, and lets a record that does
+not validate go. Every event here is held by every live member, so the rule alone decides
+(but where a test says otherwise)."""
 
 from __future__ import annotations
 
@@ -133,15 +134,42 @@ def test_a_rank_holds_a_digest_of_the_record_not_its_bytes() -> None:
     b"\x00not a record",
     b"\xff",
 ])
-def test_a_record_that_does_not_validate_supersedes_nothing(hostile: bytes) -> None:
+def test_a_record_that_does_not_validate_supersedes_nothing_and_leaves(hostile: bytes) -> None:
+    """It retires no valid record, and leaves itself: before, it stayed for good (session
+    50's Left)."""
     events = [(("o", 1), A, rec(1)), (("evil", 1), A, hostile)]
-    assert ("o", 1) not in superseded(events)
-    assert ("o", 1) in superseded([*events, (("o", 2), A, rec(2))])
-    assert ("o", 2) not in superseded([*events, (("o", 2), A, rec(2))])
+    assert superseded(events) == {("evil", 1)}
+    assert superseded([*events, (("o", 2), A, rec(2))]) == {("o", 1), ("evil", 1)}
 
 
-def test_a_name_that_is_not_one_supersedes_nothing() -> None:
-    assert ("o", 2) not in superseded([(("o", 1), "not-a-name", rec(1)), (("o", 2), A, rec(0))])
+def test_a_name_that_is_not_one_supersedes_nothing_and_leaves() -> None:
+    assert superseded([(("o", 1), "not-a-name", rec(1)), (("o", 2), A, rec(0))]) == {("o", 1)}
+
+
+def test_a_record_that_is_not_base64_leaves() -> None:
+    records = Records()
+    records.rank = event_rank
+    bad = Event(origin("o"), 1, HLC, EventType.IPNS_RECORD, {"name": A, "record": "!!"})
+    records.left(bad)
+    assert records.droppable([{bad.origin: 1}], HLC, 7 * 86400.0, 10) == [bad.id]
+
+
+def test_a_record_that_does_not_validate_waits_for_every_live_member_or_the_horizon() -> None:
+    """As a superseded one: not before every live member holds it (a member of the previous
+    release keeps it meanwhile, so nothing it lacks goes), or its hlc is past the horizon."""
+    records = Records()
+    records.rank = event_rank
+    bad = Event(origin("evil"), 3, HLC, EventType.IPNS_RECORD,
+                {"name": A, "record": base64.b64encode(rec(9, KEY_B)).decode()})
+    records.left(bad)
+    behind = {bad.origin: 2}
+    assert records.droppable([{bad.origin: 3}, behind], HLC, 7 * 86400.0, 10) == []
+    assert records.droppable([], HLC, 7 * 86400.0, 10) == []  # (no member known: waits)
+    week = HLC + (7 * 86400_000 << 16)
+    assert records.droppable([behind], week, 7 * 86400.0, 10) == [bad.id]
+    assert records.droppable([{bad.origin: 3}, behind], HLC, 7 * 86400.0, 0) == []
+    records.dropped([bad.id])
+    assert len(records) == 0
 
 
 @given(st.lists(st.tuples(st.sampled_from([0, 1, 2]), st.integers(0, 3), st.booleans()),
