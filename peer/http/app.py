@@ -195,7 +195,12 @@ async def health(request: web.Request) -> web.Response:
         "security": node.security(),
         "ipfs": {"refused": dict(request.app[IPFS_REFUSED].items()),
                  "ipns_not_kept": node.ipns.refused,  # gossiped records that do not read
-                 "ipns_older": node.ipns.older},  # and those older than the one held
+                 "ipns_older": node.ipns.older,  # and those older than the one held
+                 # record files (names) held, their cap, removed to make room, and new
+                 # names refused at the cap (peer.ipfs.ipns.IpnsNames._make_room)
+                 "ipns_names": node.ipns.names.count, "ipns_names_max": node.ipns.names.max_names,
+                 "ipns_names_removed": node.ipns.names.evicted,
+                 "ipns_names_refused": node.ipns.names.full},
         "http": request.app[GATE].stats(),
         "mdns": None if node.discovery is None else node.discovery.health()})
 

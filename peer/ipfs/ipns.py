@@ -13,9 +13,9 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import multibase
@@ -320,6 +320,18 @@ def read_record(path: Path) -> bytes:
 # (review r2 of session 49 L1).
 EXPIRED_KEEP_S = 7 * 86400.0
 FORGET_PER_PASS = 256
+# A record's end of life counts as at most this long after its file was written (its mtime,
+# this peer's clock) for that removal: names are free to mint (a key each), and one signed
+# to live until year 9999 stayed for ever (review r1 of session 50, R1-5). A year: the
+# longest lifetime `IpnsService.sign` gives; a name still published is written again sooner.
+MAX_LIFETIME_S = 365 * 86400.0
+# At most this many record files (names) are held, each at most MAX_RECORD_BYTES (~100 MiB
+# at worst; ~4 KiB of disk each as Kubo's records are): a record of a name not held that
+# would pass it makes room first (`IpnsNames._make_room`: what goes first is said there),
+# EVICT_FRACTION of the cap at a time, so a flood of new names reads the directory once per
+# that many; with nothing that may go, the record is refused.
+MAX_NAMES = 10_000
+EVICT_FRACTION = 64
 
 
 class OlderRecord(IpnsError):
@@ -334,9 +346,19 @@ class IpnsNames:
     record) counts as no record: left out by `held` (logged once per version of it), replaced
     by the next valid record `put` here."""
 
-    def __init__(self, root: Path, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, root: Path, clock: Callable[[], float] = time.time,
+                 max_names: int = MAX_NAMES) -> None:
+        if max_names < 1:
+            raise ValueError("max_names must be at least 1")
         self.root = Path(root)
         self.clock = clock
+        self.max_names = max_names
+        # the names never removed to make room (this peer's published names: IpnsService
+        # sets it; DataError if they cannot be read, and then nothing is removed)
+        self.kept: Callable[[], Collection[str]] = tuple
+        self.count: int | None = None  # record files here (None: not counted yet)
+        self.evicted = 0  # record files removed to make room for new names, ever
+        self.full = 0  # records of new names refused: at the cap with nothing that may go
         # file name -> ((mtime_ns, size), the name, its record or None if invalid): held()
         # validates a file once per version, then only checks its end of life
         self._seen: dict[str, tuple[tuple[int, int], str, Record | None]] = {}
@@ -374,8 +396,89 @@ class IpnsNames:
                                   f"{held.eol.isoformat()}) is held for {name}")
             ensure_dir(self.root, _WHAT)
             check_entry(path, "file", "an IPNS record")  # (a directory: named, not OSError)
+            new = not os.path.lexists(path)
+            if new:
+                self._make_room(path.name)
             replace_private(path, raw)  # (fsynced, then the directory: a crash leaves either)
+            if new and self.count is not None:
+                self.count += 1
         return record
+
+    def _make_room(self, fname: str) -> None:
+        """Before the file `fname` of a name not held is written: if `max_names` files are
+        here, remove some (EVICT_FRACTION of the cap), first those that do not read back,
+        then expired records (the earliest end of life first), then those written least
+        recently (the oldest file: an honest name is written again at each republish, at
+        least every half of its lifetime), never those of `kept` names; IpnsError if none
+        may go (the new name is refused, counted in `full`). Under `_putting`."""
+        if self.count is None or self.count >= self.max_names:
+            self.count = self._count_files()
+        if self.count < self.max_names:
+            return
+        self.held()  # (each file read once per version: its record and end of life known)
+        try:
+            kept = self._kept()
+        except BanzaiError as e:
+            self.full += 1
+            raise IpnsError(f"{self.max_names} IPNS names are held here, and the names "
+                            f"published here do not read ({e.message}): none removed for "
+                            "a new one") from e
+        now = self._now()
+        order: list[tuple[tuple[int, float], str, tuple[int, int]]] = []
+        for f, (version, name, rec) in self._seen.items():
+            if name in kept or f == fname:
+                continue
+            key = ((0, 0.0) if rec is None else (1, rec.eol.timestamp()) if rec.eol <= now
+                   else (2, float(version[0])))
+            order.append((key, f, version))
+        order.sort()
+        want = self.count - self.max_names + max(1, self.max_names // EVICT_FRACTION)
+        gone = self._remove([(f, v) for _, f, v in order][:want])
+        self.evicted += gone
+        if gone:
+            log.info("removed %d IPNS record file(s) to keep at most %d names (the oldest "
+                     "first)", gone, self.max_names)
+        if self.count >= self.max_names:
+            self.full += 1
+            raise IpnsError(f"{self.max_names} IPNS names are held here (the cap), none of "
+                            "which may be removed: a record of a new name is not kept")
+
+    def _count_files(self) -> int:
+        try:
+            with os.scandir(self.root) as it:
+                return sum(1 for f in it if f.name.endswith(".ipns-record"))
+        except FileNotFoundError:
+            return 0
+
+    def _kept(self) -> set[str]:
+        """The canonical names of `kept` (BanzaiError if they do not read)."""
+        out = set()
+        for n in self.kept():
+            with contextlib.suppress(ArgError):
+                out.add(canonical(parse_name(n)[0]))
+        return out
+
+    def _remove(self, files: Iterable[tuple[str, tuple[int, int]]]) -> int:
+        """Remove these record files (file name, the version read) but one replaced since
+        it was read; how many went. Under `_putting`."""
+        gone = 0
+        for fname, version in files:
+            path = self.root / fname
+            try:
+                st = path.lstat()
+                if (st.st_mtime_ns, st.st_size) != version:
+                    continue  # (a new record put since: read at the next pass)
+                path.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                log.warning("IPNS record file %s not removed: %s", path, e)
+                continue
+            self._seen.pop(fname, None)  # (a `held` in another thread may have
+            gone += 1  # replaced `_seen` since: review r1 of session 50, R1-9)
+            if self.count is not None:
+                self.count = max(0, self.count - 1)
+        return gone
 
     def _held(self, c: Cid, path: Path) -> Record | None:
         """The record held at `path` if it reads back and has not expired, else None (one
@@ -415,10 +518,12 @@ class IpnsNames:
             files = list(os.scandir(self.root))
         except FileNotFoundError:
             files = []
+        count = 0
         for f in files:
             stem, _, ext = f.name.partition(".")
             if ext != "ipns-record":
                 continue  # published.json, temp files
+            count += 1
             try:
                 st = f.stat(follow_symlinks=False)
                 c = Cid(1, LIBP2P_KEY, bytes.fromhex(stem))
@@ -432,44 +537,32 @@ class IpnsNames:
             if cached[2] is not None and cached[2].eol > now:
                 out[cached[1]] = cached[2]
         self._seen = seen
+        self.count = count
         return out
 
     def forget_expired(self, keep: Collection[str] = (), grace_s: float = EXPIRED_KEEP_S,
                        limit: int = FORGET_PER_PASS) -> int:
         """Remove the files of records whose end of life passed more than `grace_s` ago, at
         most `limit`, but those of the names in `keep` (this peer's published names: their
-        next sequence is read from the record held, expired or not); a file that does not
-        read back is left (the next valid `put` replaces it), and one replaced since `held`
-        read it is left. Returns how many went. Blocking (a thread); DataError as `held`."""
+        next sequence is read from the record held, expired or not); an end of life more than
+        MAX_LIFETIME_S after the file was written counts as that. A file that does not read
+        back is left (the next valid `put` replaces it), and one replaced since `held` read
+        it is left. Returns how many went. Blocking (a thread); DataError as `held`."""
         self.held()  # (each file validated once per version: its end of life is known)
         kept = set()
         for n in keep:
             with contextlib.suppress(ArgError):
                 kept.add(canonical(parse_name(n)[0]))
-        cutoff = self._now() - timedelta(seconds=grace_s)
-        gone = 0
+        cutoff = self.clock() - grace_s
         with self._putting:  # (not between a put's check and its write)
-            for fname, (version, name, rec) in list(self._seen.items()):
-                if gone >= limit:
-                    break
-                if rec is None or rec.eol > cutoff or name in kept:
-                    continue
-                path = self.root / fname
-                try:
-                    st = path.lstat()
-                    if (st.st_mtime_ns, st.st_size) != version:
-                        continue  # (a new record put since: read at the next pass)
-                    path.unlink()
-                except FileNotFoundError:
-                    pass
-                except OSError as e:
-                    log.warning("IPNS record file %s, expired, not removed: %s", path, e)
-                    continue
-                self._seen.pop(fname, None)  # (a `held` in another thread may have
-                gone += 1  # replaced `_seen` since: review r1 of session 50, R1-9)
+            due = [(fname, version) for fname, (version, name, rec) in list(self._seen.items())
+                   if rec is not None and name not in kept and min(
+                       rec.eol.timestamp(), version[0] / 1e9 + MAX_LIFETIME_S) <= cutoff]
+            gone = self._remove(due[:limit])
         if gone:
-            log.info("removed %d IPNS record file(s) expired more than %.0f days ago", gone,
-                     grace_s / 86400)
+            log.info("removed %d IPNS record file(s) expired more than %.0f days ago (an end "
+                     "of life counted at most %.0f days after the file was written)", gone,
+                     grace_s / 86400, MAX_LIFETIME_S / 86400)
         return gone
 
     def held_if_read(self) -> dict[str, Record] | None:

@@ -70,6 +70,7 @@ class IpnsService:
         self.emit = emit
         self.clock = clock
         self._published = names.root / "published.json"  # name -> {key, value, lifetime_s, ttl_s}
+        names.kept = self._load  # (the names published here are never removed for room)
         self._bad: set[str] = set()  # names whose entry there is malformed (logged once)
         # IPNS_RECORD events heard whose record was not kept (/api/health): it does not read
         # (malformed, badly signed, expired, or the IPNS tree is damaged), or it is older

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import logging
+import os
 import re
 import threading
 from datetime import UTC, datetime
@@ -764,6 +765,8 @@ async def test_an_older_record_is_counted_apart_from_one_that_does_not_read(
     assert r.status == 200
     ipfs = (await r.json())["ipfs"]
     assert (ipfs["ipns_older"], ipfs["ipns_not_kept"]) == (1, 2)
+    assert (ipfs["ipns_names"], ipfs["ipns_names_max"], ipfs["ipns_names_removed"],
+            ipfs["ipns_names_refused"]) == (1, ipns.MAX_NAMES, 0, 0)
 
 
 async def test_a_put_that_fails_with_a_bug_is_said_and_the_records_after_it_are_kept(
@@ -853,3 +856,98 @@ def test_a_held_read_between_a_removal_and_its_bookkeeping_stops_no_pass(
     monkeypatch.setattr(Path, "unlink", unlink_then_held)
     assert names.forget_expired() == 2
     assert not any(names.path(k.name).exists() for k in old)
+
+
+# -- what the disk holds for IPNS is bounded (review r1 of session 50, R1-5) -----------------
+
+
+def _written(names: ipns.IpnsNames, key: Key, at_s: float) -> None:
+    """Say the record file of `key`'s name was written at `at_s` (its mtime)."""
+    os.utime(names.path(key.name), (at_s, at_s))
+
+
+def test_record_files_are_capped_and_what_goes_first_is_the_rule(tmp_path: Path) -> None:
+    """Names are free to mint: before, every record file stayed until a week past its end
+    of life. Now at most `max_names` are held; a new name past the cap removes first a file
+    that does not read back, then an expired record (the earliest end of life first), then
+    the least recently written, never a name published here (`kept`); with nothing that may
+    go, the new name's record is refused. A new record of a name held needs no room."""
+    now = [NOW.timestamp()]
+    names = ipns.IpnsNames(tmp_path / "ipns", clock=lambda: now[0], max_names=4)
+    mine, soon, old, recent = Key(), Key(), Key(), Key()
+    names.kept = lambda: [mine.name]
+    names.put(mine.name, mine.record("/ipfs/a"))
+    names.put(soon.name, soon.record("/ipfs/a", validity=b"2026-12-01T00:00:00Z"))
+    names.put(old.name, old.record("/ipfs/a"))
+    names.put(recent.name, recent.record("/ipfs/a"))
+    for i, k in enumerate((mine, old, soon, recent)):
+        _written(names, k, NOW.timestamp() - 1000 + i)
+    names.path(Key().name).write_bytes(b"\x00 not a record")  # (a damaged file)
+    now[0] += 2 * 86400  # `soon` expired a day ago, not a week: `forget_expired` keeps it
+    assert names.forget_expired(keep=[mine.name]) == 0
+    assert names.held() and names.count == 5
+    firsts = [Key() for _ in range(3)]
+    every = [mine, soon, old, recent, *firsts]
+    gone: list[set[str]] = []
+    for k in firsts:
+        before = {k.name for k in every if names.path(k.name).exists()}
+        names.put(k.name, k.record("/ipfs/b"))
+        gone.append(before - {k.name for k in every if names.path(k.name).exists()})
+    # five files held (one over the cap): the first new name removes two, the damaged one
+    # and the expired one, then each the least recently written
+    assert gone == [{soon.name}, {old.name}, {recent.name}]
+    assert names.count == 4 and names.evicted == 4 and names.full == 0
+    assert len(list((tmp_path / "ipns").iterdir())) == 4
+    names.put(firsts[0].name, firsts[0].record("/ipfs/c", seq=2))  # (held: no room needed)
+    assert names.evicted == 4 and names.get(firsts[0].name).value == "/ipfs/c"
+    names.kept = lambda: list(names.held())  # every name held published here
+    late = Key()
+    with pytest.raises(IpnsError, match="cap"):
+        names.put(late.name, late.record("/ipfs/d"))
+    assert names.full == 1 and names.count == 4 and not names.path(late.name).exists()
+
+
+def test_a_new_name_is_refused_at_the_cap_while_the_published_names_do_not_read(
+        tmp_path: Path) -> None:
+    names = ipns.IpnsNames(tmp_path / "ipns", clock=NOW.timestamp, max_names=1)
+    first, second = Key(), Key()
+    names.put(first.name, first.record("/ipfs/a"))
+
+    def unread() -> list[str]:
+        raise DataError("published.json is a directory")
+
+    names.kept = unread
+    with pytest.raises(IpnsError, match="published here do not read"):
+        names.put(second.name, second.record("/ipfs/a"))
+    assert names.path(first.name).exists() and names.full == 1
+
+
+def test_the_service_never_removes_a_published_name_for_room(tmp_path: Path) -> None:
+    now = [NOW.timestamp()]
+    svc, _ = _service(tmp_path, now)
+    svc.names.max_names = 2
+    svc.keys.gen("model")
+    mine, _ = svc.sign("model", "/ipfs/bafkqaaa")
+    os.utime(svc.names.path(mine), (NOW.timestamp() - 10**6,) * 2)  # (the oldest file)
+    a, b = Key(), Key()
+    svc.names.put(a.name, a.record("/ipfs/a"))
+    svc.names.put(b.name, b.record("/ipfs/b"))
+    assert svc.names.path(mine).exists() and not svc.names.path(a.name).exists()
+    assert svc.names.path(b.name).exists()
+
+
+def test_a_record_signed_for_centuries_is_removed_a_year_after_it_was_written(
+        tmp_path: Path) -> None:
+    """Its end of life counts as at most MAX_LIFETIME_S (a year) after its file was written:
+    before, a record valid until 9999 was never removed (review r1 of session 50, R1-5)."""
+    now = [NOW.timestamp()]
+    names = ipns.IpnsNames(tmp_path / "ipns", clock=lambda: now[0])
+    far, mine = Key(), Key()
+    for k in (far, mine):
+        names.put(k.name, k.record("/ipfs/a", validity=b"9999-01-01T00:00:00Z"))
+        _written(names, k, NOW.timestamp())
+    now[0] += ipns.MAX_LIFETIME_S + ipns.EXPIRED_KEEP_S - 86400  # (a day short)
+    assert names.forget_expired(keep=[mine.name]) == 0
+    now[0] += 2 * 86400
+    assert names.forget_expired(keep=[mine.name]) == 1
+    assert not names.path(far.name).exists() and names.path(mine.name).exists()
