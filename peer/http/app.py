@@ -21,7 +21,7 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from peer import jsontext
-from peer.cids import parse_cid
+from peer.cids import parse_cid, reads_as_cid
 from peer.dataentry import remove_tree
 from peer.errors import (
     ArgError,
@@ -67,7 +67,7 @@ from peer.ipfs.subdomain import SubdomainConfig
 from peer.jobs.members import ordered
 from peer.jobs.placement import json_type
 from peer.jobs.spec import parse, resolve_images, with_splits
-from peer.log import ChunkDone, Event, EventType, JobSubmitted, TaskDone
+from peer.log import Event, EventType, JobSubmitted, TaskDone
 from peer.log.events import MAX_CHUNKS, Member, cut_text
 from peer.log.snapframe import CONTENT_TYPE as SNAPSHOT_TYPE_V3
 
@@ -419,11 +419,9 @@ async def _task_record(request: web.Request, kind: str) -> list[Any]:
                        field="task")
     chunks = node.state.split_chunks(job, task)  # (the others have no log)
     out: list[Any] = []
-    for i in sorted(chunks):
-        c = chunks[i]
-        logs = c.done.body_as(ChunkDone).log if c.done is not None else None
-        if logs:
-            out.extend(await _record_list(node, logs, kind, request.app[RECORDS]))
+    for i in sorted(chunks):  # each chunk's failed runs' records, then its done run's
+        for cid in chunks[i].logs():
+            out.extend(await _held_list(node, cid, kind, request.app[RECORDS]))
     done = node.state.task_done.get((job, task))
     warning = done.body_as(TaskDone).warning if done is not None else None
     if kind == "log" and warning:
@@ -444,10 +442,29 @@ async def _archived_record(node: Host, record: dict[str, Any], task: str, kind: 
                        f"{', '.join(tasks)})", field="task")
     out: list[Any] = []
     for cid in t.get("logs", []):
-        out.extend(await _record_list(node, cid, kind, cache))
+        out.extend(await _held_list(node, cid, kind, cache))
     if kind == "log" and t.get("warning"):
         out.append(f"[banzai] warning: {t['warning']}")
     return out
+
+
+async def _held_list(node: Host, cid: Any, kind: str, cache: RecordCache | None,
+                     ) -> list[Any]:
+    """`_record_list`, fetched from the mesh if it is not held here (a run on another peer
+    whose record was not carried inline: a failed run's never is); if no live peer holds it
+    either (its peer is gone, or it was collected), a line saying so stands for a log's
+    lines (none for metrics) and the rest is served: what is held of a task's log is what a
+    user debugging it needs most (session 51). A record that is no CID is left out."""
+    if not isinstance(cid, str) or not reads_as_cid(cid):
+        return []
+    try:
+        return await _record_list(node, cid, kind, cache)
+    except NotFound:
+        if await node.fetcher.try_ensure(cid):
+            with contextlib.suppress(NotFound):
+                return await _record_list(node, cid, kind, cache)
+    return [f"[banzai] the run record {cid} is held neither here nor by a live peer: "
+            "its lines are not shown"] if kind == "log" else []
 
 
 async def _record_list(node: Host, cid: str, kind: str, cache: RecordCache | None,

@@ -114,7 +114,9 @@ def _chunk(c: ChunkState, split: tuple[str, int] | None, n_items: int, max_attem
                   len(failures) + (1 if state in ("done", "running", "cancelled") else 0),
                   peer_of(ran.origin) if ran is not None else None, n_items,
                   last_fail.error if last_fail else None,
-                  _ms(first_claim), _ms(end), done.log if done else None)
+                  _ms(first_claim), _ms(end),
+                  done.log if done else last_fail.log if last_fail and state == "failed"
+                  else None)
 
 
 def _touched(state: MeshState, job: str, task: str) -> bool:
@@ -163,6 +165,7 @@ def _task(state: MeshState, job: str, t: dict[str, Any], max_attempts: int, deta
     task_done = done is not None
     chunks: list[_Chunk] = []  # of the chunks that events are about, in chunk order
     shown: list[_Chunk] = []
+    logs: list[str] = []  # (a record's: every run record of its chunks, in chunk order)
     n = 0
     if split is not None:
         b = split.body
@@ -178,6 +181,8 @@ def _task(state: MeshState, job: str, t: dict[str, Any], max_attempts: int, deta
         views = {i: _chunk(states[i], sid, n_items(i), max_attempts, task_done, cancel, skip)
                  for i in sorted(states)}
         chunks = list(views.values())
+        if not detail:
+            logs = [x for i in sorted(states) for x in states[i].logs()]
         if detail:
             shown = [views[i] if i in views else _untouched(n_items(i), task_done)
                      for i in range(min(chunks_from, n), min(chunks_from + MAX_VIEW_CHUNKS, n))]
@@ -215,8 +220,8 @@ def _task(state: MeshState, job: str, t: dict[str, Any], max_attempts: int, deta
         out["chunks_total"] = n  # (`chunks` lists at most MAX_VIEW_CHUNKS of them)
         out["chunks_from"] = min(chunks_from, n)
     else:
-        out["chunks"] = []
-        out["logs"] = [c.log for c in chunks if c.log]
+        out["chunks"] = []  # (failed attempts' records too: ChunkState.logs, session 51)
+        out["logs"] = logs
     return _Made(out, [c.finished_ms or 0 for c in chunks], untouched > 0)
 
 

@@ -135,3 +135,11 @@ class LiveRecords:
         self.logs[key] = lines
         self.metrics[key] = metrics
         return lines, metrics
+
+    def close(self, key: TaskKey, lines: Kept[str], metrics: Kept[list[Any]]) -> None:
+        """The run of task `key` that holds `lines` and `metrics` ended and its record is
+        stored (the API reads it there): its entries go, unless a later run replaced them."""
+        if self.logs.get(key) is lines:
+            del self.logs[key]
+        if self.metrics.get(key) is metrics:
+            del self.metrics[key]

@@ -212,6 +212,8 @@ def _facts(state: MeshState, job: str, ev: Event, max_attempts: int,
             needs.update(c for c in [b.output, *_items(b.cache)] if c)
             if b.log:
                 logs.add(b.log)
+        for c in _chunks(state, job, t["name"]):  # failed runs' records (session 51)
+            logs.update(c.logs())
         split = state.splits.get((job, t["name"]))
         if split is not None:
             for ref in ("input", "listing", "kept_listing"):  # (listings: a large split)

@@ -376,9 +376,7 @@ class Runs:
         if run.lost or self.done_here(base["job"], base["task"]) or self._gone(base):
             return
         if not res.ok:
-            kind = "cancelled" if base["job"] in self.state.cancelled else res.exit_kind
-            run.log.append(f"[banzai] attempt {base['attempt']} failed: {res.error}")
-            await self._failed(base, res.error, kind, counts=not res.no_slot)
+            await self._record_failure(base, run, res)
             return
         record = run_record(run.log, run.metrics)  # (bounded as they came)
         blocks = res.value.get("inline") if isinstance(res.value, dict) else None
@@ -424,8 +422,34 @@ class Runs:
                 and st.implicit(split) and base["job"] not in st.cancelled
                 and self.implies_done())
 
+    async def _record_failure(self, base: dict[str, Any], run: Run, res: RunResultLike,
+                              ) -> None:
+        """Record a failed run: its record stored (unless it never ran: no slot), its
+        CHUNK_FAILED naming it (`log`)."""
+        kind = "cancelled" if base["job"] in self.state.cancelled else res.exit_kind
+        run.log.append(log_line(f"[banzai] attempt {base['attempt']} failed: {res.error}",
+                                self.live.log_max_bytes))
+        logs = None if res.no_slot else await self._failed_record(run)
+        if self._gone(base):  # (as `_failed`: nothing is emitted)
+            return
+        if logs is not None:  # stored: the API reads it there (not twice)
+            self.live.close((base["job"], base["task"]), run.log, run.metrics)
+        await self._failed(base, res.error, kind, counts=not res.no_slot, logs=logs)
+
+    async def _failed_record(self, run: Run) -> str | None:
+        """Store the record of a failed run (what it printed and reported before it failed,
+        bounded as a successful run's: `run_record`) and return its CID, which its
+        CHUNK_FAILED carries (`log`); None if it could not be stored (a full disk: the
+        failure is recorded all the same, with no log)."""
+        record = run_record(run.log, run.metrics)
+        try:
+            return await self.offload(lambda: self._save_json(record))
+        except (BanzaiError, OSError) as e:
+            log.warning("%s: the failed run's log was not stored: %s", run.key, e)
+            return None
+
     async def _failed(self, base: dict[str, Any], error: str | None, kind: str,
-                      counts: bool = True) -> None:
+                      counts: bool = True, logs: str | None = None) -> None:
         """Record a failed attempt; one that met a full disk waits storage_retry_s first, so
         that the retries of a peer whose disk stays full do not spin. Not `counts`: a run
         that never started because no worker slot could run it (the executor's workers
@@ -437,7 +461,8 @@ class Runs:
         if not self._gone(base):  # (the error cut: the whole text is in the run's log)
             error = None if error is None else cut_text(error)
             self.emit(EventType.CHUNK_FAILED, {**base, "error": error, "kind": kind,
-                                               **({} if counts else {"counts": False})})
+                                               **({} if counts else {"counts": False}),
+                                               **({} if logs is None else {"log": logs})})
 
     def _gone(self, base: Mapping[str, Any]) -> bool:
         """The run's job is no longer live (compacted, so finished; or deleted, maybe

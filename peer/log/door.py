@@ -134,7 +134,7 @@ def origin_label(origin: Any) -> str:
 # and its gateway link, a chunk's log: review r1 of session 49, F7)
 CID_FIELDS: Mapping[EventType, tuple[str, ...]] = {
     EventType.TASK_DONE: ("output",), EventType.CHUNK_DONE: ("output", "log"),
-    EventType.PARTIAL: ("output",)}
+    EventType.CHUNK_FAILED: ("log",), EventType.PARTIAL: ("output",)}
 
 
 def _incoming_problem(ev: Event) -> str | None:

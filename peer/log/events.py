@@ -649,6 +649,10 @@ class ChunkFailed(ChunkEvent):
     TYPE: ClassVar[EventType] = EventType.CHUNK_FAILED
     error: str
     kind: FailureKind | str  # a kind this version does not know is kept as a string
+    # CID of the failed run's {"log": [...], "metrics": [...]}, as a CHUNK_DONE's `log`
+    # (session 51; an older peer ignores the key); None: the run left none (it never ran,
+    # its lease ran out, or its peer is older)
+    log: str | None = None
 
     @property
     def retryable(self) -> bool:
@@ -661,7 +665,11 @@ class ChunkFailed(ChunkEvent):
         kind = _str(k, p, "kind", MAX_LABEL_CHARS)
         # A run result's error is typed `str | None`: a null one is not worth losing the failure.
         error = "" if p.get("error", 0) is None else _str(k, p, "error", MAX_TEXT_CHARS, lo=0)
-        return cls(*_chunk_fields(k, p), error, _FAILURE_KINDS.get(kind, kind))
+        # (a `log` that is no short text is ignored, not refused: an older peer folds the
+        # event whatever it holds; what is no CID is left out where it is served)
+        logs = p.get("log")
+        return cls(*_chunk_fields(k, p), error, _FAILURE_KINDS.get(kind, kind),
+                   logs if type(logs) is str and 0 < len(logs) <= MAX_CID_CHARS else None)
 
 
 @dataclass(frozen=True, slots=True)

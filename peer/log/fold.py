@@ -384,6 +384,14 @@ class ChunkState:
         late = self.latest
         return late if late is not None and late is not d and not self._reopened(late) else None
 
+    def logs(self) -> list[str]:
+        """The CIDs of the chunk's run records: its failed attempts' (in attempt order: what a
+        run printed before it failed, session 51), then its CHUNK_DONE's."""
+        out = [b.log for _, f in sorted(self.failures.items())
+               if (b := f.body_as(ChunkFailed)).log]
+        done = self.done.body_as(ChunkDone).log if self.done is not None else None
+        return [*out, done] if done else out
+
     def _reopened(self, d: Event) -> bool:
         a = d.payload["attempt"]
         return any(f.payload.get("reopen") is True for at, f in self.failures.items() if at >= a)
