@@ -152,6 +152,10 @@ def print_outputs(view: dict[str, Any], base: str) -> None:
         if t.get("error"):
             console.print(Text.assemble(f"  {shown(t['name'])}: ",
                                         text(t["error"], "red", lines=True)))
+            if t["state"] == "failed":  # what its runs printed before they failed
+                console.print(shown(f"    its log: {base}/api/jobs/{quote(view['id'], safe='')}"
+                                    f"/tasks/{quote(t['name'], safe='')}/log?format=text"),
+                              markup=False, soft_wrap=True)
         if t.get("output"):
             out.print(shown(f"{t['name']}\t{t['output']}\t{base}/ipfs/{t['output']}/"))
 

@@ -95,6 +95,13 @@ def test_failing_pipeline_exits_1_with_the_error(peer: PeerProc, tmp_path: Path)
     assert "ValueError: cli-boom" in r.stderr and "failed" in r.stderr
     no_traceback(r)
     job = r.stderr.split("submitted job ")[1].split()[0]
+    # where what it printed before it failed is read (session 51)
+    url = f"{peer.url}/api/jobs/{job}/tasks/t_raise/log?format=text"
+    assert f"its log: {url}" in r.stderr, r.stderr
+    with urllib.request.urlopen(url, timeout=10) as got:
+        lines = got.read().decode().splitlines()
+    assert lines == [
+        "about to fail", "[banzai] attempt 0 failed: ValueError: cli-boom"]
     s = banzai("status", job, peer=peer)
     assert s.returncode == 1 and "failed" in s.stdout
 
