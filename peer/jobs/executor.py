@@ -735,11 +735,11 @@ class Executor:
             if not w.gone.done():  # (given up, then exited after all)
                 w.gone.set_result(None)
             if job is not None:
-                self._finish(job, self._exit_result(job, code))
+                self._finish(job, self._exit_result(job, code, w.orphaned))
             if not self._stop.is_set() and not w.stuck:
                 self._track(self._respawn(0.0 if w.ready else self._start_failed(
                     f"worker {pid} ended before it was ready: "
-                    f"{_describe_exit(code, self.cfg.memory_limit_mb)}")))
+                    f"{_describe_exit(code, self.cfg.memory_limit_mb, w.orphaned)}")))
             elif not self._stop.is_set() and self._unreplaced:  # a slot `_give_up` left empty
                 self._unreplaced -= 1
                 log.warning("executor: a worker given up exited: its slot takes runs again "
@@ -981,7 +981,9 @@ class Executor:
     def _workdir(self, job: _Job) -> Path:
         return self._base / str(job.run_id)
 
-    def _exit_result(self, job: _Job, code: int | None) -> RunResult:
+    def _exit_result(self, job: _Job, code: int | None, orphaned: bool = False) -> RunResult:
+        """The result of a run whose worker died (`orphaned`: its forkserver had died first,
+        so `code` is no exit status: `_describe_exit`)."""
         if job.kill_kind is ExitKind.TIMEOUT:
             error = f"timed out after {job.timeout_s} s"
         elif job.kill_kind is ExitKind.CANCELLED:
@@ -989,7 +991,7 @@ class Executor:
         elif job.kill_error is not None:
             error = job.kill_error
         else:
-            error = _describe_exit(code, self.cfg.memory_limit_mb)
+            error = _describe_exit(code, self.cfg.memory_limit_mb, orphaned)
         kind = job.kill_kind or ExitKind.CRASH
         return RunResult(False, None, error, None, self._elapsed(job), kind)
 
@@ -1091,8 +1093,17 @@ def _unread(conn: Connection) -> bool:
     return False
 
 
-def _describe_exit(code: int | None, memory_limit_mb: int | None) -> str:
-    if code is not None and code < 0:
+def _describe_exit(code: int | None, memory_limit_mb: int | None, orphaned: bool = False,
+                   ) -> str:
+    """Why a worker ended, as its run's error. `orphaned`: its forkserver died before it (a
+    fork failed: a machine at its process or memory limit), whose pipe is where its exit
+    status is read, so `code` (255) is made up and the status is not recoverable (its pidfd
+    tells that it exited, and only its parent, the dead forkserver, could wait for it:
+    review RR-4 of session 50)."""
+    if orphaned:
+        text = ("worker died after its forkserver had died (a machine at its process or "
+                "memory limit?); its exit status is unknown")
+    elif code is not None and code < 0:
         text = f"killed by signal {-code}"
     else:
         text = f"worker exited with code {code}"

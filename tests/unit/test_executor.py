@@ -1637,6 +1637,56 @@ def test_a_forkserver_that_dies_leaves_the_runs_of_live_workers_alone(tmp_path: 
     assert "its forkserver is gone; it runs on" in out.stderr
 
 
+ORPHAN_DEATH_PROBE = """
+import asyncio, json, os, signal, sys
+from multiprocessing import forkserver
+from peer.jobs.executor import Executor, ExecutorConfig
+
+T = "tests.unit.executor_targets:"
+
+async def main() -> None:
+    cue = sys.argv[1]
+    cfg = ExecutorConfig(slots=1, tmpfs_check_s=None, memory_limit_mb=4096)
+    async with Executor(cfg) as ex:
+        started = asyncio.Event()
+        run = asyncio.create_task(ex.run("a", T + "fill_until", [1, cue],
+                                         on_message=lambda kind, args: started.set()))
+        await asyncio.wait_for(started.wait(), 30)
+        (worker,) = ex._workers
+        os.kill(forkserver._forkserver._forkserver_pid, signal.SIGKILL)
+        for _ in range(3000):  # until the executor heard of it (bounded)
+            if run.done() or getattr(worker, "orphaned", False):
+                break
+            await asyncio.sleep(0.01)
+        os.kill(worker.proc.pid, signal.SIGKILL)  # as the OOM killer would, mid-run
+        first = await asyncio.wait_for(run, 30)
+        print(json.dumps([first.exit_kind, first.error]))
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+def test_an_orphaned_worker_that_dies_mid_run_is_said_to_have_an_unknown_status(
+        tmp_path: Path) -> None:
+    """A worker whose forkserver died runs on (watched on its pidfd); if it then dies
+    mid-run (the OOM killer, its memory limit), its exit status is not recoverable: only
+    its parent, the dead forkserver, could wait for it. Its run failed as "worker exited
+    with code 255" (a code CPython makes up at the forkserver pipe's EOF; review RR-4 of
+    session 50); the error says what is known now, with the memory limit's hint."""
+    script = tmp_path / "probe.py"
+    script.write_text(ORPHAN_DEATH_PROBE)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / "cue")], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    kind, error = json.loads(out.stdout.strip().splitlines()[-1])
+    assert kind == "crash"
+    assert error == ("worker died after its forkserver had died (a machine at its process or "
+                     "memory limit?); its exit status is unknown (memory_limit_mb=4096 may be "
+                     "too low)")
+
+
 async def test_a_runs_request_goes_to_its_worker_in_one_write(
         make_executor: MakeExecutor, monkeypatch: pytest.MonkeyPatch) -> None:
     """(Issue 12, session 50 helper e.) A request's four parts (two frames: a length, then
