@@ -64,6 +64,7 @@ from peer.http.views import (
 )
 from peer.ipfs import gateway, rpc
 from peer.ipfs.subdomain import SubdomainConfig
+from peer.jobs.live import Kept, PointsCut, points_cut, record_points
 from peer.jobs.members import ordered
 from peer.jobs.placement import json_type
 from peer.jobs.spec import parse, resolve_images, with_splits
@@ -428,7 +429,7 @@ async def _task_record(request: web.Request, kind: str) -> list[Any]:
         out.append(f"[banzai] warning: {warning}")
     live = (node.scheduler.logs if kind == "log" else node.scheduler.metrics).get((job, task))
     if live and (job, task) not in node.state.task_done:
-        out.extend(live)
+        out.extend(points_cut(live) if isinstance(live, Kept) and kind == "metrics" else live)
     return out
 
 
@@ -495,7 +496,7 @@ def _run_record(data: bytes, cid: str, kind: str) -> list[Any]:
     value = record.get(kind) if isinstance(record, dict) else None
     if not isinstance(value, list):
         raise BadDag(f"the run record {cid} has no {kind} list", field=kind)
-    return value
+    return record_points(record, value) if kind == "metrics" else value
 
 
 MAX_TAIL_LINES = 1_000_000  # the largest `?tail=` of a task's log
@@ -519,7 +520,17 @@ async def task_log(request: web.Request) -> web.StreamResponse:
 
 
 async def task_metrics(request: web.Request) -> web.Response:
-    return web.json_response({"metrics": await _task_record(request, "metrics")})
+    """A task's metric points, and `cut`: where a run's points were cut (its first and last
+    METRICS_MAX_POINTS / 2 kept), each at the index of the first point after it, as the
+    log's marker line stands where its lines were cut (session 51)."""
+    points: list[Any] = []
+    cut: list[dict[str, Any]] = []
+    for x in await _task_record(request, "metrics"):
+        if isinstance(x, PointsCut):
+            cut.append({"at": len(points), "points": x.points, "note": x.note})
+        else:
+            points.append(x)
+    return web.json_response({"metrics": points, "cut": cut})
 
 
 async def add(request: web.Request) -> web.Response:

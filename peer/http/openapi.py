@@ -102,7 +102,10 @@ OPENAPI: dict[str, Any] = {
             query=(("format", "text for plain text"),
                    ("tail", "only the last this many lines (1..1000000)")))},
         "/api/jobs/{job}/tasks/{task}/metrics": {"get": _op(
-            "Metrics of a task as [name, step, value]", params=TASK, errors=("404",))},
+            "Metrics of a task as [name, step, value] (`metrics`), and `cut`: where a run's "
+            "points were cut ({at: the index of the first point after the cut, points: how "
+            "many, note}; a run keeps its first and its last 10,000)", params=TASK,
+            errors=("404",))},
         "/api/add": {"post": _op(
             "Upload a file (raw body, ?name=) or a directory (multipart, names with '/'); "
             "stores, pins and returns its CID", ok="201", body="multipart/form-data",

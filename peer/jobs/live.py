@@ -6,7 +6,7 @@ first and its last entries, and a count of those cut between). Loop-owned.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
@@ -110,14 +110,50 @@ def metric_point(name: Any, step: Any, value: Any) -> list[Any]:
     return [str(name)[:METRIC_NAME_MAX_CHARS], int(step), float(value)]
 
 
+@dataclass(frozen=True)
+class PointsCut:
+    """Where a run's metric points were cut (`Kept`'s count between its first and its last
+    points), as the API marks it: `note` says it as the log's marker says its lines'."""
+
+    points: int
+
+    @property
+    def note(self) -> str:
+        return (f"[banzai] ... {self.points} metric points cut here: a run keeps its first "
+                f"and its last {METRICS_MAX_POINTS // 2} points ...")
+
+
+def points_cut(metrics: Kept[list[Any]]) -> list[Any]:
+    """A run's held points with a PointsCut where points were cut (what the API reads)."""
+    held: list[Any] = list(metrics)
+    if metrics.cut:
+        held.insert(len(metrics.head), PointsCut(metrics.cut))
+    return held
+
+
 def run_record(log: Kept[str], metrics: Kept[list[Any]]) -> dict[str, Any]:
     """The record of a run stored when it ends: what was held of its log (a note added if
-    metric points were cut) and of its metrics."""
+    metric points were cut) and of its metrics (`metrics_cut`, if points were: where, and
+    how many; the list itself stays [name, step, value] points, as an older peer reads)."""
     lines = list(log)
+    out: dict[str, Any] = {"log": lines, "metrics": list(metrics)}
     if metrics.cut:
         lines.append(f"[banzai] {metrics.cut} metric points cut between the first and the "
                      f"last {len(metrics.tail)} of this run")
-    return {"log": lines, "metrics": list(metrics)}
+        out["metrics_cut"] = {"at": len(metrics.head), "points": metrics.cut}
+    return out
+
+
+def record_points(record: Mapping[str, Any], points: list[Any]) -> list[Any]:
+    """A stored record's `points` (its metrics list) with a PointsCut where its
+    `metrics_cut` says points were cut (one that does not fit is ignored: a member's)."""
+    cut = record.get("metrics_cut")
+    at = cut.get("at") if isinstance(cut, dict) else None
+    n = cut.get("points") if isinstance(cut, dict) else None
+    if (type(at) is not int or type(n) is not int or not 0 <= at <= len(points)
+            or not 0 < n <= 1 << 62):
+        return points
+    return [*points[:at], PointsCut(n), *points[at:]]
 
 
 @dataclass

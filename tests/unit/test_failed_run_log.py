@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from peer.http.views import job_record
+from peer.jobs.live import Kept, log_lines, metric_point, metric_points, run_record
 from peer.jobs.retention import job_facts
 from peer.jobs.sim import JobMesh
 from peer.log import ChunkFailed, Event, EventType
@@ -160,3 +161,48 @@ async def test_a_failed_chunk_links_its_last_record_and_a_record_held_nowhere_is
         r = await c.get("/api/jobs/job000")
         [t] = (await r.json())["tasks"]
     assert (t["state"], t["error"], t["chunks"][0]["log"]) == ("failed", "boom", gone)
+
+
+# -- where a run's metric points were cut (item 2) ---------------------------------------
+NOTE = ("[banzai] ... {n} metric points cut here: a run keeps its first and its last 10000 "
+        "points ...")
+
+
+def _points(n: int) -> Kept[list[Any]]:
+    k = metric_points()
+    for i in range(n):
+        k.append(metric_point("loss", i, 1.0))
+    return k
+
+
+def test_a_stored_record_says_where_its_points_were_cut() -> None:
+    record = run_record(log_lines(), _points(20_005))
+    assert record["metrics_cut"] == {"at": 10_000, "points": 5}
+    assert len(record["metrics"]) == 20_000  # (the list stays points: an older peer's UI)
+    assert "metrics_cut" not in run_record(log_lines(), _points(3))
+
+
+async def test_the_metrics_api_marks_where_points_were_cut_live_and_stored(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """The log has a marker line where lines were cut; the metrics had none: a curve's
+    points jumped from step 9,999 to the latest with nothing said. `cut` says where (the
+    index of the first point after the cut), live and in stored records; a stored record's
+    marker that does not fit its list is ignored."""
+    n = _open(tmp_path / "a", opened)
+    _, evs = _attempts(n, 2, done=False)
+    records = [{"log": [], "metrics": [["m", i, 1.0] for i in range(4)],
+                "metrics_cut": {"at": 2, "points": 7}},
+               {"log": [], "metrics": [["m", 9, 1.0]], "metrics_cut": {"at": 5, "points": 1}}]
+    for ev, record in zip(evs[-3::2], records, strict=True):  # the two CHUNK_FAILEDs
+        cid = n.store.add_bytes(json.dumps(record).encode())
+        evs[evs.index(ev)] = Event(ev.origin, ev.seq, ev.hlc, ev.type, {**ev.payload, "log": cid})
+    n.merge(evs)
+    n.scheduler.live.metrics[("job000", "t0")] = _points(20_003)
+    async with api_client(n) as c:
+        r = await c.get("/api/jobs/job000/tasks/t0/metrics")
+        body = await r.json()
+    assert r.status == 200, body
+    assert len(body["metrics"]) == 4 + 1 + 20_000
+    assert body["cut"] == [{"at": 2, "points": 7, "note": NOTE.format(n=7)},
+                           {"at": 5 + 10_000, "points": 3, "note": NOTE.format(n=3)}]
+    assert body["metrics"][5 + 9_999][1] == 9_999 and body["metrics"][5 + 10_000][1] == 10_003

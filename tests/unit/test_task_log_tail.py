@@ -82,7 +82,7 @@ async def test_a_stored_run_record_is_parsed_off_the_loop(
         body = await r.json()
         assert (r.status, body) == (200, {"lines": ["done 2998", "done 2999"], "total": 3000})
         r = await c.get("/api/jobs/job000/tasks/t0/metrics")
-        assert await r.json() == {"metrics": [["loss", 1, 0.5]]}
+        assert await r.json() == {"metrics": [["loss", 1, 0.5]], "cut": []}
     assert len(parsed_in) == 2 and threading.main_thread() not in parsed_in
 
 

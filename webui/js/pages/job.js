@@ -153,16 +153,18 @@ function TaskMetrics({ job, task, live, taskState }) {
   const load = async () => {
     try {
       const d = await api(`jobs/${job}/tasks/${encodeURIComponent(task)}/metrics`);
-      setState({ m: d.metrics, error: null });
+      setState({ m: d.metrics, cut: d.cut || [], error: null });
     } catch (error) {
-      setState((s) => ({ m: s.m, error }));
+      setState((s) => ({ ...s, error }));
     }
   };
   useEffect(() => { load(); }, [job, task, taskState]);
   useTaskRefresh(job, task, live, load);
   if (state.error) return html`<${ErrorBox} error=${state.error} title="Cannot load metrics." />`;
   if (!state.m) return html`<${Spinner} label="Loading metrics…" />`;
-  return html`<${MetricsSeries} triples=${state.m} />`;
+  // where a long run's points were cut (it keeps its first and its last 10,000), as the log's marker line
+  const cut = (state.cut || []).map((c) => html`<p class="muted small metrics-cut">${c.note}</p>`);
+  return html`${cut}<${MetricsSeries} triples=${state.m} />`;
 }
 
 /** A <details> whose body mounts only once opened (controlled, keyboard friendly). */
