@@ -1059,9 +1059,29 @@ def _signal(w: _Worker, sig: signal.Signals) -> None:
         return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         if w.ready:
+            if w.orphaned and not _group_may_be_its(pid, w.pidfd):
+                return
             os.killpg(pid, sig)
         elif w.alive:
             os.kill(pid, sig)
+
+
+def _group_may_be_its(pid: int, pidfd: int) -> bool:
+    """Whether the process group `pid` can only be an orphaned worker's (`pidfd` its own
+    descriptor). A worker whose forkserver died is reaped by init the moment it exits, not
+    held as a zombie until we join it, so its PID may be another process's by the time its
+    group is signalled (review RR-4 of session 50): true while the worker still exists (a
+    zombie too), or while no process has its PID (its group, if it has members, holds the
+    number: it cannot be reused meanwhile); false once another process has it (then the
+    worker's group was empty, and that process may lead a group of that id)."""
+    try:
+        signal.pidfd_send_signal(pidfd, 0)
+        return True
+    except ProcessLookupError:
+        pass
+    except OSError:  # (a closed descriptor: nothing says whose the PID is)
+        return False
+    return not scratch.alive(pid)
 
 
 def _exited(w: _Worker) -> bool:

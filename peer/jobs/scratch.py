@@ -210,8 +210,24 @@ def space() -> Space | None:
 
 
 def holders(root: Path, pids: Collection[int]) -> set[int]:
-    """Which of the processes `pids` have a directory of theirs on `root` (one scandir)."""
-    return {pid for _, pid in _ours(root) if pid in pids}
+    """Which of the processes `pids` have a directory of theirs on `root` (one scandir):
+    one that a process holds (`hold`). A directory no process holds is a dead worker's
+    (killed mid-run), left until a sweep; its name's PID may be a live worker's now (a
+    reused PID: `sweep` passes it over while that one lives), which must not be stopped
+    for the tmpfs as if it were on it (session 51)."""
+    return {pid for name, pid in _ours(root) if pid in pids and _held(root / name)}
+
+
+def _held(d: Path) -> bool:
+    """Whether a process holds the directory `d` (`hold`); False if it is gone."""
+    try:
+        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return not free(fd)  # (if free, the lock taken is released with the descriptor)
+    finally:
+        os.close(fd)
 
 
 def remove_dirs(root: Path, pid: int) -> int:

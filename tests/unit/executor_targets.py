@@ -142,15 +142,20 @@ def fresh_pages(payload: list[int], ctx: Any) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
 
+_HELD: list[int] = []  # descriptors holding on_tmpfs's directories
+
+
 def on_tmpfs(payload: list[str], ctx: Any) -> None:
     """Write into a directory on payload[0] named as a worker's scratch on tmpfs is, then wait
     (payload[1] "wait"), or wait ignoring SIGTERM ("stubborn": only SIGKILL ends it), or exit
-    at once ("exit"). The directory is left for others to remove."""
+    at once ("exit"). The directory is left for others to remove; it is held while this
+    worker lives, as a worker holds its own (`scratch.on_tmpfs`)."""
     from peer.jobs import scratch
 
     root, how = payload
     out = Path(root) / f"{scratch.PREFIX}{os.getpid()}-run" / "output"
     out.mkdir(parents=True)
+    _HELD.append(scratch.hold(out.parent))  # (released as the worker ends)
     (out / "f.bin").write_bytes(b"x" * 4096)
     if how == "exit":
         os._exit(3)

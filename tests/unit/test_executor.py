@@ -1687,6 +1687,32 @@ def test_an_orphaned_worker_that_dies_mid_run_is_said_to_have_an_unknown_status(
                      "too low)")
 
 
+def test_an_orphaned_workers_group_is_not_signalled_once_its_pid_is_anothers() -> None:
+    """An orphaned worker is reaped by init as it exits, so its PID (its group's id) may be
+    reused before `_on_exit` SIGKILLs its group (review RR-4 of session 50): the group is
+    signalled while the worker exists (a zombie too) or nothing has its PID, not once
+    another process has it. Real processes; the reuse is played by pairing a reaped
+    process's pidfd with a live process's PID."""
+    cmd = [sys.executable, "-c", "import time; time.sleep(60)"]
+    gone = subprocess.Popen(cmd)
+    other = subprocess.Popen(cmd)
+    fd = os.pidfd_open(gone.pid)
+    try:
+        assert executor._group_may_be_its(gone.pid, fd)  # alive
+        gone.kill()
+        os.waitid(os.P_PIDFD, fd, os.WEXITED | os.WNOWAIT)  # a zombie: still its own
+        assert executor._group_may_be_its(gone.pid, fd)
+        gone.wait(10)  # reaped: its PID is nobody's (until reused)
+        assert executor._group_may_be_its(gone.pid, fd) == (not scratch.alive(gone.pid))
+        assert not executor._group_may_be_its(other.pid, fd)  # the PID another's
+    finally:
+        os.close(fd)
+        other.kill()
+        other.wait(10)
+        gone.kill()
+        gone.wait(10)
+
+
 async def test_a_runs_request_goes_to_its_worker_in_one_write(
         make_executor: MakeExecutor, monkeypatch: pytest.MonkeyPatch) -> None:
     """(Issue 12, session 50 helper e.) A request's four parts (two frames: a length, then

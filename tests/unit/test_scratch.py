@@ -266,7 +266,12 @@ def test_the_executor_finds_and_removes_a_workers_directories_by_its_pid(
         (d / "output" / "f").write_bytes(b"x")
     (tmp_path / f"{scratch.PREFIX}4243-file").write_text("x")  # not a directory
     (tmp_path / f"{scratch.PREFIX}4244-link").symlink_to(theirs)
-    assert scratch.holders(tmp_path, {4242, 4243, 4244, 7}) == {4242}
+    stale = tmp_path / f"{scratch.PREFIX}4245-a"  # a dead worker's: nobody holds it
+    stale.mkdir()
+    fds = [scratch.hold(d) for d in mine]
+    assert scratch.holders(tmp_path, {4242, 4243, 4244, 4245, 7}) == {4242}
+    for fd in fds:
+        os.close(fd)
     assert scratch.remove_dirs(tmp_path, 4242) == 2
     assert not any(d.exists() for d in mine) and (theirs / "output" / "f").exists()
     assert scratch.remove_dirs(tmp_path / "absent", 4242) == 0
