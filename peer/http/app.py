@@ -449,6 +449,11 @@ async def _archived_record(node: Host, record: dict[str, Any], task: str, kind: 
     return out
 
 
+# The most bytes of a run record fetched from the mesh for the task log (a record holds up to
+# --task-log-max-bytes of log, 10 MiB by default, and 20,000 metric points: ~7 MB)
+RECORD_FETCH_MAX_BYTES = 256 << 20
+
+
 async def _held_list(node: Host, cid: Any, kind: str, cache: RecordCache | None,
                      ) -> list[Any]:
     """`_record_list`, fetched from the mesh if it is not held here (a run on another peer
@@ -461,11 +466,16 @@ async def _held_list(node: Host, cid: Any, kind: str, cache: RecordCache | None,
     try:
         return await _record_list(node, cid, kind, cache)
     except NotFound:
-        if await node.fetcher.try_ensure(cid):
-            with contextlib.suppress(NotFound):
-                return await _record_list(node, cid, kind, cache)
-    return [f"[banzai] the run record {cid} is held neither here nor by a live peer: "
-            "its lines are not shown"] if kind == "log" else []
+        pass
+    try:  # (a member names the CID: what it may make this peer fetch is bounded)
+        await node.fetcher.ensure([cid], max_bytes=RECORD_FETCH_MAX_BYTES)
+        return await _record_list(node, cid, kind, cache)
+    except TooLarge:
+        why = f"is larger than a run record may be ({RECORD_FETCH_MAX_BYTES} bytes)"
+    except NotFound:
+        why = "is held neither here nor by a live peer"
+    return [f"[banzai] the run record {cid} {why}: its lines are not shown"
+            ] if kind == "log" else []
 
 
 async def _record_list(node: Host, cid: str, kind: str, cache: RecordCache | None,

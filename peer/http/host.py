@@ -50,6 +50,9 @@ class HttpConfig(LimitSettings, Protocol):
 class Fetcher(Protocol):
     def mark(self, cid: str) -> None: ...  # a DAG known complete here
     async def try_ensure(self, cid: str) -> bool: ...  # fetch from the mesh; True if now here
+    async def ensure(self, cids: Sequence[str], hints: Sequence[str] = (),
+                     max_bytes: int | None = None) -> None: ...  # fetch each DAG not complete
+    # here (a CAR of at most max_bytes); NotFound if no live peer served it, TooLarge
 
 
 class RunRecords(Protocol):
