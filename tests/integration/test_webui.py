@@ -441,6 +441,12 @@ def test_readable_error_states(tab: Tab, browser: Any, peer: PeerProc) -> None:
     page = tab.go(f"/jobs/{job}")
     expect(page.locator(".job-page")).to_have_attribute("data-state", "failed", timeout=30_000)
     expect(page.locator(".job-summary .alert-error")).to_contain_text("boom at step one")
+    # its log panel shows what the run printed before it failed (stored: session 51)
+    card = page.locator('[data-task="t_raise"]')
+    card.locator(".log-disclosure summary").click()
+    log = card.locator("pre.log")
+    expect(log).to_contain_text("about to fail")
+    expect(log).to_contain_text("attempt 0 failed: ValueError: boom at step one")
     shot(page, "failed-1280")
 
     # the gateway set in Settings is unreachable (a closed port on loopback)
