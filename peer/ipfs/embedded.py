@@ -10,9 +10,10 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from itertools import chain
+from itertools import chain, islice
 from pathlib import Path
 
 from peer.cids import DAG_PB, IDENTITY, RAW, Cid, digest_flaw, parse_cid, verify
@@ -89,6 +90,12 @@ class _AddBatch:
             self._blocks.discard()
         finally:
             self._held.close()
+
+
+def _placed(links: Iterator[hamt.Link], at: str) -> Iterator[tuple[Cid, str]]:
+    """Each of a directory's `links` with its path under `at` (names checked as read; a str,
+    not a Path: pathlib interns every part, a table as large as the directory)."""
+    return ((link.cid, os.path.join(at, check_name(link.name))) for link in links)
 
 
 class EmbeddedStore:
@@ -295,13 +302,31 @@ class EmbeddedStore:
                              kind))
         return out
 
-    def dir_links(self, cid: str) -> Iterator[DirLink]:
+    def ls_page(self, cid: str, after: str | None, limit: int) -> tuple[list[Entry], str | None]:
+        """At most `limit` entries of a directory that follow the one named `after` (from the
+        first without it), in `dir_links`' order, each read as `ls` reads it, and the cursor
+        of the next page (the last entry's name; None after the last): memory holds a page,
+        never the directory. ArgError naming `after` if the directory has no such entry, or
+        `limit` if it is not positive."""
+        if limit < 1:
+            raise ArgError(f"limit: {limit} entries; a page holds 1 or more", field="limit")
+        links = self._reader.links(parse_cid(cid), after=after)
+        out: list[Entry] = []
+        for link in islice(links, limit):
+            kind, size = self._reader.head(link.cid)
+            out.append(Entry(link.name, str(link.cid), size if kind == "file" else link.tsize,
+                             kind))
+        more = next(links, None) is not None
+        return out, (out[-1].path if more and out else None)
+
+    def dir_links(self, cid: str, after: str | None = None) -> Iterator[DirLink]:
         """A directory's entries as stored (names unchecked), one at a time and without reading
         them: what a listing shows (boxo's shows each link's Tsize). A basic directory's in
         its order, a HAMT's in bucket order as boxo lists it (never all in memory); nothing
         for a file. The directory's own block is read (NotFound, BadDag) before this returns,
-        a HAMT's sub-shards as the iteration reaches them."""
-        links = self._reader.links(parse_cid(cid), check_names=False)
+        a HAMT's sub-shards as the iteration reaches them. `after`: from the entry that
+        follows the one of that name (ArgError naming it if there is none)."""
+        links = self._reader.links(parse_cid(cid), check_names=False, after=after)
         return (DirLink(link.name, str(link.cid), link.tsize) for link in links)
 
     def walk(self, cid: str) -> Iterator[Entry]:
@@ -322,27 +347,56 @@ class EmbeddedStore:
             else:
                 yield from self._walk(child, path + "/")
 
-    def file_cids(self, cid: str) -> list[tuple[str, str]]:
+    def file_cids(self, cid: str, limit: int | None = None) -> list[tuple[str, str]]:
         """Every file under `cid` as (path, cid), in walk's order (a file: itself, path ""),
         from the directories' blocks alone: a raw leaf's block is not read (its CID says it is
         a file), so listing a directory of N one-block files reads N blocks fewer than walk
-        (which reads each to give its size). Nothing returned comes from an unverified block."""
+        (which reads each to give its size). Nothing returned comes from an unverified block.
+        TooLarge naming `cid` and `limit` past `limit` entries (files and directories, at
+        every level): reading stops there, so memory holds at most `limit` of them, whatever
+        the directory holds."""
         c = parse_cid(cid)
-        info = None if c.codec == RAW else self._reader.info(c)
+        info = None if c.codec == RAW else self._reader.info(c, shards=False)
         if info is None or info.kind == "file":
             return [("", str(c))]
         out: list[tuple[str, str]] = []
-        self._file_cids(info, "", out)
-        return out
-
-    def _file_cids(self, info: Info, prefix: str, out: list[tuple[str, str]]) -> None:
-        for link in sorted(info.links, key=lambda lk: lk.name.encode("utf-8")):
-            path = f"{prefix}{link.name}"
-            child = None if link.cid.codec == RAW else self._reader.info(link.cid)
+        first = self._sorted_links(c, info, cid, limit, 0)
+        listed = len(first)  # entries listed so far: files and directories, at every level
+        stack, prefixes = [iter(first)], [""]  # iterative, as materialize
+        while stack:
+            link = next(stack[-1], None)
+            if link is None:
+                stack.pop()
+                prefixes.pop()
+                continue
+            path = f"{prefixes[-1]}{link.name}"
+            child = None if link.cid.codec == RAW else self._reader.info(link.cid, shards=False)
             if child is None or child.kind == "file":
                 out.append((path, str(link.cid)))
-            else:
-                self._file_cids(child, path + "/", out)
+                continue
+            if len(stack) >= MAX_DIR_DEPTH:
+                raise TooLarge(f"{cid} nests directories more than {MAX_DIR_DEPTH} deep",
+                               field="cid")
+            links = self._sorted_links(link.cid, child, cid, limit, listed)
+            listed += len(links)
+            stack.append(iter(links))
+            prefixes.append(path + "/")
+        return out
+
+    def _sorted_links(self, c: Cid, info: Info, root: str, limit: int | None,
+                      held: int) -> list[hamt.Link]:
+        """A directory's links in name order (`info`'s, or a HAMT's read now), TooLarge naming
+        `root` and `limit` once they and the `held` entries listed so far pass `limit` (read
+        no further: a HAMT may hold millions)."""
+        links = self._reader.links(c) if info.sharded else iter(info.links)
+        most = None if limit is None else max(limit - held, 0)
+        got = list(links if most is None else islice(links, most + 1))
+        if most is not None and len(got) > most:
+            raise TooLarge(f"{root} holds more than {limit} files and directories, the most "
+                           "a task's input may hold to be listed (split it into several "
+                           "inputs)", field="cid")
+        got.sort(key=lambda lk: lk.name.encode("utf-8"))
+        return got
 
     def resolve(self, cid: str, path: str) -> str:
         """CID of `path` under `cid` ("" is `cid`); NotFound for a missing segment."""
@@ -397,10 +451,16 @@ class EmbeddedStore:
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         budget = self.max_materialize_bytes
-        stack: list[tuple[Cid, Path, int]] = [(c, dest, 0)]  # iterative: no recursion limit
+        # iterative (no recursion limit), one iterator per level: a directory's entries are
+        # written as they are read, a HAMT's never all held (it may hold millions)
+        stack: list[Iterator[tuple[Cid, str]]] = [iter([(c, str(dest))])]
         while stack:
-            node, at, depth = stack.pop()
-            info = self._reader.info(node)
+            item = next(stack[-1], None)
+            if item is None:
+                stack.pop()
+                continue
+            node, at = item
+            info = self._reader.info(node, shards=False)
             if info.symlink:  # read as its target path elsewhere (the gateway); never written
                 raise Unsupported(f"{node} under {cid} is a UnixFS symlink, which cannot be "
                                   "materialized", field="cid")
@@ -411,12 +471,12 @@ class EmbeddedStore:
                                    "the most a task may read or write here", field="cid")
                 self._write_file(node, at)
                 continue
-            if depth >= MAX_DIR_DEPTH:
+            if len(stack) > MAX_DIR_DEPTH:
                 raise TooLarge(f"{cid} nests directories more than {MAX_DIR_DEPTH} deep",
                                field="cid")
-            at.mkdir(exist_ok=True)
-            stack.extend((link.cid, at / check_name(link.name), depth + 1)
-                         for link in reversed(info.links))
+            os.makedirs(at, exist_ok=True)  # (FileExistsError if a file is there, as before)
+            links = self._reader.links(node) if info.sharded else iter(info.links)
+            stack.append(_placed(links, at))
 
     def block_file(self, cid: str) -> Path | None:
         """The store's own file holding the whole content of file `cid`, verified now,
@@ -429,7 +489,7 @@ class EmbeddedStore:
         path = self.blocks.path(c.key)
         return path if path.exists() else None  # (in memory or in the inline pack: None)
 
-    def _write_file(self, c: Cid, dest: Path) -> None:
+    def _write_file(self, c: Cid, dest: str | Path) -> None:
         if c.codec == RAW:  # a one-block file: its block is its content (read once)
             with open(dest, "wb") as f:
                 f.write(self.blocks.get(c))

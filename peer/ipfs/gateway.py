@@ -62,6 +62,8 @@ RAW_TYPE = "application/vnd.ipld.raw"
 CAR_TYPE = "application/vnd.ipld.car"
 CAR_CONTENT_TYPE = "application/vnd.ipld.car; version=1; order=dfs; dups=n"
 JSON_TYPE = "application/json"
+PAGE_ROWS = 1000  # entries of a JSON listing's page without ?limit= (`listing_page`)
+MAX_PAGE_ROWS = 10_000  # the most ?limit= asks for: a page is read whole before the status
 TAR_TYPE = "application/x-tar"
 # ?format= values and the Accept media types that ask for them (the query wins over Accept)
 _FORMATS = ("raw", "car", "tar", "json", "dag-json", "dag-cbor", "cbor", "ipns-record")
@@ -712,10 +714,16 @@ class Gateway:
         return self._file(index_entry, "index.html", request, headers, etag=f'"{entry.cid}"')
 
     def _listing_json(self, entry: Entry, request: web.Request, headers: dict[str, str]) -> Plan:
+        page = listing_page(request)
         etag = f'"{entry.cid}.dir.json"'
+        if page is not None:
+            tag = hashlib.sha256(repr(page).encode()).hexdigest()[:16]
+            etag = f'"{entry.cid}.dir.{tag}.json"'
         headers |= {"Content-Type": JSON_TYPE, "ETag": etag}
         if etag_matches(request.headers.get("If-None-Match", ""), etag):
             return Plan(304, headers)
+        if page is not None:
+            return self._listing_page(entry.cid, *page, headers)
         # Every entry's block is read for its row: one pass before the status makes a block
         # not held here NotFound while the request can still fetch the DAG from the mesh (a
         # partial DAG, as a peer that ran chunks of a large input holds, was a cut body for
@@ -727,6 +735,18 @@ class Gateway:
                            field="cid")
         links = self.store.dir_links(entry.cid)
         return Plan(200, headers, stream=_primed(self._json_rows(entry.cid, links)))
+
+    def _listing_page(self, cid: str, limit: int, after: str | None,
+                      headers: dict[str, str]) -> Plan:
+        """One page of the JSON listing: its rows as the whole listing's, in its order, and
+        `Next`, the cursor of the next page (None after the last). A page is read whole
+        before the status (a block not held here is NotFound, fetched from the mesh), at most
+        MAX_PAGE_ROWS rows: the shards before its cursor are not read (`dir_links`)."""
+        entries, more = self.store.ls_page(cid, after, limit)  # (names checked, as ls)
+        links = [{"Name": e.path, "Hash": e.cid, "Size": e.size, "Type": e.kind}
+                 for e in entries]
+        body = json.dumps({"Hash": cid, "Links": links, "Next": more}, ensure_ascii=False)
+        return Plan(200, headers, body=body.encode())
 
     def _json_rows(self, cid: str, links: Iterable[DirLink]) -> Iterator[bytes]:
         """The JSON listing `{"Hash", "Links": [{"Name", "Hash", "Size", "Type"}]}` in pieces
@@ -793,6 +813,25 @@ class Gateway:
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
         stream = self.store.cat(entry.cid, start, end - start)
         return Plan(206, headers, stream=stream, length=end - start)
+
+
+def listing_page(request: web.Request) -> tuple[int, str | None] | None:
+    """The page of a directory's JSON listing asked for: (`?limit=`, `?after=`), or None for
+    the whole listing, streamed (boxo's and Kubo's listings have no page; a page is ours, for
+    a browser that lists a HAMT of millions a page at a time). ArgError naming the bad one."""
+    raw, after = request.query.get("limit"), request.query.get("after")
+    if raw is None and after is None:
+        return None
+    limit = PAGE_ROWS
+    if raw is not None:
+        if not (raw.isascii() and raw.isdecimal() and 1 <= int(raw) <= MAX_PAGE_ROWS):
+            raise ArgError(f"limit: {raw[:40]!r} is not a number of entries from 1 to "
+                           f"{MAX_PAGE_ROWS}", field="limit")
+        limit = int(raw)
+    if after == "":
+        raise ArgError("after: empty; it is the name of the last entry of the page before "
+                       "(its Next)", field="after")
+    return limit, after
 
 
 def _ipns_target(record: ipns.Record, rest: str, gateway_host: str = "",

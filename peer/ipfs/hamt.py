@@ -212,7 +212,13 @@ def _walk(get: GetBlock, c: Cid, shape: _Shape, root: list[Slot],
           ) -> Iterator[tuple[Slot, bytes | None]]:
     """Every slot of the HAMT rooted at `c`, depth first in bucket order: an entry with None,
     a sub-shard with its block (checked) before the slots below it."""
-    stack: list[tuple[Iterator[Slot], int]] = [(iter(root), 0)]
+    return _walk_from(get, c, shape, [(iter(root), 0)])
+
+
+def _walk_from(get: GetBlock, c: Cid, shape: _Shape, stack: list[tuple[Iterator[Slot], int]],
+               ) -> Iterator[tuple[Slot, bytes | None]]:
+    """`_walk` from a position: `stack` holds, per level from the root, the slots still to
+    come there and the level's depth (the deepest last)."""
     while stack:
         it, depth = stack[-1]
         s = next(it, None)
@@ -234,6 +240,33 @@ def entries(get: GetBlock, c: Cid, node: PBNode, fs: UnixFSData) -> Iterator[Lin
     returns."""
     shape, root = _checked(c, node, fs)
     return (Link(s.name, s.cid, s.tsize) for s, block in _walk(get, c, shape, root)
+            if block is None and s.name is not None)
+
+
+def entries_after(get: GetBlock, c: Cid, node: PBNode, fs: UnixFSData,
+                  name: str) -> Iterator[Link] | None:
+    """The entries of the HAMT rooted at `c` that follow entry `name` in `entries`' order, as
+    `entries` gives them (None if `name` is no entry of it). A page's cursor: the name's hash
+    says where it is, so only the shards on its way are read to resume there (one per level),
+    never the entries before it."""
+    h = name_hash(name)
+    shape, current = _checked(c, node, fs)
+    stack: list[tuple[Iterator[Slot], int]] = []
+    depth = 0
+    while True:
+        b = _bucket(h, depth, shape.bits)
+        at = next((i for i, s in enumerate(current) if s.bucket == b), None)
+        if at is None:
+            return None
+        hit = current[at]
+        stack.append((iter(current[at + 1:]), depth))  # what follows it at this level
+        if hit.name is not None:
+            if hit.name != name:
+                return None
+            break
+        depth += 1
+        current = _sub(hit.cid, get(hit.cid), shape, depth, c)
+    return (Link(s.name, s.cid, s.tsize) for s, block in _walk_from(get, c, shape, stack)
             if block is None and s.name is not None)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal, Protocol
 
 from peer.cids import DAG_PB, RAW, Cid, cid_from_bytes, sha256_cid
-from peer.errors import IntegrityError, NotFound, StoreError, TooLarge, Unsupported
+from peer.errors import ArgError, IntegrityError, NotFound, StoreError, TooLarge, Unsupported
 from peer.ipfs import dagpb, hamt
 from peer.ipfs.hamt import Link
 
@@ -179,6 +179,7 @@ class Info:
     size: int
     links: tuple[Link, ...]
     symlink: bool = False  # a UnixFS symlink: a "file" whose bytes are the target path
+    sharded: bool = False  # a HAMT (its links: `Reader.links`, unless `info` listed them)
 
 
 def check_file(c: Cid, node: dagpb.PBNode, fs: dagpb.UnixFSData) -> int:
@@ -192,6 +193,17 @@ def check_file(c: Cid, node: dagpb.PBNode, fs: dagpb.UnixFSData) -> int:
         raise IntegrityError(f"corrupt UnixFS file {c}: it declares {fs.filesize} bytes but its "
                              f"data and blocksizes hold {held}")
     return held
+
+
+def _after(links: Iterator[Link], after: str | None) -> Iterator[Link] | None:
+    """A basic directory's `links` that follow the one named `after` (all of them without
+    it; None if none is named so). Its links are one block's, held already."""
+    if after is None:
+        return links
+    for link in links:
+        if link.name == after:
+            return links
+    return None
 
 
 class Reader:
@@ -210,14 +222,19 @@ class Reader:
             raise Unsupported(f"{c} is a UnixFS metadata node, which is not supported")
         return block, node, fs
 
-    def info(self, c: Cid, check_names: bool = True) -> Info:
+    def info(self, c: Cid, check_names: bool = True, shards: bool = True) -> Info:
         """Kind, size and (for a dir) links of `c`, a HAMT's in name order; Unsupported for
         non-UnixFS nodes, BadDag for a malformed HAMT. Names are checked (StoreError for '..',
-        '/', ...: they become paths on disk) unless `check_names` is False."""
+        '/', ...: they become paths on disk) unless `check_names` is False. Without `shards`
+        a HAMT's entries are not read (no links, `sharded`; its root shard is checked):
+        sorting them holds them all, and a HAMT may hold millions."""
         if c.codec == RAW:
             return Info("file", len(self.get(c)), ())
         block, node, fs = self._unixfs(c)
         dag_bytes = len(block) + sum(link.tsize or 0 for link in node.links)
+        if hamt.is_shard(fs) and not shards:
+            hamt.slots(c, node, fs)
+            return Info("dir", dag_bytes, (), sharded=True)
         if hamt.is_shard(fs):
             entries = sorted(hamt.entries(self.get, c, node, fs),
                              key=lambda e: e.name.encode("utf-8"))
@@ -233,22 +250,32 @@ class Reader:
                       for link in node.links)
         return Info("dir", dag_bytes, links)
 
-    def links(self, c: Cid, check_names: bool = True) -> Iterator[Link]:
+    def links(self, c: Cid, check_names: bool = True, after: str | None = None,
+              ) -> Iterator[Link]:
         """The entries of directory `c` one at a time, as stored: a basic directory's in its
         links' order, a HAMT's in bucket order (boxo's listing order; sorting them would hold
         them all: a HAMT may hold millions, named by any caller). Nothing for a file. `c`'s
         own block is read and checked before this returns (Unsupported, BadDag for its root
-        shard); a sub-shard when the iteration reaches it. Names are checked as `info`'s."""
+        shard); a sub-shard when the iteration reaches it. Names are checked as `info`'s.
+        `after`: only the entries that follow the one of that name (a page's cursor: a
+        HAMT's shards before it are not read); ArgError naming it if `c` has no such entry."""
+        found: Iterator[Link] | None
         if c.codec == RAW:
-            return iter(())
-        _, node, fs = self._unixfs(c)
-        if hamt.is_shard(fs):
-            found = hamt.entries(self.get, c, node, fs)
-        elif fs.type != dagpb.DataType.DIRECTORY:
-            return iter(())
+            found = None
         else:
-            found = (Link(_stored_name(link.name), cid_from_bytes(link.hash), link.tsize or 0)
-                     for link in node.links)
+            _, node, fs = self._unixfs(c)
+            if hamt.is_shard(fs):
+                found = (hamt.entries(self.get, c, node, fs) if after is None
+                         else hamt.entries_after(self.get, c, node, fs, after))
+            elif fs.type == dagpb.DataType.DIRECTORY:
+                found = _after((Link(_stored_name(link.name), cid_from_bytes(link.hash),
+                                     link.tsize or 0) for link in node.links), after)
+            else:
+                found = None
+        if found is None and after is None:  # a file
+            return iter(())
+        if found is None:
+            raise ArgError(f"after: {after!r} is no entry of {c}", field="after")
         if not check_names:
             return found
         return (Link(check_name(e.name), e.cid, e.tsize) for e in found)

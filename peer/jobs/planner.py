@@ -25,6 +25,12 @@ from tasks.registry import TaskDef, canonical_json
 MAX_GROUP_MEMOS = 16  # inputs whose groups `Planner.items` keeps
 MAX_LISTING_MEMOS = 4  # inputs whose listings `Planner.files` keeps,
 MAX_LISTED_FILES = 100_000  # of this many files in all (a larger listing is not kept)
+# Entries (files and directories, at every level) a task's input may hold to be listed for a
+# per-item split or a merge of inputs (`Planner.files`): a split names every item in its
+# event (or its stored listing), so that list is whole by nature; past this bound the task
+# fails, naming the input and the bound, before more is read (docs/benchmarks.md, session 51
+# helper e: ~1 KB a listed file at the split, in the planner's memory)
+MAX_INPUT_ENTRIES = 1_000_000
 _ABSENT = object()  # (a cache entry that `items_assembly` found absent)
 
 
@@ -171,8 +177,10 @@ class Planner:
     def __init__(self, state: MeshState, store: Listings, data: Data, min_chunk_items: int,
                  max_chunk_items: int,
                  parse: Callable[[Any], Workflow] = workflow_from_json,
-                 live: Callable[[], Container[str]] = lambda: ANYONE) -> None:
+                 live: Callable[[], Container[str]] = lambda: ANYONE,
+                 max_input_entries: int = MAX_INPUT_ENTRIES) -> None:
         self.state = state
+        self.max_input_entries = max_input_entries  # TooLarge past it (`files`)
         self.live = live  # the other peers alive now: only their providing counts for a hit
         self.parse = parse  # a stored workflow document -> its Workflow (Workflows.workflow)
         self.store = store
@@ -382,12 +390,12 @@ class Planner:
         at every split, PARTIAL and assembly: the listing of one of the last few inputs is
         remembered (a CID's listing never changes; FILTER_LONGER's 400 files took 2-4 ms of
         the splitter's loop to list, at each of its 9 assemblies), and the input's files
-        themselves are not read."""
+        themselves are not read. TooLarge naming `cid` past `max_input_entries` entries."""
         if cid in self._files:
             self._files.move_to_end(cid)
             listing = self._files[cid]
         else:
-            listing = (tuple(self.store.file_cids(cid))
+            listing = (tuple(self.store.file_cids(cid, self.max_input_entries))
                        if self.store.stat(cid).kind == "dir" else None)
             self._files[cid] = listing
             self._listed += len(listing or ())

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
-from peer.errors import BanzaiError
+from peer.errors import BanzaiError, TooLarge
 from peer.ipfs.store import Entry, StoreConfig
 from peer.jobs.ports import SchedulerConfig
 from peer.jobs.scheduler import Scheduler
@@ -100,8 +100,12 @@ class MemoryStore:
             else:
                 yield Entry(path, sub, len(self.content.files.get(sub, b"")), "file")
 
-    def file_cids(self, cid: str) -> list[tuple[str, str]]:
-        return [(e.path, e.cid) for e in self.walk(cid)]
+    def file_cids(self, cid: str, limit: int | None = None) -> list[tuple[str, str]]:
+        out = [(e.path, e.cid) for e in self.walk(cid)]
+        if limit is not None and len(out) > limit:  # (files alone: the sim's dirs are flat)
+            raise TooLarge(f"{cid} holds more than {limit} files and directories, the most a "
+                           "task's input may hold to be listed", field="cid")
+        return out
 
     def has(self, cid: str) -> bool:
         return cid in self.local

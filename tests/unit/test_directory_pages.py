@@ -1,0 +1,206 @@
+"""A directory of many entries (a HAMT of millions, a lab's dataset) is listed a page at a time
+(`Store.ls_page`, the gateway's JSON listing `?limit=&after=`), written to a task's scratch dir
+as it is read (`materialize`) and listed for planning within a bound (`file_cids`' limit): each
+holds a page, a shard per level or the bound, never the whole directory."""
+
+from __future__ import annotations
+
+import tracemalloc
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from peer.cids import Cid
+from peer.errors import ArgError, TooLarge
+from peer.ipfs import EmbeddedStore, hamt, parse_cid
+from peer.ipfs.gateway import MAX_PAGE_ROWS, add_routes
+from peer.jobs.planner import Planner
+from peer.log import MeshState
+
+Client = TestClient[Any, Any]
+MakeClient = Callable[[web.Application], Awaitable[Client]]
+N = 3000  # entries: ~12 a bucket of 256, so nearly every bucket is a sub-shard
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> EmbeddedStore:
+    return EmbeddedStore(tmp_path / "store")
+
+
+def _hamt(store: EmbeddedStore, n: int = N, content: bytes = b"hello\n") -> str:
+    """A HAMT directory of `n` entries (one file under `n` names)."""
+    leaf = parse_cid(store.add_bytes(content))
+    built = hamt.build([hamt.Link(f"item{i:05d}.wav", leaf, len(content)) for i in range(n)], 1)
+    for c, block in built.blocks:
+        store.put_block(str(c), block)
+    return str(built.root)
+
+
+def _pages(store: EmbeddedStore, root: str, limit: int) -> list[list[str]]:
+    pages, after = [], None
+    for _ in range(N + 2):  # (bounded: a page holds one entry at least)
+        page, after = store.ls_page(root, after, limit)
+        pages.append([e.path for e in page])
+        if after is None:
+            return pages
+        assert after == page[-1].path  # the cursor is the last name
+    raise AssertionError("the pages did not end")
+
+
+@pytest.mark.parametrize("sharded", [True, False])
+def test_pages_list_every_entry_once_in_the_listing_order(store: EmbeddedStore,
+                                                          sharded: bool) -> None:
+    root = (_hamt(store) if sharded else
+            store.make_dir({f"f{i:03d}": store.add_bytes(b"%d" % i) for i in range(250)}))
+    whole = [link.name for link in store.dir_links(root)]
+    pages = _pages(store, root, 700)
+    assert [len(p) for p in pages[:-1]] == [700] * (len(pages) - 1) and 0 < len(pages[-1]) <= 700
+    assert [name for p in pages for name in p] == whole  # bucket order for a HAMT, as boxo's
+    first, _ = store.ls_page(root, None, 3)
+    assert first == store.ls(root)[:3] or sharded  # rows as ls gives them (ls: name order)
+    assert all(e.kind == "file" and e.size > 0 for e in first)
+
+
+def test_a_page_reads_no_shard_before_its_cursor(store: EmbeddedStore,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cursor's hash says where it is: resuming reads the shards on its way, not the
+    ~256 sub-shards before it (nor any entry's block past the page's)."""
+    root = _hamt(store)
+    names = [link.name for link in store.dir_links(root)]
+    reads: list[Cid] = []
+    real = store._reader.get
+
+    def get(c: Cid) -> bytes:
+        reads.append(c)
+        return real(c)
+
+    monkeypatch.setattr(store._reader, "get", get)
+    page, after = store.ls_page(root, names[2500], 10)
+    assert [e.path for e in page] == names[2501:2511] and after == names[2510]
+    shards = {c for c in reads if c.codec == 0x70}
+    assert len(shards) <= 6  # the root, the cursor's sub-shard, the next one or two: not ~200
+
+
+def test_a_cursor_that_is_no_entry_is_refused_naming_it(store: EmbeddedStore) -> None:
+    root = _hamt(store, 300)
+    basic = store.make_dir({"a": store.add_bytes(b"a")})
+    for where in (root, basic):
+        with pytest.raises(ArgError, match="'nope' is no entry of") as e:
+            store.ls_page(where, "nope", 10)
+        assert e.value.field == "after"
+    with pytest.raises(ArgError) as e:
+        store.ls_page(store.add_bytes(b"a file"), "x", 10)
+    assert e.value.field == "after"
+    with pytest.raises(ArgError) as e:
+        store.ls_page(root, None, 0)
+    assert e.value.field == "limit"
+
+
+@pytest.fixture
+async def client(aiohttp_client: MakeClient, store: EmbeddedStore) -> Client:
+    app = web.Application()
+    add_routes(app, store)
+    return await aiohttp_client(app)
+
+
+async def test_the_json_listing_pages_with_limit_and_after(client: Client,
+                                                           store: EmbeddedStore) -> None:
+    root = _hamt(store, 1200)
+    whole = await (await client.get(f"/ipfs/{root}/?format=json")).json()
+    assert "Next" not in whole and len(whole["Links"]) == 1200  # no page asked: boxo's listing
+    got, url = [], f"/ipfs/{root}/?format=json&limit=500"
+    etags = set()
+    for _ in range(5):
+        r = await client.get(url)
+        assert r.status == 200 and r.headers["Content-Type"] == "application/json"
+        etags.add(r.headers["ETag"])
+        body = await r.json()
+        assert body["Hash"] == root and len(body["Links"]) <= 500
+        got += body["Links"]
+        if body["Next"] is None:
+            break
+        assert body["Next"] == body["Links"][-1]["Name"]
+        url = f"/ipfs/{root}/?format=json&limit=500&after={body['Next']}"
+    assert got == whole["Links"] and len(etags) == 3  # each page its own ETag
+    default = await (await client.get(f"/ipfs/{root}/?format=json&after={got[0]['Name']}")).json()
+    assert default["Links"] == got[1:1001]  # 1000 rows without ?limit=
+
+
+@pytest.mark.parametrize(("query", "field"), [
+    ("limit=0", "limit"), ("limit=-3", "limit"), ("limit=x", "limit"), ("limit=1.5", "limit"),
+    (f"limit={MAX_PAGE_ROWS + 1}", "limit"), ("limit=%C2%B2", "limit"),
+    ("after=", "after"), ("after=item99999.wav", "after"), ("limit=5&after=..", "after"),
+])
+async def test_a_bad_page_is_a_400_naming_it(client: Client, store: EmbeddedStore,
+                                             query: str, field: str) -> None:
+    root = _hamt(store, 300)
+    r = await client.get(f"/ipfs/{root}/?format=json&{query}")
+    assert r.status == 400, query
+    body = await r.json()
+    assert body["field"] == field and body["message"].startswith(f"{field}: "), body
+
+
+def _peak(run: Callable[[], object]) -> int:
+    """Peak Python allocations while `run` runs. Run the same once before: a first read fills
+    process-wide tables (pathlib's interned names) that are no part of what `run` holds."""
+    tracemalloc.start()
+    try:
+        run()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_materialize_writes_a_hamt_as_it_is_read(store: EmbeddedStore, tmp_path: Path) -> None:
+    """A task's input, written to its scratch dir, holds a shard per level, not the entries:
+    the code before sorted every entry first (~2 MB for 3,000 of them, ~56 MB for 100,000)."""
+    root = _hamt(store)
+    store.materialize(root, tmp_path / "warm")
+    peak = _peak(lambda: store.materialize(root, tmp_path / "out"))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        f"item{i:05d}.wav" for i in range(N)]
+    assert (tmp_path / "out" / "item02999.wav").read_bytes() == b"hello\n"
+    assert peak < 600_000, peak
+
+
+def test_planning_lists_no_more_than_its_bound(store: EmbeddedStore) -> None:
+    """Past the bound, the listing stops (memory holds the bound, not the directory) and says
+    which input and which bound; within it, the listing is whole and in name order."""
+    root = _hamt(store)
+    with pytest.raises(TooLarge, match=f"{root} holds more than 100 files and directories"):
+        store.file_cids(root, 100)  # (and a warm-up for `_peak`)
+
+    def refused() -> None:
+        with pytest.raises(TooLarge):
+            store.file_cids(root, 100)
+
+    peak = _peak(refused)
+    assert peak < 600_000, peak
+    listed = store.file_cids(root, N)
+    assert [p for p, _ in listed] == [f"item{i:05d}.wav" for i in range(N)]
+    nested = store.make_dir({"a": root, "b": store.add_bytes(b"b")})
+    with pytest.raises(TooLarge):
+        store.file_cids(nested, N + 1)  # N + 2 entries under it: its dir "a" counts
+
+
+def test_a_per_item_split_of_an_input_past_the_bound_fails_naming_both(
+        store: EmbeddedStore) -> None:
+    """The planner's listing of a task's input (`Planner.files`, what a per-item split and a
+    merge of inputs read) is bounded by `max_input_entries`; the task fails with this."""
+    root = _hamt(store, 300)
+
+    class Data:
+        def mark(self, cid: str) -> None:
+            pass
+
+    planner = Planner(MeshState(), store, Data(), 1, 64,  # type: ignore[arg-type]
+                      max_input_entries=299)
+    with pytest.raises(TooLarge, match=f"{root} holds more than 299"):
+        planner.files(root, "input")
+    assert len(Planner(MeshState(), store, Data(), 1, 64,  # type: ignore[arg-type]
+                       max_input_entries=300).files(root, "input")) == 300
+
