@@ -204,3 +204,33 @@ def test_a_per_item_split_of_an_input_past_the_bound_fails_naming_both(
     assert len(Planner(MeshState(), store, Data(), 1, 64,  # type: ignore[arg-type]
                        max_input_entries=300).files(root, "input")) == 300
 
+
+
+async def test_a_job_whose_per_item_input_passes_the_bound_fails_that_task_saying_so(
+) -> None:
+    """Through the scheduler (in-memory mesh, fake clock): T_UPPER over T_WRITE's 24 files,
+    with a planner bound of 10, fails with the message naming the input and the bound (a
+    chunk's error), and no split of its items is made."""
+    from peer.ipfs.store import StoreConfig
+    from peer.jobs.ports import SchedulerConfig
+    from peer.jobs.sim import JobMesh
+    from peer.log import EventType
+    from tasks import registry
+    from tests.unit.split_helpers import write_then_upper
+
+    catalog = registry.load(("tests.fixture_tasks",))
+    mesh = JobMesh(2, catalog, SchedulerConfig(store=StoreConfig("/nonexistent"), tick_s=0.25,
+                                               lease_s=10.0))
+    try:
+        for p in mesh.peers.values():
+            p.sched.planner.max_input_entries = 10
+        job, _, _ = await write_then_upper(mesh, files=24)
+        [written] = mesh.events(EventType.TASK_DONE, job=job, task="w")
+        failed = mesh.events(EventType.CHUNK_FAILED, job=job, task="u")
+        assert failed and all(f.payload["kind"] == "error" for f in failed)
+        assert f"{written.payload['output']} holds more than 10 files and directories" in (
+            failed[0].payload["error"])
+        splits = mesh.events(EventType.TASK_SPLIT, job=job, task="u")
+        assert [s.payload["chunks"] for s in splits] == [[[]]]  # (the failure's own record)
+    finally:
+        await mesh.close()
