@@ -117,7 +117,9 @@ def main() -> None:
             "gateway JSON listing, whole": json_listing(store, root, ""),
             "a per-item task's split (Planner.split, framed)": split(store, root),
         }
-        if hasattr(store, "ls_page"):
+        if hasattr(store, "ls_page"):  # (and file_cids' bound: both since session 51)
+            cases["file_cids past a bound of 10,000 entries"] = (
+                lambda: store.file_cids(root, 10_000))
             cases["gateway JSON listing, ?limit=1000"] = json_listing(store, root, "?limit=1000")
             cases["ls_page(limit=1000)"] = lambda: store.ls_page(root, None, 1000)
         print("| path | peak Python allocations (MB) | s (traced) | outcome |")
