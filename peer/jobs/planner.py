@@ -29,7 +29,7 @@ MAX_LISTED_FILES = 100_000  # of this many files in all (a larger listing is not
 # per-item split or a merge of inputs (`Planner.files`): a split names every item in its
 # event (or its stored listing), so that list is whole by nature; past this bound the task
 # fails, naming the input and the bound, before more is read. A split of 100,000 items peaked
-# at 67 MB of Python allocations here (its listing alone 53 MB: docs/benchmarks.md, session 51
+# at 67 MB of Python allocations here (its listing alone 35 MB: docs/benchmarks.md, session 51
 # helper e), so this bound keeps one split under ~170 MB
 MAX_INPUT_ENTRIES = 250_000
 _ABSENT = object()  # (a cache entry that `items_assembly` found absent)
