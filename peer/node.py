@@ -111,6 +111,7 @@ from peer.log.lanes import (
 from peer.log.owner import KEY_FILE, LOG_FILE, note_secret, own_identity, was_meshed
 from peer.log.scrub import Scrub, ScrubConfig
 from peer.log.signing import (
+    Batch,
     MemberKeys,
     MeshAuth,
     admit_tag,
@@ -1456,6 +1457,14 @@ class Node:
         return n
 
     # -- EventSink and MemberSink for gossip -----------------------------------------------
+    def signed_hash(self, origin: str, seq: int) -> bytes | None:
+        """The signed content hash of the event we hold in memory at (origin, seq), None if
+        none (or none signed): gossip leaves a received copy of it out undecoded
+        (`MemberKeys.accept`'s `holds`)."""
+        ev = self.state.events.get((origin, seq))
+        b = None if ev is None else ev.att
+        return b.hash_at(seq) if isinstance(b, Batch) else None
+
     def heads(self, scope: Collection[str] | None = None) -> Mapping[str, int]:
         """Our heads as others may see them: of the mesh origins (no `scope`: a lane's are
         its members' to exchange, MeshState.mesh_heads), or of the lanes of the jobs in

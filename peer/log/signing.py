@@ -421,6 +421,22 @@ class Counters:
         self.total[reason] = self.total.get(reason, 0) + n
 
 
+def _held_already(d: Any, good: Mapping[tuple[Any, str, Any], list[Batch]],
+                  holds: Callable[[str, int], bytes | None]) -> bool:
+    """Is raw event `d` (as sent) one we hold: its one batch that passed vouches, at its
+    seq, for the very content hash held at its id (`MemberKeys.accept`'s `holds`)?"""
+    if type(d) is not dict:
+        return False
+    origin, seq = d.get("origin"), d.get("seq")
+    if type(origin) is not str or type(seq) is not int:
+        return False
+    bs = good.get((d.get("bs", origin), origin, d.get("b")))
+    if bs is None or len(bs) != 1 or not bs[0].covers(seq):
+        return False  # (several contents signed from one seq: decoded and matched, as ever)
+    h = holds(origin, seq)
+    return h is not None and h == bs[0].hash_at(seq)
+
+
 class MemberKeys:
     """Who speaks for which peer id: bindings peer id -> public key (a self-certifying id
     only ever to its own key; an id of 0.1.0 to the first admitted key heard), the
@@ -442,6 +458,7 @@ class MemberKeys:
         self.refused = Counters()
         self.key_conflicts = Counters()
         self._good: OrderedDict[bytes, None] = OrderedDict()  # signatures verified
+        self.duplicates = 0  # events left out by `accept` as held already (its `holds`)
 
     # -- bindings ----------------------------------------------------------------------
     def admitted(self, peer_id: str, key: bytes, admit: bytes | None) -> bool:
@@ -526,23 +543,10 @@ class MemberKeys:
         object.__setattr__(e, "att", b)
         return None
 
-    def accept(self, raw_events: Any, raw_batches: Any,
-               invalid: Callable[[Any, str], None] | None = None,
-               decoded: Sequence[Event | Exception] | None = None) -> list[Event]:
-        """The events of a frame body whose signatures verify; the others are counted by
-        origin and reason. An event that is not valid is reported to `invalid` and left out
-        (without it, it raises its BanzaiError). ValueError if the lists themselves are
-        malformed. `decoded`: `decode_events(raw_events)`, made already (in a worker
-        thread), else each event is decoded here."""
-        if not isinstance(raw_events, list) or not isinstance(raw_batches, list):
-            raise ValueError("events or batches is not a list")
-        # (signer, origin, first) -> the distinct batches of that reference that passed, and
-        # the references with one refused. Several only when an origin signed two contents
-        # from one seq (equivocation): a relayer may hold an event of each, and each is
-        # checked against its own. A batch repeated in the frame is checked (and counted)
-        # once: the work stays linear in the frame, whatever it repeats. After
-        # MAX_BAD_SIGNATURES failed, the frame's other new signatures are not verified: a
-        # frame of forged batches costs that many verifications, not one per batch it packs.
+    def _check_batches(self, raw_batches: list[Any]) -> tuple[
+            dict[tuple[Any, str, Any], list[Batch]], set[tuple[Any, str, Any]]]:
+        """`accept`'s batches: (signer, origin, first) -> the distinct batches of that
+        reference that passed, and the references with one refused."""
         bad_left = MAX_BAD_SIGNATURES
         good: dict[tuple[Any, str, Any], list[Batch]] = {}
         refused: set[tuple[Any, str, Any]] = set()
@@ -560,10 +564,44 @@ class MemberKeys:
             else:
                 self.refused.add(bt.origin, why, bt.count)
                 refused.add(ref)
+        return good, refused
+
+    def accept(self, raw_events: Any, raw_batches: Any,
+               invalid: Callable[[Any, str], None] | None = None,
+               decoded: Sequence[Event | Exception] | None = None,
+               holds: Callable[[str, int], bytes | None] | None = None) -> list[Event]:
+        """The events of a frame body whose signatures verify; the others are counted by
+        origin and reason. An event that is not valid is reported to `invalid` and left out
+        (without it, it raises its BanzaiError). ValueError if the lists themselves are
+        malformed. `decoded`: `decode_events(raw_events)`, made already (in a worker
+        thread), else each event is decoded here.
+
+        `holds(origin, seq)`: the signed content hash of the event we hold at that id (None
+        if none, or none signed). An event whose one batch passed here and vouches for that
+        very hash at its seq is the one we hold: it is left out undecoded and unhashed,
+        counted in `duplicates` (session 51: anti-entropy's fixes send whole blocks again;
+        two thirds of a receiver's events in a 3-peer run of one-task jobs posted to one
+        peer). Another content for a held id (a rival, for the conflict rule) is signed with
+        another hash: it is decoded and checked as ever. A copy whose text does not match
+        its batch's hash is left out too, unchecked: it would be refused, and what we hold
+        is what was signed."""
+        if not isinstance(raw_events, list) or not isinstance(raw_batches, list):
+            raise ValueError("events or batches is not a list")
+        # (signer, origin, first) -> the distinct batches of that reference that passed, and
+        # the references with one refused. Several only when an origin signed two contents
+        # from one seq (equivocation): a relayer may hold an event of each, and each is
+        # checked against its own. A batch repeated in the frame is checked (and counted)
+        # once: the work stays linear in the frame, whatever it repeats. After
+        # MAX_BAD_SIGNATURES failed, the frame's other new signatures are not verified: a
+        # frame of forged batches costs that many verifications, not one per batch it packs.
+        good, refused = self._check_batches(raw_batches)
         # of a reference with several: (seq, content hash) -> the first batch that holds it
         held = {ref: _by_hash(bs) for ref, bs in good.items() if len(bs) > 1}
         out: list[Event] = []
         for i, d in enumerate(raw_events):
+            if holds is not None and _held_already(d, good, holds):
+                self.duplicates += 1
+                continue
             try:
                 e = Event.from_json(d) if decoded is None else decoded[i]
                 if isinstance(e, Exception):

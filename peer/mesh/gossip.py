@@ -1017,10 +1017,13 @@ class Gossip:
             return self.merge(parse_events(body["events"], self.refused))
         keyring = self.auth.keyring
         before = sum(keyring.refused.total.values())
-        try:
-            events = keyring.accept(body["events"], body.get("batches", []), self.refused)
+        dups = keyring.duplicates
+        try:  # (events held already are left out undecoded: `signed_hash`, session 51)
+            events = keyring.accept(body["events"], body.get("batches", []), self.refused,
+                                    holds=getattr(self._sink, "signed_hash", None))
         except BanzaiError as err:  # an event's own validation refused it: malformed frame
             raise ValueError(f"bad event: {err!s:.60}") from None
+        self._stats.events_in += keyring.duplicates - dups  # (received, none of them new)
         refused = sum(keyring.refused.total.values()) - before
         if refused:
             self.stats.events_refused += refused

@@ -17,6 +17,7 @@ from peer.log.contents import wins
 from peer.log.door import Door, DoorConfig
 from peer.log.lanes import member_jobs, shared_jobs
 from peer.log.signing import (
+    Batch,
     Identity,
     MemberKeys,
     MeshAuth,
@@ -122,6 +123,12 @@ class MemorySink:
     def contents(self) -> dict[tuple[str, int], bytes]:
         """(origin, seq) -> the content hash held."""
         return {i: held_hash(e) for i, e in self.state.events.items()}
+
+    def signed_hash(self, origin: str, seq: int) -> bytes | None:
+        """As a node's (`Node.signed_hash`): the signed content hash held at (origin, seq)."""
+        ev = self.state.events.get((origin, seq))
+        b = None if ev is None else ev.att
+        return b.hash_at(seq) if isinstance(b, Batch) else None
 
     def merge(self, events: Sequence[Event]) -> list[Event]:
         new = []
