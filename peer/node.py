@@ -1457,13 +1457,17 @@ class Node:
         return n
 
     # -- EventSink and MemberSink for gossip -----------------------------------------------
-    def signed_hash(self, origin: str, seq: int) -> bytes | None:
-        """The signed content hash of the event we hold in memory at (origin, seq), None if
-        none (or none signed): gossip leaves a received copy of it out undecoded
-        (`MemberKeys.accept`'s `holds`)."""
-        ev = self.state.events.get((origin, seq))
-        b = None if ev is None else ev.att
-        return b.hash_at(seq) if isinstance(b, Batch) else None
+    def drops_copy(self, origin: str, seq: int, h: bytes) -> bool:
+        """Would `merge` drop unchanged a received copy of content hash `h` at (origin, seq):
+        the very content held in memory, signed, or an id that left memory for good (below
+        a head, not a gone job's straggler kept aside: merge drops any content of it)?
+        Gossip leaves such a copy out undecoded (`MemberKeys.accept`'s `holds`)."""
+        ev_id = (origin, seq)
+        ev = self.state.events.get(ev_id)
+        if ev is None:
+            return self.state.holds(ev_id) and self.state.straggler(ev_id) is None
+        b = ev.att
+        return isinstance(b, Batch) and b.hash_at(seq) == h
 
     def heads(self, scope: Collection[str] | None = None) -> Mapping[str, int]:
         """Our heads as others may see them: of the mesh origins (no `scope`: a lane's are

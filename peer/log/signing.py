@@ -422,9 +422,9 @@ class Counters:
 
 
 def _held_already(d: Any, good: Mapping[tuple[Any, str, Any], list[Batch]],
-                  holds: Callable[[str, int], bytes | None]) -> bool:
-    """Is raw event `d` (as sent) one we hold: its one batch that passed vouches, at its
-    seq, for the very content hash held at its id (`MemberKeys.accept`'s `holds`)?"""
+                  holds: Callable[[str, int, bytes], bool]) -> bool:
+    """Is raw event `d` (as sent) a copy the sink would drop unchanged: does `holds` say so
+    of the content hash its one batch that passed vouches for at its seq (`MemberKeys.accept`)?"""
     if type(d) is not dict:
         return False
     origin, seq = d.get("origin"), d.get("seq")
@@ -433,8 +433,7 @@ def _held_already(d: Any, good: Mapping[tuple[Any, str, Any], list[Batch]],
     bs = good.get((d.get("bs", origin), origin, d.get("b")))
     if bs is None or len(bs) != 1 or not bs[0].covers(seq):
         return False  # (several contents signed from one seq: decoded and matched, as ever)
-    h = holds(origin, seq)
-    return h is not None and h == bs[0].hash_at(seq)
+    return holds(origin, seq, bs[0].hash_at(seq))
 
 
 class MemberKeys:
@@ -569,22 +568,22 @@ class MemberKeys:
     def accept(self, raw_events: Any, raw_batches: Any,
                invalid: Callable[[Any, str], None] | None = None,
                decoded: Sequence[Event | Exception] | None = None,
-               holds: Callable[[str, int], bytes | None] | None = None) -> list[Event]:
+               holds: Callable[[str, int, bytes], bool] | None = None) -> list[Event]:
         """The events of a frame body whose signatures verify; the others are counted by
         origin and reason. An event that is not valid is reported to `invalid` and left out
         (without it, it raises its BanzaiError). ValueError if the lists themselves are
         malformed. `decoded`: `decode_events(raw_events)`, made already (in a worker
         thread), else each event is decoded here.
 
-        `holds(origin, seq)`: the signed content hash of the event we hold at that id (None
-        if none, or none signed). An event whose one batch passed here and vouches for that
-        very hash at its seq is the one we hold: it is left out undecoded and unhashed,
-        counted in `duplicates` (session 51: anti-entropy's fixes send whole blocks again;
-        two thirds of a receiver's events in a 3-peer run of one-task jobs posted to one
-        peer). Another content for a held id (a rival, for the conflict rule) is signed with
-        another hash: it is decoded and checked as ever. A copy whose text does not match
-        its batch's hash is left out too, unchecked: it would be refused, and what we hold
-        is what was signed."""
+        `holds(origin, seq, h)`: would the sink drop unchanged a copy of content hash `h` at
+        that id (it holds that very content signed, or the id left its memory for good:
+        compacted)? An event whose one batch passed here and vouches for such a hash is left
+        out undecoded and unhashed, counted in `duplicates` (session 51: anti-entropy's
+        fixes send whole blocks again; two thirds of a receiver's events in a 3-peer run of
+        one-task jobs posted to one peer). Another content for a held id (a rival, for the
+        conflict rule) is signed with another hash: decoded and checked as ever. A copy whose
+        text does not match its batch's hash is left out too, unchecked: the sink would drop
+        it, and what it holds is what was signed."""
         if not isinstance(raw_events, list) or not isinstance(raw_batches, list):
             raise ValueError("events or batches is not a list")
         # (signer, origin, first) -> the distinct batches of that reference that passed, and

@@ -1018,9 +1018,9 @@ class Gossip:
         keyring = self.auth.keyring
         before = sum(keyring.refused.total.values())
         dups = keyring.duplicates
-        try:  # (events held already are left out undecoded: `signed_hash`, session 51)
+        try:  # (copies of events held are left out undecoded: `drops_copy`, session 51)
             events = keyring.accept(body["events"], body.get("batches", []), self.refused,
-                                    holds=getattr(self._sink, "signed_hash", None))
+                                    holds=getattr(self._sink, "drops_copy", None))
         except BanzaiError as err:  # an event's own validation refused it: malformed frame
             raise ValueError(f"bad event: {err!s:.60}") from None
         self._stats.events_in += keyring.duplicates - dups  # (received, none of them new)

@@ -124,11 +124,14 @@ class MemorySink:
         """(origin, seq) -> the content hash held."""
         return {i: held_hash(e) for i, e in self.state.events.items()}
 
-    def signed_hash(self, origin: str, seq: int) -> bytes | None:
-        """As a node's (`Node.signed_hash`): the signed content hash held at (origin, seq)."""
+    def drops_copy(self, origin: str, seq: int, h: bytes) -> bool:
+        """As a node's (`Node.drops_copy`), for this sink's `merge`: the very content held,
+        signed, or an id held no more in memory (`apply` drops any content of it)."""
         ev = self.state.events.get((origin, seq))
-        b = None if ev is None else ev.att
-        return b.hash_at(seq) if isinstance(b, Batch) else None
+        if ev is None:
+            return self.state.holds((origin, seq))
+        b = ev.att
+        return isinstance(b, Batch) and b.hash_at(seq) == h
 
     def merge(self, events: Sequence[Event]) -> list[Event]:
         new = []

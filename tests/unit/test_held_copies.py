@@ -1,7 +1,8 @@
 """Received copies of events held already (session 51, issue 12): `MemberKeys.accept` leaves
-out, undecoded and unhashed, an event whose verified batch vouches for the very content hash
-held at its id (`holds`); a rival content for a held id is decoded and returned as ever, for
-the conflict rule. On the in-memory mesh a frame re-sending held events is counted as
+out, undecoded and unhashed, an event whose verified batch vouches for a content hash the sink
+would drop unchanged (`holds`: `Node.drops_copy`, the very content held in memory, or an id
+that left memory for good); a rival content for a held id is decoded and returned as ever,
+for the conflict rule. On the in-memory mesh a frame re-sending held events is counted as
 received and merges none of them."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from peer.log.signing import Identity, MemberKeys, held_hash, peer_id_for, sign_
 from peer.mesh.gossip import GossipConfig
 from peer.mesh.sim import Cluster
 from peer.mesh.wire import Kind, encode_event, pack_frames
+from peer.node import Node
 
 from .mesh_helpers import SECRET, frame_to, inject
 
@@ -33,8 +35,9 @@ def wire(events: list[Event]) -> tuple[list[Any], list[Any]]:
 
 
 def holding(events: list[Event]) -> Any:
+    """A sink's `drops_copy` over `events` held in memory (nothing compacted)."""
     held = {e.id: held_hash(e) for e in events}
-    return lambda origin, seq: held.get((origin, seq))
+    return lambda origin, seq, h: held.get((origin, seq)) == h
 
 
 def test_copies_of_held_events_are_left_out_undecoded() -> None:
@@ -91,3 +94,22 @@ def test_a_frame_of_held_events_is_counted_and_merges_nothing() -> None:
     assert b.gossip.stats.events_in - before_in == 5
     assert b.gossip.stats.events_new == before_new and merged == []
     assert [json.loads(encode_event(e)) for e in made] == body["events"]
+
+
+def test_what_a_node_drops_unchanged(served_node: tuple[Any, Node]) -> None:
+    """Node.drops_copy answers as Node.merge treats a copy: the same signed content held in
+    memory, or an id below a head that left memory (compacted), is dropped; another content
+    held, an id not held, or a gone job's straggler kept aside (its rival is compared) is not."""
+    _, node = served_node
+    evs = [ev(s) for s in (1, 2)]
+    sign_events(ME, ID, evs, None)
+    assert node.merge(evs) == evs
+    h1 = held_hash(evs[0])
+    assert node.drops_copy(ID, 1, h1)
+    assert not node.drops_copy(ID, 1, held_hash(evs[1]))  # a rival content for seq 1
+    assert not node.drops_copy(ID, 3, h1)  # not held
+    del node.state.events[(ID, 2)]  # left memory below the head: merge drops any content
+    assert node.drops_copy(ID, 2, h1)
+    assert node.merge([evs[1]]) == []
+    node.state._gone_recent[(ID, 2)] = evs[1]  # kept aside: merge compares a copy's content
+    assert not node.drops_copy(ID, 2, held_hash(evs[1]))
