@@ -175,6 +175,16 @@ class Runs:
         return each is not None and each <= self.cfg.queue_ahead_item_max_s
 
     @property
+    def frees_soon(self) -> bool:
+        """True if a run in the slots is of a call that ran short here (`short`, per item for a
+        per-item one): a run queued behind the slots (`queue_ahead`) starts when it ends. Not
+        behind runs of long or unknown calls only (a task held open, a sleep): its claim,
+        leased and reported running, would hold the task as long as they run, and its job
+        could not end meanwhile (session 51: test_lanes_compat's gate)."""
+        return any(self.short(r.tdef.name, items_here=r.tdef.per_item)
+                   for r in self.active.values())
+
+    @property
     def queued(self) -> bool:
         """True while more runs are active than there are slots and one of them is of a
         short call: some wait in the executor's queue (a backlog of this peer's own short

@@ -617,17 +617,19 @@ class Scheduler:
         per-item task's next chunk), or the call ran here lately within queue_ahead_max_s
         (a peer that frees meanwhile waits that long at most for work queued here), or within
         queue_ahead_item_max_s per item of a per-item chunk whose items are here (a peer
-        without them would fetch each first); and, once the task is split, its input is here
-        (`_input_here`)."""
+        without them would fetch each first), and a run in the slots is of such a call too
+        (`Runs.frees_soon`: not behind a long run, which would hold the task as long); and,
+        once the task is split, its input is here (`_input_here`)."""
         if self.cfg.queue_ahead <= 0 or key[0] not in self.state.jobs:
             return False
         split = self.state.splits.get(key)
         if split is not None and not self._input_here(
                 split, self.state.providers.get(split.payload["input"] or "", set())):
             return False
-        return (self.cfg.queue_alone and not self._peers()) or self._runs.short(
+        return (self.cfg.queue_alone and not self._peers()) or (self._runs.short(
             self.workflow(key[0]).task(key[1]).call or "",
             items_here=split is not None and bool(split.payload["input"]))
+            and self._runs.frees_soon)
 
     def _input_here(self, split: Event, holders: set[str]) -> bool:
         """True if the split's input is here (or it has none, or no other peer is live):
