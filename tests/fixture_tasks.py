@@ -95,6 +95,20 @@ def t_sleep(ctx: TaskContext, inp: Path | None, out: Path, seconds: float) -> No
         time.sleep(0.05)
 
 
+@task("T_GATE", args=[Arg("path", "str", doc="the file that opens the gate"),
+                      Arg("max_s", "float", default=300.0)], needs_input=False)
+def t_gate(ctx: TaskContext, inp: Path | None, out: Path, path: str, max_s: float) -> None:
+    """Run until the file `path` exists (a test opens the gate when its step is done: a
+    job held running exactly as long as the test needs, not a guessed sleep), failing after
+    `max_s` (a test that never opens it fails, not hangs)."""
+    _count("T_GATE")
+    end = time.monotonic() + max_s
+    while not os.path.exists(path):
+        if time.monotonic() >= end:
+            raise TimeoutError(f"T_GATE: {path} did not appear within {max_s} s")
+        time.sleep(0.05)
+
+
 @task("T_HOG", args=[], needs_input=False)
 def t_hog(ctx: TaskContext, inp: Path | None, out: Path) -> None:
     """Allocate memory until stopped."""

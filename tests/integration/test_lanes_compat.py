@@ -44,7 +44,11 @@ from tests.integration.test_tomb_compat import _release
 # session 36's main (before --lanes), session 42's (lanes off by default: the release before
 # this one)
 OLD = ("2b5ab6b", "f513d90")
-HOLD_S = 15  # one task of the lanes job sleeps this long: it runs while the old peer joins
+# one task of the lanes job (T_GATE) runs until the test opens its gate: the job runs while
+# the old peer joins and the job submitted then runs, and ends as soon as they are done (before:
+# a T_SLEEP of 15 s, mostly waited out; and on a slow machine it could end too early). That job
+# is a chain of ECHOs: until session 51 (helper f) the gate's peer, first for its first task,
+# could queue it behind the gate (`queue_ahead`) and hold it there, and the chain never moved
 
 
 def _rows(p: PeerProc) -> set[tuple[str, int]]:
@@ -81,6 +85,7 @@ def test_a_peer_of_an_earlier_release_joins_a_lanes_mesh_mid_job_and_leaves(
     mesh = f"lanes-{uuid.uuid4().hex[:12]}"
     lanes: list[PeerProc] = []
     old: list[PeerProc] = []
+    gate = tmp_path / "gate"
 
     def start_old() -> PeerProc:
         """The old peer on its data dir, its code and its workers' (`cwd`) the release's."""
@@ -92,7 +97,8 @@ def test_a_peer_of_an_earlier_release_joins_a_lanes_mesh_mid_job_and_leaves(
             tmp_path / name, "--slots", "1", mesh=mesh), ("l0",), ("l1",))  # (the default)
         wait_mesh(lanes, 2)
         l0 = lanes[0]
-        held = post(f"{l0.url}/api/jobs", [*_job(TASKS), {"call": "T_SLEEP", "args": [HOLD_S]}])
+        held = post(f"{l0.url}/api/jobs", [*_job(TASKS),
+                                           {"call": "T_GATE", "args": [str(gate), WAIT_S]}])
         lanes_job = held["job"]
         assert get(f"{l0.url}/api/jobs/{lanes_job}")["workflow"].get("lanes") == 1
         assert submitter_of(lanes_job) == _peer_id(l0)  # (bound: every member announces it)
@@ -103,6 +109,8 @@ def test_a_peer_of_an_earlier_release_joins_a_lanes_mesh_mid_job_and_leaves(
         while_live = post(f"{l0.url}/api/jobs", _job(TASKS))["job"]
         assert submitter_of(while_live) is None  # (unbound while an old peer is live)
         assert {_state(q, while_live) for q in [*lanes, p]} == {"done"}
+        assert get(f"{l0.url}/api/jobs/{lanes_job}")["state"] == "running"  # (held all along)
+        gate.touch()  # the lanes job ends
         assert {_state(q, lanes_job) for q in lanes} == {"done"}
         _same_heads([*lanes, p])  # (the old peer holds the lanes job's JOB_ENDED too)
         for q in [*lanes, p]:
@@ -125,6 +133,7 @@ def test_a_peer_of_an_earlier_release_joins_a_lanes_mesh_mid_job_and_leaves(
         stop_peers(old)
         assert kept <= _rows(p)
     finally:
+        gate.touch()
         stop_peers([*lanes, *old])
     # the old peer ran none of the lanes job and holds none of its lanes; every peer holds
     # the job submitted while it was live in full
