@@ -59,7 +59,8 @@ class SchedulerConfig:
     # CHUNK_DONE (peer.ipfs.inline) rather than being added to the store; 0: never
     inline_max_bytes: int = 0
     # runs claimed per slot beyond it, queued in the executor, of starved tasks this peer
-    # comes first for whose call's last run here took at most queue_ahead_max_s: its worker
+    # comes first for whose call's last run here took at most queue_ahead_max_s, behind a run
+    # of such a call (`Runs.frees_soon`: never behind a long run alone): its worker
     # starts the next at once, and a backlog's outcomes and claims go out in few TURN events
     # (the flush is held while one is queued); 0: none. The bound keeps a peer that frees
     # meanwhile from waiting long for work queued here.
