@@ -131,6 +131,17 @@ class JsonApi:
 _PUMPS: dict[int, list[threading.Thread]] = {}
 
 
+def until(fn: Any, timeout_s: float = 60) -> Any:
+    """fn()'s first truthy value, polled every 0.2 s; AssertionError after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.2)
+    raise AssertionError(f"not within {timeout_s} s")
+
+
 def launch(data: Path, *flags: str, env: dict[str, str] | None = None,
            fresh_log: bool = False) -> PeerProc:
     """start_peer, remembering the thread that pumps this peer's output. `fresh_log` moves a

@@ -4,24 +4,13 @@ the compaction floor and catches up from the first one's signed snapshot."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from tests.helpers import get_json as get
 from tests.helpers import post_json as post
-from tests.helpers import wait_job
+from tests.helpers import until, wait_job
 
 JOB = [{"call": "ECHO", "args": ["compact me"]}, {"call": "ECHO", "args": ["and me"]}]
-
-
-def _until(fn: Any, timeout_s: float = 60) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.2)
-    raise AssertionError(f"not within {timeout_s} s")
 
 
 def test_a_compacted_job_is_served_cached_and_reaches_a_late_peer_by_snapshot(
@@ -31,7 +20,7 @@ def test_a_compacted_job_is_served_cached_and_reaches_a_late_peer_by_snapshot(
     view = wait_job(a, job)
     assert view["state"] == "done"
     # alone, every live member (a) holds the job's events: they leave memory and the log
-    health = _until(lambda: (h := get(a.url + "/api/health"))["log"]["compaction"]["dropped"]
+    health = until(lambda: (h := get(a.url + "/api/health"))["log"]["compaction"]["dropped"]
                     and h)
     assert health["log"]["compaction"]["jobs"] == 1
     record = get(f"{a.url}/api/jobs/{job}")
@@ -42,9 +31,9 @@ def test_a_compacted_job_is_served_cached_and_reaches_a_late_peer_by_snapshot(
     assert again["outputs"] == view["outputs"] and all(t["cached"] for t in again["tasks"])
 
     b = peer_factory("b", "--no-mdns", "--join", health["gossip_address"])
-    _until(lambda: get(b.url + "/api/health")["log"]["heads_digest"]
+    until(lambda: get(b.url + "/api/health")["log"]["heads_digest"]
            == get(a.url + "/api/health")["log"]["heads_digest"])
-    stages = _until(lambda: (c := get(b.url + "/api/health")["log"]["compaction"])[
+    stages = until(lambda: (c := get(b.url + "/api/health")["log"]["compaction"])[
         "caught_up_s"].get("rows_indexed_after_take") is not None and c)
     assert stages["snapshots_pending"] == 0  # a version 3 snapshot: its rows are all taken
     assert get(f"{b.url}/api/jobs/{job}") == record  # fetched from a on demand, checked

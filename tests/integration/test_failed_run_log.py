@@ -5,28 +5,17 @@ restart (before, it lived in the running peer's memory only, until the task ran 
 from __future__ import annotations
 
 import signal
-import time
 from typing import Any
 
 import pytest
 
-from tests.helpers import JsonApi, wait_job, wait_mesh
+from tests.helpers import JsonApi, until, wait_job, wait_mesh
 from tests.helpers import get_json as get
 from tests.helpers import post_json as post
 
 pytestmark = pytest.mark.integration
 
 LINES = ["about to fail", "[banzai] attempt 0 failed: ValueError: printed then failed"]
-
-
-def _until(fn: Any, timeout_s: float = 60) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.2)
-    raise AssertionError(f"not within {timeout_s} s")
 
 
 def _log(url: str, job: str) -> list[str]:
@@ -50,7 +39,7 @@ def test_a_failed_runs_log_is_served_by_every_peer_compacted_and_after_a_restart
             "GET", f"{p.url}/api/jobs/{job}/tasks/t_raise/log?format=text")
         assert (status, text.decode().splitlines()) == (200, LINES)
     # compacted (its events dropped): the record's task keeps the run's log
-    _until(lambda: get(a.url + "/api/health")["log"]["compaction"]["dropped"])
+    until(lambda: get(a.url + "/api/health")["log"]["compaction"]["dropped"])
     assert _log(a.url, job) == LINES
     for p in (b, a):
         p.kill(signal.SIGTERM)
