@@ -9,6 +9,7 @@ import dataclasses
 import functools
 import json
 import logging
+import re
 import tempfile
 import time
 import urllib.parse
@@ -37,6 +38,7 @@ from peer.errors import (
     StoreUnwritable,
     TooLarge,
     Unavailable,
+    Unsupported,
     disk_failing,
     disk_full,
 )
@@ -65,7 +67,14 @@ from peer.http.views import (
 )
 from peer.ipfs import gateway, rpc
 from peer.ipfs.subdomain import SubdomainConfig
-from peer.jobs.live import Kept, PointsCut, points_cut, record_points
+from peer.jobs.live import (
+    LINE_OVERHEAD,
+    METRICS_MAX_POINTS,
+    Kept,
+    PointsCut,
+    points_cut,
+    record_points,
+)
 from peer.jobs.members import ordered
 from peer.jobs.placement import json_type
 from peer.jobs.spec import parse, resolve_images, with_splits
@@ -457,9 +466,34 @@ async def _archived_record(node: Host, record: dict[str, Any], task: str, kind: 
     return out
 
 
-# The most bytes of a run record fetched from the mesh for the task log (a record holds up to
-# --task-log-max-bytes of log, 10 MiB by default, and 20,000 metric points: ~7 MB)
-RECORD_FETCH_MAX_BYTES = 256 << 20
+# What a run record may hold beyond its log (--task-log-max-bytes): 20,000 metric points
+# (~1 MB of JSON; their names cut to 256 characters) and the JSON's quotes and escapes
+RECORD_SLACK_BYTES = 8 << 20
+RECORD_SLACK_VALUES = 4 * METRICS_MAX_POINTS + 1024  # (a point: a list and its 3 values)
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+
+
+def record_max_bytes(log_max_bytes: int) -> int:
+    """The most bytes of a run record this peer fetches and parses for the task log: twice
+    its own runs' log bound (JSON's escapes) and the metrics' slack (24+ MiB at 10 MiB: was
+    256 MiB fetched, and any size held here parsed whole; session 51, helper g, RR-1)."""
+    return 2 * log_max_bytes + RECORD_SLACK_BYTES
+
+
+def record_max_values(log_max_bytes: int) -> int:
+    """The most JSON values a run record may hold: a run's log holds at most one line per
+    LINE_OVERHEAD of its budget, its metrics METRICS_MAX_POINTS points. Parsing costs ~60
+    bytes a value: 2 million short lines in 12 MB took 143 MB (RR-1)."""
+    return log_max_bytes // LINE_OVERHEAD + RECORD_SLACK_VALUES
+
+
+class _NoRecord(Exception):
+    """A CID the task log names is no run record this peer reads; `why` completes "the run
+    record <cid> ...". Never leaves `_held_list`."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
 
 
 async def _held_list(node: Host, cid: Any, kind: str, cache: RecordCache | None,
@@ -468,20 +502,29 @@ async def _held_list(node: Host, cid: Any, kind: str, cache: RecordCache | None,
     whose record was not carried inline: a failed run's never is); if no live peer holds it
     either (its peer is gone, or it was collected), a line saying so stands for a log's
     lines (none for metrics) and the rest is served: what is held of a task's log is what a
-    user debugging it needs most (session 51). A record that is no CID is left out."""
+    user debugging it needs most (session 51). So too for a CID that is no run record this
+    peer reads (a member names it: not JSON, a directory, larger than `record_max_bytes`):
+    was a 422 or 501 for the whole log (session 51, helper g, RR-2). A record that is no
+    CID is left out."""
     if not isinstance(cid, str) or not reads_as_cid(cid):
         return []
+    bound = record_max_bytes(node.cfg.task_log_max_bytes)
     try:
-        return await _record_list(node, cid, kind, cache)
-    except NotFound:
-        pass
-    try:  # (a member names the CID: what it may make this peer fetch is bounded)
-        await node.fetcher.ensure([cid], max_bytes=RECORD_FETCH_MAX_BYTES)
+        try:
+            return await _record_list(node, cid, kind, cache)
+        except NotFound:
+            pass
+        # (a member names the CID: what it may make this peer fetch is bounded)
+        await node.fetcher.ensure([cid], max_bytes=bound)
         return await _record_list(node, cid, kind, cache)
     except TooLarge:
-        why = f"is larger than a run record may be ({RECORD_FETCH_MAX_BYTES} bytes)"
+        why = f"is larger than a run record may be ({bound} bytes)"
     except NotFound:
         why = "is held neither here nor by a live peer"
+    except _NoRecord as e:
+        why = e.why
+    except (BadDag, BadCID, Unsupported, ArgError) as e:
+        why = f"is no run record ({cut_text(e.message, 200)})"
     return [f"[banzai] the run record {cid} {why}: its lines are not shown"
             ] if kind == "log" else []
 
@@ -502,7 +545,24 @@ async def _record_list(node: Host, cid: str, kind: str, cache: RecordCache | Non
 
 
 def _read_record(node: Host, cid: str, kind: str) -> tuple[list[Any], int]:
+    """The record's list, read only if it is a file within `record_max_bytes` (its size
+    from its root block: TooLarge before a byte of it is read) of at most
+    `record_max_values` JSON values (counted before it is parsed: _NoRecord)."""
+    log_max = node.cfg.task_log_max_bytes
+    entry = node.store.stat(cid)
+    if entry.kind != "file":
+        raise _NoRecord("is a directory, no run record")
+    if entry.size > record_max_bytes(log_max):
+        raise TooLarge(f"the run record {cid}: {entry.size} bytes", field=kind)
     data = b"".join(node.store.cat(cid))
+    if len(data) > record_max_bytes(log_max):  # (a file's size as its root block says it)
+        raise TooLarge(f"the run record {cid}: {len(data)} bytes", field=kind)
+    bare = _JSON_STRING.sub(b'""', data)  # (a string's commas and brackets are no values)
+    values = bare.count(b",") + bare.count(b"[") + bare.count(b"{") + 1
+    del bare
+    if values > record_max_values(log_max):
+        raise _NoRecord(f"holds more JSON values ({values}) than a run record may "
+                        f"({record_max_values(log_max)})")
     return _run_record(data, cid, kind), len(data)
 
 
