@@ -14,7 +14,7 @@ import tempfile
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -49,7 +49,7 @@ from peer.http.limits import Gate, HttpLimits, open_files_limit
 from peer.http.metrics import CONTENT_TYPE as METRICS_TYPE
 from peer.http.metrics import Metrics, member_state
 from peer.http.openapi import OPENAPI
-from peer.http.records import RecordCache
+from peer.http.records import MISS_TTL_S, RecordCache
 from peer.http.tokens import load_or_create_token, mesh_credential
 from peer.http.uiheaders import ui_headers_hook
 from peer.http.views import (
@@ -78,7 +78,7 @@ from peer.jobs.live import (
 from peer.jobs.members import ordered
 from peer.jobs.placement import json_type
 from peer.jobs.spec import parse, resolve_images, with_splits
-from peer.log import Event, EventType, JobSubmitted, TaskDone
+from peer.log import ChunkFailed, Event, EventType, JobSubmitted, MeshState, TaskDone
 from peer.log.events import MAX_CHUNKS, Member, cut_text
 from peer.log.snapframe import CONTENT_TYPE as SNAPSHOT_TYPE_V3
 
@@ -435,11 +435,8 @@ async def _task_record(request: web.Request, kind: str) -> list[Any]:
     if task not in names:
         raise NotFound(f"job {job} has no task {task!r} (tasks: {', '.join(names)})",
                        field="task")
-    chunks = node.state.split_chunks(job, task)  # (the others have no log)
-    out: list[Any] = []
-    for i in sorted(chunks):  # each chunk's failed runs' records, then its done run's
-        for cid in chunks[i].logs():
-            out.extend(await _held_list(node, cid, kind, request.app[RECORDS]))
+    out = await _record_lists(node, record_cids(node.state, job, task), kind,
+                              request.app[RECORDS])
     done = node.state.task_done.get((job, task))
     warning = done.body_as(TaskDone).warning if done is not None else None
     if kind == "log" and warning:
@@ -447,6 +444,21 @@ async def _task_record(request: web.Request, kind: str) -> list[Any]:
     live = (node.scheduler.logs if kind == "log" else node.scheduler.metrics).get((job, task))
     if live and (job, task) not in node.state.task_done:
         out.extend(points_cut(live) if isinstance(live, Kept) and kind == "metrics" else live)
+    return out
+
+
+def record_cids(st: MeshState, job: str, task: str) -> list[tuple[str, bool]]:
+    """The CIDs of a live task's run records in its log's order (each chunk's failed runs',
+    then its done run's: `ChunkState.logs`), each with whether it may be fetched from the
+    mesh: not a self-added (unvouched) member's failure's, which b's rules leave out of the
+    chunk's count (RR-3: that member chose what every peer fetched)."""
+    chunks = st.split_chunks(job, task)  # (the others have no log)
+    out: list[tuple[str, bool]] = []
+    for i in sorted(chunks):
+        c = chunks[i]
+        theirs = {b.log for f in c.failures.values()
+                  if (b := f.body_as(ChunkFailed)).log and st.unvouched_lane(job, f) is not None}
+        out.extend((cid, cid not in theirs) for cid in c.logs())
     return out
 
 
@@ -458,9 +470,9 @@ async def _archived_record(node: Host, record: dict[str, Any], task: str, kind: 
     if t is None:
         raise NotFound(f"job {record['id']} has no task {task!r} (tasks: "
                        f"{', '.join(tasks)})", field="task")
-    out: list[Any] = []
-    for cid in t.get("logs", []):
-        out.extend(await _held_list(node, cid, kind, cache))
+    logs = t.get("logs")
+    out = await _record_lists(node, [(c, True) for c in logs] if type(logs) is list else [],
+                              kind, RecordCache() if cache is None else cache)
     if kind == "log" and t.get("warning"):
         out.append(f"[banzai] warning: {t['warning']}")
     return out
@@ -496,16 +508,50 @@ class _NoRecord(Exception):
         self.why = why
 
 
-async def _held_list(node: Host, cid: Any, kind: str, cache: RecordCache | None,
-                     ) -> list[Any]:
+MAX_RECORD_FETCHES = 8  # run records missing here fetched per read of a task's log, together
+
+
+async def _record_lists(node: Host, cids: Sequence[tuple[Any, bool]], kind: str,
+                        cache: RecordCache) -> list[Any]:
+    """The `kind` lists of the run records `cids` names, in order (`_held_list` each): those
+    held here read first; then at most MAX_RECORD_FETCHES of the missing ones fetched from
+    the mesh at once, each neither missed lately (`RecordCache.missed`) nor a self-added
+    member's (the bool: False; a member b's rules do not count chooses no fetch); each other
+    a line saying why it is not shown. Before, a read fetched every missing record in turn,
+    each asking every live peer, again at each read: K failures naming CIDs nobody holds cost
+    K x peers requests and up to K timeouts (session 51, helper g, RR-3)."""
+    parts = [await _held_list(node, cid, kind, cache, fetch=False) for cid, _ in cids]
+    missing = [i for i, p in enumerate(parts) if p is None]
+    fetch = [i for i in missing if cids[i][1] and not cache.missed(cids[i][0])]
+    fetch = fetch[:MAX_RECORD_FETCHES]
+    for i, got in zip(fetch, await asyncio.gather(*(
+            _held_list(node, cids[i][0], kind, cache) for i in fetch)), strict=True):
+        parts[i] = got
+    out: list[Any] = []
+    for (cid, fetchable), part in zip(cids, parts, strict=True):
+        if part is not None:
+            out.extend(part)
+            continue
+        why = ("is a self-added member's, not held here: it is not fetched" if not fetchable
+               else f"was held by no live peer less than {MISS_TTL_S:.0f} s ago"
+               if cache.missed(cid) else
+               f"is not held here and was not fetched (at most {MAX_RECORD_FETCHES} records "
+               "are fetched per read: read again)")
+        if kind == "log":
+            out.append(f"[banzai] the run record {cid} {why}: its lines are not shown")
+    return out
+
+
+async def _held_list(node: Host, cid: Any, kind: str, cache: RecordCache, fetch: bool = True,
+                     ) -> list[Any] | None:
     """`_record_list`, fetched from the mesh if it is not held here (a run on another peer
-    whose record was not carried inline: a failed run's never is); if no live peer holds it
-    either (its peer is gone, or it was collected), a line saying so stands for a log's
-    lines (none for metrics) and the rest is served: what is held of a task's log is what a
-    user debugging it needs most (session 51). So too for a CID that is no run record this
-    peer reads (a member names it: not JSON, a directory, larger than `record_max_bytes`):
-    was a 422 or 501 for the whole log (session 51, helper g, RR-2). A record that is no
-    CID is left out."""
+    whose record was not carried inline: a failed run's never is; not `fetch`: None); if no
+    live peer holds it either (its peer is gone, or it was collected: remembered,
+    `RecordCache.miss`), a line saying so stands for a log's lines (none for metrics) and
+    the rest is served: what is held of a task's log is what a user debugging it needs most
+    (session 51). So too for a CID that is no run record this peer reads (a member names
+    it: not JSON, a directory, larger than `record_max_bytes`): was a 422 or 501 for the
+    whole log (session 51, helper g, RR-2). A record that is no CID is left out."""
     if not isinstance(cid, str) or not reads_as_cid(cid):
         return []
     bound = record_max_bytes(node.cfg.task_log_max_bytes)
@@ -513,9 +559,14 @@ async def _held_list(node: Host, cid: Any, kind: str, cache: RecordCache | None,
         try:
             return await _record_list(node, cid, kind, cache)
         except NotFound:
-            pass
+            if not fetch:
+                return None
         # (a member names the CID: what it may make this peer fetch is bounded)
-        await node.fetcher.ensure([cid], max_bytes=bound)
+        try:
+            await node.fetcher.ensure([cid], max_bytes=bound)
+        except NotFound:
+            cache.miss(cid)
+            raise
         return await _record_list(node, cid, kind, cache)
     except TooLarge:
         why = f"is larger than a run record may be ({bound} bytes)"
@@ -524,7 +575,8 @@ async def _held_list(node: Host, cid: Any, kind: str, cache: RecordCache | None,
     except _NoRecord as e:
         why = e.why
     except (BadDag, BadCID, Unsupported, ArgError) as e:
-        why = f"is no run record ({cut_text(e.message, 200)})"
+        said = e.message.removeprefix(f"the run record {cid}").lstrip(": ")
+        why = f"is no run record ({cut_text(said, 200)})"
     return [f"[banzai] the run record {cid} {why}: its lines are not shown"
             ] if kind == "log" else []
 

@@ -6,10 +6,14 @@ Loop-owned.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 RECORDS_MAX_BYTES = 8 << 20  # of the records' JSON (their lists hold ~2-3x that)
+MISS_TTL_S = 60.0  # a record no live peer served is not asked for again for this long
+MISSES_MAX = 10_000  # misses remembered (the oldest forgotten first)
 
 
 class RecordCache:
@@ -20,6 +24,27 @@ class RecordCache:
         self.max_bytes = max_bytes
         self.bytes = 0
         self._lists: OrderedDict[tuple[str, str], tuple[int, list[Any]]] = OrderedDict()
+        self.clock: Callable[[], float] = time.monotonic
+        self._misses: OrderedDict[str, float] = OrderedDict()  # cid -> when it was missed
+
+    def missed(self, cid: str) -> bool:
+        """Did a fetch of `cid` find no live peer serving it within MISS_TTL_S? (A task's
+        log names a record per failed attempt: each read asked the mesh for each again,
+        session 51, helper g, RR-3.)"""
+        at = self._misses.get(cid)
+        if at is None:
+            return False
+        if self.clock() - at < MISS_TTL_S:
+            return True
+        del self._misses[cid]
+        return False
+
+    def miss(self, cid: str) -> None:
+        """No live peer served `cid` now."""
+        self._misses.pop(cid, None)
+        self._misses[cid] = self.clock()
+        while len(self._misses) > MISSES_MAX:
+            self._misses.popitem(last=False)
 
     def get(self, cid: str, kind: str) -> list[Any] | None:
         got = self._lists.get((cid, kind))

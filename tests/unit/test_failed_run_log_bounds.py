@@ -5,13 +5,23 @@ that is no run record this peer reads is one line of the log, the rest served.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
 from peer.config import PeerConfig
 from peer.errors import NotFound
-from peer.http.app import RECORD_SLACK_BYTES, record_max_bytes, record_max_values
+from peer.http.app import (
+    MAX_RECORD_FETCHES,
+    RECORD_SLACK_BYTES,
+    _archived_record,
+    _record_lists,
+    record_cids,
+    record_max_bytes,
+    record_max_values,
+)
+from peer.http.records import MISS_TTL_S, RecordCache
 from peer.log import Event
 from peer.node import Node
 from tests.unit.api_client import api_client
@@ -118,7 +128,7 @@ async def test_a_held_cid_that_is_no_run_record_is_a_line_and_the_rest_is_served
     _last_names(n, junk)
     lines, metrics = await _log_and_metrics(n)
     assert lines[:-1] == GOOD and lines[-1].startswith(
-        f"[banzai] the run record {junk} is no run record (the run record {junk}: invalid JSON")
+        f"[banzai] the run record {junk} is no run record (invalid JSON")
     assert lines[-1].endswith(": its lines are not shown")
     assert metrics == [["m", 0, 1.0], ["m", 1, 1.0]]
 
@@ -132,3 +142,85 @@ async def test_a_directory_named_as_a_record_is_a_line(
     assert lines == [*GOOD, f"[banzai] the run record {d} is a directory, no run record: its "
                      "lines are not shown"]
     assert len(metrics) == 2
+
+
+# -- RR-3: a read fetches a few missing records, together, and remembers a miss --------------
+class _Fetches:
+    """A fetcher no live peer answers: counts the CIDs asked for; each ask waits until
+    `together` asks are under way (a read that fetched one at a time would wait for ever:
+    bounded by wait_for)."""
+
+    def __init__(self, together: int) -> None:
+        self.asked: list[str] = []
+        self.together = together
+        self.all_in = asyncio.Event()
+
+    async def ensure(self, cids: Any, hints: Any = (), max_bytes: int | None = None) -> None:
+        self.asked.extend(cids)
+        if len(self.asked) % self.together == 0:
+            self.all_in.set()
+        await asyncio.wait_for(self.all_in.wait(), 10)
+        raise NotFound("no live peer holds it")
+
+
+async def test_a_read_fetches_a_few_missing_records_together_and_remembers_a_miss(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """20 records nobody holds (a compacted job's, here): a read asked the mesh for each in
+    turn, at every read. Now at most MAX_RECORD_FETCHES at once per read, each other a line;
+    a miss is not asked again within MISS_TTL_S (the fake clock)."""
+    n = _node(tmp_path / "a", opened)
+    good = n.store.add_bytes(b'{"log": ["held"], "metrics": []}')
+    gone = [_cid(f"x{i}") for i in range(20)]
+    record = {"id": "j1", "tasks": [{"name": "t", "logs": [good, *gone]}]}
+    fetches = _Fetches(MAX_RECORD_FETCHES)
+    n.fetcher.ensure = fetches.ensure  # type: ignore[method-assign]
+    cache = RecordCache()
+    now = [0.0]
+    cache.clock = lambda: now[0]
+
+    lines = await _archived_record(n, record, "t", "log", cache)
+    assert sorted(fetches.asked) == sorted(gone[:8])  # (in any order: together)
+    nobody = "is held neither here nor by a live peer"
+    later = ("is not held here and was not fetched (at most 8 records are fetched per read: "
+             "read again)")
+    assert lines == ["held", *(f"[banzai] the run record {c} {nobody}: its lines are not shown"
+                               for c in gone[:8]),
+                     *(f"[banzai] the run record {c} {later}: its lines are not shown"
+                       for c in gone[8:])]
+    fetches.all_in.clear()
+    lines = await _archived_record(n, record, "t", "log", cache)
+    assert sorted(fetches.asked[8:]) == sorted(gone[8:16])  # (the 8 missed: not again)
+    assert lines[1] == (f"[banzai] the run record {gone[0]} was held by no live peer less "
+                        "than 60 s ago: its lines are not shown")
+    now[0] += MISS_TTL_S
+    fetches.all_in.clear()
+    await _archived_record(n, record, "t", "log", cache)
+    assert sorted(fetches.asked[16:]) == sorted(gone[:8])  # (a minute on: asked again)
+    assert await _archived_record(n, record, "t", "metrics", cache) == []
+
+
+def test_a_self_added_members_failures_records_are_not_fetched() -> None:
+    """Seam b x d: X (self-added) fails t0's chunk naming a record; R (vouched) too. R's
+    may be fetched from the mesh, X's is shown only if held here (else a line)."""
+    from tests.unit.test_lanes_unvouched_done import ADD, SUB, J, R, X, lanes_fold
+    from tests.unit.test_lanes_unvouched_split import HSPLIT, failure
+
+    def named(ev: Event, cid: str) -> Event:
+        return Event(ev.origin, ev.seq, ev.hlc, ev.type, {**ev.payload, "log": cid})
+
+    theirs, ours = _cid("X's"), _cid("R's")
+    s = lanes_fold([SUB, ADD, HSPLIT, named(failure(X, 1, 1300, 0), theirs),
+                    named(failure(R, 1, 1400, 1), ours)])
+    assert record_cids(s, J, "t0") == [(theirs, False), (ours, True)]
+
+
+async def test_a_self_added_members_missing_record_is_a_line_not_a_fetch(
+        tmp_path: Path, opened: list[Node]) -> None:
+    n = _node(tmp_path / "a", opened)
+    fetches = _Fetches(1)
+    n.fetcher.ensure = fetches.ensure  # type: ignore[method-assign]
+    missing = _cid("x")
+    lines = await _record_lists(n, [(missing, False)], "log", RecordCache())
+    assert fetches.asked == []
+    assert lines == [f"[banzai] the run record {missing} is a self-added member's, not held "
+                     "here: it is not fetched: its lines are not shown"]
