@@ -92,6 +92,10 @@ def _chunk(c: ChunkState, split: tuple[str, int] | None, n_items: int, max_attem
     elif task_done:  # the task finished from the cache, or another peer assembled it
         state, progress, ran, end = "skipped", 1.0, c.winner(attempt, split), None
     elif chunk_exhausted(failures, max_attempts, skip):
+        if skip is not None:  # (the failure shown is one counted: not a self-added lane's
+            # error and record, as the highest attempt may be: session 51, helper g, RR-8)
+            last_fail_ev = failures[max(a for a, f in failures.items() if not skip(f))]
+            last_fail = last_fail_ev.body_as(ChunkFailed)
         assert last_fail is not None
         failed = last_fail.attempt
         state, progress = "failed", c.progress.get(failed, 0.0)

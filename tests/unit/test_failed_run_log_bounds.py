@@ -224,3 +224,23 @@ async def test_a_self_added_members_missing_record_is_a_line_not_a_fetch(
     assert fetches.asked == []
     assert lines == [f"[banzai] the run record {missing} is a self-added member's, not held "
                      "here: it is not fetched: its lines are not shown"]
+
+
+def test_a_failed_chunks_view_shows_a_counted_failures_error_and_record() -> None:
+    """RR-8 (seam b x d): R (vouched) fails t0's chunk for good (an `error`, not retried);
+    X (self-added) then fails the next attempt with a made-up error and record. The chunk
+    and task rows showed X's (the highest attempt's); they show R's."""
+    from peer.http.views import job_view
+    from tests.unit.test_lanes_unvouched_done import ADD, SUB, J, R, X, lanes_fold
+    from tests.unit.test_lanes_unvouched_split import HSPLIT, failure
+
+    def said(ev: Event, error: str, cid: str) -> Event:
+        return Event(ev.origin, ev.seq, ev.hlc, ev.type,
+                     {**ev.payload, "error": error, "log": cid})
+
+    real, fake = _cid("R's record"), _cid("X's record")
+    s = lanes_fold([SUB, ADD, HSPLIT, said(failure(R, 1, 1300, 0), "real", real),
+                    said(failure(X, 1, 1400, 1), "fake", fake)])
+    [t] = job_view(s, J, 3)["tasks"]
+    [c] = t["chunks"]
+    assert (t["state"], c["state"], c["error"], c["log"]) == ("failed", "failed", "real", real)
