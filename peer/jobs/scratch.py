@@ -10,6 +10,7 @@ shutil.rmtree's recursion, a directory made unreadable, a symlink put where one 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import math
 import os
@@ -77,10 +78,35 @@ def on_tmpfs(free_min_bytes: int, sweeps: Sweeps = _SWEEPS) -> Path | None:
         return None
     try:
         d = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=TMPFS))
-        _HELD[d] = hold(d)  # (not swept while this worker lives: `sweep`; `remove` frees it)
+    except OSError:
+        return None
+    try:
+        _HELD[d] = _hold_fresh(d)  # (not swept while this worker lives: `sweep`; `remove`)
     except OSError:  # (taken by another worker's sweep meanwhile: it removes it)
+        with contextlib.suppress(OSError):
+            os.rmdir(d)  # (empty: not left unheld on the tmpfs until a sweep)
         return None
     return d
+
+
+HOLD_TRIES = 5  # a fresh directory's hold tried this often while another process probes it
+_pause = time.sleep
+
+
+def _hold_fresh(d: Path) -> int:
+    """`hold` of a directory this process just made: the tmpfs watch's probe (`_held`, of a
+    live worker's directories too) holds its lock a moment; a hold refused meanwhile is
+    tried again, a millisecond on (as executor._made_and_held tries again). Before, the
+    worker ran on disk and left the directory unheld (session 51, helper g: review rr RR-9).
+    OSError as `hold` (FileNotFoundError if a sweep took it)."""
+    for attempt in range(HOLD_TRIES):
+        try:
+            return hold(d)
+        except BlockingIOError:
+            if attempt == HOLD_TRIES - 1:
+                raise
+            _pause(0.001 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def remove(d: Path) -> None:
