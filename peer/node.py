@@ -65,6 +65,7 @@ from peer.jobs.retention import (
     archived_logs,
     ended_hlc,
     finished_at,
+    job_logs,
     record_facts,
 )
 from peer.jobs.scheduler import Scheduler, SchedulerConfig
@@ -558,8 +559,9 @@ class Node:
         if end_s is None:
             return None
         record = job_record(self.state, job, self.cfg.max_attempts)  # (one pass)
+        logs = job_logs(self.state, job, self.cfg.max_attempts)  # (gc's: not every record's)
         return Finished(record["state"], ended_hlc(end_s), len(record["tasks"]),
-                        summary(record), record, record_facts(record, end_s))
+                        summary(record), record, record_facts(record, end_s, logs))
 
     def _catch_up(self, job: str, peer: str, *, fallback: bool) -> None:
         """The scheduler's `catch_up`: a pair round of lanes job `job` with `peer` now."""
