@@ -26,6 +26,19 @@ class RecordCache:
         self._lists: OrderedDict[tuple[str, str], tuple[int, list[Any]]] = OrderedDict()
         self.clock: Callable[[], float] = time.monotonic
         self._misses: OrderedDict[str, float] = OrderedDict()  # cid -> when it was missed
+        # (cid, kind) -> why it is no record read here (content-addressed: that never changes;
+        # a refused record was read, counted or parsed again at every read: up to ~1 s)
+        self._refused: OrderedDict[tuple[str, str], str] = OrderedDict()
+
+    def refused(self, cid: str, kind: str) -> str | None:
+        """Why the CID's `kind` list was not read lately (`refuse`; `kind` "": no list of
+        it is read), if it was not."""
+        return self._refused.get((cid, kind)) or self._refused.get((cid, ""))
+
+    def refuse(self, cid: str, kind: str, why: str) -> None:
+        self._refused[(cid, kind)] = why
+        while len(self._refused) > MISSES_MAX:
+            self._refused.popitem(last=False)
 
     def missed(self, cid: str) -> bool:
         """Did a fetch of `cid` find no live peer serving it within MISS_TTL_S? (A task's

@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from peer.config import PeerConfig
 from peer.errors import NotFound
 from peer.http.app import (
@@ -266,3 +268,27 @@ def test_a_failed_runs_record_is_a_gc_root_on_the_peer_that_made_it_only(
         record = job_record(s, "job000", 3)
         assert record["tasks"][0]["logs"] == cids
         assert record_facts(record, 1.0, job_logs(s, "job000", 3))["logs"] == sorted(kept)
+
+
+async def test_a_refused_record_is_remembered_not_read_again(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record refused for what it holds (here: its values, a regex pass of up to ~1 s for
+    28 MiB of short strings) is not read again: its CID's content never changes."""
+    n = _node(tmp_path / "a", opened, log_max=1024)
+    big = n.store.add_bytes(json.dumps({"log": ["ab"] * 100_000, "metrics": []}).encode())
+    cache = RecordCache()
+    first = await _record_lists(n, [(big, True)], "log", cache)
+    assert cache.refused(big, "log") is not None
+
+    def unread(cid: str) -> Any:
+        raise AssertionError(f"{cid} read again")
+
+    monkeypatch.setattr(n.store, "stat", unread)
+    assert await _record_lists(n, [(big, True)], "log", cache) == first
+    assert await _record_lists(n, [(big, True)], "metrics", cache) == []
+    assert cache.refused(big, "metrics") == cache.refused(big, "log")  # (either list)
+    junk = n.store.add_bytes(b'{"log": 7, "metrics": []}')  # (no log list: metrics read)
+    monkeypatch.undo()
+    assert len(await _record_lists(n, [(junk, True)], "log", cache)) == 1
+    assert await _record_lists(n, [(junk, True)], "metrics", cache) == []
+    assert cache.refused(junk, "log") and cache.refused(junk, "metrics") is None
