@@ -292,6 +292,26 @@ def reopen_failure(job: str, task: str, split: tuple[str, int], chunk: int, atte
                      "recomputing them"}
 
 
+def assembly_failure(state: MeshState, job: str, task: str, error: str,
+                     ) -> dict[str, Any] | None:
+    """The CHUNK_FAILED payload (kind error, `reopen`) that fails for good a task whose
+    chunks are all done but whose output cannot be assembled (an input or merge past the
+    planner's bound, a value split's chunk output that is a file): its last chunk is
+    reopened and failed at once, so that the task, and its job, end (review rr of session
+    51, RR-4: such a task was left neither done nor failed). None without a split."""
+    split = state.splits.get((job, task))
+    if split is None:
+        return None
+    i = n_chunks(split) - 1
+    c = state.chunk(job, task, i)
+    done = chunk_done(c)
+    attempt = max(c.attempt, int(done.payload["attempt"]) if done is not None else 0,
+                  int(c.latest.payload["attempt"]) if c.latest is not None else 0)
+    return {"job": job, "task": task, "split": list(split.id), "chunk": i,
+            "attempt": attempt, "error": error, "kind": FailureKind.ERROR.value,
+            "reopen": True}
+
+
 def cancelled_failure(base: Mapping[str, Any]) -> dict[str, Any]:
     """The CHUNK_FAILED payload of an attempt its job's cancel ended (`base`: its fields)."""
     return {**base, "error": "cancelled", "kind": FailureKind.CANCELLED.value}

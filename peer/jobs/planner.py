@@ -11,7 +11,7 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from typing import Any
 
-from peer.errors import BanzaiError
+from peer.errors import BanzaiError, TooLarge
 from peer.ipfs.store import Listings
 from peer.jobs.claims import chunk_done
 from peer.jobs.ports import Data
@@ -32,6 +32,11 @@ MAX_LISTED_FILES = 100_000  # of this many files in all (a larger listing is not
 # at 67 MB of Python allocations here (its listing alone 35 MB: docs/benchmarks.md, session 51
 # helper e), so this bound keeps one split under ~170 MB
 MAX_INPUT_ENTRIES = 250_000
+# The ceiling of the same listing for a split already made (its PARTIALs and its assembly):
+# its size was decided where it was split, perhaps by a peer of a release without the bound
+# or before this peer's upgrade (review rr of session 51, RR-4), and that split names its
+# items already; past this the task fails, naming the input and the ceiling
+MAX_ASSEMBLY_ENTRIES = 8 * MAX_INPUT_ENTRIES
 _ABSENT = object()  # (a cache entry that `items_assembly` found absent)
 
 
@@ -179,9 +184,11 @@ class Planner:
                  max_chunk_items: int,
                  parse: Callable[[Any], Workflow] = workflow_from_json,
                  live: Callable[[], Container[str]] = lambda: ANYONE,
-                 max_input_entries: int = MAX_INPUT_ENTRIES) -> None:
+                 max_input_entries: int = MAX_INPUT_ENTRIES,
+                 max_assembly_entries: int = MAX_ASSEMBLY_ENTRIES) -> None:
         self.state = state
         self.max_input_entries = max_input_entries  # TooLarge past it (`files`)
+        self.max_assembly_entries = max_assembly_entries  # (of a split made: `files`)
         self.live = live  # the other peers alive now: only their providing counts for a hit
         self.parse = parse  # a stored workflow document -> its Workflow (Workflows.workflow)
         self.store = store
@@ -386,17 +393,25 @@ class Planner:
         self.data.mark(out)
         return out
 
-    def files(self, cid: str, prefix: str) -> Sequence[tuple[str, str]]:
+    def files(self, cid: str, prefix: str, bound: int | None = None,
+              ) -> Sequence[tuple[str, str]]:
         """Files under `cid` as (relpath, cid); a file output is named after its task. Asked
         at every split, PARTIAL and assembly: the listing of one of the last few inputs is
         remembered (a CID's listing never changes; FILTER_LONGER's 400 files took 2-4 ms of
         the splitter's loop to list, at each of its 9 assemblies), and the input's files
-        themselves are not read. TooLarge naming `cid` past `max_input_entries` entries."""
+        themselves are not read. TooLarge naming `cid` past `bound` entries: by default
+        `max_input_entries` (where this peer decides a split); an existing split's PARTIALs
+        and assembly pass `max_assembly_entries`."""
+        bound = self.max_input_entries if bound is None else bound
         if cid in self._files:
             self._files.move_to_end(cid)
             listing = self._files[cid]
+            if listing is not None and len(listing) > bound:  # (listed under a higher bound)
+                raise TooLarge(f"{cid} holds more than {bound} files and directories, the "
+                               "most a task's input may hold to be listed (split it into "
+                               "several inputs)", field="cid")
         else:
-            listing = (tuple(self.store.file_cids(cid, self.max_input_entries))
+            listing = (tuple(self.store.file_cids(cid, bound))
                        if self.store.stat(cid).kind == "dir" else None)
             self._files[cid] = listing
             self._listed += len(listing or ())
@@ -404,7 +419,8 @@ class Planner:
                 self._listed -= len(self._files.popitem(last=False)[1] or ())
         return [(prefix, cid)] if listing is None else listing
 
-    def items(self, cid: str, spec: TaskSpec, tdef: TaskDef) -> list[tuple[str, str]]:
+    def items(self, cid: str, spec: TaskSpec, tdef: TaskDef, bound: int | None = None,
+              ) -> list[tuple[str, str]]:
         """A per-item task's items under `cid` as (relpath, cid): the files matching its
         `items`, or for a task of `groups` the directories that hold such files, each as a
         directory of those files alone (made here; files at the root are one item named as
@@ -417,17 +433,18 @@ class Planner:
         if memo is not None and all(self.store.has(g) for _, g in memo):  # (not collected)
             self._groups.move_to_end(key)
             return list(memo)
-        out = self._make_groups(cid, spec, tdef)
+        out = self._make_groups(cid, spec, tdef, bound)
         self._groups[key] = out
         while len(self._groups) > MAX_GROUP_MEMOS:
             self._groups.popitem(last=False)
         return list(out)
 
-    def _make_groups(self, cid: str, spec: TaskSpec, tdef: TaskDef) -> list[tuple[str, str]]:
+    def _make_groups(self, cid: str, spec: TaskSpec, tdef: TaskDef,
+                     bound: int | None = None) -> list[tuple[str, str]]:
         """The groups of `items`, made (each directory's make_dir reads the block of every
         file in it, for its size: 129 MFCC files here cost about 0.05 s, once at the split
         and again before the assembling step, which `items` memoises)."""
-        files = self.files(cid, item_name(spec))
+        files = self.files(cid, item_name(spec), bound)
         by_dir: dict[str, dict[str, str]] = {}
         for path, c in files:
             if tdef.matches(path):
@@ -494,9 +511,12 @@ class Planner:
 
     def values_assembly(self, job: str, task: str, n: int) -> Assembly:
         """The output of a task split by its values (`value_chunks`), from its `n` done
-        chunks' outputs, all here: their merge (`merged_outputs`)."""
+        chunks' outputs, all here: their merge (`merged_outputs`). The first listing of
+        these outputs: within `max_input_entries` in all (TooLarge naming the task, the
+        chunk and the bound: the scheduler then fails the task, `Scheduler._fail_task`)."""
         outputs = []
         made_by: dict[str, int | None] = {}
+        listed = 0
         for i in range(n):
             done = chunk_done(self.state.chunk(job, task, i))
             assert done is not None
@@ -504,7 +524,14 @@ class Planner:
             if self.store.stat(out).kind != "dir":
                 raise BanzaiError(f"{task}: the output of chunk {i} is a file, not a directory "
                                   "to merge")
-            outputs.append(self.files(out, task))
+            try:
+                outputs.append(self.files(out, task, self.max_input_entries - listed))
+            except TooLarge:
+                raise TooLarge(f"{task}: the outputs of its chunks 0-{i} hold more than "
+                               f"{self.max_input_entries} files and directories in all, the "
+                               "most the merge of a task split by its values may hold",
+                               field="output") from None
+            listed += len(outputs[-1])
             made_by[out] = i
         return Assembly(merged_outputs(task, outputs), made_by, None)
 
@@ -549,10 +576,11 @@ class Planner:
         a = Assembly({}, {}, None)
         matched = kept = 0
         inp = split.payload["input"]
-        listed = ([(path, cid, True) for path, cid in self.items(inp, spec, tdef)]
+        ceiling = self.max_assembly_entries  # (its split was made: RR-4 of session 51)
+        listed = ([(path, cid, True) for path, cid in self.items(inp, spec, tdef, ceiling)]
                   if tdef.groups else
-                  [(path, cid, tdef.matches(path)) for path, cid in self.files(inp,
-                                                                              item_name(spec))])
+                  [(path, cid, tdef.matches(path))
+                   for path, cid in self.files(inp, item_name(spec), ceiling)])
         for path, cid, match in listed:
             if not match:
                 if tdef.passthrough:

@@ -17,7 +17,7 @@ from functools import partial
 from itertools import islice
 from typing import Any, TypeVar
 
-from peer.errors import BanzaiError
+from peer.errors import BanzaiError, NotFound, StoreError
 from peer.ipfs.inline import InlineBlocks
 from peer.ipfs.store import Listings
 from peer.jobs import claims, kinds, members, placement
@@ -506,8 +506,8 @@ class Scheduler:
     def _evaluate_safely(self, key: TaskKey) -> None:
         try:
             self._evaluate(*key)
-        except BanzaiError as e:
-            self._fail_task(key, str(e))
+        except BanzaiError as e:  # (a store's or a missing block's: retried when assembling)
+            self._fail_task(key, str(e), final=not isinstance(e, (StoreError, NotFound)))
         except Exception as e:  # a bug must not stop the scheduler
             log.exception("scheduler error on %s", key)
             self._fail_task(key, f"internal error: {e}")
@@ -1120,11 +1120,14 @@ class Scheduler:
                 self._reend.add(job)
                 log.exception("ending job %s again", job)
 
-    def _fail_task(self, key: TaskKey, error: str) -> None:
+    def _fail_task(self, key: TaskKey, error: str, final: bool = False) -> None:
         """Fail a task for good (a non-retryable error in its first unfinished chunk), once:
         a task failed already is left (an error that every evaluation meets, e.g. a
         workflow this release's spec refuses, failed the next attempt at each one, and
-        each CHUNK_FAILED made the task dirty again: without end, review r1 of session 49)."""
+        each CHUNK_FAILED made the task dirty again: without end, review r1 of session 49).
+        Every chunk done, the error came from assembling the output: `final` (an error that
+        every look meets again, e.g. a listing past the planner's bound) fails the task at
+        its last chunk (`claims.assembly_failure`), else it is retried at each look."""
         job, task = key
         if self._done_here(key) or (
                 key in self.state.splits and self._failed_here(job, task)):
@@ -1133,6 +1136,10 @@ class Scheduler:
             self.emit(EventType.TASK_SPLIT, {"job": job, "task": task, "input": None,
                                              "chunks": [[]], "kept": {}})
         payload = claims.task_failure(self.state, job, task, cut_text(error))
+        if payload is None and final:  # every chunk done: the task ends, failed (RR-4)
+            log.warning("%s/%s: assembling the output failed: %s", job, task, error)
+            payload = claims.assembly_failure(self.state, job, task,
+                                              cut_text(f"assembling the output: {error}"))
         if payload is None:  # every chunk is done: the error came from assembling the output
             if key not in self._assembly_failed:  # retried at each tick: logged once
                 self._assembly_failed.add(key)

@@ -1102,9 +1102,9 @@ async def test_a_look_at_a_finished_per_item_split_reads_nothing_when_nothing_ch
     listings = [0]
     real_files = Planner.files
 
-    def files(self: Planner, cid: str, prefix: str) -> Any:
+    def files(self: Planner, cid: str, prefix: str, bound: int | None = None) -> Any:
         listings[0] += 1
-        return real_files(self, cid, prefix)
+        return real_files(self, cid, prefix, bound)
 
     monkeypatch.setattr(Planner, "files", files)
 
