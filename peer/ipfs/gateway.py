@@ -824,7 +824,8 @@ def listing_page(request: web.Request) -> tuple[int, str | None] | None:
         return None
     limit = PAGE_ROWS
     if raw is not None:
-        if not (raw.isascii() and raw.isdecimal() and 1 <= int(raw) <= MAX_PAGE_ROWS):
+        if not (raw.isascii() and raw.isdecimal() and len(raw) <= 9  # (int() of 4,301
+                and 1 <= int(raw) <= MAX_PAGE_ROWS):  # digits raises: RR-6, session 51)
             raise ArgError(f"limit: {raw[:40]!r} is not a number of entries from 1 to "
                            f"{MAX_PAGE_ROWS}", field="limit")
         limit = int(raw)

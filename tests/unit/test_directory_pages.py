@@ -135,6 +135,7 @@ async def test_the_json_listing_pages_with_limit_and_after(client: Client,
 @pytest.mark.parametrize(("query", "field"), [
     ("limit=0", "limit"), ("limit=-3", "limit"), ("limit=x", "limit"), ("limit=1.5", "limit"),
     (f"limit={MAX_PAGE_ROWS + 1}", "limit"), ("limit=%C2%B2", "limit"),
+    ("limit=" + "9" * 5000, "limit"), ("limit=" + "0" * 5000 + "1", "limit"),  # (RR-6)
     ("after=", "after"), ("after=item99999.wav", "after"), ("limit=5&after=..", "after"),
 ])
 async def test_a_bad_page_is_a_400_naming_it(client: Client, store: EmbeddedStore,
