@@ -19,6 +19,7 @@ from pathlib import Path
 from peer.cids import DAG_PB, IDENTITY, RAW, Cid, digest_flaw, parse_cid, verify
 from peer.errors import (
     ArgError,
+    BadDag,
     BanzaiError,
     IntegrityError,
     NotFound,
@@ -324,8 +325,19 @@ class EmbeddedStore:
             kind, size = self._reader.head(link.cid)
             out.append(Entry(link.name, str(link.cid), size if kind == "file" else link.tsize,
                              kind))
-        more = next(links, None) is not None
-        return out, (out[-1].path if more and out else None)
+        following = next(links, None)
+        if following is None or not out:
+            return out, None
+        # The cursor resumes after the entry of that name found by name (a basic directory's
+        # first, a HAMT's at its name's hash): after this page's last entry only if that is
+        # it. A HAMT that holds an entry outside its bucket (a hostile DAG) would make pages
+        # skip or repeat (review rr of session 51, RR-7): refused here, as a duplicate name
+        # of a basic directory is when it is the cursor (`Reader.links`)
+        if next(self._reader.links(parse_cid(cid), after=out[-1].path), None) != following:
+            raise BadDag(f"{cid}: a page cannot end at its entry {out[-1].path!r}: the "
+                         "directory holds that name elsewhere too, or holds it outside its "
+                         "HAMT bucket (list it whole, without limit and after)", field="after")
+        return out, out[-1].path
 
     def dir_links(self, cid: str, after: str | None = None) -> Iterator[DirLink]:
         """A directory's entries as stored (names unchecked), one at a time and without reading

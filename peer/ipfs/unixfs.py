@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import BinaryIO, Literal, Protocol
 
 from peer.cids import DAG_PB, RAW, Cid, cid_from_bytes, sha256_cid
-from peer.errors import ArgError, IntegrityError, NotFound, StoreError, TooLarge, Unsupported
+from peer.errors import (
+    ArgError,
+    BadDag,
+    IntegrityError,
+    NotFound,
+    StoreError,
+    TooLarge,
+    Unsupported,
+)
 from peer.ipfs import dagpb, hamt
 from peer.ipfs.hamt import Link
 
@@ -258,7 +266,9 @@ class Reader:
         own block is read and checked before this returns (Unsupported, BadDag for its root
         shard); a sub-shard when the iteration reaches it. Names are checked as `info`'s.
         `after`: only the entries that follow the one of that name (a page's cursor: a
-        HAMT's shards before it are not read); ArgError naming it if `c` has no such entry."""
+        HAMT's shards before it are not read); ArgError naming it if `c` has no such entry,
+        BadDag if a basic directory has two (dag-pb allows it: a cursor would loop, review rr
+        of session 51, RR-7)."""
         found: Iterator[Link] | None
         if c.codec == RAW:
             found = None
@@ -268,6 +278,11 @@ class Reader:
                 found = (hamt.entries(self.get, c, node, fs) if after is None
                          else hamt.entries_after(self.get, c, node, fs, after))
             elif fs.type == dagpb.DataType.DIRECTORY:
+                if after is not None and sum(_stored_name(lk.name) == after
+                                             for lk in node.links) > 1:
+                    raise BadDag(f"{c} names {after!r} more than once: no page of it can "
+                                 "follow that name (list it whole, without after)",
+                                 field="after")
                 found = _after((Link(_stored_name(link.name), cid_from_bytes(link.hash),
                                      link.tsize or 0) for link in node.links), after)
             else:

@@ -14,9 +14,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from peer.cids import DAG_PB, Cid
-from peer.errors import ArgError, TooLarge
-from peer.ipfs import EmbeddedStore, hamt, parse_cid
+from peer.cids import DAG_PB, Cid, sha256_cid
+from peer.errors import ArgError, BadDag, TooLarge
+from peer.ipfs import EmbeddedStore, dagpb, hamt, parse_cid
 from peer.ipfs.gateway import MAX_PAGE_ROWS, add_routes
 from peer.jobs.planner import Planner
 from peer.log import MeshState
@@ -237,3 +237,64 @@ async def test_a_job_whose_per_item_input_passes_the_bound_fails_that_task_sayin
         assert [s.payload["chunks"] for s in splits] == [[[]]]  # (the failure's own record)
     finally:
         await mesh.close()
+
+
+def _follow(store: EmbeddedStore, root: str, limit: int) -> list[str] | str:
+    """The names a client following `Next` gets (at most 20 pages), or "refused: <message>"
+    at a BadDag, or "loop" if the pages do not end."""
+    got: list[str] = []
+    after = None
+    for _ in range(20):  # (bounded: a loop is what this looks for)
+        try:
+            page, after = store.ls_page(root, after, limit)
+        except BadDag as e:
+            return f"refused: {e}"
+        got += [e.path for e in page]
+        if after is None:
+            return got
+    return "loop"
+
+
+def _put(store: EmbeddedStore, block: bytes) -> str:
+    c = str(sha256_cid(block, DAG_PB, 1))
+    store.put_block(c, block)
+    return c
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3, 4])
+def test_a_directory_of_duplicate_names_pages_to_its_end_or_is_refused(
+        store: EmbeddedStore, limit: int) -> None:
+    """(Review rr of session 51, RR-7.) dag-pb allows two links of one name: [A, B, C, B, D]
+    paged after the second B resumed after the first, [C, B] again and again. A page whose
+    cursor names two entries is refused (BadDag naming it), never a loop."""
+    leaf = parse_cid(store.add_bytes(b"x")).binary
+    root = _put(store, dagpb.encode_node(dagpb.PBNode(tuple(
+        dagpb.PBLink(leaf, name, 1) for name in "ABCBD"),
+        dagpb.encode_unixfs(dagpb.UnixFSData(dagpb.DataType.DIRECTORY)))))
+    got = _follow(store, root, limit)
+    assert got == ["A", "B", "C", "B", "D"] or (
+        isinstance(got, str) and got.startswith("refused") and "'B'" in got), got
+    with pytest.raises(BadDag, match="'B' more than once") as e:
+        store.ls_page(root, "B", 2)
+    assert e.value.field == "after"
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3, 4])
+def test_a_hamt_holding_an_entry_outside_its_bucket_pages_without_a_loop(
+        store: EmbeddedStore, limit: int) -> None:
+    """A hostile HAMT: its third entry renamed as its first, so that a page ending there
+    resumed at that name's hash, the first bucket: pages [b] [x] [b] [x]... for ever. The
+    pages end, or one is refused naming the name, never a loop or a skip."""
+    leaf = parse_cid(store.add_bytes(b"x"))
+    built = hamt.build([hamt.Link(n, leaf, 1) for n in ("a", "b", "c", "d")], 1)
+    [(_, block)] = built.blocks  # (4 names: one shard, each in a bucket of its own)
+    node = dagpb.decode_node(block)
+    links = list(node.links)
+    first = (links[0].name or "")[2:]
+    links[2] = dagpb.PBLink(links[2].hash, (links[2].name or "")[:2] + first, links[2].tsize)
+    root = _put(store, dagpb.encode_node(dagpb.PBNode(tuple(links), node.data)))
+    whole = [lk.name for lk in store.dir_links(root)]
+    assert len(whole) == 4 and whole[0] == whole[2] == first
+    got = _follow(store, root, limit)
+    assert got == whole or (
+        isinstance(got, str) and got.startswith("refused") and repr(first) in got), got
