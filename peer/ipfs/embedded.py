@@ -58,6 +58,10 @@ def _segments(path: str) -> list[str]:
 # blocks' own (the reader refuses a file whose nodes declare other sizes), checked before
 # each file is written, so a DAG that claims 240 TB never starts filling the disk.
 MAX_MATERIALIZE_BYTES = 256 * 2**30
+# ... and entries (files and directories, at every level, below the CID): each is an inode
+# of the scratch directory (tmpfs memory), and a HAMT is written as it is read (review rr of
+# session 51, RR-10). Four times the planner's bound on a listed input (MAX_INPUT_ENTRIES)
+MAX_MATERIALIZE_ENTRIES = 1_000_000
 MAX_DIR_DEPTH = 256  # nested directories of a materialized tree (Linux paths end at 4 KiB)
 _SIZES_KEPT = 8192  # DAG sizes remembered (~1 MB at most): make_dir's children
 
@@ -111,8 +115,10 @@ class EmbeddedStore:
     """The content store rooted at `root` (a peer.ipfs.store.Store); every method is
     synchronous and may block."""
 
-    def __init__(self, root: Path, max_materialize_bytes: int = MAX_MATERIALIZE_BYTES) -> None:
+    def __init__(self, root: Path, max_materialize_bytes: int = MAX_MATERIALIZE_BYTES,
+                 max_materialize_entries: int = MAX_MATERIALIZE_ENTRIES) -> None:
         self.max_materialize_bytes = max_materialize_bytes
+        self.max_materialize_entries = max_materialize_entries
         self.root = check_root(Path(root))
         self.blocks = BlockStore(self.root)
         self._pins = PinSet(self.root)
@@ -464,13 +470,16 @@ class EmbeddedStore:
     def materialize(self, cid: str, dest: Path) -> None:
         """Write the file or directory tree `cid` at `dest` (parents created, files replaced).
 
-        TooLarge, naming `cid`, past `max_materialize_bytes` in all or MAX_DIR_DEPTH levels of
-        directories; IntegrityError for a file whose nodes lie about their sizes.
+        TooLarge, naming `cid`, past `max_materialize_bytes` in all, `max_materialize_entries`
+        files and directories below it, or MAX_DIR_DEPTH levels of directories (checked
+        before the entry that passes it is written); IntegrityError for a file whose nodes
+        lie about their sizes.
         """
         c = parse_cid(cid)
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         budget = self.max_materialize_bytes
+        entries = -1  # written below `dest` (not `dest` itself)
         # iterative (no recursion limit), one iterator per level: a directory's entries are
         # written as they are read, a HAMT's never all held (it may hold millions)
         stack: list[Iterator[tuple[Cid, str]]] = [iter([(c, str(dest))])]
@@ -480,6 +489,11 @@ class EmbeddedStore:
                 stack.pop()
                 continue
             node, at = item
+            entries += 1
+            if entries > self.max_materialize_entries:
+                raise TooLarge(f"{cid} holds more than {self.max_materialize_entries} files "
+                               "and directories, the most a task may read or write here",
+                               field="cid")
             info = self._reader.info(node, shards=False)
             if info.symlink:  # read as its target path elsewhere (the gateway); never written
                 raise Unsupported(f"{node} under {cid} is a UnixFS symlink, which cannot be "

@@ -298,3 +298,19 @@ def test_a_hamt_holding_an_entry_outside_its_bucket_pages_without_a_loop(
     got = _follow(store, root, limit)
     assert got == whole or (
         isinstance(got, str) and got.startswith("refused") and repr(first) in got), got
+
+
+def test_materialize_is_bounded_in_entries_naming_the_cid(tmp_path: Path) -> None:
+    """(Review rr of session 51, RR-10.) A streamed materialize counted bytes only: a HAMT of
+    millions of empty files wrote an inode each. Past `max_materialize_entries` files and
+    directories below the CID it fails naming both, before the entry that passes it."""
+    store = EmbeddedStore(tmp_path / "store", max_materialize_entries=300)
+    root = _hamt(store, 300)
+    store.materialize(root, tmp_path / "ok")
+    assert len(list((tmp_path / "ok").iterdir())) == 300
+    nested = store.make_dir({"a": root, "b": store.add_bytes(b"b")})  # 302 entries below it
+    with pytest.raises(TooLarge, match=f"{nested} holds more than 300 files and directories"
+                       ) as e:
+        store.materialize(nested, tmp_path / "no")
+    assert e.value.field == "cid"
+    assert len(list((tmp_path / "no" / "a").iterdir())) == 299  # (refused before the last)
