@@ -19,6 +19,7 @@ from peer.http.app import (
     RECORD_SLACK_BYTES,
     _archived_record,
     _record_lists,
+    json_values_at_most,
     record_cids,
     record_max_bytes,
     record_max_values,
@@ -90,6 +91,24 @@ async def test_commas_and_brackets_in_a_records_lines_are_no_values(
     _last_names(n, rec)
     lines, _ = await _log_and_metrics(n)
     assert lines == [*GOOD, *text]
+
+
+async def test_a_record_whose_strings_never_close_is_counted_in_one_pass(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """Review r2 of session 51, H1: a string never closed (every quote escaped) made the
+    count's regex scan to the end from each quote, with the GIL held: 1.7 s at 24 KB,
+    quadratic, so the 900 KB here would hold the peer for ~25 min. Now one pass: its commas
+    count (it is no JSON), a line says so, the other attempts' lines are served."""
+    n = _node(tmp_path / "a", opened, log_max=1024)
+    hostile = b'"' + b'\\",' * 300_000
+    assert json_values_at_most(hostile) == 300_001
+    assert json_values_at_most(b'{"log": ["a,b", "c\\"[,{", "x\\\\"], "m": [[1,2,3]]}') == 10
+    rec = n.store.add_bytes(hostile)
+    _last_names(n, rec)
+    lines, _ = await _log_and_metrics(n)
+    assert lines == [*GOOD, f"[banzai] the run record {rec} holds more JSON values (300001) "
+                     f"than a run record may ({record_max_values(1024)}): its lines are not "
+                     "shown"]
 
 
 async def test_a_held_record_larger_than_its_bound_is_not_read(
