@@ -544,7 +544,7 @@ async def _record_lists(node: Host, cids: Sequence[tuple[Any, bool]], kind: str,
             out.extend(part)
             continue
         why = ("is a self-added member's, not held here: it is not fetched" if not fetchable
-               else f"was held by no live peer less than {MISS_TTL_S:.0f} s ago"
+               else f"was served by no live peer less than {MISS_TTL_S:.0f} s ago"
                if cache.missed(cid) else
                f"is not held here and was not fetched (at most {MAX_RECORD_FETCHES} records "
                "are fetched per read: read again)")
@@ -579,13 +579,17 @@ async def _held_list(node: Host, cid: Any, kind: str, cache: RecordCache, fetch:
         # (a member names the CID: what it may make this peer fetch is bounded)
         try:
             await node.fetcher.ensure([cid], max_bytes=bound)
-        except NotFound:
-            cache.miss(cid)
-            raise
+        except (NotFound, TooLarge) as e:  # (TooLarge here: bytes counted before they are
+            cache.miss(cid)  # verified, a liar's answer may be; asked again after the miss's
+            if isinstance(e, NotFound):  # MISS_TTL_S, not refused for good: review r2, L1)
+                raise
+            return [f"[banzai] the run record {cid} was sent larger than a run record may be "
+                    f"({bound} bytes) by every live peer asked: its lines are not shown"
+                    ] if kind == "log" else []
         return await _record_list(node, cid, kind, cache)
-    except TooLarge:
+    except TooLarge:  # (its own size, read here: remembered, either list)
         why = f"is larger than a run record may be ({bound} bytes)"
-        cache.refuse(cid, "", why)  # (refused for what it holds: remembered, either list)
+        cache.refuse(cid, "", why)
     except NotFound:
         why = "is held neither here nor by a live peer"
     except _NoRecord as e:

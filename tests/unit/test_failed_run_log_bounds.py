@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from peer.config import PeerConfig
-from peer.errors import NotFound
+from peer.errors import NotFound, TooLarge
 from peer.http.app import (
     MAX_RECORD_FETCHES,
     RECORD_SLACK_BYTES,
@@ -142,6 +142,36 @@ async def test_a_missing_record_is_fetched_within_the_records_bound(
     assert asked and set(asked) == {record_max_bytes(4096)}
 
 
+async def test_a_fetch_sent_too_large_is_a_miss_asked_again_not_refused_for_good(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """Review r2 of session 51, L1: a fetch's TooLarge is counted from bytes not yet
+    verified (a liar that is the only live source may send them); it was remembered as a
+    refusal of the CID until a restart. Now a miss: asked again after MISS_TTL_S, and the
+    record, served whole then, is shown."""
+    n = _node(tmp_path / "a", opened)
+    record_bytes = b'{"log": ["the real lines"], "metrics": []}'
+    real = _node(tmp_path / "b", opened).store.add_bytes(record_bytes)  # (held there only)
+    liar = [True]
+
+    async def ensure(cids: Any, hints: Any = (), max_bytes: int | None = None) -> None:
+        if liar[0]:
+            raise TooLarge("every peer tried sent more")
+        assert n.store.add_bytes(record_bytes) == real
+
+    n.fetcher.ensure = ensure  # type: ignore[method-assign]
+    record = {"id": "j1", "tasks": [{"name": "t", "logs": [real]}]}
+    cache = RecordCache()
+    now = [0.0]
+    cache.clock = lambda: now[0]
+    lines = await _archived_record(n, record, "t", "log", cache)
+    assert lines == [f"[banzai] the run record {real} was sent larger than a run record may "
+                     f"be ({record_max_bytes(10 << 20)} bytes) by every live peer asked: its "
+                     "lines are not shown"]
+    liar[0] = False
+    now[0] += MISS_TTL_S
+    assert await _archived_record(n, record, "t", "log", cache) == ["the real lines"]
+
+
 async def test_a_held_cid_that_is_no_run_record_is_a_line_and_the_rest_is_served(
         tmp_path: Path, opened: list[Node]) -> None:
     """RR-2: a member's failure naming a small raw block, or a directory (the job's input),
@@ -213,7 +243,7 @@ async def test_a_read_fetches_a_few_missing_records_together_and_remembers_a_mis
     fetches.all_in.clear()
     lines = await _archived_record(n, record, "t", "log", cache)
     assert sorted(fetches.asked[8:]) == sorted(gone[8:16])  # (the 8 missed: not again)
-    assert lines[1] == (f"[banzai] the run record {gone[0]} was held by no live peer less "
+    assert lines[1] == (f"[banzai] the run record {gone[0]} was served by no live peer less "
                         "than 60 s ago: its lines are not shown")
     now[0] += MISS_TTL_S
     fetches.all_in.clear()
