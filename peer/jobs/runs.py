@@ -180,9 +180,13 @@ class Runs:
         per-item one): a run queued behind the slots (`queue_ahead`) starts when it ends. Not
         behind runs of long or unknown calls only (a task held open, a sleep): its claim,
         leased and reported running, would hold the task as long as they run, and its job
-        could not end meanwhile (session 51: test_lanes_compat's gate)."""
-        return any(self.short(r.tdef.name, items_here=r.tdef.per_item)
-                   for r in self.active.values())
+        could not end meanwhile (session 51: test_lanes_compat's gate). Which executing runs
+        hold the slots and which wait behind them is the executor's: a short one is surely in
+        a slot only when more of them execute than can wait (runs still fetching, not
+        executing, hold none: review r2 of session 51, L2)."""
+        executing = [r for r in self.active.values() if r.executing]
+        short = sum(self.short(r.tdef.name, items_here=r.tdef.per_item) for r in executing)
+        return short > max(0, len(executing) - self.runner.slots)
 
     @property
     def queued(self) -> bool:

@@ -54,3 +54,30 @@ async def test_no_short_run_is_queued_behind_a_long_one() -> None:
         assert len(mesh.events(EventType.TASK_DONE, "p1", job=job)) == 4
     finally:
         await mesh.close()
+
+
+def test_a_short_run_is_counted_in_the_slots_only_when_it_cannot_be_waiting() -> None:
+    """Review r2 of session 51, L2: `frees_soon` read any active run, so a short run still
+    fetching (not executing), or one waiting in the executor behind a long one, let more be
+    queued behind that long run. A short one is surely in a slot only when more short ones
+    execute than can wait behind the slots."""
+    from peer.jobs.runs import Run
+    from peer.jobs.spec import TaskSpec
+
+    mesh = JobMesh(1, CATALOG, CFG, slots=1)
+    runs = mesh["p0"].sched._runs
+    runs.last_s.update({"T_SLEEP": 3600.0, "T_WRITE": 0.01})
+
+    def run(key: str, call: str, executing: bool) -> Run:
+        r = Run(key, ("j", 0), CATALOG[call], TaskSpec(key, call, {}, ()))
+        r.executing = executing
+        runs.active[key] = r  # type: ignore[index]
+        return r
+
+    run("long", "T_SLEEP", True)
+    run("fetching", "T_WRITE", False)
+    assert not runs.frees_soon  # (before: True, from the short run still fetching)
+    run("waiting", "T_WRITE", True)  # (1 slot, 2 executing: the short one may be the 2nd)
+    assert not runs.frees_soon  # (before: True)
+    del runs.active["long"]  # type: ignore[arg-type]
+    assert runs.frees_soon  # (the short one executes, nothing else: it holds the slot)
