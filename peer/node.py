@@ -65,7 +65,6 @@ from peer.jobs.retention import (
     archived_logs,
     ended_hlc,
     finished_at,
-    job_logs,
     record_facts,
 )
 from peer.jobs.scheduler import Scheduler, SchedulerConfig
@@ -559,9 +558,8 @@ class Node:
         if end_s is None:
             return None
         record = job_record(self.state, job, self.cfg.max_attempts)  # (one pass)
-        logs = job_logs(self.state, job, self.cfg.max_attempts)  # (gc's: not every record's)
         return Finished(record["state"], ended_hlc(end_s), len(record["tasks"]),
-                        summary(record), record, record_facts(record, end_s, logs))
+                        summary(record), record, record_facts(record, end_s))
 
     def _catch_up(self, job: str, peer: str, *, fallback: bool) -> None:
         """The scheduler's `catch_up`: a pair round of lanes job `job` with `peer` now."""

@@ -21,7 +21,6 @@ from peer.errors import ConfigError
 from peer.jobs.claims import TaskSkips, task_failed, task_status
 from peer.log import (
     ChunkDone,
-    ChunkFailed,
     ChunkState,
     Event,
     JobSubmitted,
@@ -29,7 +28,6 @@ from peer.log import (
     Partial,
     hlc_ms,
 )
-from peer.log.lanes import peer_of
 from peer.log.snapstream import check_facts
 
 
@@ -186,18 +184,15 @@ def archived_logs(job: str, facts: Mapping[str, Any]) -> JobFacts:
     return archived_facts(job, facts, outputs_too=False)
 
 
-def record_facts(record: Mapping[str, Any], finished_s: float,
-                 logs: Sequence[str] | None = None) -> dict[str, Any]:
+def record_facts(record: Mapping[str, Any], finished_s: float) -> dict[str, Any]:
     """What a finished job's record keeps for retention (`archived_facts` reads it back):
     when it ended, what its computed tasks produced and its chunks' run logs, read off the
-    record (`peer.http.views.job_record`) as `job_facts` finds them in the state; `logs`
-    (`job_logs`) for the record's if given: the ones made here of its failed runs' only."""
+    record (`peer.http.views.job_record`) as `job_facts` finds them in the state."""
     tasks = record["tasks"]
     return {"finished_s": finished_s,
             "outputs": sorted({t["output"] for t in tasks if t["state"] == "done"
                                and not t["cid"]}),
-            "logs": sorted({c for t in tasks for c in t["logs"]}) if logs is None
-            else list(logs)}
+            "logs": sorted({c for t in tasks for c in t["logs"]})}
 
 
 def _facts(state: MeshState, job: str, ev: Event, max_attempts: int,
@@ -218,7 +213,7 @@ def _facts(state: MeshState, job: str, ev: Event, max_attempts: int,
             if b.log:
                 logs.add(b.log)
         for c in _chunks(state, job, t["name"]):  # failed runs' records (session 51)
-            logs.update(_kept_logs(state, c))
+            logs.update(c.logs())
         split = state.splits.get((job, t["name"]))
         if split is not None:
             for ref in ("input", "listing", "kept_listing"):  # (listings: a large split)
@@ -235,28 +230,6 @@ def _facts(state: MeshState, job: str, ev: Event, max_attempts: int,
             needs.add(partial.body_as(Partial).output)
     return JobFacts(job, finished_at(state, job, tasks, max_attempts), frozenset(outputs),
                     frozenset(needs), frozenset(logs))
-
-
-def _kept_logs(state: MeshState, c: ChunkState) -> list[str]:
-    """The chunk's run records gc keeps while its job is kept: its done run's, and its failed
-    runs' made here (`state.me`'s; every one where `me` is unset). A failed run's record made
-    on another peer and fetched here by a task log read is a cache, collected at the next
-    cycle and fetched again from its maker when read: it was a root as long as its job was
-    kept (forever without keep_jobs_s), outside store_max_bytes, named by any member
-    (session 51, helper g: review rr RR-5)."""
-    if state.me is None:
-        return c.logs()
-    theirs = {b.log for f in c.failures.values()
-              if (b := f.body_as(ChunkFailed)).log and peer_of(f.origin) != state.me}
-    done = c.done.body_as(ChunkDone).log if c.done is not None else None
-    return [cid for cid in c.logs() if cid not in theirs or cid == done]
-
-
-def job_logs(state: MeshState, job: str, max_attempts: int) -> list[str]:
-    """The run records gc keeps of `job` (in the state) once it is compacted: its facts'
-    (`_kept_logs`), which its record's `logs` (every chunk's every record: what its task
-    log shows) are not. Sorted, as `record_facts` writes them."""
-    return sorted(_facts(state, job, state.jobs[job], max_attempts).logs)
 
 
 def _chunks_done(state: MeshState, job: str, task: str) -> Iterator[Event]:

@@ -136,9 +136,7 @@ async def test_the_task_log_shows_each_failed_attempts_lines_then_the_done_runs(
         assert chunk["log"] == cids[2]
     assert job_record(n.state, "job000", 3)["tasks"][0]["logs"] == cids  # (a compacted job's)
     [facts] = [f for f in job_facts(n.state, 3) if f.job == "job000"]
-    # gc roots while the job is kept: the done run's record; the failed runs' were made on
-    # ORIGIN, another peer (fetched here, they are a cache: session 51 helper g, RR-5)
-    assert facts.logs == frozenset(cids[2:])
+    assert facts.logs == frozenset(cids)  # gc roots while the job is kept
 
 
 async def test_a_failed_chunk_links_its_last_record_and_a_record_held_nowhere_is_said(

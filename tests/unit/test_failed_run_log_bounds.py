@@ -25,12 +25,10 @@ from peer.http.app import (
     record_max_values,
 )
 from peer.http.records import MISS_TTL_S, RecordCache
-from peer.http.views import job_record
-from peer.jobs.retention import job_facts, job_logs, record_facts
-from peer.log import Event, MeshState, fold
+from peer.log import Event
 from peer.node import Node
 from tests.unit.api_client import api_client
-from tests.unit.test_compaction import ORIGIN, _cid
+from tests.unit.test_compaction import _cid
 from tests.unit.test_failed_run_log import _attempts
 
 GOOD = [f"attempt {a} line {i}" for a in range(2) for i in range(3)]
@@ -297,26 +295,6 @@ def test_a_failed_chunks_view_shows_a_counted_failures_error_and_record() -> Non
     [t] = job_view(s, J, 3)["tasks"]
     [c] = t["chunks"]
     assert (t["state"], c["state"], c["error"], c["log"]) == ("failed", "failed", "real", real)
-
-
-# -- RR-5: a failed run's record made elsewhere is no gc root --------------------------------
-def test_a_failed_runs_record_is_a_gc_root_on_the_peer_that_made_it_only(
-        tmp_path: Path, opened: list[Node]) -> None:
-    """A record fetched by a task log read (named by any member) was a root for as long as
-    its job was kept (forever without keep_jobs_s), outside store_max_bytes. Now the done
-    run's record and the failed runs' made here are; a compacted job's facts keep as much
-    (its record's `logs` still lists every one: what its task log shows). (On 093917e5 the
-    failed runs' records were roots on every peer.)"""
-    n = _node(tmp_path / "a", opened)
-    cids, evs = _attempts(n, 2, done=True)
-    for me, kept in ((ORIGIN, cids), ("elsewhere0000000000", cids[2:]), (None, cids)):
-        s = fold(evs, MeshState(me=me))
-        [facts] = [f for f in job_facts(s, 3) if f.job == "job000"]
-        assert facts.logs == frozenset(kept), me
-        assert job_logs(s, "job000", 3) == sorted(kept)
-        record = job_record(s, "job000", 3)
-        assert record["tasks"][0]["logs"] == cids
-        assert record_facts(record, 1.0, job_logs(s, "job000", 3))["logs"] == sorted(kept)
 
 
 async def test_a_refused_record_is_remembered_not_read_again(
