@@ -595,6 +595,7 @@ class Node:
         these seqs: the latest per lane is what the compactor's `pair_vvs` reads."""
         if vv:
             self._pair_vvs.setdefault(peer, {}).update(vv)
+        self.scheduler.heads_seen(peer, vv)  # (a restarted peer claims once it holds them)
 
     def _ended(self, job: str) -> tuple[int, int] | None:
         """(ended hlc, tasks) of a finished job, as its `_finished` record says; None while
@@ -1673,8 +1674,10 @@ class Node:
 
     def heads_noted(self, peer_id: str) -> None:
         """`peer_id` sent its version vector (an ack, a digest, a heartbeat): `submitted`
-        looks at the acks again."""
+        looks at the acks again; a restarted scheduler may claim once it holds them."""
         self._heads_noted.set()
+        if self.scheduler.settling and self.gossip is not None:
+            self.scheduler.heads_seen(peer_id, self.gossip.heads_of(peer_id), mesh=True)
 
     def wall_seen(self, peer_id: str, wall_ms: int) -> None:
         """`peer_id`'s wall clock read `wall_ms` just now (a heartbeat, an ack of a probe):

@@ -86,6 +86,9 @@ _OUTCOMES = (EventType.CHUNK_DONE, EventType.CHUNK_FAILED)
 # Why a task waits here while claims are held (`hold_claims`)
 HELD_BACK = ("not claimed here while this peer's event log cannot be written (/api/health "
              "says why): other peers may take it meanwhile")
+# ... and while a restarted peer waits to catch up (`recover`, `restart_hold_s`)
+SETTLING = ("not claimed here yet: this peer restarted and waits (at most restart_hold_s) to "
+            "hold what the other members did meanwhile")
 
 
 K = TypeVar("K", bound=tuple[Any, ...])
@@ -188,6 +191,11 @@ class Scheduler:
         # the tasks a claim was held back of (`waiting` says why), looked at again after
         self.claims_held = False
         self._held_back: dict[TaskKey, None] = {}
+        # A restart on a log that holds work (`recover`): no new claim either until then
+        # (clock time), or until a pair round's vector of a member is covered here
+        # (`heads_seen`, kept by peer while settling)
+        self._settle_until = -math.inf
+        self._settle_seen: dict[str, dict[str, int]] = {}
         self._waits_peers: frozenset[str] = frozenset()  # the live peers of the last tick
         # Lanes jobs (`_lanes_tick`): the running ones held here, kept from the noted events
         # (`_note_lanes`); those an event was noted of since `_end_jobs` last looked at them;
@@ -316,6 +324,41 @@ class Scheduler:
         self._lanes_moved = set(self._lanes_live)
         self._reend = {j for j in st.ended if self.peer_id in st.members_of.get(j, ())}
         self._wait_to_join(self._lanes_live)
+        if self.cfg.restart_hold_s > 0 and (self._dirty or self._lanes_live):
+            self._settle_until = self.clock() + self.cfg.restart_hold_s
+
+    @property
+    def settling(self) -> bool:
+        """True while a restarted peer waits to catch up before it claims (`recover`)."""
+        return self._settle_until > -math.inf
+
+    @property
+    def _no_claims(self) -> bool:
+        """No new claim, split nor add now: `hold_claims`, or `settling`."""
+        return self.claims_held or self._settle_until > -math.inf
+
+    def heads_seen(self, peer: str, vv: Mapping[str, int], mesh: bool = False) -> None:
+        """A live member's vector of the lanes we share (a pair round's), or of the mesh
+        streams (`mesh`: a digest's, counted only while no lanes job runs here: it says
+        nothing of lanes): while `settling`, once our heads cover one such vector we hold
+        what that member held, and claim."""
+        if self.settling and vv and not (mesh and self._lanes_live):
+            self._settle_seen[peer] = dict(vv)
+            self._wake.set()
+
+    def _look_settled(self, now: float) -> None:
+        """End `settling` once its time is up or a vector `heads_seen` is covered here (the
+        tasks held back meanwhile are looked at again)."""
+        heads = self.state.heads
+        if now < self._settle_until and not any(
+                all(heads.get(o, 0) >= q for o, q in vv.items())
+                for vv in self._settle_seen.values()):
+            return
+        self._settle_until = -math.inf
+        self._settle_seen.clear()
+        if not self.claims_held:
+            self._dirty.update(self._held_back)
+            self._held_back.clear()
 
     async def close(self) -> None:
         if self._loop_task:
@@ -341,7 +384,7 @@ class Scheduler:
         (`_implied_here`); their outcomes wait in memory with our other events. Released,
         the tasks held back are looked at again at once."""
         self.claims_held = held
-        if not held:
+        if not held and not self.settling:
             self._dirty.update(self._held_back)
             self._held_back.clear()
             self._wake.set()
@@ -438,7 +481,8 @@ class Scheduler:
                 out[key] = kinds.unavailable(call)
         for tables in (self._unplaced, self._lost):
             out.update((k, r) for k, r in tables.items() if k not in self.state.task_done)
-        out.update((k, HELD_BACK) for k in self._held_back if k not in self.state.task_done)
+        why = HELD_BACK if self.claims_held else SETTLING
+        out.update((k, why) for k in self._held_back if k not in self.state.task_done)
         return out
 
     # -- the loop ----------------------------------------------------------------------
@@ -461,7 +505,7 @@ class Scheduler:
         return bool(self._dirty or self._mine or self._starved or self._ready_since
                     or self._claim_seen or self._unplaced or self._partial_due
                     or self.locality.waiting or self.locality.stalled or self._orphaned
-                    or self._ending or self._joining or self._reend)
+                    or self._ending or self._joining or self._reend or self.settling)
 
     def sleep_s(self) -> float:
         """How long the loop may wait for an event before its next round: a tick while
@@ -478,6 +522,8 @@ class Scheduler:
         now = self.clock()
         self._stepping = True  # the live peers are read once per round, not per task
         try:
+            if self.settling:
+                self._look_settled(now)
             if now - self._last_tick >= self.cfg.tick_s / 2:
                 self._last_tick = now
                 self._dirty.update(self._waiting())
@@ -1523,7 +1569,7 @@ class Scheduler:
             # to split a quarter of them twice (every duplicate split a wasted event, its
             # claims' runs killed).
             return
-        if self.claims_held:  # (a split or a cached TASK_DONE would wait unseen in memory,
+        if self._no_claims:  # (a split or a cached TASK_DONE would wait unseen in memory,
             self._held_back[(job, task)] = None  # while others split it too: review r2 M3)
             return
         input_cid = self.planner.input(job, spec)
@@ -1779,7 +1825,7 @@ class Scheduler:
         vouched for (a self-added one runs nothing a live vouched member can: `_for_vouched`;
         review rr of session 50, RR-2)."""
         skips = self._skips(job)
-        if self.claims_held or not members.running(self.state, job, self.cfg.max_attempts,
+        if self._no_claims or not members.running(self.state, job, self.cfg.max_attempts,
                                                    skips):
             return
         capable = self._capable(job)
@@ -1831,7 +1877,7 @@ class Scheduler:
         wait_s = self._split_wait_s(job) + self.cfg.tick_s
         at = members.takeover_at(job, self.state, self.peer_id, callers, since,
                                  self.cfg.lease_s, wait_s)
-        if (at is None or now < at or self.claims_held  # (the add would wait unseen: the
+        if (at is None or now < at or self._no_claims  # (the add would wait unseen: the
                 or not members.running(self.state, job, self.cfg.max_attempts,  # next rank
                                        self._skips(job))):  # takes it over; review r2 M3)
             return
@@ -2188,7 +2234,7 @@ class Scheduler:
                    ) -> Mapping[str, Mapping[str, Any]] | None:
         """`_claimers` of task `key`; None while claims are held (`hold_claims`: the task
         is noted held back), but for a chunk our own JOB_SUBMITTED claims (`implied`)."""
-        if self.claims_held and not implied:
+        if self._no_claims and not implied:
             self._held_back[key] = None
             return None
         return self._claimers(key, requires)

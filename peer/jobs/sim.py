@@ -384,6 +384,23 @@ class JobMesh:
             for b in self.peers:
                 if a != b and self.linked(a, b):
                     self.peers[a].sched.heard(b, self._info[b].get("running"))
+        for a in self.peers:
+            self.vectors(a)
+
+    def vectors(self, pid: str) -> None:
+        """While `pid` settles after a restart (`Scheduler.settling`), the vectors of the
+        peers it is linked to, as their digests bring them (`Scheduler.heads_seen`): of
+        their mesh streams (`Node.heads_noted`), and of the lanes of each job both are
+        members of (a pair round's, `Node._pair_seen`)."""
+        sched = self.peers[pid].sched
+        for b, q in self.peers.items():
+            if not sched.settling or b == pid or not self.linked(pid, b):
+                continue
+            sched.heads_seen(b, {o: n for o, n in q.state.heads.items() if lane_of(o) is None},
+                             mesh=True)
+            for job in q.state.members_of:
+                if q.state.member_of(job, b) and q.state.member_of(job, pid):
+                    sched.heads_seen(b, q.state.lane_heads([job]))
 
     def announce(self, pid: str, labels: Mapping[str, str] | None = None) -> Event:
         """`pid`'s MEMBER event, as Node emits one at start (`members`: every peer does),
@@ -489,6 +506,7 @@ class JobMesh:
         due = self.clock() + self.delay_s.get((src, dst), 0.0)
         evs = s.events_after(self.peers[dst].state.lane_heads([job]), len(s.events), [job])
         self._queue.extend((due, dst, ev) for ev in evs)
+        self.peers[dst].sched.heads_seen(src, s.lane_heads([job]))  # (its digest's vector)
 
     def pair_round(self, a: str, b: str, job: str) -> None:
         """A pair round of lanes job `job` between `a` and `b` (`Scheduler.catch_up`: each
@@ -590,6 +608,7 @@ class JobMesh:
         p.runner = FakeRunner(p.store, p.runner.slots, p.runner.auto)
         p.sched = self._scheduler(pid, p.state, p.store, p.data, p.runner)
         p.sched.recover()
+        self.vectors(pid)  # (its first digests: at once from the peers it is linked to)
 
     async def close(self) -> None:
         for p in self.peers.values():

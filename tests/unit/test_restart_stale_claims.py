@@ -1,0 +1,139 @@
+"""A lanes member restarted mid-job claims from what its log replayed, which misses what the
+mesh did meanwhile (session 51, helper f's left: a real member's restart lost 11 claims to
+the others' earlier ones, 10 of them run to the end twice). Since session 51, helper i, a
+peer that restarts on a log holding work (`Scheduler.recover`) claims nothing new until a
+pair round shows it holds what a member holds (`Scheduler.heads_seen`) or
+`restart_hold_s` passed (a lone peer goes on then). On the in-memory job mesh."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from peer.ipfs.store import StoreConfig
+from peer.jobs.ports import SchedulerConfig
+from peer.jobs.scheduler import SETTLING
+from peer.jobs.sim import JobMesh
+from peer.log import Event, EventType
+from peer.log.lanes import peer_of
+from tasks import registry
+
+CATALOG = registry.load(("tests.fixture_tasks",))
+CFG = SchedulerConfig(store=StoreConfig("/nonexistent"), lease_s=10.0, stagger_s=0.05,
+                      max_attempts=3, spread_s=1.0)
+STEP_S = 0.1
+
+
+def writes(n: int) -> list[dict[str, Any]]:
+    return [{"name": f"w{i}", "call": "T_WRITE", "params": {"files": 1, "tag": str(i)}}
+            for i in range(n)]
+
+
+async def run(mesh: JobMesh, pids: tuple[str, ...], rounds: int) -> None:
+    """`rounds` of STEP_S: `pids`' runs end as each round starts."""
+    for _ in range(rounds):
+        for pid in pids:
+            for key in mesh[pid].runner.running:
+                mesh[pid].runner.finish(key, duration_s=0.02)
+        await mesh.advance(STEP_S)
+
+
+def claims_after(mesh: JobMesh, pid: str, n: int) -> list[Event]:
+    mesh.close_turns()
+    return [e for ev in mesh[pid].emitted[n:] for e in ev.singles if e.type == EventType.CLAIM]
+
+
+def lost(mesh: JobMesh, pid: str, claims: list[Event], judge: str) -> list[str]:
+    """The tasks of `claims` (of `pid`) whose attempt another peer's claim wins, as `judge`
+    folds them."""
+    st, out = mesh[judge].state, []
+    for c in claims:
+        p = c.payload
+        w = st.chunk(p["job"], p["task"], p["chunk"]).winner(
+            p["attempt"], st.split_id(p["job"], p["task"]))
+        if w is None or peer_of(w.origin) != pid:
+            out.append(p["task"])
+    return out
+
+
+async def restarted_alone(cfg: SchedulerConfig) -> tuple[JobMesh, str, str, str, int]:
+    """Three peers, a job of 20 tasks on members p0 and p1; p1 is away (silent) while p0 runs
+    on, then restarts on its log cut off from the others (as a peer before SWIM's join and
+    its first pair round). The mesh, its peers, the job and p1's events before the restart."""
+    mesh = JobMesh(3, CATALOG, cfg, lanes=True)
+    p0, p1, _p2 = mesh.peers
+    job = mesh.submit(p0, writes(20), implicit=None, local=False, members=[p0, p1])
+    await mesh.settle()
+    await run(mesh, (p0, p1), 3)
+    mesh.silent.add(p1)  # (crashed: its runs die with it)
+    await run(mesh, (p0,), 12)  # p0 takes p1's share too
+    n = len(mesh[p1].emitted)
+    await mesh.restart(p1)
+    mesh.silent.discard(p1)
+    mesh.partition({p1}, set(mesh.peers) - {p1})
+    return mesh, p0, p1, job, n
+
+
+async def test_without_the_hold_a_restarted_member_loses_claims_it_made_from_its_log() -> None:
+    """What helper f saw, made here (`restart_hold_s` 0: the behaviour before the hold)."""
+    mesh, p0, p1, job, n = await restarted_alone(replace(CFG, restart_hold_s=0.0))
+    try:
+        await run(mesh, (p0, p1), 3)
+        mine = claims_after(mesh, p1, n)
+        mesh.heal()
+        mesh.pair_round(p1, p0, job)
+        await mesh.advance(STEP_S)
+        assert lost(mesh, p1, mine, p0)  # run here, and by p0 before
+    finally:
+        await mesh.close()
+
+
+async def test_a_restarted_member_claims_nothing_until_a_pair_round_then_loses_none() -> None:
+    """Failed on 093917e5 (p1 claimed at once from its log, and p0's earlier claims won
+    w15 and w16)."""
+    mesh, p0, p1, job, n = await restarted_alone(CFG)
+    try:
+        sched, t0 = mesh[p1].sched, mesh.clock()
+        assert sched.settling
+        await run(mesh, (p0, p1), 3)
+        assert claims_after(mesh, p1, n) == [] and mesh[p1].runner.started == []
+        assert SETTLING in sched.waiting().values()
+        mesh.heal()
+        mesh.pair_round(p1, p0, job)  # (its vector is seen here: covered once its events come)
+        await mesh.advance(STEP_S)
+        assert not sched.settling  # well before restart_hold_s
+        assert mesh.clock() - t0 < CFG.restart_hold_s / 2
+        await run(mesh, (p0, p1), 30)
+        mine = claims_after(mesh, p1, n)
+        assert mine and lost(mesh, p1, mine, p0) == []
+        assert len(mesh[p1].runner.started) == len(mine)
+    finally:
+        await mesh.close()
+
+
+async def test_a_restarted_peer_alone_claims_once_restart_hold_s_passed() -> None:
+    mesh, _p0, p1, _job, n = await restarted_alone(CFG)
+    try:
+        sched = mesh[p1].sched
+        rounds = round(CFG.restart_hold_s / STEP_S)
+        await run(mesh, (p1,), rounds - 1)
+        assert sched.settling and claims_after(mesh, p1, n) == []
+        await run(mesh, (p1,), 5)
+        assert not sched.settling and claims_after(mesh, p1, n)
+        assert SETTLING not in sched.waiting().values()
+    finally:
+        await mesh.close()
+
+
+async def test_a_restart_without_work_and_a_first_start_do_not_wait() -> None:
+    mesh = JobMesh(2, CATALOG, CFG, lanes=True)
+    try:
+        p0, _p1 = mesh.peers
+        assert not mesh[p0].sched.settling
+        await mesh.restart(p0)  # (its log holds no job)
+        assert not mesh[p0].sched.settling
+        mesh.submit(p0, writes(4), implicit=None, local=False)
+        await mesh.settle()
+        assert mesh.sent(EventType.CLAIM)
+    finally:
+        await mesh.close()
