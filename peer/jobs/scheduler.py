@@ -350,10 +350,13 @@ class Scheduler:
         """End `settling` once its time is up or a vector `heads_seen` is covered here (the
         tasks held back meanwhile are looked at again)."""
         heads = self.state.heads
-        if now < self._settle_until and not any(
-                all(heads.get(o, 0) >= q for o, q in vv.items())
-                for vv in self._settle_seen.values()):
+        held = [p for p, vv in self._settle_seen.items()
+                if all(heads.get(o, 0) >= q for o, q in vv.items())]
+        if now < self._settle_until and not held:
             return
+        log.info("restarted: claims begin (%s)", f"we hold what {held[0][:16]} held" if held
+                 else f"no member's vector held within {self.cfg.restart_hold_s:g} s "
+                 "(restart_hold_s)")
         self._settle_until = -math.inf
         self._settle_seen.clear()
         if not self.claims_held:
