@@ -366,7 +366,8 @@ class Node:
                             inline_max_bytes=cfg.inline_output_max_bytes,
                             tmpfs_free_min_bytes=tmpfs_floor,
                             queue_ahead=QUEUE_AHEAD,
-                            queue_alone=not self._fills_cores),
+                            queue_alone=not self._fills_cores,
+                            max_input_entries=cfg.max_input_entries),
             self.peer_id, self.state, self.emit, self.store, self.executor, self.catalog,
             self.fetcher, peers=self.live_peers, parse=self.workflows.workflow,
             catch_up=self._catch_up)

@@ -14,7 +14,7 @@ from typing import Any
 from peer.errors import BanzaiError, TooLarge
 from peer.ipfs.store import Listings
 from peer.jobs.claims import chunk_done
-from peer.jobs.ports import Data
+from peer.jobs.ports import MAX_INPUT_ENTRIES, Data
 from peer.jobs.spec import TaskSpec, Workflow, workflow_from_json
 from peer.jsontext import loads
 from peer.log import Event, EventType, MeshState, TaskKey, TaskSplit
@@ -25,13 +25,6 @@ from tasks.registry import TaskDef, canonical_json
 MAX_GROUP_MEMOS = 16  # inputs whose groups `Planner.items` keeps
 MAX_LISTING_MEMOS = 4  # inputs whose listings `Planner.files` keeps,
 MAX_LISTED_FILES = 100_000  # of this many files in all (a larger listing is not kept)
-# Entries (files and directories, at every level) a task's input may hold to be listed for a
-# per-item split or a merge of inputs (`Planner.files`): a split names every item in its
-# event (or its stored listing), so that list is whole by nature; past this bound the task
-# fails, naming the input and the bound, before more is read. A split of 100,000 items peaked
-# at 67 MB of Python allocations here (its listing alone 35 MB: docs/benchmarks.md, session 51
-# helper e), so this bound keeps one split under ~170 MB
-MAX_INPUT_ENTRIES = 250_000
 # The ceiling of the same listing for a split already made (its PARTIALs and its assembly):
 # its size was decided where it was split, perhaps by a peer of a release without the bound
 # or before this peer's upgrade (review rr of session 51, RR-4), and that split names its

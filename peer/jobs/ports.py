@@ -16,6 +16,16 @@ from peer.log import Event, EventType
 T = TypeVar("T")
 
 
+# Entries (files and directories, at every level) a task's input may hold to be listed for a
+# per-item split or a merge of inputs (`Planner.files`; the default of --max-input-entries):
+# a split names every item in its event (or its stored listing), so that list is whole by
+# nature; past this bound the task fails, naming the input and the bound, before more is
+# read. A split of 100,000 items peaked at 67 MB of Python allocations here (its listing
+# alone 35 MB: docs/benchmarks.md, session 51 helper e), so this bound keeps one split under
+# ~170 MB
+MAX_INPUT_ENTRIES = 250_000
+
+
 @dataclass(frozen=True)
 class SchedulerConfig:
     store: StoreConfig  # what the work orders carry: workers open the same store
@@ -43,6 +53,7 @@ class SchedulerConfig:
     # stuck_after_s after its timeout).
     run_end_grace_s: float = 120.0
     max_chunk_items: int = 64
+    max_input_entries: int = MAX_INPUT_ENTRIES  # (--max-input-entries)
     min_chunk_items: int = 4
     progress_interval_s: float = 0.5
     tick_s: float = 0.25

@@ -26,7 +26,15 @@ from peer.jobs.ending import Merits, better_end, framed, job_ended
 from peer.jobs.leases import Leases
 from peer.jobs.live import LOG_MAX_BYTES, LiveRecords
 from peer.jobs.locality import Locality
-from peer.jobs.planner import Assembly, Planner, mesh_slots, producer, ready, value_chunks
+from peer.jobs.planner import (
+    MAX_ASSEMBLY_ENTRIES,
+    Assembly,
+    Planner,
+    mesh_slots,
+    producer,
+    ready,
+    value_chunks,
+)
 from peer.jobs.ports import (
     CatchUp,
     Clock,
@@ -123,7 +131,8 @@ class Scheduler:
         # what the API shows of local runs; a run's log within --task-log-max-bytes
         self.live = LiveRecords(int(cfg.kind_settings.get("log_max_bytes", LOG_MAX_BYTES)))
         self.planner = Planner(state, store, data, cfg.min_chunk_items, cfg.max_chunk_items,
-                               parse, self._peers)
+                               parse, self._peers, cfg.max_input_entries,
+                               max(MAX_ASSEMBLY_ENTRIES, 8 * cfg.max_input_entries))
         self.locality = Locality(peer_id, data, peers, clock, cfg.lease_s, self._background,
                                  self._mark, cfg.fetch_backoff_s, cfg.fetch_max_backoff_s)
         self._runs = Runs(cfg, state, emit, store, runner, data, self.live, clock, offload,

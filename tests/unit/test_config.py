@@ -296,7 +296,8 @@ def test_default_worker_memory_is_half_the_machine(monkeypatch: pytest.MonkeyPat
 
 
 @pytest.mark.parametrize("name", ["max_tasks_per_job", "max_workflow_bytes", "max_body_bytes",
-                                  "compact_read_back_entries", "gossip_max_connections"])
+                                  "compact_read_back_entries", "gossip_max_connections",
+                                  "max_input_entries"])
 def test_bounds_must_be_positive(name: str) -> None:
     with pytest.raises(ConfigError) as e:
         PeerConfig(**{name: 0})

@@ -314,3 +314,24 @@ def test_materialize_is_bounded_in_entries_naming_the_cid(tmp_path: Path) -> Non
         store.materialize(nested, tmp_path / "no")
     assert e.value.field == "cid"
     assert len(list((tmp_path / "no" / "a").iterdir())) == 299  # (refused before the last)
+
+
+def test_the_input_bound_is_a_peer_setting(tmp_path: Path, opened: list[Any]) -> None:
+    """--max-input-entries (a lab's dataset of more files per job than the default may
+    raise it, at ~670 bytes an item while a split is made) reaches the peer's planner; an
+    existing split's ceiling stays at least MAX_ASSEMBLY_ENTRIES. (Before: a constant.)"""
+    import dataclasses
+
+    from peer.config import from_args
+    from peer.jobs.planner import MAX_ASSEMBLY_ENTRIES
+    from peer.jobs.ports import MAX_INPUT_ENTRIES
+    from peer.node import Node
+
+    assert from_args([])[0].max_input_entries == MAX_INPUT_ENTRIES
+    for raised in (1_000_000, 10):
+        cfg, _ = from_args(["--max-input-entries", str(raised)])
+        node = Node(dataclasses.replace(cfg, data_dir=tmp_path / str(raised), mdns=False))
+        opened.append(node)
+        planner = node.scheduler.planner
+        assert planner.max_input_entries == raised
+        assert planner.max_assembly_entries == max(MAX_ASSEMBLY_ENTRIES, 8 * raised)
