@@ -95,8 +95,9 @@ async def test_a_record_whose_strings_never_close_is_counted_in_one_pass(
         tmp_path: Path, opened: list[Node]) -> None:
     """Review r2 of session 51, H1: a string never closed (every quote escaped) made the
     count's regex scan to the end from each quote, with the GIL held: 1.7 s at 24 KB,
-    quadratic, so the 900 KB here would hold the peer for ~25 min. Now one pass: its commas
-    count (it is no JSON), a line says so, the other attempts' lines are served."""
+    quadratic, so the 900 KB here would hold the peer for ~40 min (docs/benchmarks.md). Now
+    one pass: its commas count (it is no JSON), a line says so, the other attempts' lines are
+    served."""
     n = _node(tmp_path / "a", opened, log_max=1024)
     hostile = b'"' + b'\\",' * 300_000
     assert json_values_at_most(hostile) == 300_001
