@@ -111,7 +111,6 @@ from peer.log.lanes import (
 from peer.log.owner import KEY_FILE, LOG_FILE, note_secret, own_identity, was_meshed
 from peer.log.scrub import Scrub, ScrubConfig
 from peer.log.signing import (
-    Batch,
     MemberKeys,
     MeshAuth,
     admit_tag,
@@ -1460,16 +1459,8 @@ class Node:
 
     # -- EventSink and MemberSink for gossip -----------------------------------------------
     def drops_copy(self, origin: str, seq: int, h: bytes) -> bool:
-        """Would `merge` drop unchanged a received copy of content hash `h` at (origin, seq):
-        the very content held in memory, signed, or an id that left memory for good (below
-        a head, not a gone job's straggler kept aside: merge drops any content of it)?
-        Gossip leaves such a copy out undecoded (`MemberKeys.accept`'s `holds`)."""
-        ev_id = (origin, seq)
-        ev = self.state.events.get(ev_id)
-        if ev is None:
-            return self.state.holds(ev_id) and self.state.straggler(ev_id) is None
-        b = ev.att
-        return isinstance(b, Batch) and b.hash_at(seq) == h
+        """`MeshState.drops_copy`: what `merge` drops unchanged, left out undecoded."""
+        return self.state.drops_copy(origin, seq, h)
 
     def heads(self, scope: Collection[str] | None = None) -> Mapping[str, int]:
         """Our heads as others may see them: of the mesh origins (no `scope`: a lane's are

@@ -1346,6 +1346,11 @@ class MeshState:
         """Is `peer` a vouched member of live `job` (`vouched`, without a copy)?"""
         return peer in self._vouched.get(job, ())
 
+    def lanes_unvouched(self, job: str) -> bool:
+        """Is `job` a lanes job (lanes on, members known) with a member not vouched for
+        (`some_unvouched`): where a self-added member's failures may be left out?"""
+        return self.lanes_on and job in self.members_of and self.some_unvouched(job)
+
     def some_unvouched(self, job: str) -> bool:
         """Has live lanes job `job` a member no vouched member vouched for (a self-added
         one, or one such a peer added)?"""
@@ -1504,6 +1509,17 @@ class MeshState:
         """The content held for `ev_id` if it is a gone job's straggler that left memory
         as it came and is still kept aside (`_gone_recent`), else None."""
         return self._gone_recent.get(ev_id)
+
+    def drops_copy(self, origin: str, seq: int, h: bytes) -> bool:
+        """Would a merge drop unchanged a received copy of content hash `h` at (origin, seq):
+        the very content held in memory, signed, or an id that left memory for good (below
+        a head, not a gone job's straggler kept aside: a merge drops any content of it)?
+        Gossip leaves such a copy out undecoded (`MemberKeys.accept`'s `holds`, session 51)."""
+        ev = self.events.get((origin, seq))
+        if ev is None:
+            return self.holds((origin, seq)) and self.straggler((origin, seq)) is None
+        hash_at = getattr(ev.att, "hash_at", None)  # (its signed batch: signing.Batch)
+        return hash_at is not None and hash_at(seq) == h
 
     def content(self, ev_id: tuple[str, int]) -> Event:
         """The content held in memory for `ev_id`: in `events`, or a gone job's straggler

@@ -17,7 +17,6 @@ from peer.log.contents import wins
 from peer.log.door import Door, DoorConfig
 from peer.log.lanes import member_jobs, shared_jobs
 from peer.log.signing import (
-    Batch,
     Identity,
     MemberKeys,
     MeshAuth,
@@ -125,13 +124,8 @@ class MemorySink:
         return {i: held_hash(e) for i, e in self.state.events.items()}
 
     def drops_copy(self, origin: str, seq: int, h: bytes) -> bool:
-        """As a node's (`Node.drops_copy`), for this sink's `merge`: the very content held,
-        signed, or an id held no more in memory (`apply` drops any content of it)."""
-        ev = self.state.events.get((origin, seq))
-        if ev is None:
-            return self.state.holds((origin, seq))
-        b = ev.att
-        return isinstance(b, Batch) and b.hash_at(seq) == h
+        """As a node's (`MeshState.drops_copy`), for this sink's `merge`."""
+        return self.state.drops_copy(origin, seq, h)
 
     def merge(self, events: Sequence[Event]) -> list[Event]:
         new = []
