@@ -63,8 +63,7 @@ def _left_out(state: MeshState, job: str) -> Callable[[Event], bool] | None:
     chunk again meanwhile; session 50 helper f's left). A view cannot tell whether one is
     live: where none is (an orphan taker's failures count), the task shows failed once the
     job's JOB_ENDED says so. None (every failure counts) otherwise."""
-    if (not state.lanes_on or job in state.ended or job not in state.members_of
-            or not state.some_unvouched(job)):
+    if job in state.ended or not state.lanes_unvouched(job):
         return None
     return lambda f: state.unvouched_lane(job, f) is not None
 

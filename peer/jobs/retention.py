@@ -254,12 +254,13 @@ def finished_at(state: MeshState, job: str, tasks: Sequence[Mapping[str, Any]],
     cancel = state.cancelled.get(job)
     if cancel is not None:
         return hlc_ms(cancel.hlc) / 1000
-    skip = skips or _every_failure
     for t in tasks:  # a task that waits for nothing and is not over: live (no full pass)
         if (not t.get("depends") and (job, t["name"]) not in state.task_done
-                and not task_failed(state, job, t["name"], max_attempts, skip(t["name"]))):
+                and not task_failed(state, job, t["name"], max_attempts,
+                                    None if skips is None else skips(t["name"]))):
             return None
-    status = {str(t["name"]): task_status(state, job, t["name"], max_attempts, skip(t["name"]))
+    status = {str(t["name"]): task_status(state, job, t["name"], max_attempts,
+                                       None if skips is None else skips(t["name"]))
               for t in tasks}
     blocked: set[str] = {n for n, s in status.items() if s == "failed"}
     grew = True
@@ -280,11 +281,6 @@ def finished_at(state: MeshState, job: str, tasks: Sequence[Mapping[str, Any]],
             if c.failures:
                 end = max(end, max(f.hlc for f in c.failures.values()))
     return hlc_ms(end or state.jobs[job].hlc) / 1000
-
-
-def _every_failure(task: str) -> None:
-    """No failure of `task` left out (`finished_at` without `skips`)."""
-    return None
 
 
 def ended_hlc(end_s: float) -> int:

@@ -26,15 +26,7 @@ from peer.jobs.ending import Merits, better_end, framed, job_ended
 from peer.jobs.leases import Leases
 from peer.jobs.live import LOG_MAX_BYTES, LiveRecords
 from peer.jobs.locality import Locality
-from peer.jobs.planner import (
-    MAX_ASSEMBLY_ENTRIES,
-    Assembly,
-    Planner,
-    mesh_slots,
-    producer,
-    ready,
-    value_chunks,
-)
+from peer.jobs.planner import Assembly, Planner, mesh_slots, producer, ready, value_chunks
 from peer.jobs.ports import (
     CatchUp,
     Clock,
@@ -131,8 +123,7 @@ class Scheduler:
         # what the API shows of local runs; a run's log within --task-log-max-bytes
         self.live = LiveRecords(int(cfg.kind_settings.get("log_max_bytes", LOG_MAX_BYTES)))
         self.planner = Planner(state, store, data, cfg.min_chunk_items, cfg.max_chunk_items,
-                               parse, self._peers, cfg.max_input_entries,
-                               max(MAX_ASSEMBLY_ENTRIES, 8 * cfg.max_input_entries))
+                               parse, self._peers, cfg.max_input_entries)
         self.locality = Locality(peer_id, data, peers, clock, cfg.lease_s, self._background,
                                  self._mark, cfg.fetch_backoff_s, cfg.fetch_max_backoff_s)
         self._runs = Runs(cfg, state, emit, store, runner, data, self.live, clock, offload,
@@ -344,7 +335,7 @@ class Scheduler:
     @property
     def _no_claims(self) -> bool:
         """No new claim, split nor add now: `hold_claims`, or `settling`."""
-        return self.claims_held or self._settle_until > -math.inf
+        return self.claims_held or self.settling
 
     def heads_seen(self, peer: str, vv: Mapping[str, int], mesh: bool = False) -> None:
         """A live member's vector of the lanes we share (a pair round's), or of the mesh
@@ -1299,8 +1290,7 @@ class Scheduler:
         (`_vouched_runner`); None (every failure counts) otherwise, so an orphan takeover
         still fails a task that fails (session 50, helper f; helper b's left (4))."""
         st = self.state
-        if (not st.lanes_on or job not in st.members_of or not st.some_unvouched(job)
-                or self._vouched_runner(job, spec) is None):
+        if not st.lanes_unvouched(job) or self._vouched_runner(job, spec) is None:
             return None
         return lambda f: st.unvouched_lane(job, f) is not None
 
@@ -1317,7 +1307,7 @@ class Scheduler:
         """Task `task` of `job`, failed in the fold: is it failed still once an unvouched
         lane's failures are left out where they are (`_failed_here`'s second half)?"""
         st, n = self.state, self.cfg.max_attempts
-        if not (st.lanes_on and job in st.members_of and st.some_unvouched(job)):
+        if not st.lanes_unvouched(job):
             return True
         try:
             spec = spec if spec is not None else self.workflow(job).task(task)
@@ -1334,7 +1324,7 @@ class Scheduler:
         again was counted settled and the job over). None (every failure counts) while the
         job has no member not vouched for."""
         st = self.state
-        if not (st.lanes_on and job in st.members_of and st.some_unvouched(job)):
+        if not st.lanes_unvouched(job):
             return None
         try:
             wf = self.workflow(job)
