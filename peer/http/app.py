@@ -548,9 +548,14 @@ async def _record_lists(node: Host, cids: Sequence[tuple[Any, bool]], kind: str,
                if cache.missed(cid) else
                f"is not held here and was not fetched (at most {MAX_RECORD_FETCHES} records "
                "are fetched per read: read again)")
-        if kind == "log":
-            out.append(f"[banzai] the run record {cid} {why}: its lines are not shown")
+        out.extend(_unshown(cid, why, kind))
     return out
+
+
+def _unshown(cid: str, why: str, kind: str) -> list[str]:
+    """What stands for a run record's list not shown: a log line saying why (no metrics)."""
+    return [f"[banzai] the run record {cid} {why}: its lines are not shown"
+            ] if kind == "log" else []
 
 
 async def _held_list(node: Host, cid: Any, kind: str, cache: RecordCache, fetch: bool = True,
@@ -568,8 +573,7 @@ async def _held_list(node: Host, cid: Any, kind: str, cache: RecordCache, fetch:
     bound = record_max_bytes(node.cfg.task_log_max_bytes)
     why = cache.refused(cid, kind)
     if why is not None:
-        return [f"[banzai] the run record {cid} {why}: its lines are not shown"
-                ] if kind == "log" else []
+        return _unshown(cid, why, kind)
     try:
         try:
             return await _record_list(node, cid, kind, cache)
@@ -583,9 +587,8 @@ async def _held_list(node: Host, cid: Any, kind: str, cache: RecordCache, fetch:
             cache.miss(cid)  # verified, a liar's answer may be; asked again after the miss's
             if isinstance(e, NotFound):  # MISS_TTL_S, not refused for good: review r2, L1)
                 raise
-            return [f"[banzai] the run record {cid} was sent larger than a run record may be "
-                    f"({bound} bytes) by every live peer asked: its lines are not shown"
-                    ] if kind == "log" else []
+            return _unshown(cid, f"was sent larger than a run record may be ({bound} bytes) "
+                            "by every live peer asked", kind)
         return await _record_list(node, cid, kind, cache)
     except TooLarge:  # (its own size, read here: remembered, either list)
         why = f"is larger than a run record may be ({bound} bytes)"
@@ -599,22 +602,19 @@ async def _held_list(node: Host, cid: Any, kind: str, cache: RecordCache, fetch:
         said = e.message.removeprefix(f"the run record {cid}").lstrip(": ")
         why = f"is no run record ({cut_text(said, 200)})"
         cache.refuse(cid, kind, why)  # (BadDag: this list; a record may hold the other)
-    return [f"[banzai] the run record {cid} {why}: its lines are not shown"
-            ] if kind == "log" else []
+    return _unshown(cid, why, kind)
 
 
-async def _record_list(node: Host, cid: str, kind: str, cache: RecordCache | None,
-                       ) -> list[Any]:
+async def _record_list(node: Host, cid: str, kind: str, cache: RecordCache) -> list[Any]:
     """The `kind` list of the run record at `cid`: parsed lately (RECORDS, by CID), or read
     and parsed in a worker thread. A record holds up to --task-log-max-bytes of log (~34 ms
     to parse 5 MB here), which was parsed on the loop per chunk per request, the log panel's
     every 0.7 s while a task runs (session 50, helper c)."""
-    got = None if cache is None else cache.get(cid, kind)
+    got = cache.get(cid, kind)
     if got is not None:
         return got
     value, size = await asyncio.to_thread(_read_record, node, cid, kind)
-    if cache is not None:
-        cache.put(cid, kind, value, size)
+    cache.put(cid, kind, value, size)
     return value
 
 

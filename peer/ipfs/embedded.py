@@ -33,7 +33,14 @@ from peer.errors import (
 )
 from peer.ipfs import car, dag, dagpb, hamt, ipld
 from peer.ipfs.blocks import BlockStore, PinSet, Staging, StoreLock, check_root, sync_fs
-from peer.ipfs.store import CarOptions, DirLink, Entry, GcHeldBack, GcStats
+from peer.ipfs.store import (
+    CarOptions,
+    DirLink,
+    Entry,
+    GcHeldBack,
+    GcStats,
+    too_many_entries,
+)
 from peer.ipfs.unixfs import Importer, Info, Node, Reader, check_name
 
 log = logging.getLogger("banzai.store")
@@ -417,10 +424,8 @@ class EmbeddedStore:
         links = self._reader.links(c) if info.sharded else iter(info.links)
         most = None if limit is None else max(limit - held, 0)
         got = list(links if most is None else islice(links, most + 1))
-        if most is not None and len(got) > most:
-            raise TooLarge(f"{root} holds more than {limit} files and directories, the most "
-                           "a task's input may hold to be listed (split it into several "
-                           "inputs)", field="cid")
+        if limit is not None and most is not None and len(got) > most:
+            raise too_many_entries(root, limit)
         got.sort(key=lambda lk: lk.name.encode("utf-8"), reverse=True)  # (names are unique)
         return got
 

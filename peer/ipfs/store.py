@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from peer.errors import ConfigError, DataError
+from peer.errors import ConfigError, DataError, TooLarge
 from peer.ipfs.unixfs import Kind
 
 STORE_KINDS = ("embedded", "kubo")
@@ -215,3 +215,10 @@ def open_store(cfg: StoreConfig) -> Store:
     from peer.ipfs.embedded import EmbeddedStore
 
     return EmbeddedStore(Path(cfg.root_dir))
+
+
+def too_many_entries(cid: str, limit: int) -> TooLarge:
+    """A task's input past the bound on what may be listed (`Listings.file_cids`' `limit`,
+    the planner's bounds), naming it."""
+    return TooLarge(f"{cid} holds more than {limit} files and directories, the most a task's "
+                    "input may hold to be listed (split it into several inputs)", field="cid")

@@ -12,7 +12,7 @@ from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from typing import Any
 
 from peer.errors import BanzaiError, TooLarge
-from peer.ipfs.store import Listings
+from peer.ipfs.store import Listings, too_many_entries
 from peer.jobs.claims import chunk_done
 from peer.jobs.ports import MAX_INPUT_ENTRIES, Data
 from peer.jobs.spec import TaskSpec, Workflow, workflow_from_json
@@ -178,10 +178,12 @@ class Planner:
                  parse: Callable[[Any], Workflow] = workflow_from_json,
                  live: Callable[[], Container[str]] = lambda: ANYONE,
                  max_input_entries: int = MAX_INPUT_ENTRIES,
-                 max_assembly_entries: int = MAX_ASSEMBLY_ENTRIES) -> None:
+                 max_assembly_entries: int | None = None) -> None:
         self.state = state
         self.max_input_entries = max_input_entries  # TooLarge past it (`files`)
-        self.max_assembly_entries = max_assembly_entries  # (of a split made: `files`)
+        self.max_assembly_entries = (  # (of a split made: `files`; 8x a raised bound)
+            max(MAX_ASSEMBLY_ENTRIES, 8 * max_input_entries) if max_assembly_entries is None
+            else max_assembly_entries)
         self.live = live  # the other peers alive now: only their providing counts for a hit
         self.parse = parse  # a stored workflow document -> its Workflow (Workflows.workflow)
         self.store = store
@@ -400,9 +402,7 @@ class Planner:
             self._files.move_to_end(cid)
             listing = self._files[cid]
             if listing is not None and len(listing) > bound:  # (listed under a higher bound)
-                raise TooLarge(f"{cid} holds more than {bound} files and directories, the "
-                               "most a task's input may hold to be listed (split it into "
-                               "several inputs)", field="cid")
+                raise too_many_entries(cid, bound)
         else:
             listing = (tuple(self.store.file_cids(cid, bound))
                        if self.store.stat(cid).kind == "dir" else None)

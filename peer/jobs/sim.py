@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
-from peer.errors import BanzaiError, TooLarge
-from peer.ipfs.store import Entry, StoreConfig
+from peer.errors import BanzaiError
+from peer.ipfs.store import Entry, StoreConfig, too_many_entries
 from peer.jobs.ports import SchedulerConfig
 from peer.jobs.scheduler import Scheduler
 from peer.jobs.spec import Workflow, from_obj, workflow_from_json
@@ -103,8 +103,7 @@ class MemoryStore:
     def file_cids(self, cid: str, limit: int | None = None) -> list[tuple[str, str]]:
         out = [(e.path, e.cid) for e in self.walk(cid)]
         if limit is not None and len(out) > limit:  # (files alone: the sim's dirs are flat)
-            raise TooLarge(f"{cid} holds more than {limit} files and directories, the most a "
-                           "task's input may hold to be listed", field="cid")
+            raise too_many_entries(cid, limit)
         return out
 
     def has(self, cid: str) -> bool:
