@@ -64,6 +64,7 @@ from peer.http.views import (
     published_names,
     served_by,
     shown_view,
+    unvouched_logs,
 )
 from peer.ipfs import gateway, rpc
 from peer.ipfs.subdomain import SubdomainConfig
@@ -78,7 +79,7 @@ from peer.jobs.live import (
 from peer.jobs.members import ordered
 from peer.jobs.placement import json_type
 from peer.jobs.spec import parse, resolve_images, with_splits
-from peer.log import ChunkFailed, Event, EventType, JobSubmitted, MeshState, TaskDone
+from peer.log import Event, EventType, JobSubmitted, MeshState, TaskDone
 from peer.log.events import MAX_CHUNKS, Member, cut_text
 from peer.log.snapframe import CONTENT_TYPE as SNAPSHOT_TYPE_V3
 
@@ -456,23 +457,31 @@ def record_cids(st: MeshState, job: str, task: str) -> list[tuple[str, bool]]:
     out: list[tuple[str, bool]] = []
     for i in sorted(chunks):
         c = chunks[i]
-        theirs = {b.log for f in c.failures.values()
-                  if (b := f.body_as(ChunkFailed)).log and st.unvouched_lane(job, f) is not None}
+        theirs = unvouched_logs(st, job, c)
         out.extend((cid, cid not in theirs) for cid in c.logs())
     return out
 
 
 async def _archived_record(node: Host, record: dict[str, Any], task: str, kind: str,
                            cache: RecordCache | None = None) -> list[Any]:
-    """A compacted job's task log or metrics, from the run logs its record names."""
+    """A compacted job's task log or metrics, from the run logs its record names: each
+    fetched from the mesh if not held here, but those its `unvouched_logs` lists (a
+    self-added member's failures', as `record_cids` leaves out of a live job's fetches: the
+    record listed every one alike, and each was fetched; review r2 of session 51, M2). A
+    record without that key (an earlier release's, or one with none) fetches each, as it
+    did; one whose key is no list of texts (no release writes that) fetches none."""
     tasks = {t["name"]: t for t in record.get("tasks", [])}
     t = tasks.get(task)
     if t is None:
         raise NotFound(f"job {record['id']} has no task {task!r} (tasks: "
                        f"{', '.join(tasks)})", field="task")
     logs = t.get("logs")
-    out = await _record_lists(node, [(c, True) for c in logs] if type(logs) is list else [],
-                              kind, RecordCache() if cache is None else cache)
+    theirs = t.get("unvouched_logs", [])
+    unfetched = (set(theirs) if type(theirs) is list and all(type(c) is str for c in theirs)
+                 else None)  # (None: none is fetched)
+    cids = [(c, unfetched is not None and not (type(c) is str and c in unfetched))
+            for c in logs] if type(logs) is list else []
+    out = await _record_lists(node, cids, kind, RecordCache() if cache is None else cache)
     if kind == "log" and t.get("warning"):
         out.append(f"[banzai] warning: {t['warning']}")
     return out

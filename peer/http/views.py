@@ -68,6 +68,23 @@ def _left_out(state: MeshState, job: str) -> Callable[[Event], bool] | None:
     return lambda f: state.unvouched_lane(job, f) is not None
 
 
+def unvouched_logs(state: MeshState, job: str, c: ChunkState) -> set[str]:
+    """The CIDs of chunk `c`'s run records that only a self-added (unvouched) member's
+    failures name (`MeshState.unvouched_lane`): b's rules leave those failures out of the
+    chunk's count, and the task log does not fetch their records (RR-3; a compacted job's
+    record lists them as `unvouched_logs`: review r2 of session 51, M2). A record that a
+    counted failure or the done run names too is not one of them."""
+    theirs: set[str] = set()
+    ours: set[str] = set()
+    for f in c.failures.values():
+        b = f.body_as(ChunkFailed)
+        if b.log:
+            (theirs if state.unvouched_lane(job, f) is not None else ours).add(b.log)
+    if theirs and c.done is not None and (done := c.done.body_as(ChunkDone).log):
+        ours.add(done)
+    return theirs - ours
+
+
 def _chunk(c: ChunkState, split: tuple[str, int] | None, n_items: int, max_attempts: int,
            task_done: bool, cancel: Event | None = None,
            skip: Callable[[Event], bool] | None = None) -> _Chunk:
@@ -169,6 +186,7 @@ def _task(state: MeshState, job: str, t: dict[str, Any], max_attempts: int, deta
     chunks: list[_Chunk] = []  # of the chunks that events are about, in chunk order
     shown: list[_Chunk] = []
     logs: list[str] = []  # (a record's: every run record of its chunks, in chunk order)
+    unvouched: list[str] = []  # (of those, a self-added member's failures': not fetched)
     n = 0
     if split is not None:
         b = split.body
@@ -186,6 +204,8 @@ def _task(state: MeshState, job: str, t: dict[str, Any], max_attempts: int, deta
         chunks = list(views.values())
         if not detail:
             logs = [x for i in sorted(states) for x in states[i].logs()]
+            unvouched = sorted({x for c in states.values()
+                                for x in unvouched_logs(state, job, c)})
         if detail:
             shown = [views[i] if i in views else _untouched(n_items(i), task_done)
                      for i in range(min(chunks_from, n), min(chunks_from + MAX_VIEW_CHUNKS, n))]
@@ -225,6 +245,8 @@ def _task(state: MeshState, job: str, t: dict[str, Any], max_attempts: int, deta
     else:
         out["chunks"] = []  # (failed attempts' records too: ChunkState.logs, session 51)
         out["logs"] = logs
+        if unvouched:  # (absent, as in a record of an earlier release: none is)
+            out["unvouched_logs"] = unvouched
     return _Made(out, [c.finished_ms or 0 for c in chunks], untouched > 0)
 
 
