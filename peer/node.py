@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -64,6 +65,7 @@ from peer.jobs.retention import (
     archived_facts,
     archived_logs,
     ended_hlc,
+    failed_by,
     finished_at,
     record_facts,
 )
@@ -497,8 +499,10 @@ class Node:
         self.janitor.forget.append(self.fetcher.complete.clear)  # "complete here" memos
         # (in a thread, on a connection of its own; the outputs only if a bound reads them)
         ret = self.janitor.cfg.retention
-        reader = archived_facts if (ret.keep_outputs_s is not None
-                                    or ret.store_max_bytes is not None) else archived_logs
+        reader = functools.partial(  # (this peer's failed runs' records kept: RR-5, M1)
+            archived_facts if (ret.keep_outputs_s is not None
+                               or ret.store_max_bytes is not None) else archived_logs,
+            me=self.peer_id)
         self.janitor.archived = lambda: self.index.facts_apart(reader)
         self.janitor.archived_cids = lambda: read_provided(self.log.path, self.peer_id)
         self.janitor.archived_outputs = lambda: read_outputs(self.log.path)
@@ -559,7 +563,8 @@ class Node:
             return None
         record = job_record(self.state, job, self.cfg.max_attempts)  # (one pass)
         return Finished(record["state"], ended_hlc(end_s), len(record["tasks"]),
-                        summary(record), record, record_facts(record, end_s))
+                        summary(record), record,
+                        record_facts(record, end_s, failed_by(self.state, job)))
 
     def _catch_up(self, job: str, peer: str, *, fallback: bool) -> None:
         """The scheduler's `catch_up`: a pair round of lanes job `job` with `peer` now."""

@@ -155,7 +155,7 @@ class Janitor:
         a thread (`archived`): a job compacted meanwhile left the state after its record
         was written, so the read that follows finds it (the reverse order could miss it,
         and gc would free its run logs)."""
-        live = job_facts(self.state, self.cfg.max_attempts, self._listed.get)
+        live = job_facts(self.state, self.cfg.max_attempts, self._listed.get, self.peer_id)
         return live + await asyncio.to_thread(self.archived)
 
     def _refreshed(self, jobs: list[JobFacts]) -> list[JobFacts]:
@@ -165,7 +165,7 @@ class Janitor:
         a split that large comes later in a job's life than one cycle.) A job deleted
         meanwhile is dropped; one compacted meanwhile keeps its facts (its record is in the
         job index now, read at the next cycle)."""
-        fresh = job_facts(self.state, self.cfg.max_attempts, self._listed.get)
+        fresh = job_facts(self.state, self.cfg.max_attempts, self._listed.get, self.peer_id)
         ids = {j.job for j in fresh}
         return fresh + [j for j in jobs if j.job not in ids and j.job not in self.state.deleted]
 

@@ -14,13 +14,14 @@ no clock.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from peer.errors import ConfigError
 from peer.jobs.claims import TaskSkips, task_failed, task_status
 from peer.log import (
     ChunkDone,
+    ChunkFailed,
     ChunkState,
     Event,
     JobSubmitted,
@@ -28,6 +29,7 @@ from peer.log import (
     Partial,
     hlc_ms,
 )
+from peer.log.lanes import peer_of
 from peer.log.snapstream import check_facts
 
 
@@ -54,7 +56,9 @@ class JobFacts:
     finished_s: float | None  # wall-clock seconds (its events' HLC) when it ended; None: live
     outputs: frozenset[str]  # what its computed tasks produced (retention may unpin these)
     needs: frozenset[str]  # every CID it made or reads: sources, inputs, chunk outputs, items
-    logs: frozenset[str]  # its chunks' run logs (kept while the record is)
+    # its chunks' run logs kept while the record is: the done runs', and the failed runs'
+    # made by the peer that reads the facts (`me`; every one where it is not given)
+    logs: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -145,9 +149,15 @@ def _unread(cid: str) -> None:
 
 
 def job_facts(state: MeshState, max_attempts: int, listed: Listed = _unread,
-              ) -> list[JobFacts]:
-    """Every job of the state, live or finished (see `finished_at`)."""
-    return [_facts(state, job, ev, max_attempts, listed) for job, ev in state.jobs.items()]
+              me: str | None = None) -> list[JobFacts]:
+    """Every job of the state, live or finished (see `finished_at`); `me`: the peer whose
+    gc they are for (`JobFacts.logs`: another peer's failed run's record fetched here by a
+    read is a cache, no root; review rr of session 51, RR-5)."""
+    out = [_facts(state, job, ev, max_attempts, listed) for job, ev in state.jobs.items()]
+    if me is None:
+        return out
+    return [replace(f, logs=f.logs - elsewhere) if (
+        elsewhere := _made_elsewhere(failed_by(state, f.job), me)) else f for f in out]
 
 
 def kept_listings(state: MeshState, job: str) -> list[str]:
@@ -166,33 +176,82 @@ def kept_listings(state: MeshState, job: str) -> list[str]:
     return out
 
 
-def archived_facts(job: str, facts: Mapping[str, Any], outputs_too: bool = True) -> JobFacts:
+def archived_facts(job: str, facts: Mapping[str, Any], outputs_too: bool = True,
+                   me: str | None = None) -> JobFacts:
     """A compacted job's facts as its record keeps them (finished; outputs, unless not
-    `outputs_too`, and logs); ValueError if they are not what `record_facts` writes (read
-    back from disk)."""
+    `outputs_too`, and logs: those `_made_elsewhere` for `me` left out); ValueError if they
+    are not what `record_facts` writes (read back from disk)."""
     check_facts(facts)  # (a snapshot's rows were checked so as they came)
     outputs = frozenset(facts.get("outputs", ()) if outputs_too else ())
+    logs = frozenset(facts.get("logs", ()))
     return JobFacts(job, float(facts.get("finished_s", 0.0)), outputs, outputs,
-                    frozenset(facts.get("logs", ())))
+                    logs - _made_elsewhere(facts.get("failed_by"), me))
 
 
-def archived_logs(job: str, facts: Mapping[str, Any]) -> JobFacts:
+def archived_logs(job: str, facts: Mapping[str, Any], me: str | None = None) -> JobFacts:
     """`archived_facts` without the outputs (empty): what a cycle needs of a compacted job
     when no output bound is set (its end, for `plan_job_deletions`, and its run logs, gc
     roots), so that the outputs of every job ever compacted are not held in memory at once
     (review r2 of session 49 H2); ValueError as `archived_facts`."""
-    return archived_facts(job, facts, outputs_too=False)
+    return archived_facts(job, facts, outputs_too=False, me=me)
 
 
-def record_facts(record: Mapping[str, Any], finished_s: float) -> dict[str, Any]:
+def _made_elsewhere(failed_by: Any, me: str | None) -> set[str]:
+    """Of a compacted job's facts' `failed_by` (`record_facts`), the failed runs' records
+    made by a peer other than `me` only: no gc root here (RR-5: a copy a read fetched is a
+    cache). None where `me` is not given, or `failed_by` is absent (an earlier release's
+    facts: every record a root, as there) or is not what `record_facts` writes (a member's
+    snapshot row may hold anything: read as absent, the reading that keeps more)."""
+    if me is None or type(failed_by) is not dict:
+        return set()
+    out: set[str] = set()
+    for peer, cids in failed_by.items():
+        if type(peer) is not str or type(cids) is not list or any(
+                type(c) is not str for c in cids):
+            return set()
+        if peer != me:
+            out.update(cids)
+    return out.difference(failed_by.get(me, ()))
+
+
+def record_facts(record: Mapping[str, Any], finished_s: float,
+                 failed: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
     """What a finished job's record keeps for retention (`archived_facts` reads it back):
     when it ended, what its computed tasks produced and its chunks' run logs, read off the
-    record (`peer.http.views.job_record`) as `job_facts` finds them in the state."""
+    record (`peer.http.views.job_record`) as `job_facts` finds them in the state; and
+    (`failed`: `failed_by` of the state, if any) its failed runs' records by the peer that
+    made each, so that each peer keeps its own whoever wrote the facts (a snapshot carries
+    them: review r2 of session 51, M1). `logs` still lists every record: an earlier
+    release keeps each as a root."""
     tasks = record["tasks"]
-    return {"finished_s": finished_s,
-            "outputs": sorted({t["output"] for t in tasks if t["state"] == "done"
-                               and not t["cid"]}),
-            "logs": sorted({c for t in tasks for c in t["logs"]})}
+    out = {"finished_s": finished_s,
+           "outputs": sorted({t["output"] for t in tasks if t["state"] == "done"
+                              and not t["cid"]}),
+           "logs": sorted({c for t in tasks for c in t["logs"]})}
+    if failed:
+        out["failed_by"] = {p: list(cids) for p, cids in sorted(failed.items())}
+    return out
+
+
+def failed_by(state: MeshState, job: str) -> dict[str, list[str]]:
+    """`job`'s failed runs' records (its CHUNK_FAILEDs' `log`) by the peer that made each
+    (the failure's origin's: a lane's peer), each sorted, less those a done run's record
+    is too (a root on every peer): the same on every peer that folded the same events,
+    whichever of them writes the job's facts (the narrowing of session 51, helper g, wrote
+    what the writer made: review r2 M1)."""
+    done: set[str] = set()
+    made: dict[str, set[str]] = {}
+    ev = state.jobs.get(job)
+    if ev is None:
+        return {}
+    for t in ev.body_as(JobSubmitted).workflow["tasks"]:
+        for c in _chunks(state, job, t["name"]):
+            if c.done is not None and (log := c.done.body_as(ChunkDone).log):
+                done.add(log)
+            for f in c.failures.values():
+                if (log := f.body_as(ChunkFailed).log):
+                    made.setdefault(peer_of(f.origin), set()).add(log)
+    return {p: sorted(cids - done) for p, cids in made.items() if cids - done}
 
 
 def _facts(state: MeshState, job: str, ev: Event, max_attempts: int,

@@ -10,18 +10,31 @@ collected by the next gc."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from peer.config import PeerConfig
 from peer.errors import NotFound
 from peer.http.app import _archived_record
 from peer.http.records import RecordCache
 from peer.http.views import job_record
-from peer.log import Event
+from peer.ipfs import EmbeddedStore
+from peer.jobs.janitor import Janitor, JanitorConfig
+from peer.jobs.retention import (
+    RetentionConfig,
+    archived_facts,
+    archived_logs,
+    failed_by,
+    job_facts,
+    record_facts,
+)
+from peer.log import Event, MeshState
 from peer.node import Node
 from tests.unit.test_compaction import _cid
-from tests.unit.test_lanes_unvouched_done import ADD, SUB, J, R, X, lanes_fold
+from tests.unit.test_lanes_unvouched_done import ADD, SUB, H, J, R, X, chunk_done, lanes_fold
 from tests.unit.test_lanes_unvouched_split import HSPLIT, failure
 
 
@@ -102,3 +115,76 @@ def test_a_record_a_vouched_member_names_too_is_not_left_unfetched() -> None:
                     _named(failure(R, 1, 1400, 1), OURS)])
     [t] = job_record(s, J, 3)["tasks"]
     assert t["logs"] == [OURS, OURS] and "unvouched_logs" not in t
+
+
+# -- RR-5 and M1: a failed run's record is a gc root on the peer that made it ----------------
+def _stored_failures(store: EmbeddedStore) -> tuple[str, str, list[Event]]:
+    """X's and R's records held in `store` (unpinned: made here, or fetched by a read), and
+    J's events: t0's chunk failed by X (attempt 0) and R (attempt 1), each naming its own."""
+    x = store.add_bytes(json.dumps({"log": ["X's lines"], "metrics": []}).encode())
+    r = store.add_bytes(json.dumps({"log": ["R's lines"], "metrics": []}).encode())
+    return x, r, [SUB, ADD, HSPLIT, _named(failure(X, 1, 1300, 0), x),
+                  _named(failure(R, 1, 1400, 1), r)]
+
+
+def _janitor(me: str, state: MeshState, store: EmbeddedStore) -> Janitor:
+    cfg = JanitorConfig(RetentionConfig(), gc_interval_s=0, gc_grace_s=0)
+    return Janitor(cfg, me, state, store, lambda *a, **k: None)  # type: ignore[arg-type,return-value]
+
+
+async def test_another_peers_failed_runs_record_fetched_here_is_collected_its_own_kept(
+        tmp_path: Path) -> None:
+    """RR-5: each failed run's record a kept job names was a gc root on every peer that held
+    it (a read fetches it), as long as the job was kept (for ever without --keep-jobs-days),
+    outside store_max_bytes (on a04f558d R kept X's). Now on R, X's is a cache, collected
+    by the next gc; R's own is kept, and on X the reverse."""
+    for me in (R, X):
+        store = EmbeddedStore(tmp_path / me / "store")
+        x, r, evs = _stored_failures(store)
+        report = await _janitor(me, lanes_fold(evs, me), store).cycle()
+        own, fetched = (r, x) if me == R else (x, r)
+        assert store.has(own) and not store.has(fetched), me
+        assert report.gc.blocks == 1
+
+
+async def test_a_peers_own_failed_runs_record_is_kept_under_facts_another_peer_wrote(
+        tmp_path: Path) -> None:
+    """M1: the compacted job's facts come from whichever peer wrote its record (a snapshot
+    carries them); session 51's narrowing wrote the writer's records only, so R, taking H's
+    snapshot, collected the only copy of its own. Now the facts list each failed run's
+    record by the peer that made it (`failed_by`: the same on every peer), and each peer
+    keeps its own: R keeps R's and collects X's copy, whoever wrote them. Facts of an
+    earlier release (no `failed_by`) keep every record, as there."""
+    store = EmbeddedStore(tmp_path / "store")
+    x, r, evs = _stored_failures(store)
+    by = {me: failed_by(lanes_fold(evs, me), J) for me in (H, R, X)}
+    assert by[H] == by[R] == by[X] == {X: [x], R: [r]}
+    written = record_facts(job_record(lanes_fold(evs, H), J, 3), 1.0, by[H])  # (H's)
+    assert written["logs"] == sorted([x, r])  # (an earlier release keeps both)
+    old = {k: v for k, v in written.items() if k != "failed_by"}
+    assert archived_logs(J, old, me=R).logs == frozenset([x, r])
+    assert archived_facts(J, written, me=X).logs == frozenset([x])
+    janitor = _janitor(R, MeshState(), store)  # (J compacted here: not in memory)
+    janitor.archived = lambda: [archived_logs(J, written, me=R)]
+    await janitor.cycle()
+    assert store.has(r) and not store.has(x)
+
+
+@pytest.mark.parametrize("bad", [[X], {X: "c"}, {X: [7]}, {7: ["c"]}])
+def test_facts_whose_failed_by_is_malformed_keep_every_record(bad: Any) -> None:
+    """A member's snapshot row may hold anything: read as absent (every record a root)."""
+    facts = {"finished_s": 1.0, "outputs": [], "logs": ["a", "c"], "failed_by": bad}
+    assert archived_facts(J, facts, me=R).logs == frozenset(["a", "c"])
+
+
+def test_a_record_that_is_a_done_runs_too_is_kept_everywhere() -> None:
+    """The same record (CID) named by X's failure and a done run's: a root on every peer."""
+    done = _cid("the same record")
+    ran = chunk_done(R, 1, 1400, attempt=1)
+    ran = Event(ran.origin, ran.seq, ran.hlc, ran.type,
+                {**ran.payload, "split": list(HSPLIT.id), "log": done})
+    s = lanes_fold([SUB, ADD, HSPLIT, _named(failure(X, 1, 1300, 0), done), ran])
+    assert s.split_chunks(J, "t0")[0].done is not None
+    assert failed_by(s, J) == {}
+    [facts] = job_facts(s, 3, me=H)
+    assert done in facts.logs
