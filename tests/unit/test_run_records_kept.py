@@ -18,7 +18,7 @@ import pytest
 
 from peer.config import PeerConfig
 from peer.errors import NotFound
-from peer.http.app import _archived_record
+from peer.http.app import _archived_record, record_cids
 from peer.http.records import RecordCache
 from peer.http.views import job_record
 from peer.ipfs import EmbeddedStore
@@ -31,11 +31,13 @@ from peer.jobs.retention import (
     job_facts,
     record_facts,
 )
-from peer.log import Event, MeshState
+from peer.jobs.sim import JobMesh
+from peer.log import Event, EventType, MeshState
 from peer.node import Node
 from tests.unit.test_compaction import _cid
 from tests.unit.test_lanes_unvouched_done import ADD, SUB, H, J, R, X, chunk_done, lanes_fold
 from tests.unit.test_lanes_unvouched_split import HSPLIT, failure
+from tests.unit.test_scheduler_sim import CATALOG, CFG, WRITE
 
 
 def _node(d: Path, opened: list[Node]) -> Node:
@@ -188,3 +190,35 @@ def test_a_record_that_is_a_done_runs_too_is_kept_everywhere() -> None:
     assert failed_by(s, J) == {}
     [facts] = job_facts(s, 3, me=H)
     assert done in facts.logs
+
+
+# -- a cancelled run's record: kept, as a failure's (d's "Left" of session 51) ---------------
+async def test_a_cancelled_runs_record_is_kept_bounded_and_collected_as_a_failures() -> None:
+    """A user who cancels a run that hangs wants to see what it printed: its record is
+    stored (bounded as any run's: `run_record`), its CHUNK_FAILED (kind cancelled) names it,
+    the task log lists it, and gc keeps it on the peer that ran it only (`failed_by`), as
+    long as its job is kept. A guard: decided, not changed (failed_by is new)."""
+    mesh = JobMesh(2, CATALOG, CFG)
+    try:
+        job = mesh.submit("p0", [WRITE])
+        await mesh.settle()
+        [holder] = [p for p in mesh.peers if mesh[p].runner.running]
+        [key] = mesh[holder].runner.running
+        mesh[holder].runner.messages[key]("log", ("still waiting for the server",))
+        other = next(p for p in mesh.peers if p != holder)
+        mesh.emit(other, EventType.JOB_CANCELLED, {"job": job, "reason": "test"})
+        await mesh.settle()
+        [failed] = mesh.events(EventType.CHUNK_FAILED, holder, task="w")
+        assert failed.payload["kind"] == "cancelled"
+        cid = failed.payload["log"]
+        record = json.loads(b"".join(mesh[holder].store.cat(cid)))
+        assert record["log"] == ["still waiting for the server",
+                                 "[banzai] attempt 0 failed: cancelled"]
+        for p in mesh.peers:
+            st = mesh[p].state
+            assert record_cids(st, job, "w") == [(cid, True)]
+            assert failed_by(st, job) == {holder: [cid]}
+            assert cid in next(f for f in job_facts(st, 3, me=holder) if f.job == job).logs
+            assert cid not in next(f for f in job_facts(st, 3, me=other) if f.job == job).logs
+    finally:
+        await mesh.close()
