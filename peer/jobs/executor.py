@@ -50,7 +50,7 @@ from peer.dataentry import DIR_NOFOLLOW, ensure_dir, remove_tree
 from peer.errors import BanzaiError, ConfigError, disk_full
 from peer.jobs import scratch
 from peer.jobs.heap import HeapConfig, libc_mallopt, tune
-from peer.jobs.scratch import Space, alive, free, hold
+from peer.jobs.scratch import Space, alive, free
 from peer.jobs.watch import Watch, Watched, disk_used
 
 __all__ = ["Executor", "ExecutorConfig", "ExitKind", "Handle", "OnMessage", "RunResult", "Timer",
@@ -373,7 +373,7 @@ class Executor:
         if swept:
             log.info("removed %d run directories of executors killed before they closed "
                      "(in %s)", swept, where)
-        self._base, held = _made_and_held(where)
+        self._base, held = scratch.made_and_held(where, f"{_BASE_PREFIX}{os.getpid()}-")
         # Removed by close(), else when this executor is collected or the process exits;
         # a killed process's is swept by the next executor started in the same directory.
         self._remove_base = weakref.finalize(self, _remove_base, self._base, os.getpid(), held)
@@ -1257,20 +1257,6 @@ def sweep_bases(directory: Path) -> int:
             os.close(fd)
         removed += 1
     return removed
-
-
-def _made_and_held(where: Path, tries: int = 3) -> tuple[Path, int]:
-    """A new run directory of this executor's in `where` and a descriptor of it holding its
-    lock (`hold`: not swept while this executor runs). Between the two, a peer of another
-    PID namespace sharing `where` (this PID looks gone there) may sweep it: then another."""
-    for attempt in range(tries):
-        base = Path(tempfile.mkdtemp(prefix=f"{_BASE_PREFIX}{os.getpid()}-", dir=where))
-        try:
-            return base, hold(base)
-        except (FileNotFoundError, BlockingIOError):  # (swept, or being swept)
-            if attempt == tries - 1:
-                raise
-    raise AssertionError("unreachable")
 
 
 def _remove_base(base: Path, pid: int, held: int) -> None:

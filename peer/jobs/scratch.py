@@ -76,15 +76,9 @@ def on_tmpfs(free_min_bytes: int, sweeps: Sweeps = _SWEEPS) -> Path | None:
         return None
     if st.f_bavail * st.f_frsize < free_min_bytes or mem_available() < free_min_bytes:
         return None
-    try:
-        d = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=TMPFS))
+    try:  # (held: not swept while this worker lives, `sweep`; `remove`)
+        d, _HELD[d] = made_and_held(Path(TMPFS), f"{PREFIX}{os.getpid()}-")
     except OSError:
-        return None
-    try:
-        _HELD[d] = _hold_fresh(d)  # (not swept while this worker lives: `sweep`; `remove`)
-    except OSError:  # (taken by another worker's sweep meanwhile: it removes it)
-        with contextlib.suppress(OSError):
-            os.rmdir(d)  # (empty: not left unheld on the tmpfs until a sweep)
         return None
     return d
 
@@ -93,17 +87,29 @@ HOLD_TRIES = 5  # a fresh directory's hold tried this often while another proces
 _pause = time.sleep
 
 
-def _hold_fresh(d: Path) -> int:
-    """`hold` of a directory this process just made: the tmpfs watch's probe (`_held`, of a
-    live worker's directories too) holds its lock a moment; a hold refused meanwhile is
-    tried again, a millisecond on (as executor._made_and_held tries again). Before, the
-    worker ran on disk and left the directory unheld (session 51, helper g: review rr RR-9).
-    OSError as `hold` (FileNotFoundError if a sweep took it)."""
+def made_and_held(where: Path, prefix: str) -> tuple[Path, int]:
+    """A new directory of this process in `where` (named `prefix` and a random tail) and a
+    descriptor of it holding its lock (`hold`). Between the two, another process may probe
+    it (the tmpfs watch's `_held`, of a live worker's directories too: its lock a moment;
+    the hold is tried again, a millisecond on: session 51, helper g, RR-9) or sweep it (a
+    peer of another PID namespace sharing `where`, to which this PID looks gone: another
+    directory is made). OSError as `mkdtemp` or `hold` once HOLD_TRIES are spent, the
+    directory made last removed if still there (empty: not left unheld until a sweep).
+    One loop for `on_tmpfs` and the executor's run directories (two near-alike before)."""
+    d: Path | None = None
     for attempt in range(HOLD_TRIES):
+        if d is None:
+            d = Path(tempfile.mkdtemp(prefix=prefix, dir=where))
         try:
-            return hold(d)
-        except BlockingIOError:
+            return d, hold(d)
+        except FileNotFoundError:  # (swept: another)
+            d = None
             if attempt == HOLD_TRIES - 1:
+                raise
+        except BlockingIOError:  # (probed, or being swept: tried again)
+            if attempt == HOLD_TRIES - 1:
+                with contextlib.suppress(OSError):
+                    os.rmdir(d)
                 raise
             _pause(0.001 * (attempt + 1))
     raise AssertionError("unreachable")

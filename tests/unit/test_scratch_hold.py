@@ -61,3 +61,30 @@ def test_a_hold_refused_throughout_leaves_no_directory(
     assert scratch.on_tmpfs(0, scratch.Sweeps()) is None
     assert len(pauses) == scratch.HOLD_TRIES - 1
     assert list(shm.iterdir()) == []
+
+
+def test_a_fresh_directory_swept_before_its_hold_is_made_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep of a process to which this PID looks gone (another PID namespace sharing the
+    directory) may remove a fresh directory before its hold: another is made, for a run's
+    tmpfs directory as for an executor's run directories (`made_and_held`, one loop for
+    both: on a04f558d `on_tmpfs` gave None, the run on disk)."""
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    made: list[str] = []
+    real = tempfile.mkdtemp
+
+    def mkdtemp(prefix: str, dir: str) -> str:
+        d = real(prefix=prefix, dir=dir)
+        made.append(d)
+        if len(made) == 1:
+            os.rmdir(d)  # (swept at once)
+        return d
+
+    monkeypatch.setattr(scratch, "TMPFS", str(shm))
+    monkeypatch.setattr(scratch.tempfile, "mkdtemp", mkdtemp)
+    d = scratch.on_tmpfs(0, scratch.Sweeps())
+    assert d is not None and str(d) == made[1] and len(made) == 2
+    assert scratch.holders(shm, {os.getpid()}) == {os.getpid()}
+    scratch.remove(d)
+    assert list(shm.iterdir()) == []
