@@ -49,7 +49,7 @@ from peer.http.limits import Gate, HttpLimits, open_files_limit
 from peer.http.metrics import CONTENT_TYPE as METRICS_TYPE
 from peer.http.metrics import Metrics, member_state
 from peer.http.openapi import OPENAPI
-from peer.http.records import MISS_TTL_S, RecordCache
+from peer.http.records import MISS_TTL_S, RecordCache, Tail, list_bytes
 from peer.http.tokens import load_or_create_token, mesh_credential
 from peer.http.uiheaders import ui_headers_hook
 from peer.http.views import (
@@ -422,7 +422,10 @@ async def gc(request: web.Request) -> web.Response:
     return web.json_response(report.to_json())
 
 
-async def _task_record(request: web.Request, kind: str) -> list[Any]:
+async def _task_record(request: web.Request, kind: str, need: int | None = None,
+                       ) -> tuple[int, list[Any]]:
+    """A task's `kind` list, or (`need`) at least its last `need` items: (how many items
+    before those were left out, the items)."""
     node = _node(request)
     job, task = request.match_info["job"], request.match_info["task"]
     if held_elsewhere(node.state, job, node.peer_id):  # (not asked of a member yet)
@@ -431,21 +434,27 @@ async def _task_record(request: web.Request, kind: str) -> list[Any]:
                           f"{kind} are read on a member", field="job")
     record = await _job(node, job)
     if record is not None:
-        return await _archived_record(node, record, task, kind, request.app[RECORDS])
+        return await _archived_lists(node, record, task, kind, request.app[RECORDS], need)
     names = node.state.jobs[job].body_as(JobSubmitted).tasks
     if task not in names:
         raise NotFound(f"job {job} has no task {task!r} (tasks: {', '.join(names)})",
                        field="task")
-    out = await _record_lists(node, record_cids(node.state, job, task), kind,
-                              request.app[RECORDS])
+    after: list[Any] = []
     done = node.state.task_done.get((job, task))
     warning = done.body_as(TaskDone).warning if done is not None else None
     if kind == "log" and warning:
-        out.append(f"[banzai] warning: {warning}")
+        after.append(f"[banzai] warning: {warning}")
     live = (node.scheduler.logs if kind == "log" else node.scheduler.metrics).get((job, task))
     if live and (job, task) not in node.state.task_done:
-        out.extend(points_cut(live) if isinstance(live, Kept) and kind == "metrics" else live)
-    return out
+        after.extend(points_cut(live) if isinstance(live, Kept) and kind == "metrics" else live)
+    left, out = await _record_parts(node, record_cids(node.state, job, task), kind,
+                                    request.app[RECORDS], _less(need, len(after)))
+    return left, [*out, *after]
+
+
+def _less(need: int | None, n: int) -> int | None:
+    """What is still needed of what comes before `n` items, if `need` are."""
+    return None if need is None else max(need - n, 0)
 
 
 def record_cids(st: MeshState, job: str, task: str) -> list[tuple[str, bool]]:
@@ -464,7 +473,15 @@ def record_cids(st: MeshState, job: str, task: str) -> list[tuple[str, bool]]:
 
 async def _archived_record(node: Host, record: dict[str, Any], task: str, kind: str,
                            cache: RecordCache | None = None) -> list[Any]:
-    """A compacted job's task log or metrics, from the run logs its record names: each
+    """A compacted job's task log or metrics, whole (`_archived_lists`)."""
+    return (await _archived_lists(node, record, task, kind, cache))[1]
+
+
+async def _archived_lists(node: Host, record: dict[str, Any], task: str, kind: str,
+                          cache: RecordCache | None = None, need: int | None = None,
+                          ) -> tuple[int, list[Any]]:
+    """A compacted job's task log or metrics (at least its last `need` items, as
+    `_record_parts`), from the run logs its record names: each
     fetched from the mesh if not held here, but those its `unvouched_logs` lists (a
     self-added member's failures', as `record_cids` leaves out of a live job's fetches: the
     record listed every one alike, and each was fetched; review r2 of session 51, M2). A
@@ -481,10 +498,10 @@ async def _archived_record(node: Host, record: dict[str, Any], task: str, kind: 
                  else None)  # (None: none is fetched)
     cids = [(c, unfetched is not None and not (type(c) is str and c in unfetched))
             for c in logs] if type(logs) is list else []
-    out = await _record_lists(node, cids, kind, RecordCache() if cache is None else cache)
-    if kind == "log" and t.get("warning"):
-        out.append(f"[banzai] warning: {t['warning']}")
-    return out
+    after = [f"[banzai] warning: {t['warning']}"] if kind == "log" and t.get("warning") else []
+    left, out = await _record_parts(node, cids, kind, RecordCache() if cache is None else cache,
+                                    _less(need, len(after)))
+    return left, [*out, *after]
 
 
 # What a run record may hold beyond its log (--task-log-max-bytes): 20,000 metric points
@@ -533,32 +550,58 @@ MAX_RECORD_FETCHES = 8  # run records missing here fetched per read of a task's 
 
 async def _record_lists(node: Host, cids: Sequence[tuple[Any, bool]], kind: str,
                         cache: RecordCache) -> list[Any]:
-    """The `kind` lists of the run records `cids` names, in order (`_held_list` each): those
+    """`_record_parts`, whole."""
+    return (await _record_parts(node, cids, kind, cache))[1]
+
+
+async def _record_parts(node: Host, cids: Sequence[tuple[Any, bool]], kind: str,
+                        cache: RecordCache, need: int | None = None,
+                        ) -> tuple[int, list[Any]]:
+    """The `kind` lists of the run records `cids` names, in order (`_held_list` each), or
+    (`need`) at least their last `need` items: (how many were left out before those, the
+    items). A record whose log the cache keeps as a `Tail` (too large for its budget) is
+    read again only if a read needs more of it than its tail. Those
     held here read first; then at most MAX_RECORD_FETCHES of the missing ones fetched from
     the mesh at once, each neither missed lately (`RecordCache.missed`) nor a self-added
     member's (the bool: False; a member b's rules do not count chooses no fetch); each other
     a line saying why it is not shown. Before, a read fetched every missing record in turn,
     each asking every live peer, again at each read: K failures naming CIDs nobody holds cost
     K x peers requests and up to K timeouts (session 51, helper g, RR-3)."""
-    parts = [await _held_list(node, cid, kind, cache, fetch=False) for cid, _ in cids]
+    parts: list[list[Any] | Tail | None] = [
+        await _held_list(node, cid, kind, cache, fetch=False) for cid, _ in cids]
     missing = [i for i, p in enumerate(parts) if p is None]
     fetch = [i for i in missing if cids[i][1] and not cache.missed(cids[i][0])]
     fetch = fetch[:MAX_RECORD_FETCHES]
     for i, got in zip(fetch, await asyncio.gather(*(
             _held_list(node, cids[i][0], kind, cache) for i in fetch)), strict=True):
         parts[i] = got
-    out: list[Any] = []
+    shown: list[list[Any]] = []
     for (cid, fetchable), part in zip(cids, parts, strict=True):
-        if part is not None:
-            out.extend(part)
-            continue
-        why = ("is a self-added member's, not held here: it is not fetched" if not fetchable
-               else f"was served by no live peer less than {MISS_TTL_S:.0f} s ago"
-               if cache.missed(cid) else
-               f"is not held here and was not fetched (at most {MAX_RECORD_FETCHES} records "
-               "are fetched per read: read again)")
-        out.extend(_unshown(cid, why, kind))
-    return out
+        if part is None:
+            why = ("is a self-added member's, not held here: it is not fetched"
+                   if not fetchable else
+                   f"was served by no live peer less than {MISS_TTL_S:.0f} s ago"
+                   if cache.missed(cid) else
+                   f"is not held here and was not fetched (at most {MAX_RECORD_FETCHES} "
+                   "records are fetched per read: read again)")
+            part = _unshown(cid, why, kind)
+        shown.append(part if isinstance(part, list) else [])
+    left = 0
+    for i in reversed(range(len(parts))):  # (from the last: what the read needs of each)
+        part = parts[i]
+        if need is not None and need <= 0:
+            left += part.total if isinstance(part, Tail) else len(shown[i])
+            shown[i] = []
+        elif isinstance(part, Tail):
+            if need is not None and need <= len(part.lines):
+                left += part.total - len(part.lines)
+                shown[i] = part.lines
+            else:  # (more than its tail: read whole again)
+                got = await _held_list(node, cids[i][0], kind, cache, fetch=False, whole=True)
+                shown[i] = got if isinstance(got, list) else _unshown(
+                    cids[i][0], "is held neither here nor by a live peer", kind)
+        need = _less(need, len(shown[i]))
+    return left, [x for part in shown for x in part]
 
 
 def _unshown(cid: str, why: str, kind: str) -> list[str]:
@@ -568,7 +611,7 @@ def _unshown(cid: str, why: str, kind: str) -> list[str]:
 
 
 async def _held_list(node: Host, cid: Any, kind: str, cache: RecordCache, fetch: bool = True,
-                     ) -> list[Any] | None:
+                     whole: bool = False) -> list[Any] | Tail | None:
     """`_record_list`, fetched from the mesh if it is not held here (a run on another peer
     whose record was not carried inline: a failed run's never is; not `fetch`: None); if no
     live peer holds it either (its peer is gone, or it was collected: remembered,
@@ -576,7 +619,8 @@ async def _held_list(node: Host, cid: Any, kind: str, cache: RecordCache, fetch:
     the rest is served: what is held of a task's log is what a user debugging it needs most
     (session 51). So too for a CID that is no run record this peer reads (a member names
     it: not JSON, a directory, larger than `record_max_bytes`): was a 422 or 501 for the
-    whole log (session 51, helper g, RR-2). A record that is no CID is left out."""
+    whole log (session 51, helper g, RR-2). A record that is no CID is left out. A log the
+    cache keeps as a `Tail` is that, unless `whole`."""
     if not isinstance(cid, str) or not reads_as_cid(cid):
         return []
     bound = record_max_bytes(node.cfg.task_log_max_bytes)
@@ -585,7 +629,7 @@ async def _held_list(node: Host, cid: Any, kind: str, cache: RecordCache, fetch:
         return _unshown(cid, why, kind)
     try:
         try:
-            return await _record_list(node, cid, kind, cache)
+            return await _record_list(node, cid, kind, cache, whole)
         except NotFound:
             if not fetch:
                 return None
@@ -614,23 +658,27 @@ async def _held_list(node: Host, cid: Any, kind: str, cache: RecordCache, fetch:
     return _unshown(cid, why, kind)
 
 
-async def _record_list(node: Host, cid: str, kind: str, cache: RecordCache) -> list[Any]:
+async def _record_list(node: Host, cid: str, kind: str, cache: RecordCache,
+                       whole: bool = False) -> list[Any] | Tail:
     """The `kind` list of the run record at `cid`: parsed lately (RECORDS, by CID), or read
     and parsed in a worker thread. A record holds up to --task-log-max-bytes of log (~34 ms
     to parse 5 MB here), which was parsed on the loop per chunk per request, the log panel's
-    every 0.7 s while a task runs (session 50, helper c)."""
+    every 0.7 s while a task runs (session 50, helper c). A log too large for the cache is
+    kept as its `Tail`, returned unless `whole` (session 52)."""
     got = cache.get(cid, kind)
-    if got is not None:
+    if got is not None and not (whole and isinstance(got, Tail)):
         return got
-    value, size = await asyncio.to_thread(_read_record, node, cid, kind)
+    value, size = await asyncio.to_thread(_read_record, node, cid, kind, cache.max_bytes)
     cache.put(cid, kind, value, size)
     return value
 
 
-def _read_record(node: Host, cid: str, kind: str) -> tuple[list[Any], int]:
+def _read_record(node: Host, cid: str, kind: str, budget: int) -> tuple[list[Any], int]:
     """The record's list, read only if it is a file within `record_max_bytes` (its size
     from its root block: TooLarge before a byte of it is read) of at most
-    `record_max_values` JSON values (counted before it is parsed: _NoRecord)."""
+    `record_max_values` JSON values (counted before it is parsed: _NoRecord), and its size
+    for the cache: the record's, or the list's (`list_bytes`) where the record is over
+    the cache's `budget` (a large record's metrics are small: session 52)."""
     log_max = node.cfg.task_log_max_bytes
     entry = node.store.stat(cid)
     if entry.kind != "file":
@@ -646,7 +694,8 @@ def _read_record(node: Host, cid: str, kind: str) -> tuple[list[Any], int]:
     if values > record_max_values(log_max):
         raise _NoRecord(f"holds more JSON values ({values}) than a run record may "
                         f"({record_max_values(log_max)})")
-    return _run_record(data, cid, kind), len(data)
+    value = _run_record(data, cid, kind)
+    return value, len(data) if len(data) <= budget else list_bytes(value)
 
 
 def _run_record(data: bytes, cid: str, kind: str) -> list[Any]:
@@ -673,11 +722,11 @@ async def task_log(request: web.Request) -> web.StreamResponse:
         tail = 0
     if tail is not None and not 1 <= tail <= MAX_TAIL_LINES:
         raise ArgError(f"tail must be an integer 1..{MAX_TAIL_LINES}", field="tail")
-    lines = await _task_record(request, "log")
+    left, lines = await _task_record(request, "log", tail)
     shown = lines if tail is None else lines[-tail:]
     if request.query.get("format") == "text":
         return web.Response(text="".join(f"{ln}\n" for ln in shown))
-    return web.json_response({"lines": shown, "total": len(lines)})
+    return web.json_response({"lines": shown, "total": left + len(lines)})
 
 
 async def task_metrics(request: web.Request) -> web.Response:
@@ -686,7 +735,7 @@ async def task_metrics(request: web.Request) -> web.Response:
     log's marker line stands where its lines were cut (session 51)."""
     points: list[Any] = []
     cut: list[dict[str, Any]] = []
-    for x in await _task_record(request, "metrics"):
+    for x in (await _task_record(request, "metrics"))[1]:
         if isinstance(x, PointsCut):
             cut.append({"at": len(points), "points": x.points, "note": x.note})
         else:

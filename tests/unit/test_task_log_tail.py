@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from peer.http import app as app_module
-from peer.http.records import RecordCache
+from peer.http.records import TAIL_LINES, RecordCache, Tail, list_bytes
 from peer.log import Event, EventType
 from peer.node import Node
 from tests.unit.api_client import api_client
@@ -133,6 +133,73 @@ def test_the_record_cache_keeps_the_latest_within_its_budget() -> None:
     cache.put("b", "log", ["b"], 40)
     assert cache.get("a", "log") == ["a"]  # (now the latest used)
     cache.put("c", "log", ["c"], 40)  # over the budget: b, the least recently used, goes
-    cache.put("huge", "log", ["h"], 101)  # alone over it: not kept
+    cache.put("huge", "metrics", ["h"], 101)  # alone over it: not kept (a log's tail is)
     assert [cache.get(k, "log") for k in "abc"] == [["a"], None, ["c"]]
-    assert (cache.get("huge", "log"), cache.get("a", "metrics"), cache.bytes) == (None, None, 80)
+    assert (cache.get("huge", "metrics"), cache.get("a", "metrics"), cache.bytes) == (
+        None, None, 80)
+
+
+def test_a_log_over_the_budget_is_kept_as_its_tail() -> None:
+    """Session 52: a record over the budget was not kept at all (parsed again at every read);
+    a log's last TAIL_LINES are, with its count, if they are within the budget; a whole list
+    read later does not replace it (it is no smaller), nor does a tail over the budget go in."""
+    cache = RecordCache(max_bytes=20_000)
+    lines = [f"l{i}" for i in range(5000)]
+    cache.put("big", "log", lines, 40_000)
+    assert cache.get("big", "log") == Tail(5000, lines[-TAIL_LINES:])
+    assert cache.bytes == list_bytes(lines[-TAIL_LINES:]) < 20_000
+    cache.put("big", "log", lines, 40_000)
+    assert cache.get("big", "log") == Tail(5000, lines[-TAIL_LINES:])
+    cache.put("long", "log", ["x" * 30_000], 30_010)  # (its tail alone is over: not kept)
+    assert cache.get("long", "log") is None
+
+
+async def test_a_record_over_the_caches_budget_is_parsed_once_for_tail_reads(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record over RECORDS_MAX_BYTES (8 MiB; a failed run's may be up to 28 MiB) was read,
+    counted and parsed again at every read: the log panel's ?tail= every 0.7 s (on a04f558d:
+    a parse per read). Its log's tail is kept: a tail read within it parses nothing; one of
+    more, or of the whole log, parses it again; its metrics (small) are kept by their own
+    size. Here the budget is 16,000 bytes, the record ~39,000."""
+    n, parsed_in = _one_recorded_chunk(tmp_path, opened, monkeypatch)
+    done = [f"done {i}" for i in range(3000)]
+    async with api_client(n) as c:
+        c.server.app[app_module.RECORDS].max_bytes = 16_000
+        for _ in range(3):
+            r = await c.get("/api/jobs/job000/tasks/t0/log", params={"tail": "1"})
+            assert await r.json() == {"lines": ["done 2999"], "total": 3000}
+        assert len(parsed_in) == 1
+        r = await c.get("/api/jobs/job000/tasks/t0/log", params={"tail": "1000"})
+        assert await r.json() == {"lines": done[-1000:], "total": 3000}
+        assert len(parsed_in) == 1
+        r = await c.get("/api/jobs/job000/tasks/t0/log", params={"tail": "1001"})
+        assert await r.json() == {"lines": done[-1001:], "total": 3000}
+        assert len(parsed_in) == 2
+        r = await c.get("/api/jobs/job000/tasks/t0/log")
+        assert await r.json() == {"lines": done, "total": 3000}
+        assert len(parsed_in) == 3
+        for _ in range(2):
+            r = await c.get("/api/jobs/job000/tasks/t0/metrics")
+            assert await r.json() == {"metrics": [["loss", 1, 0.5]], "cut": []}
+        assert len(parsed_in) == 4
+
+
+async def test_a_tail_read_across_records_reads_a_kept_tail_only_where_it_needs_more(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two records, the first over the budget (kept as its tail), then 10 lines: a read of
+    the last 5 needs none of the first; of the last 1,500, more than its tail (parsed
+    again); the count is the whole's either way."""
+    n, parsed_in = _one_recorded_chunk(tmp_path, opened, monkeypatch)
+    small = n.store.add_bytes(json.dumps({"log": [f"s{i}" for i in range(10)],
+                                          "metrics": []}).encode())
+    [(big, _)] = app_module.record_cids(n.state, "job000", "t0")
+    cache = RecordCache(max_bytes=16_000)
+    cids = [(big, True), (small, True)]
+    whole = await app_module._record_lists(n, cids, "log", cache)
+    assert len(whole) == 3010 and len(parsed_in) == 2
+    assert await app_module._record_parts(n, cids, "log", cache, 5) == (3000, whole[-10:])
+    assert await app_module._record_parts(n, cids, "log", cache, 1000) == (
+        2000, whole[-1010:])
+    assert len(parsed_in) == 2
+    assert await app_module._record_parts(n, cids, "log", cache, 1500) == (0, whole)
+    assert len(parsed_in) == 3
