@@ -1129,6 +1129,9 @@ class Event:
     # payload, peer.mesh.wire.encode_event), dropped once pushed (peer.node.Node._send).
     # None at any other time (an event held in memory keeps no second copy of its payload).
     text: str | None = field(default=None, init=False, repr=False, compare=False)
+    # (`held_id`, length) of its row text as a gone job's held event (peer.log.gonewait
+    # `held_key`): made once, when it is first held, for its park, journal, frees and undos.
+    held: tuple[str, int] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         t = self.type
@@ -1218,8 +1221,8 @@ def _turn_parts(ev: Event, body: Turn) -> tuple[Event, ...]:
 # them past the frozen class's check, at less than half its cost (the fold makes about five
 # parts per task of a TURN: its parts, the TASK_DONE each CHUNK_DONE implies).
 (_SET_ORIGIN, _SET_SEQ, _SET_HLC, _SET_TYPE, _SET_PAYLOAD, _SET_BODY, _SET_ATT,
- _SET_PARTS, SET_TEXT) = (Event.__dict__[f].__set__ for f in (
-     "origin", "seq", "hlc", "type", "payload", "body", "att", "parts", "text"))
+ _SET_PARTS, SET_TEXT, SET_HELD) = (Event.__dict__[f].__set__ for f in (
+     "origin", "seq", "hlc", "type", "payload", "body", "att", "parts", "text", "held"))
 
 
 def part_event(origin: str, seq: int, hlc: int, typ: EventType, payload: dict[str, Any],
@@ -1235,6 +1238,7 @@ def part_event(origin: str, seq: int, hlc: int, typ: EventType, payload: dict[st
     _SET_ATT(part, None)
     _SET_PARTS(part, ())
     SET_TEXT(part, None)
+    SET_HELD(part, None)
     return part
 
 
@@ -1307,6 +1311,7 @@ def turn_event(parts: list[Event]) -> Event:
     for name, v in (("origin", first.origin), ("seq", first.seq), ("hlc", first.hlc),
                     ("type", EventType.TURN),
                     ("payload", {"parts": [[int(p.type), p.payload] for p in parts]}),
-                    ("body", body), ("att", None), ("parts", tuple(parts)), ("text", None)):
+                    ("body", body), ("att", None), ("parts", tuple(parts)), ("text", None),
+                    ("held", None)):
         _setattr(ev, name, v)
     return ev

@@ -70,7 +70,7 @@ from peer.log.gonewait import (
     WaitJournal,
     event_text,
     held_cost,
-    held_id,
+    held_key,
     held_problem,
 )
 from peer.log.ids import submitter_problem
@@ -631,7 +631,7 @@ def _undo_wait(w: GoneWait, kind: int, who: str, what: Any,
 def _undo_done(w: GoneWait, taken: bool, peer: str, ev: Event,
                journal: WaitJournal | None) -> int:
     """Undo `ev`'s parking in `w.done` (or, `taken`, its taking in): `_undo_wait`."""
-    key, d = held_id(event_text(ev)), 0
+    key, d = held_key(ev)[0], 0
     got = w.done.setdefault(peer, {})
     if not taken and got.pop(key, None) is not None:
         d = -held_cost(ev)
@@ -1222,15 +1222,16 @@ class MeshState:
         """TASK_DONE or CHUNK_DONE `ev` of the lane of `peer`, not vouched for, waits in
         `wait` (`GoneWait.done`; once: a refold parks it again at no cost), `by`'s fold
         parking it; False if a bound lets it go."""
-        text = event_text(ev) if text is None else text  # (`text`: its row text)
-        key = held_id(text)
+        if text is None and ev.held is None:  # (its row text, made once: `held_key`)
+            text = event_text(ev)
+        key = held_key(ev, text)[0]
         if key in wait.done.get(peer, ()):
             return True
-        if not self.wait_room(wait, held_cost(ev, text)):
+        if not self.wait_room(wait, held_cost(ev)):
             return False
         wait.done.setdefault(peer, {})[key] = ev
         if self.wait_journal is not None and (job := self._wait_job(wait)) is not None:
-            self.wait_journal.held(job, HELD_DONE, peer, ev)
+            self.wait_journal.held(job, HELD_DONE, peer, ev, text=text)
         self._undo_note(by, (UNDO_DONE, wait.job, peer, ev))
         return True
 
@@ -1296,7 +1297,7 @@ class MeshState:
         if ev is not None and held_problem(job, kind, peer, ev) is None and (
                 self.park_done(wait, peer, ev, text=text) if kind == HELD_DONE
                 else wait.lanes.holds(ev, peer) or self._hold_loaded(wait, peer, ev, text)):
-            if key != held_id(cast(str, text)) and journal is not None:
+            if key != held_key(ev, text)[0] and journal is not None:
                 journal.held(job, kind, peer, ev)  # (a row keyed otherwise: written anew)
                 journal.let_go(job, kind, key)
             return True
@@ -2411,11 +2412,13 @@ def _gone_task_fold(s: MeshState, ev: Event, job: str) -> bool:
         return False
     if lane[0] in facts.members:
         return True
-    if facts.fixed and facts.lanes and not (wait := s.gone_wait(job)).lanes.holds(
-            ev, lane[0]) and s.wait_room(wait, held_cost(ev)):
+    if not (facts.fixed and facts.lanes) or (wait := s.gone_wait(job)).lanes.holds(ev, lane[0]):
+        return False
+    text = event_text(ev) if ev.held is None else None  # (its row text, made once: `held_key`)
+    if s.wait_room(wait, held_cost(ev, text)):
         wait.lanes.hold(ev, lane[0])  # (a vouched member may add its peer: `_gone_members`)
         if s.wait_journal is not None:
-            s.wait_journal.held(job, HELD_LANE, lane[0], ev)
+            s.wait_journal.held(job, HELD_LANE, lane[0], ev, text=text)
         s._undo_note(ev, (UNDO_HELD, job, lane[0], ev))
     return False
 

@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from peer.log.events import MAX_ID_CHARS, Event, EventType
+from peer.log.events import MAX_ID_CHARS, SET_HELD, Event, EventType
 from peer.log.lanes import LANE_PARTS, lane_of
 
 # What a held event of a gone job waits as (a column of the job index's `gone_wait_held`;
@@ -42,10 +42,23 @@ def held_id(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def held_key(ev: Event, text: str | None = None) -> tuple[str, int]:
+    """(`held_id`, length) of held event `ev`'s row text (`text`, if made already): made
+    once per event and kept on it (`Event.held`), so that its park, journal, frees and undos
+    encode it no more (the row's write does, once: `WaitJournal.held`'s `text`)."""
+    got = ev.held
+    if got is None:
+        if text is None:
+            text = event_text(ev)
+        got = (held_id(text), len(text))
+        SET_HELD(ev, got)
+    return got
+
+
 def held_cost(ev: Event, text: str | None = None) -> int:
     """What held event `ev` (of row text `text`, if made already) costs (HELD_UNIT;
     HELD_REFUSED over HELD_TEXT_MAX)."""
-    n = len(event_text(ev) if text is None else text)
+    n = held_key(ev, text)[1]
     return 1 + n // HELD_UNIT if n <= HELD_TEXT_MAX else HELD_REFUSED
 
 
@@ -71,11 +84,13 @@ def held_problem(job: str, kind: int, peer: str, ev: Event) -> str | None:
 class JobWaits:
     """One job's changes: `dropped` (every row of it goes first), then each (adder, peer)
     add and each (kind, `held_id`) held event as it is now (True / (peer, event): kept;
-    False / None: gone)."""
+    False / None: gone); `texts`: the row texts of those kept that their park made already
+    (the write takes them; the others it encodes)."""
 
     dropped: bool = False
     adds: dict[tuple[str, str], bool] = field(default_factory=dict)
     held: dict[tuple[int, str], tuple[str, Event] | None] = field(default_factory=dict)
+    texts: dict[tuple[int, str], str] = field(default_factory=dict)
 
 
 class WaitJournal:
@@ -102,13 +117,23 @@ class WaitJournal:
         for p in peers:
             adds[(by, p)] = kept
 
-    def held(self, job: str, kind: int, peer: str, ev: Event, kept: bool = True) -> None:
-        """`ev` waits now under `peer` (`kept`) or no longer (folded)."""
-        self._of(job).held[(kind, held_id(event_text(ev)))] = (peer, ev) if kept else None
+    def held(self, job: str, kind: int, peer: str, ev: Event, kept: bool = True,
+             text: str | None = None) -> None:
+        """`ev` waits now under `peer` (`kept`) or no longer (folded); `text`: its row text,
+        if its park made it (kept for the write)."""
+        waits = self._of(job)
+        k = (kind, held_key(ev, text)[0])
+        waits.held[k] = (peer, ev) if kept else None
+        if kept and text is not None:
+            waits.texts[k] = text
+        else:
+            waits.texts.pop(k, None)
 
     def let_go(self, job: str, kind: int, key: str) -> None:
         """The held row of `job` keyed (`kind`, `key`) goes (let go as it was read back)."""
-        self._of(job).held[(kind, key)] = None
+        waits = self._of(job)
+        waits.held[(kind, key)] = None
+        waits.texts.pop((kind, key), None)
 
     def dropped(self, job: str) -> None:
         """Everything of `job` that waited goes (its tombstone went, or a bound let it go)."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import json
 import logging
 import os
@@ -299,18 +300,12 @@ class JobIndex:
                             "name = 'gone_wait_held'").fetchone() is None:
             return
         with self._tx() as db:
-            last: Any = None
-            while True:
-                rows = db.execute(
-                    "SELECT rowid, job, kind, peer, event FROM gone_wait_held"
-                    + ("" if last is None else " WHERE rowid > ?") + " ORDER BY rowid LIMIT ?",
-                    (HELD_BATCH,) if last is None else (last, HELD_BATCH)).fetchall()
-                if not rows:
-                    break
-                last = rows[-1][0]
+            rows = self._batches("SELECT rowid, job, kind, peer, event FROM gone_wait_held "
+                                 "WHERE 1 {after}", "rowid")
+            while page := list(itertools.islice(rows, HELD_BATCH)):
                 db.executemany("INSERT OR IGNORE INTO gone_wait_events VALUES (?, ?, ?, ?, ?)",
                                [(r[1], r[2], held_id(r[4] if type(r[4]) is str else repr(r[4])),
-                                 r[3], r[4]) for r in rows])
+                                 r[3], r[4]) for r in page])
             db.execute("DROP TABLE gone_wait_held")
 
     @contextlib.contextmanager
@@ -1730,7 +1725,7 @@ def _wait_rows(db: sqlite3.Connection, waits: Mapping[str, JobWaits]) -> None:
         db.executemany("DELETE FROM gone_wait_adds WHERE job = ? AND by = ? AND peer = ?",
                        [(job, by, p) for (by, p), kept in got.adds.items() if not kept])
         db.executemany("INSERT OR IGNORE INTO gone_wait_events VALUES (?, ?, ?, ?, ?)",
-                       [(job, kind, key, v[0], event_text(v[1]))
+                       [(job, kind, key, v[0], got.texts.get((kind, key)) or event_text(v[1]))
                         for (kind, key), v in got.held.items() if v is not None])
         db.executemany("DELETE FROM gone_wait_events WHERE job = ? AND kind = ? AND id = ?",
                        [(job, kind, key) for (kind, key), v in got.held.items()
