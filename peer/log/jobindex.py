@@ -40,6 +40,7 @@ from peer.errors import DataError, InvalidEvent, StoreError
 from peer.jsontext import compact, loads_within
 from peer.log.events import MAX_CLOCK, MAX_ID_CHARS, Event, EventType
 from peer.log.gonewait import HELD_BATCH, HELD_TEXT_MAX, JobWaits, event_text, held_id
+from peer.log.keyfilter import KeyFilter
 from peer.log.snapframe import (
     check_thin,
     is_bare,
@@ -242,7 +243,10 @@ class JobIndex:
     transaction. The keys that `entry` and `providers_of` did not find are remembered
     (`ABSENT_MAX` per table) until the next write of cache or provider rows, whatever its
     outcome: only this object's `put`, `put_batches` and `put_rows` write them (`reap` only
-    deletes some)."""
+    deletes some). For the same reason it knows which CIDs the provider rows may name once
+    a scan read them all (`providers_sound`'s, the first reap's): a KeyFilter, added to by
+    each of those writes before it runs; a CID it surely lacks (a new output's, each
+    CHUNK_DONE's on every peer) costs `providers_of` and `screen` no query."""
 
     def __init__(self, db: sqlite3.Connection, spool_dir: Path | None = None,
                  own: str = "") -> None:
@@ -258,6 +262,10 @@ class JobIndex:
         self._bad: set[tuple[str, str]] = set()
         self._unexamined: set[str] = set()  # spool files that lstat failed on (logged once)
         self._providers_sound: bool | None = None  # (`providers_sound`: not checked yet)
+        # The CIDs provider_index may hold rows of (None: not read yet, or to be read again
+        # at the next `providers_sound`: `_owe_cids`)
+        self._cids: KeyFilter | None = None
+        self._cids_owed = False
         self._backfill_at = 0  # the rowid of job_index that `backfill` goes on after
         # Set once a `backfill` scan reached the end of job_index: every record then has
         # its thin row or makes none, and each later call reads nothing (a full scan
@@ -371,8 +379,10 @@ class JobIndex:
                 db.executemany(_CACHE_UPSERT,
                                [(e.kind, e.key, _dumps(e.value), *e.order) for e in entries])
                 db.executemany("DELETE FROM provider_index WHERE cid = ?", [(c,) for c in cids])
-                db.executemany(_PROVIDER_ADD, self._cids_only(
-                    providers, "is not written (a member's PROVIDE of something else)"))
+                adds = self._cids_only(providers,
+                                       "is not written (a member's PROVIDE of something else)")
+                self._owe_cids(adds)
+                db.executemany(_PROVIDER_ADD, adds)
             self._count += new  # (committed)
         finally:
             self._forget_absent()
@@ -411,7 +421,8 @@ class JobIndex:
                         db.executemany("INSERT OR IGNORE INTO job_thin VALUES (?, ?, ?, ?)",
                                        [(r[0], *r[6:]) for r in rows])
                     else:
-                        db.executemany(sql[tag], self._cids_only(rows) if tag == "p" else rows)
+                        db.executemany(sql[tag], self._provider_rows(rows) if tag == "p"
+                                       else rows)
                         if tag == "j":
                             new += db.total_changes - before
                             self._thin_owed()  # (an older snapshot's: no thin rows)
@@ -790,7 +801,7 @@ class JobIndex:
         try:
             with self._tx() as db:
                 for tag, rows in batches:
-                    db.executemany(sql[tag], self._cids_only(rows) if tag == "p" else rows)
+                    db.executemany(sql[tag], self._provider_rows(rows) if tag == "p" else rows)
                 if at is None:
                     db.execute("DELETE FROM snapshot_pending WHERE path = ?", (key,))
                     db.execute("DELETE FROM snapshot_sums WHERE path = ?", (key,))
@@ -1172,9 +1183,11 @@ class JobIndex:
         whose cid is a text that names no CID (`_names_no_cid`)."""
         if self._providers_sound is None:
             dead: set[str] = set()
+            cids = self._cid_filter()
             try:
-                bad = sum(self._provider_fault(r, dead) for r in self._read(
-                    "SELECT cid, origin FROM provider_index"))
+                bad = sum(self._provider_fault(r, dead) for r in _noting(cids, self._read(
+                    "SELECT cid, origin FROM provider_index")))
+                self._cids = cids  # (read whole)
             except StoreError as e:  # (a text that does not decode, a damaged page)
                 log.warning("%s", e)
                 bad, dead = 1, set()  # (deleted once a scan reads the whole table)
@@ -1190,7 +1203,38 @@ class JobIndex:
                 log.warning("%s: provider_index holds rows that do not read back: no cache "
                             "entry is deleted for want of a provider until it is repaired "
                             "(docs/architecture.md, \"The log's integrity check\")", self.path)
+        elif self._cids_owed:  # (the filter grew full: read anew, the next pass's reap)
+            self._cids_owed = False
+            cids = self._cid_filter()
+            try:
+                for _ in _noting(cids, self._read("SELECT cid FROM provider_index")):
+                    pass
+                self._cids = cids
+            except StoreError as e:  # (left None: every look-up asks the file)
+                log.warning("%s", e)
         return self._providers_sound
+
+    def _cid_filter(self) -> KeyFilter:
+        """An empty KeyFilter sized for provider_index's rows."""
+        return KeyFilter(int(self._one("SELECT count(*) FROM provider_index")[0]))
+
+    def _provider_rows(self, rows: Iterable[Sequence[Any]]) -> list[Sequence[Any]]:
+        """A snapshot's provider `rows` to write (`_cids_only`), their CIDs in the filter."""
+        out = self._cids_only(rows)
+        self._owe_cids(out)
+        return out
+
+    def _owe_cids(self, rows: Iterable[Sequence[Any]]) -> None:
+        """Provider `rows` are about to be written: their CIDs enter the filter (before: a
+        write that fails leaves a `maybe` more, never a CID missed); one full past its
+        capacity is read anew at the next `providers_sound`."""
+        cids = self._cids
+        if cids is None:
+            return
+        for r in rows:
+            cids.add(r[0])
+        if cids.full:
+            self._cids, self._cids_owed = None, True
 
     def _provider_fault(self, row: Sequence[Any], dead: set[str]) -> bool:
         """Does provider_index `row` hold the reaping of cache entries back (it does not
@@ -1358,7 +1402,9 @@ class JobIndex:
         read back or not, is left to its own look-up; so are all of a batch whose rows name
         a key it did not ask for (a table edited to compare keys otherwise)."""
         absent = self._absent[table]
-        todo = [k for k in dict.fromkeys(keys) if k not in absent]
+        cids = self._cids if table == _PROVIDERS else None
+        todo = [k for k in dict.fromkeys(keys)
+                if k not in absent and (cids is None or cids.maybe(k))]
         for i in range(0, len(todo), SCREEN_BATCH):
             part = todo[i:i + SCREEN_BATCH]
             marks = ",".join("?" * len(part))
@@ -1375,7 +1421,8 @@ class JobIndex:
 
     def providers_of(self, cid: str) -> set[str] | None:
         """The origins that provided `cid` by the events of compacted jobs (None: none)."""
-        if cid in self._absent[_PROVIDERS]:
+        if cid in self._absent[_PROVIDERS] or (self._cids is not None
+                                                and not self._cids.maybe(cid)):
             return None
         out = {r[1] for r in self._read("SELECT cid, origin FROM provider_index WHERE cid = ?",
                                         (cid,)) if self._provider_ok(r)}
@@ -1521,6 +1568,15 @@ def refused(tag: str, row: Sequence[Any]) -> str | None:
     if tag == "p" and (bad := row_fault(row, PROVIDER_KINDS)) is not None:
         return f"a provider row whose {bad} is not what the index writes there (left out)"
     return None
+
+
+def _noting(into: KeyFilter, rows: Iterable[Sequence[Any]]) -> Iterator[Sequence[Any]]:
+    """Provider `rows` (cid first) as they come, each text cid added to `into` (a cid of
+    any other type is a BLOB, which no look-up's text equals: TEXT affinity)."""
+    for r in rows:
+        if type(r[0]) is str:
+            into.add(r[0])
+        yield r
 
 
 def _holds_back(row: Sequence[Any]) -> bool:
