@@ -1183,8 +1183,8 @@ class JobIndex:
         whose cid is a text that names no CID (`_names_no_cid`)."""
         if self._providers_sound is None:
             dead: set[str] = set()
-            cids = self._cid_filter()
             try:
+                cids = self._cid_filter()
                 bad = sum(self._provider_fault(r, dead) for r in _noting(cids, self._read(
                     "SELECT cid, origin FROM provider_index")))
                 self._cids = cids  # (read whole)
@@ -1205,8 +1205,8 @@ class JobIndex:
                             "(docs/architecture.md, \"The log's integrity check\")", self.path)
         elif self._cids_owed:  # (the filter grew full: read anew, the next pass's reap)
             self._cids_owed = False
-            cids = self._cid_filter()
             try:
+                cids = self._cid_filter()
                 for _ in _noting(cids, self._read("SELECT cid FROM provider_index")):
                     pass
                 self._cids = cids
