@@ -8,9 +8,11 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import heapq
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable
@@ -362,6 +364,10 @@ class IpnsNames:
         # file name -> ((mtime_ns, size), the name, its record or None if invalid): held()
         # validates a file once per version, then only checks its end of life
         self._seen: dict[str, tuple[tuple[int, int], str, Record | None]] = {}
+        # file name -> the member whose event brought the record held (`put`'s `origin`),
+        # for `_make_room`'s shares; in memory only (a file written before a restart, by
+        # this peer, or by a copy another member sent again has none: counted as its own)
+        self._origin: dict[str, str] = {}
         self._unread: str | None = None  # why the records cannot be read (logged once)
         self._putting = threading.Lock()  # a put's check and write, one at a time (threads)
 
@@ -379,11 +385,12 @@ class IpnsNames:
         """The file holding the record of `name` (ArgError if `name` is not one)."""
         return self._path(parse_name(name)[0])
 
-    def put(self, name: str, raw: bytes) -> Record:
+    def put(self, name: str, raw: bytes, origin: str | None = None) -> Record:
         """Validate and keep `raw` as the record of `name`; IpnsError if invalid, OlderRecord
         if the record held ranks above it (`rank`; one held that does not read back, or
         expired, is replaced; a copy of it is not written again); DataError
-        if the IPNS tree holds an entry of the wrong kind (named)."""
+        if the IPNS tree holds an entry of the wrong kind (named). `origin`: the member whose
+        event brought it (None: this peer's or unknown), what `_make_room` shares by."""
         c, _ = parse_name(name)
         record = validate(c, raw, self._now())
         path = self._path(c)
@@ -398,19 +405,25 @@ class IpnsNames:
             check_entry(path, "file", "an IPNS record")  # (a directory: named, not OSError)
             new = not os.path.lexists(path)
             if new:
-                self._make_room(path.name)
+                self._make_room(path.name, origin)
             replace_private(path, raw)  # (fsynced, then the directory: a crash leaves either)
+            if origin is None:
+                self._origin.pop(path.name, None)
+            else:
+                self._origin[path.name] = sys.intern(origin)
             if new and self.count is not None:
                 self.count += 1
         return record
 
-    def _make_room(self, fname: str) -> None:
-        """Before the file `fname` of a name not held is written: if `max_names` files are
-        here, remove some (EVICT_FRACTION of the cap), first those that do not read back,
-        then expired records (the earliest end of life first), then those written least
-        recently (the oldest file: an honest name is written again at each republish, at
-        least every half of its lifetime), never those of `kept` names; IpnsError if none
-        may go (the new name is refused, counted in `full`). Under `_putting`."""
+    def _make_room(self, fname: str, origin: str | None = None) -> None:
+        """Before the file `fname` of a name not held (brought by `origin`) is written: if
+        `max_names` files are here, remove some (EVICT_FRACTION of the cap), first those that
+        do not read back, then expired records (the earliest end of life first), then valid
+        ones by `_by_share`: the largest origin's first, so that a member minting names
+        pushes out its own, and within one origin the least recently written (an honest name
+        is written again at each republish, at least every half of its lifetime); never those
+        of `kept` names. IpnsError if none may go (the new name is refused, counted in
+        `full`). Under `_putting`."""
         if self.count is None or self.count >= self.max_names:
             self.count = self._count_files()
         if self.count < self.max_names:
@@ -424,20 +437,24 @@ class IpnsNames:
                             f"published here do not read ({e.message}): none removed for "
                             "a new one") from e
         now = self._now()
-        order: list[tuple[tuple[int, float], str, tuple[int, int]]] = []
+        useless: list[tuple[tuple[int, float], str, tuple[int, int]]] = []
+        live: list[tuple[str, str, tuple[int, int]]] = []
         for f, (version, name, rec) in self._seen.items():
             if name in kept or f == fname:
                 continue
-            key = ((0, 0.0) if rec is None else (1, rec.eol.timestamp()) if rec.eol <= now
-                   else (2, float(version[0])))
-            order.append((key, f, version))
-        order.sort()
+            if rec is None or rec.eol <= now:
+                key = (0, 0.0) if rec is None else (1, rec.eol.timestamp())
+                useless.append((key, f, version))
+            else:
+                live.append((self._origin.get(f, "/" + f), f, version))
+        useless.sort()
+        order = [(f, v) for _, f, v in useless] + _by_share(live, origin)
         want = self.count - self.max_names + max(1, self.max_names // EVICT_FRACTION)
-        gone = self._remove([(f, v) for _, f, v in order][:want])
+        gone = self._remove(order[:want])
         self.evicted += gone
         if gone:
-            log.info("removed %d IPNS record file(s) to keep at most %d names (the oldest "
-                     "first)", gone, self.max_names)
+            log.info("removed %d IPNS record file(s) to keep at most %d names (the largest "
+                     "origin's oldest first)", gone, self.max_names)
         if self.count >= self.max_names:
             self.full += 1
             raise IpnsError(f"{self.max_names} IPNS names are held here (the cap), none of "
@@ -452,11 +469,7 @@ class IpnsNames:
 
     def _kept(self) -> set[str]:
         """The canonical names of `kept` (BanzaiError if they do not read)."""
-        out = set()
-        for n in self.kept():
-            with contextlib.suppress(ArgError):
-                out.add(canonical(parse_name(n)[0]))
-        return out
+        return canonical_names(self.kept())
 
     def _remove(self, files: Iterable[tuple[str, tuple[int, int]]]) -> int:
         """Remove these record files (file name, the version read) but one replaced since
@@ -475,6 +488,7 @@ class IpnsNames:
                 log.warning("IPNS record file %s not removed: %s", path, e)
                 continue
             self._seen.pop(fname, None)  # (a `held` in another thread may have
+            self._origin.pop(fname, None)
             gone += 1  # replaced `_seen` since: review r1 of session 50, R1-9)
             if self.count is not None:
                 self.count = max(0, self.count - 1)
@@ -538,21 +552,21 @@ class IpnsNames:
                 out[cached[1]] = cached[2]
         self._seen = seen
         self.count = count
+        if len(self._origin) > len(seen):  # (files removed by hand or by another process)
+            self._origin = {f: o for f, o in self._origin.items() if f in seen}
         return out
 
-    def forget_expired(self, keep: Collection[str] = (), grace_s: float = EXPIRED_KEEP_S,
-                       limit: int = FORGET_PER_PASS) -> int:
+    def forget_expired(self, keep: Collection[str] | None = None,
+                       grace_s: float = EXPIRED_KEEP_S, limit: int = FORGET_PER_PASS) -> int:
         """Remove the files of records whose end of life passed more than `grace_s` ago, at
-        most `limit`, but those of the names in `keep` (this peer's published names: their
-        next sequence is read from the record held, expired or not); an end of life more than
-        MAX_LIFETIME_S after the file was written counts as that. A file that does not read
-        back is left (the next valid `put` replaces it), and one replaced since `held` read
-        it is left. Returns how many went. Blocking (a thread); DataError as `held`."""
+        most `limit`, but those of the names in `keep` (default `kept`: this peer's published
+        names, whose next sequence is read from the record held, expired or not); an end of
+        life more than MAX_LIFETIME_S after the file was written counts as that. A file that
+        does not read back is left (the next valid `put` replaces it), and one replaced since
+        `held` read it is left. Returns how many went. Blocking (a thread); DataError as
+        `held`, or if `kept` does not read (then none goes)."""
         self.held()  # (each file validated once per version: its end of life is known)
-        kept = set()
-        for n in keep:
-            with contextlib.suppress(ArgError):
-                kept.add(canonical(parse_name(n)[0]))
+        kept = self._kept() if keep is None else canonical_names(keep)
         cutoff = self.clock() - grace_s
         with self._putting:  # (not between a put's check and its write)
             due = [(fname, version) for fname, (version, name, rec) in list(self._seen.items())
@@ -602,6 +616,43 @@ class IpnsNames:
             raise IpnsError(exc.message, field="name") from exc
 
 
+def canonical_names(names: Iterable[str]) -> set[str]:
+    """The canonical spelling of each of `names` that is an IPNS name (others left out)."""
+    out = set()
+    for n in names:
+        with contextlib.suppress(ArgError):
+            out.add(canonical(parse_name(n)[0]))
+    return out
+
+
+def _by_share(files: Iterable[tuple[str, str, tuple[int, int]]], incoming: str | None,
+              ) -> list[tuple[str, tuple[int, int]]]:
+    """(file name, version) of `files` (origin, file name, version: its mtime_ns first) in
+    the order they go to make room: one at a time from the origin holding the most of them
+    (the origin of the record coming in counts it too), of two as large the one whose
+    oldest is older, and within an origin the least recently written first. So a member
+    minting names removes its own down to the share of the next largest before anyone
+    else's; with every origin holding one (unknown ones count as their own), the least
+    recently written first (the order before session 52)."""
+    groups: dict[str, list[tuple[int, str, tuple[int, int]]]] = {}
+    for origin, f, version in files:
+        groups.setdefault(origin, []).append((version[0], f, version))
+    heap: list[tuple[int, int, str]] = []
+    for origin, rows in groups.items():
+        rows.sort(reverse=True)  # (the oldest last: popped first)
+        heap.append((-(len(rows) + (origin == incoming)), rows[-1][0], origin))
+    heapq.heapify(heap)
+    out: list[tuple[str, tuple[int, int]]] = []
+    while heap:
+        size, _, origin = heapq.heappop(heap)
+        rows = groups[origin]
+        _, f, version = rows.pop()
+        out.append((f, version))
+        if rows:
+            heapq.heappush(heap, (size + 1, rows[-1][0], origin))
+    return out
+
+
 Rank = tuple[int, datetime, bytes]
 
 
@@ -633,6 +684,6 @@ def record_etag(raw: bytes) -> str:
 
 
 __all__ = ["LIBP2P_KEY", "MAX_RECORD_BYTES", "RECORD_TYPE", "IpnsNames", "OlderRecord", "Record",
-           "canonical", "event_rank",
+           "canonical", "canonical_names", "event_rank",
            "key_name", "make_record", "parse_name", "rank", "read_record", "record_etag",
            "rfc3339", "validate"]

@@ -218,7 +218,7 @@ class IpnsService:
         except RuntimeError:
             loop = None
         if loop is None or self._pending_bytes + len(raw) > MAX_PENDING_BYTES:
-            if (why := self._put(b.name, raw)) is not None:
+            if (why := self._put(b.name, raw, ev.origin)) is not None:
                 self._not_kept(b.name, ev.origin, why)
             return
         self._pending.append((b.name, raw, ev.origin))
@@ -232,7 +232,7 @@ class IpnsService:
             name, raw, origin = self._pending[0]
             why: BanzaiError | OSError | str | None
             try:
-                why = await asyncio.to_thread(self._put, name, raw)
+                why = await asyncio.to_thread(self._put, name, raw, origin)
             except Exception as e:  # (a bug: said, and the records after it are kept still)
                 log.exception("IPNS record for %s from %s: keeping it failed", name[:80], origin)
                 why = f"{type(e).__qualname__}: {e}"
@@ -242,10 +242,11 @@ class IpnsService:
             if why is not None:
                 self._not_kept(name, origin, why)
 
-    def _put(self, name: str, raw: bytes) -> BanzaiError | OSError | None:
-        """`names.put`: None, or why the record is not kept (blocking)."""
+    def _put(self, name: str, raw: bytes, origin: str) -> BanzaiError | OSError | None:
+        """`names.put` (`origin`: the member whose event brought it): None, or why the
+        record is not kept (blocking)."""
         try:
-            self.names.put(name, raw)
+            self.names.put(name, raw, origin)
         except (BanzaiError, OSError) as e:
             return e
         return None
@@ -276,15 +277,12 @@ class IpnsService:
 
     def forget_expired(self) -> int:
         """Remove record files expired for a while (`IpnsNames.forget_expired`), never those
-        of the names published here; none while published.json does not read (blocking)."""
+        of the names published here (its `kept`, this `_load`); none while published.json
+        does not read (blocking)."""
         try:
-            published = self._load()
-        except DataError:  # (said by `due`, once)
-            return 0
-        try:
-            return self.names.forget_expired(keep=published)
-        except (BanzaiError, OSError):  # (ipns/ of the wrong kind: said by `due` and `held`)
-            return 0
+            return self.names.forget_expired()
+        except (BanzaiError, OSError):  # (published.json or ipns/ of the wrong kind: said by
+            return 0  # `due` and `held`)
 
     async def run(self, every_s: float = REPUBLISH_CHECK_S) -> None:
         """Republish due records every `every_s`, and remove record files long expired,

@@ -692,9 +692,9 @@ async def test_a_heard_record_is_kept_off_the_loop_in_the_order_heard(
     puts: list[tuple[str, int, bool]] = []
     put = svc.names.put
 
-    def recorded(name: str, raw: bytes) -> ipns.Record:
+    def recorded(name: str, raw: bytes, origin: str | None = None) -> ipns.Record:
         try:
-            r = put(name, raw)
+            r = put(name, raw, origin)
         except IpnsError:
             puts.append((name, -1, threading.get_ident() == loop_thread))
             raise
@@ -778,10 +778,10 @@ async def test_a_put_that_fails_with_a_bug_is_said_and_the_records_after_it_are_
     k, other = Key(), Key()
     put = svc.names.put
 
-    def buggy(name: str, raw: bytes) -> ipns.Record:
+    def buggy(name: str, raw: bytes, origin: str | None = None) -> ipns.Record:
         if name == k.name:
             raise RuntimeError("a bug")
-        return put(name, raw)
+        return put(name, raw, origin)
 
     monkeypatch.setattr(svc.names, "put", buggy)
     for i, key_ in enumerate((k, other)):
@@ -934,6 +934,42 @@ def test_the_service_never_removes_a_published_name_for_room(tmp_path: Path) -> 
     svc.names.put(b.name, b.record("/ipfs/b"))
     assert svc.names.path(mine).exists() and not svc.names.path(a.name).exists()
     assert svc.names.path(b.name).exists()
+
+
+def test_a_member_minting_names_pushes_out_its_own_names_not_an_honest_one(
+        tmp_path: Path) -> None:
+    """The cap was per peer and what went first the least recently written: a member minting
+    more names than the cap between an honest name's republishes pushed the honest file out
+    (session 51 helper c's Left). Now valid records go by their origin's share (the member
+    whose event brought them): the largest origin's first, so the minter's own go, down to
+    the others' share; the honest names, and a name published here, stay; with every origin
+    holding one, the least recently written goes (as before)."""
+    now = [NOW.timestamp()]
+    svc, _ = _service(tmp_path, now)
+    svc.names.max_names = 6
+    svc.keys.gen("model")
+    mine, _ = svc.sign("model", "/ipfs/bafkqaaa")
+    honest = [Key() for _ in range(3)]
+
+    def heard(k: Key, origin: str, seq: int) -> None:
+        svc.on_event(Event(origin, seq, seq, EventType.IPNS_RECORD, {
+            "name": k.name, "record": base64.b64encode(k.record("/ipfs/a")).decode()}))
+
+    for i, k in enumerate(honest):
+        heard(k, f"honest{i}", 1)
+        _written(svc.names, k, now[0] - 1000 + i)  # (written long before the minter's)
+    minted = [Key() for _ in range(12)]
+    for i, k in enumerate(minted):
+        heard(k, "minter", i + 1)
+    held = set(svc.names.held())
+    assert held >= {mine, *(k.name for k in honest)}
+    assert len(held) == 6 and svc.names.evicted == 10 and svc.names.full == 0
+    assert {k.name for k in minted[-2:]} < held  # (its newest two, down to the others' share)
+    # every origin holding one: the least recently written goes, as before
+    svc.names.max_names = 5
+    late = Key()
+    heard(late, "honest9", 1)
+    assert not svc.names.path(honest[0].name).exists() and svc.names.path(late.name).exists()
 
 
 def test_a_record_signed_for_centuries_is_removed_a_year_after_it_was_written(
