@@ -49,7 +49,7 @@ from peer.ipfs.embedded import EmbeddedStore
 from peer.ipfs.fetch import Fetcher
 from peer.ipfs.inline import InlineBlocks
 from peer.ipfs.inlineoutputs import InlineOutputs
-from peer.ipfs.ipns import IpnsNames, event_rank
+from peer.ipfs.ipns import IpnsNames, event_rank, log_expired
 from peer.ipfs.keystore import Keystore
 from peer.ipfs.kubo import KuboMirror, KuboStore, private_swarm
 from peer.ipfs.publish import IpnsService, records_dir
@@ -383,6 +383,7 @@ class Node:
             unwritten=lambda: bool(self._unflushed), me=self.peer_id,
             pair_vvs=lambda: self._pair_vvs)
         self.compactor.records.rank = event_rank  # an old IPNS_RECORD's drop: its name's rule
+        self.compactor.records.ended = log_expired  # (and a record a week past its end)
         self.listeners.append(self.compactor.note)
         for ev in replayed:
             self.compactor.evicted(ev)

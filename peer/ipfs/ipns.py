@@ -678,6 +678,15 @@ def event_rank(name: str, record: str) -> tuple[str, Rank] | None:
         return None
 
 
+def log_expired(r: Rank, event_ms: int, now_ms: int) -> bool:
+    """Has the record of rank `r`, brought by an event made at `event_ms`, ended for the log
+    (peer.log.jobless.Records): its end of life, counted at most MAX_LIFETIME_S after the
+    event, more than EXPIRED_KEEP_S before `now_ms`? The rule `forget_expired` applies to
+    the record files (there the file's mtime stands for the event)."""
+    end_s = min(r[1].timestamp(), event_ms / 1000 + MAX_LIFETIME_S)
+    return (end_s + EXPIRED_KEEP_S) * 1000 <= now_ms
+
+
 def record_etag(raw: bytes) -> str:
     """A short stable tag of a record's bytes (its ETag)."""
     return hashlib.sha256(raw).hexdigest()[:32]
@@ -685,5 +694,6 @@ def record_etag(raw: bytes) -> str:
 
 __all__ = ["LIBP2P_KEY", "MAX_RECORD_BYTES", "RECORD_TYPE", "IpnsNames", "OlderRecord", "Record",
            "canonical", "canonical_names", "event_rank",
-           "key_name", "make_record", "parse_name", "rank", "read_record", "record_etag",
+           "key_name", "log_expired", "make_record", "parse_name", "rank", "read_record",
+           "record_etag",
            "rfc3339", "validate"]

@@ -393,7 +393,8 @@ class Compactor:
         # PROVIDEs, UNPROVIDEs and CACHE_PUTs (of no job): to leave memory, then the log.
         self.jobless = Jobless()
         # IPNS_RECORDs out of memory: an old one leaves the log once a newer record of its
-        # name is held (peer.log.jobless.Records; `records.rank` set by the node)
+        # name is held, any a week past its end (peer.log.jobless.Records; `records.rank`
+        # and `records.ended` set by the node)
         self.records = Records()
         # Events that left memory outside a pass that indexed what they made (a late event
         # of a compacted or deleted job, evicted as it is recorded; the replay; a snapshot's

@@ -60,6 +60,10 @@ def leaves_memory(ev: Event) -> bool:
 # records: peer.ipfs.ipns.event_rank, by the record's own signature and sequence), or None if
 # the name is none or the record does not validate for it
 Rank = Callable[[str, str], tuple[str, Any] | None]
+# (a rank, the ms of the event's hlc, the ms now) -> has its record ended for the log:
+# peer.ipfs.ipns.log_expired (its end of life, counted at most a year after the event, a
+# week past)
+Ended = Callable[[Any, int, int], bool]
 
 
 class Records:
@@ -74,10 +78,15 @@ class Records:
     the events' order, so a member without a name's key cannot retire its newest record
     (its record does not validate, so supersedes nothing); every copy of the newest is kept.
     Not a per-origin prefix as `Jobless`: no event depends on an IPNS_RECORD's order, and
-    one name's current record must not hold back its origin's later events."""
+    one name's current record must not hold back its origin's later events. A record that
+    has ended for the log (`ended`: a week past its end of life, counted at most a year
+    after its event; set by the node) leaves too, settled alike, the name's newest as well:
+    it names nothing any peer resolves (session 52: before, each name's newest stayed in
+    every log and in `waiting` for good, a name minted once cost every log for ever)."""
 
     def __init__(self) -> None:
         self.rank: Rank | None = None  # set by the node; nothing leaves until it is
+        self.ended: Ended | None = None  # set by the node; None: the newest stays
         self.waiting: dict[Id, int] = {}  # (origin, seq) -> hlc, in the log, out of memory
         self._unranked: dict[Id, tuple[str, str]] = {}  # (name, record) until ranked
         # (name, rank) once ranked (a signature check each), None: invalid; the record's
@@ -101,10 +110,12 @@ class Records:
                   room: int) -> list[Id]:
         """At most `room` waiting events, settled (held by every live member, and one at
         least, or past the horizon), whose record a newer one of its name supersedes (the
-        event of the name's newest, one copy, settled too) or does not validate."""
-        rank = self.rank
+        event of the name's newest, one copy, settled too), does not validate, or has ended
+        (`ended`)."""
+        rank, ended = self.rank, self.ended
         if rank is None or room <= 0:
             return []
+        now_ms = hlc_ms(now_hlc)
         best: dict[str, tuple[Any, Id]] = {}
         ranked: list[tuple[Id, tuple[str, Any] | None]] = []
         for i in list(self.waiting):
@@ -124,8 +135,9 @@ class Records:
                 break
             if not self._settled(i, vvs, now_hlc, horizon_s):
                 continue
-            if got is None:  # (its record does not validate: it names nothing, here or on
-                out.append(i)  # any peer of this release)
+            if got is None or (ended is not None and ended(  # (its record does not
+                    got[1], hlc_ms(self.waiting[i]), now_ms)):  # validate, or has ended: it
+                out.append(i)  # names nothing, here or on any peer of this release)
                 continue
             r_best, carrier = best[got[0]]
             if got[1] < r_best and self._settled(carrier, vvs, now_hlc, horizon_s):

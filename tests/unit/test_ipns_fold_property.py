@@ -1,9 +1,10 @@
 """A property of a real node: whatever IPNS_RECORD events it merges (valid and invalid records
 of several names, each name under both spellings, sequences, ends of life, values, copies),
 in whatever order and batches, once compacted its log holds exactly every copy of each
-canonical name's newest valid record, and its ipns/ files exactly each name's newest record
-valid now. The expectation is a model of the IPNS rules written here (sequence, then end of
-life, then the SHA-256 of the bytes), not the code's own rank."""
+canonical name's newest valid record (none if it ended more than a week ago), and its ipns/
+files exactly each name's newest record valid now. The expectation is a model of the IPNS
+rules written here (sequence, then end of life, then the SHA-256 of the bytes), not the
+code's own rank."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from tests.unit.test_provider_sets import _hlc
 KEYS = [ed25519.Ed25519PrivateKey.from_private_bytes(bytes([i]) * 32) for i in (1, 2, 3)]
 NAMES = [key_name(k.public_key()) for k in KEYS]
 ORIGINS = ["aaaa0000000000000000", "bbbb0000000000000000", "cccc0000000000000000"]
-EOLS = [datetime(2001, 1, 1, tzinfo=UTC),  # long expired: valid in the log, never kept here
+EOLS = [datetime(2001, 1, 1, tzinfo=UTC),  # long expired: ranked, then leaves; never kept
         datetime(2090, 1, 1, tzinfo=UTC), datetime(2090, 1, 2, tzinfo=UTC)]
 VALUES = ["/ipfs/bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am",
           "/ipfs/bafkqaaa"]
@@ -82,12 +83,12 @@ def test_a_node_keeps_exactly_the_newest_valid_record_of_each_name(
         seqs[origin] += 1
         evs.append((d, raw, Event(origin, seqs[origin], hlc + i, EventType.IPNS_RECORD,
                                   {"name": name, "record": base64.b64encode(raw).decode()})))
-    # the model: per key, the newest valid record (in the log: by rank, expired or not;
-    # on disk: of those valid now)
+    # the model: per key, the newest valid record (in the log: by rank, expired or not,
+    # but none if that one ended more than a week ago; on disk: of those valid now)
     valid = [(d, raw, e) for d, raw, e in evs if KINDS[d[5]] == "valid"]
     top = {k: max((_rank(d, raw) for d, raw, _ in valid if d[0] == k), default=None)
            for k in range(3)}
-    kept_rows = {e.id for d, raw, e in valid if _rank(d, raw) == top[d[0]]}
+    kept_rows = {e.id for d, raw, e in valid if _rank(d, raw) == top[d[0]] and d[3] > 0}
     on_disk = {}
     for k in range(3):
         live = [(_rank(d, raw), raw) for d, raw, _ in valid if d[0] == k and d[3] > 0]

@@ -1,8 +1,8 @@
 """IPNS_RECORD events leave memory as jobless events do, and the log once a newer valid record
 of their name is held and every live member holds both (peer.log.jobless.Records, ranked by
-peer.ipfs.ipns): each name's newest record stays, whatever the events' order, a hostile
-member's records or a restart. Real nodes on temp dirs, no scheduler running (as
-test_jobless)."""
+peer.ipfs.ipns): each name's newest record stays (until a week past its end of life),
+whatever the events' order, a hostile member's records or a restart. Real nodes on temp
+dirs, no scheduler running (as test_jobless)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import given
 from hypothesis import strategies as st
 
-from peer.ipfs.ipns import event_rank, key_name, make_record
+from peer.ipfs.ipns import MAX_LIFETIME_S, event_rank, key_name, make_record
 from peer.log import Event, EventType
 from peer.log.jobless import Records
 from peer.node import Node
@@ -24,6 +24,7 @@ from tests.unit.test_compaction import _open
 from tests.unit.test_provider_sets import _cid, _hlc, _reopen
 
 A, B, EVIL = "aaaa0000000000000000", "bbbb0000000000000000", "eeee0000000000000000"
+C = "cccc0000000000000000"
 KEY = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 OTHER = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
 NAME = key_name(KEY.public_key())
@@ -109,6 +110,37 @@ def test_records_that_do_not_validate_leave_the_log_and_are_not_stored_again(
     assert len(again.compactor.records) == 1 and again.state.heads.get(EVIL) == 4
     assert not again.merge(junk)
     assert _rows(again, EVIL) == []
+
+
+def test_a_names_newest_record_leaves_the_log_a_week_after_its_end_of_life(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """Each name's newest record stayed in every log (and in `Records.waiting`) for good,
+    expired or not: a name minted once cost every log for ever (session 51 helper c's
+    Left). Now it leaves, as `forget_expired` removes its file, once its end of life (counted
+    at most a year after its event) is a week past; one ended less long ago stays, as does
+    one valid for centuries until a year and a week after its event."""
+    n = _open(tmp_path / "a", opened, recent_tasks=0)
+    hlc = _hlc()
+    now_s = (hlc >> 16) / 1000
+    keys = [ed25519.Ed25519PrivateKey.from_private_bytes(bytes([i]) * 32) for i in (5, 6, 7, 8)]
+
+    def rec(origin: str, key: ed25519.Ed25519PrivateKey, eol_s: float, at: int) -> Event:
+        raw = make_record(key, V, 1, datetime.fromtimestamp(eol_s, UTC), 10**9)
+        return Event(origin, 1, at, EventType.IPNS_RECORD, {
+            "name": key_name(key.public_key()), "record": base64.b64encode(raw).decode()})
+
+    year_ago = hlc - (int((MAX_LIFETIME_S + 8 * 86400) * 1000) << 16)
+    ended = rec(A, keys[0], now_s - 8 * 86400, hlc)
+    n.merge([ended,  # ended 8 days ago: leaves
+             rec(B, keys[1], now_s - 6 * 86400, hlc),  # 6 days ago: stays
+             rec(EVIL, keys[2], 253402300000.0, year_ago),  # year 9999, a year and 8 days
+             rec(C, keys[3], 253402300000.0, hlc)])  # year 9999, made now: stays
+    n.catchup.compact()
+    assert (_rows(n, A), _rows(n, B), _rows(n, EVIL), _rows(n, C)) == ([], [1], [], [1])
+    assert len(n.compactor.records) == 2
+    again = _reopen(n, opened)
+    assert again.state.holds((A, 1)) and not again.merge([ended])  # (not stored again)
+    assert _rows(again, A) == [] and len(again.compactor.records) == 2
 
 
 def test_an_old_record_waits_for_every_live_member_to_hold_the_newest(

@@ -1,9 +1,9 @@
 """Which IPNS_RECORD events leave the log (peer.log.jobless.Records, ranked by
 peer.ipfs.ipns.event_rank, as the node wires them): the rule decides by the records' own
-signatures and sequences, never by the events' order, their origins or the clock, counts one
-key's spellings as one name, never takes a name's newest record, and lets a record that does
-not validate go. Every event here is held by every live member, so the rule alone decides
-(but where a test says otherwise)."""
+signatures and sequences, never by the events' order or their origins, counts one key's
+spellings as one name, never takes a name's newest record until a week past its end of life
+(the one clock it reads), and lets a record that does not validate go. Every event here is
+held by every live member, so the rule alone decides (but where a test says otherwise)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,14 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import given
 from hypothesis import strategies as st
 
-from peer.ipfs.ipns import MAX_RECORD_BYTES, event_rank, key_name, make_record, parse_name
+from peer.ipfs.ipns import (
+    MAX_RECORD_BYTES,
+    event_rank,
+    key_name,
+    log_expired,
+    make_record,
+    parse_name,
+)
 from peer.log import Event, EventType
 from peer.log.jobless import Records
 
@@ -56,7 +63,7 @@ def superseded(events: Iterable[tuple[Id, str, bytes]]) -> set[Id]:
     """The production rule: the events (key (origin, seq), name, record bytes) wait in a
     `Records` ranked by `event_rank`, every one held by every live member; what leaves."""
     records = Records()
-    records.rank = event_rank
+    records.rank, records.ended = event_rank, log_expired
     evs = [Event(origin(o), q, HLC + q, EventType.IPNS_RECORD,
                  {"name": name, "record": base64.b64encode(raw).decode()})
            for (o, q), name, raw in events]
@@ -79,11 +86,15 @@ def test_the_newest_wins_in_any_order_of_the_events() -> None:
     assert superseded(events) == {("o", 2)}
 
 
-def test_expired_records_are_ranked_as_the_others() -> None:
-    """No clock: the newest record is kept even once expired (this peer's next sequence, and
-    the same decision on every peer at any time)."""
-    events = [(("o", 1), A, rec(1, eol=PAST)), (("o", 2), A, rec(0))]
-    assert superseded(events) == {("o", 2)}
+def test_expired_records_are_ranked_as_the_others_and_leave_a_week_past_their_end() -> None:
+    """An expired record supersedes an older one as any other (its end of life does not
+    lower its rank), and stays while its end of life is less than a week past; then it
+    leaves too, the name's newest as well (before session 52 it stayed for good)."""
+    now = datetime.fromtimestamp((HLC >> 16) / 1000, UTC)
+    recent = now - timedelta(days=6)
+    assert superseded([(("o", 1), A, rec(1, eol=recent)), (("o", 2), A, rec(0))]) == {("o", 2)}
+    assert superseded([(("o", 1), A, rec(1, eol=PAST)), (("o", 2), A, rec(0))]) == {
+        ("o", 1), ("o", 2)}
 
 
 def test_equal_sequences_the_later_end_of_life_wins() -> None:
@@ -178,7 +189,8 @@ def test_a_record_that_does_not_validate_waits_for_every_live_member_or_the_hori
 def test_order_independent_and_the_newest_of_each_name_kept(
         made: list[tuple[int, int, bool]], rnd: random.Random) -> None:
     """Two keys, one of them under both spellings: the events left are every copy of each
-    key's newest record (by sequence, then end of life), whatever the events' order."""
+    key's newest record (by sequence, then end of life), whatever the events' order; none
+    if that record ended more than a week ago."""
     keys = [(KEY_A, A), (KEY_B, B), (KEY_A, A58)]
     events = [((f"o{i % 3}", i + 1), keys[k][1], rec(seq, keys[k][0], EOL if late else PAST))
               for i, (k, seq, late) in enumerate(made)]
@@ -194,5 +206,5 @@ def test_order_independent_and_the_newest_of_each_name_kept(
         seq, late = max(made_here)
         newest = rec(seq, key, EOL if late else PAST)
         kept = [e for e in events if e[1] in {keys[k][1] for k in mine} and e[0] not in gone]
-        assert kept and all(raw == newest for _, _, raw in kept)
-        assert len(kept) == sum(1 for e in events if e[2] == newest)
+        assert all(raw == newest for _, _, raw in kept)
+        assert len(kept) == (sum(1 for e in events if e[2] == newest) if late else 0)
