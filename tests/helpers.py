@@ -4,6 +4,7 @@ task context for calling task functions directly."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -14,14 +15,24 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import pytest
 
+from peer.errors import NotFound
+from peer.log import Event, EventType
 from scripts.scriptlib import TaskCtx as FakeCtx
 from scripts.scriptlib import auth_headers, load_script, lone_peer
 from tests.conftest import ROOT, PeerProc, start_peer
@@ -32,6 +43,18 @@ __all__ = ["FINAL", "FakeCtx", "JsonApi", "LocalUser", "auth_headers", "get_json
            "wait_mesh"]
 
 FINAL = ("done", "failed", "cancelled")
+
+
+class _Closable(Protocol):
+    async def close(self) -> None: ...
+
+
+class _Feedable(Protocol):
+    def feed(self, chunk: bytes) -> None: ...
+
+
+_Closes = TypeVar("_Closes", bound=_Closable)
+_Spool = TypeVar("_Spool", bound=_Feedable)
 
 
 # -- JSON over HTTP ----------------------------------------------------------------------
@@ -140,6 +163,65 @@ def until(fn: Any, timeout_s: float = 60) -> Any:
             return v
         time.sleep(0.2)
     raise AssertionError(f"not within {timeout_s} s")
+
+
+# -- test bodies shared by unit tests (session 52: `duplicates` listed them in several) ----
+
+
+@asynccontextmanager
+async def closing(mesh: _Closes) -> AsyncIterator[_Closes]:
+    """`mesh` (a simulated mesh: peer.jobs.sim.JobMesh), closed on the way out whatever
+    happens (`async with closing(JobMesh(...)) as mesh:` for try/finally mesh.close())."""
+    try:
+        yield mesh
+    finally:
+        await mesh.close()
+
+
+def spooled(make: Callable[[io.BytesIO], _Spool], body: bytes,
+            cuts: Iterable[int] | None = None) -> tuple[_Spool, io.BytesIO]:
+    """(a snapshot spool `make(out)` fed `body` cut at `cuts` (any order; repeats and cuts
+    past the end are fine), the rest last; `out`, what it wrote)."""
+    out = io.BytesIO()
+    spool = make(out)
+    at = 0
+    for c in sorted(cuts or []):
+        spool.feed(body[at:c])
+        at = max(at, c)
+    spool.feed(body[at:])
+    return spool, out
+
+
+class ReplicaFakes:
+    """What a `peer.ipfs.replicate.Replicator` is given as its store, fetcher and emitter,
+    faked: the CIDs fetched (each in `flaky` fails once, NotFound), pinned and the events
+    emitted (by `me`, seqs from 1)."""
+
+    def __init__(self, flaky: Sequence[str] = (), me: str = "me") -> None:
+        self.me = me
+        self.fetched: list[str] = []
+        self.pinned: list[str] = []
+        self.emitted: list[tuple[EventType, dict[str, Any]]] = []
+        self.flaky = set(flaky)
+
+    async def ensure(self, cids: Sequence[str], hints: Sequence[str] = ()) -> None:
+        self.fetched += [c for c in cids if c not in self.flaky]
+        if failed := self.flaky & set(cids):
+            self.flaky -= failed
+            raise NotFound(f"no live peer could provide {sorted(failed)}")
+
+    def is_complete(self, cid: str) -> bool:
+        return cid in self.fetched
+
+    def pin(self, cid: str) -> None:
+        self.pinned.append(cid)
+
+    def pin_many(self, cids: Sequence[str]) -> None:
+        self.pinned.extend(cids)
+
+    def emit(self, typ: EventType, payload: dict[str, Any]) -> Event:
+        self.emitted.append((typ, payload))
+        return Event(self.me, len(self.emitted), 0, typ, payload)
 
 
 def launch(data: Path, *flags: str, env: dict[str, str] | None = None,

@@ -14,14 +14,13 @@ from typing import Any
 
 import pytest
 
-from peer.errors import NotFound
 from peer.ipfs import EmbeddedStore
 from peer.ipfs.replicate import Replicator, replica_peers
 from peer.log import Event, EventType
 from tests.conftest import BIN, ROOT, PeerProc
+from tests.helpers import ReplicaFakes, wait_job, wait_mesh
 from tests.helpers import get_json as get
 from tests.helpers import post_json as post
-from tests.helpers import wait_job, wait_mesh
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -34,33 +33,6 @@ def test_replica_choice_is_deterministic_and_excludes_the_producer() -> None:
         assert replica_peers(cid, "p0", reversed(peers), 3) == got
     assert replica_peers("bafya", "p0", peers, 1) == []
     assert replica_peers("bafya", "p0", ["p0", "p1"], 5) == ["p1"]
-
-
-class _Fakes:
-    def __init__(self, flaky: Sequence[str] = ()) -> None:
-        self.fetched: list[str] = []
-        self.pinned: list[str] = []
-        self.emitted: list[tuple[EventType, dict[str, Any]]] = []
-        self.flaky = set(flaky)  # fail once each
-
-    async def ensure(self, cids: Sequence[str], hints: Sequence[str] = ()) -> None:
-        self.fetched += [c for c in cids if c not in self.flaky]
-        if failed := self.flaky & set(cids):
-            self.flaky -= failed
-            raise NotFound(f"no live peer could provide {sorted(failed)}")
-
-    def is_complete(self, cid: str) -> bool:
-        return cid in self.fetched
-
-    def pin(self, cid: str) -> None:
-        self.pinned.append(cid)
-
-    def pin_many(self, cids: Sequence[str]) -> None:
-        self.pinned.extend(cids)
-
-    def emit(self, typ: EventType, payload: dict[str, Any]) -> Event:
-        self.emitted.append((typ, payload))
-        return Event("me", len(self.emitted), 0, typ, payload)
 
 
 def _done(i: int, cid: str, cached: bool = False) -> Event:
@@ -78,7 +50,7 @@ async def until(cond: Callable[[], object], timeout_s: float = 30) -> None:
 
 def test_replicator_pins_and_provides_only_what_it_is_chosen_for_in_one_batch() -> None:
     async def go() -> None:
-        f = _Fakes()
+        f = ReplicaFakes()
         r = Replicator("me", 2, lambda: {"p1": {}, "p2": {}}, lambda c: {"p1"}, f, f, f.emit,
                        batch_window_s=0.01)
         cids = [f"bafy{i}" for i in range(12)]
@@ -98,7 +70,7 @@ def test_replicator_pins_and_provides_only_what_it_is_chosen_for_in_one_batch() 
 def test_a_failed_replica_is_retried_without_holding_up_the_others() -> None:
     async def go() -> None:
         cids = [f"bafy{i}" for i in range(3)]
-        f = _Fakes(flaky=[cids[1]])
+        f = ReplicaFakes(flaky=[cids[1]])
         r = Replicator("me", 2, lambda: {"p1": {}}, lambda c: {"p1"}, f, f, f.emit,
                        batch_window_s=0.01, backoff_s=0.05)
         for i, c in enumerate(cids):

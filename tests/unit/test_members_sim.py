@@ -24,6 +24,7 @@ from peer.log import EventType, MeshState
 from peer.log.lanes import lane_of, peer_of
 from peer.rendezvous import rendezvous
 from tasks import registry
+from tests.helpers import closing
 
 CATALOG = registry.load(("tests.fixture_tasks",))
 CFG = SchedulerConfig(store=StoreConfig("/nonexistent"), lease_s=10.0, stagger_s=0.05,
@@ -66,9 +67,8 @@ def done(mesh: JobMesh, pid: str, job: str, tasks: list[dict[str, Any]]) -> bool
 
 
 async def test_the_home_splits_and_when_it_is_gone_the_next_member_finishes() -> None:
-    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
-    p0, p1, p2 = mesh.peers
-    try:
+    async with closing(JobMesh(3, CATALOG, CFG, lanes=True)) as mesh:
+        p0, p1, p2 = mesh.peers
         job = mesh.submit(p0, CHAIN, members=[p1, p0])  # p1 is the home
         await mesh.settle()
         [split] = mesh.sent(EventType.TASK_SPLIT, job=job, task="a")
@@ -80,15 +80,12 @@ async def test_the_home_splits_and_when_it_is_gone_the_next_member_finishes() ->
         assert peer_of(split_b.origin) == p0  # the next member took the home's duties
         assert mesh[p2].runner.started == []  # the non-member ran nothing
         assert mesh.sent(EventType.JOB_MEMBERS) == []  # a member was live: no takeover
-    finally:
-        await mesh.close()
 
 
 async def test_with_every_member_gone_a_non_member_adds_itself_after_a_lease_and_finishes(
         ) -> None:
-    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
-    p0, p1, p2 = mesh.peers
-    try:
+    async with closing(JobMesh(3, CATALOG, CFG, lanes=True)) as mesh:
+        p0, p1, p2 = mesh.peers
         job = mesh.submit(p0, CHAIN, members=[p0, p1])
         await mesh.settle()
         assert mesh.sent(EventType.CLAIM, job=job, task="a")  # running on a member
@@ -102,15 +99,12 @@ async def test_with_every_member_gone_a_non_member_adds_itself_after_a_lease_and
         assert (joined.origin, joined.payload["add"]) == (p2, [p2])
         assert joined.hlc >> 16 >= (gone_at + CFG.lease_s) * 1000
         assert done(mesh, p2, job, CHAIN) and mesh[p2].runner.started
-    finally:
-        await mesh.close()
 
 
 async def test_a_job_of_long_calls_spreads_to_the_third_peer() -> None:
-    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
-    p0, p1, p2 = mesh.peers
-    tasks = writes(12)
-    try:
+    async with closing(JobMesh(3, CATALOG, CFG, lanes=True)) as mesh:
+        p0, p1, p2 = mesh.peers
+        tasks = writes(12)
         job = mesh.submit(p0, tasks, members=[p0, p1])
         await mesh.settle()
         assert mesh[p2].runner.started == []
@@ -126,8 +120,6 @@ async def test_a_job_of_long_calls_spreads_to_the_third_peer() -> None:
         # their own tasks whose slots free at once, each seeing the other busy in its
         # last heartbeat, take the same last one: claims.candidates, as without lanes.)
         assert sum(runs.values()) <= len(tasks) + 1
-    finally:
-        await mesh.close()
 
 
 async def test_a_job_whose_members_are_every_capable_peer_counts_no_open_work(
@@ -139,73 +131,57 @@ async def test_a_job_whose_members_are_every_capable_peer_counts_no_open_work(
     real = members.open_chunks
     monkeypatch.setattr(members, "open_chunks",
                         lambda st, job, *a, **k: counted.append(job) or real(st, job, *a, **k))
-    mesh = JobMesh(2, CATALOG, CFG, lanes=True)
-    p0, p1 = mesh.peers
-    try:
+    async with closing(JobMesh(2, CATALOG, CFG, lanes=True)) as mesh:
+        p0, p1 = mesh.peers
         every = mesh.submit(p0, writes(12), members=[p0, p1])
         await finish_all(mesh, duration_s=5.0, rounds=3)
         assert every not in counted
         assert mesh.sent(EventType.JOB_MEMBERS) == []
-    finally:
-        await mesh.close()
-    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
-    p0, p1, _ = mesh.peers
-    try:
+    async with closing(JobMesh(3, CATALOG, CFG, lanes=True)) as mesh:
+        p0, p1, _ = mesh.peers
         may = mesh.submit(p0, writes(12), members=[p0, p1])
         await finish_all(mesh, duration_s=5.0, rounds=3)
         assert may in counted
-    finally:
-        await mesh.close()
 
 
 async def test_a_job_of_short_calls_stays_on_its_members() -> None:
-    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
-    p0, p1, p2 = mesh.peers
-    tasks = writes(12)
-    try:
+    async with closing(JobMesh(3, CATALOG, CFG, lanes=True)) as mesh:
+        p0, p1, p2 = mesh.peers
+        tasks = writes(12)
         job = mesh.submit(p0, tasks, members=[p0, p1])
         await finish_all(mesh, duration_s=0.001, rounds=40)  # 10 ms of work in all
         assert done(mesh, p0, job, tasks)
         assert mesh.sent(EventType.JOB_MEMBERS) == [] and mesh[p2].runner.started == []
-    finally:
-        await mesh.close()
 
 
 async def test_lanes_off_a_job_runs_on_every_peer_as_before() -> None:
     """Without lanes folded, `members` are held unfolded: no member rules at all."""
-    mesh = JobMesh(3, CATALOG, CFG)
-    p0 = next(iter(mesh.peers))
-    tasks = writes(12)
-    try:
+    async with closing(JobMesh(3, CATALOG, CFG)) as mesh:
+        p0 = next(iter(mesh.peers))
+        tasks = writes(12)
         job = mesh.submit(p0, tasks, members=["0" * 20, "1" * 20])
         await finish_all(mesh, duration_s=5.0, rounds=40)
         assert done(mesh, p0, job, tasks) and all(mesh[p].runner.started for p in mesh.peers)
         assert mesh.sent(EventType.JOB_MEMBERS) == []
-    finally:
-        await mesh.close()
 
 
 async def test_a_non_member_ticks_while_a_job_has_no_live_member() -> None:
     """Its loop wakes every tick, not every IDLE_TICK_S, while it waits to take a job over
     (its rank's wait among the non-members is a split wait: a 2 s tick would swamp it)."""
-    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
-    p0, p1, p2 = mesh.peers
-    try:
+    async with closing(JobMesh(3, CATALOG, CFG, lanes=True)) as mesh:
+        p0, p1, p2 = mesh.peers
         mesh.submit(p0, CHAIN, members=[p0, p1])
         mesh.deliver()
         mesh.silent.update((p0, p1))
         await mesh.advance(CFG.tick_s)
         assert mesh[p2].sched.timed() and mesh[p2].sched.sleep_s() <= CFG.tick_s
-    finally:
-        await mesh.close()
 
 
 async def test_of_two_non_members_only_the_first_in_the_jobs_order_takes_over() -> None:
     """The second's turn comes a split wait later: by then the first's JOB_MEMBERS is
     folded and it is a live member."""
-    mesh = JobMesh(4, CATALOG, CFG, lanes=True)
-    p0, p1, p2, p3 = mesh.peers
-    try:
+    async with closing(JobMesh(4, CATALOG, CFG, lanes=True)) as mesh:
+        p0, p1, p2, p3 = mesh.peers
         job = mesh.submit(p0, CHAIN, members=[p0, p1])
         await mesh.settle()
         mesh.silent.update((p0, p1))
@@ -214,8 +190,6 @@ async def test_of_two_non_members_only_the_first_in_the_jobs_order_takes_over() 
         first = rendezvous(job, [p2, p3])[0]
         assert (joined.origin, joined.payload["add"]) == (first, [first])
         assert done(mesh, first, job, CHAIN)
-    finally:
-        await mesh.close()
 
 
 async def _orphaned_first_at_0_slots(mesh: JobMesh) -> tuple[str, str, str]:
@@ -234,16 +208,13 @@ async def test_a_peer_with_no_usable_slot_takes_no_orphaned_job_over() -> None:
     """The non-member first in the job's order has 0 slots (its given-up workers hold every
     slot): it took the job over, and nothing ran while an idle peer waited (review h, H3).
     The other non-member takes it over and runs it."""
-    mesh = JobMesh(4, CATALOG, CFG, lanes=True)
-    try:
+    async with closing(JobMesh(4, CATALOG, CFG, lanes=True)) as mesh:
         job, first, other = await _orphaned_first_at_0_slots(mesh)
         await finish_all(mesh, rounds=150, step_s=0.1)
         [joined] = mesh.sent(EventType.JOB_MEMBERS)
         assert (joined.origin, joined.payload["add"]) == (other, [other])
         assert done(mesh, other, job, CHAIN)
         assert mesh[first].runner.started == []
-    finally:
-        await mesh.close()
 
 
 async def test_a_jobs_only_member_with_no_usable_slot_spreads_it_before_any_run_ended(
@@ -253,10 +224,9 @@ async def test_a_jobs_only_member_with_no_usable_slot_spreads_it_before_any_run_
     its open work counted 0 s, which never passed spread_s × its 0 slots: nobody was added,
     no one took the job over (its member is live) and the job stalled while it lived (on
     f513d90: no JOB_MEMBERS, nothing run). The home adds the first non-member."""
-    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
-    p0, p1, p2 = mesh.peers
-    tasks = writes(6)
-    try:
+    async with closing(JobMesh(3, CATALOG, CFG, lanes=True)) as mesh:
+        p0, p1, p2 = mesh.peers
+        tasks = writes(6)
         mesh[p0].runner.slots = 0
         await mesh.advance(0.01)
         job = mesh.submit(p0, tasks, members=[p0])
@@ -264,8 +234,6 @@ async def test_a_jobs_only_member_with_no_usable_slot_spreads_it_before_any_run_
         [added] = mesh.sent(EventType.JOB_MEMBERS)
         assert (added.origin, added.payload["add"]) == (p0, rendezvous(job, [p1, p2])[:1])
         assert done(mesh, p0, job, tasks) and mesh[p0].runner.started == []
-    finally:
-        await mesh.close()
 
 
 async def test_a_non_member_seen_at_0_slots_keeps_its_takeover_rank() -> None:
@@ -274,9 +242,8 @@ async def test_a_non_member_seen_at_0_slots_keeps_its_takeover_rank() -> None:
     slots. It ranks itself first; ranked over the peers with usable slots the other one did
     too, and both took the job over at once (on f513d90: two JOB_MEMBERS). Ranked over every
     peer that runs the job's calls, the other one waits its turn and hears the first's add."""
-    mesh = JobMesh(4, CATALOG, CFG, lanes=True)
-    p0, p1, p2, p3 = mesh.peers
-    try:
+    async with closing(JobMesh(4, CATALOG, CFG, lanes=True)) as mesh:
+        p0, p1, p2, p3 = mesh.peers
         job = mesh.submit(p0, CHAIN, members=[p0, p1])
         first, other = rendezvous(job, [p2, p3])
         mesh.tamper = lambda pid, info: {**info, "slots": 0, "free_slots": 0} if (
@@ -287,17 +254,14 @@ async def test_a_non_member_seen_at_0_slots_keeps_its_takeover_rank() -> None:
         [joined] = mesh.sent(EventType.JOB_MEMBERS)
         assert (joined.origin, joined.payload["add"]) == (first, [first])
         assert done(mesh, first, job, CHAIN) and mesh[other].runner.started == []
-    finally:
-        await mesh.close()
 
 
 async def test_a_non_member_at_0_slots_takes_an_orphaned_job_over_once_it_has_a_slot() -> None:
     """The one non-member is at 0 slots when the members go; its given-up worker exits later.
     It keeps looking (on f513d90 it looked again only once the job or the live peers moved:
     neither did, and the job stalled for good) and takes the job over."""
-    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
-    p0, p1, p2 = mesh.peers
-    try:
+    async with closing(JobMesh(3, CATALOG, CFG, lanes=True)) as mesh:
+        p0, p1, p2 = mesh.peers
         job = mesh.submit(p0, CHAIN, members=[p0, p1])
         mesh[p2].runner.slots = 0
         await mesh.settle()
@@ -309,8 +273,6 @@ async def test_a_non_member_at_0_slots_takes_an_orphaned_job_over_once_it_has_a_
         [joined] = mesh.sent(EventType.JOB_MEMBERS)
         assert (joined.origin, joined.payload["add"]) == (p2, [p2])
         assert done(mesh, p2, job, CHAIN)
-    finally:
-        await mesh.close()
 
 
 async def test_a_non_member_whose_turn_passed_at_0_slots_leaves_the_next_ones_add_time_to_come(
@@ -321,8 +283,7 @@ async def test_a_non_member_whose_turn_passed_at_0_slots_leaves_the_next_ones_ad
     a rank's wait): its turn long passed, it added itself at once, and the job had two new
     members (on d2110a8: two JOB_MEMBERS). A turn passed at 0 slots comes again only a round
     of every rank later, by when the next one's add is heard."""
-    mesh = JobMesh(4, CATALOG, CFG, lanes=True)
-    try:
+    async with closing(JobMesh(4, CATALOG, CFG, lanes=True)) as mesh:
         job, first, other = await _orphaned_first_at_0_slots(mesh)
         mesh.hold = lambda ev, to: to == first and ev.type is EventType.JOB_MEMBERS
         for _ in range(1200):  # (60 s of the fake clock at most)
@@ -338,17 +299,14 @@ async def test_a_non_member_whose_turn_passed_at_0_slots_leaves_the_next_ones_ad
         [joined] = mesh.sent(EventType.JOB_MEMBERS)
         assert (joined.origin, joined.payload["add"]) == (other, [other])
         assert done(mesh, other, job, CHAIN) and mesh[first].runner.started == []
-    finally:
-        await mesh.close()
 
 
 async def test_a_busy_peer_that_takes_an_orphaned_job_over_splits_it_at_once() -> None:
     """Its one slot busy with a long run of another job, the peer that takes over a job whose
     members are gone splits its first task at once (a split needs no slot); its tasks waited
     for a free slot (review h, H4)."""
-    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
-    p0, p1, p2 = mesh.peers
-    try:
+    async with closing(JobMesh(3, CATALOG, CFG, lanes=True)) as mesh:
+        p0, p1, p2 = mesh.peers
         mesh.submit(p2, [{"name": "long", "call": "T_WRITE", "params": {"files": 3}}],
                     members=[p2])
         await mesh.settle()
@@ -361,15 +319,12 @@ async def test_a_busy_peer_that_takes_an_orphaned_job_over_splits_it_at_once() -
         assert (joined.origin, joined.payload["add"]) == (p2, [p2])
         assert [e.payload["task"] for e in mesh.sent(EventType.TASK_SPLIT, job=job)] == ["a"]
         assert len(mesh[p2].runner.running) == 1  # (still the long run)
-    finally:
-        await mesh.close()
 
 
 async def test_a_non_member_stops_ticking_once_an_orphaned_job_is_cancelled() -> None:
     """Its wait to take the job over ends with the job: the loop is back to IDLE_TICK_S."""
-    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
-    p0, p1, p2 = mesh.peers
-    try:
+    async with closing(JobMesh(3, CATALOG, CFG, lanes=True)) as mesh:
+        p0, p1, p2 = mesh.peers
         job = mesh.submit(p0, CHAIN, members=[p0, p1])
         mesh.deliver()
         mesh.silent.update((p0, p1))
@@ -379,22 +334,17 @@ async def test_a_non_member_stops_ticking_once_an_orphaned_job_is_cancelled() ->
         await mesh.advance(1.0)
         assert not mesh[p2].sched.timed()
         assert mesh.sent(EventType.JOB_MEMBERS) == []
-    finally:
-        await mesh.close()
 
 
 async def test_a_peer_that_runs_none_of_an_orphaned_jobs_calls_does_not_tick_for_it() -> None:
-    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
-    p0, p1, p2 = mesh.peers
-    try:
+    async with closing(JobMesh(3, CATALOG, CFG, lanes=True)) as mesh:
+        p0, p1, p2 = mesh.peers
         mesh[p2].sched.catalog = {}  # (it runs no call: it never takes a job over)
         mesh.submit(p0, CHAIN, members=[p0, p1])
         mesh.deliver()
         mesh.silent.update((p0, p1))
         await mesh.advance(CFG.tick_s)
         assert not mesh[p2].sched.timed()
-    finally:
-        await mesh.close()
 
 
 # -- a live member that keeps nothing going (review r1 M3, session 46) ---------------------
@@ -406,9 +356,8 @@ async def test_a_live_peer_that_added_itself_and_runs_nothing_does_not_hold_an_o
     or log broken). On 5c96899 it was a live member: no one else took the job over and it
     never finished. It keeps the job a lease past its add; then the other non-member's
     takeover turn comes, it adds itself and the job is done there."""
-    mesh = JobMesh(4, CATALOG, CFG, lanes=True)
-    p0, p1, p2, p3 = mesh.peers
-    try:
+    async with closing(JobMesh(4, CATALOG, CFG, lanes=True)) as mesh:
+        p0, p1, p2, p3 = mesh.peers
         job = mesh.submit(p0, CHAIN, members=[p0, p1])
         await mesh.settle()
         idle, other = rendezvous(job, [p2, p3])  # (the idle one would come first)
@@ -422,18 +371,16 @@ async def test_a_live_peer_that_added_itself_and_runs_nothing_does_not_hold_an_o
         # (a lease to show a run, then the orphan's lease: no sooner)
         assert adds[1].hlc >> 16 >= (added_at + 2 * CFG.lease_s) * 1000
         assert done(mesh, other, job, CHAIN) and mesh[idle].runner.started == []
-    finally:
-        await mesh.close()
 
 
 async def test_a_peer_that_took_an_orphaned_job_over_and_runs_it_is_not_displaced() -> None:
     """The honest taker runs the job's chunks (one 1 s run after another, 30 s of work): its
     heartbeats report runs of the job, so the other non-member never adds itself, however
     long the job runs past the taker's first lease."""
-    mesh = JobMesh(4, CATALOG, replace(CFG, spread_s=1e9), lanes=True)  # (no scale-out)
-    p0, p1, *_ = mesh.peers
-    tasks = writes(30)
-    try:
+    no_scale_out = replace(CFG, spread_s=1e9)
+    async with closing(JobMesh(4, CATALOG, no_scale_out, lanes=True)) as mesh:
+        p0, p1, *_ = mesh.peers
+        tasks = writes(30)
         job = mesh.submit(p0, tasks, members=[p0, p1])
         await mesh.settle()
         mesh.silent.update((p0, p1))
@@ -442,8 +389,6 @@ async def test_a_peer_that_took_an_orphaned_job_over_and_runs_it_is_not_displace
         taker = joined.origin
         assert joined.payload["add"] == [taker]
         assert done(mesh, taker, job, tasks) and len(mesh[taker].runner.started) >= len(tasks)
-    finally:
-        await mesh.close()
 
 
 async def test_an_honest_taker_gets_a_lease_to_claim_before_anyone_looks_past_it() -> None:
@@ -467,9 +412,8 @@ async def _a_taker_busy_for(busy_s: float) -> None:
     """The job's members fall silent, the taker adds itself while its one slot runs another
     job's chunk for `busy_s`: the taker alone adds itself, then, its slot free, runs the job
     to its end."""
-    mesh = JobMesh(4, CATALOG, CFG, lanes=True)
-    p0, p1, p2, p3 = mesh.peers
-    try:
+    async with closing(JobMesh(4, CATALOG, CFG, lanes=True)) as mesh:
+        p0, p1, p2, p3 = mesh.peers
         job = mesh.submit(p0, CHAIN, members=[p0, p1])
         await mesh.settle()
         taker = rendezvous(job, [p2, p3])[0]
@@ -488,8 +432,6 @@ async def _a_taker_busy_for(busy_s: float) -> None:
         await finish_all(mesh, duration_s=1.0, rounds=30)
         assert [e.origin for e in mesh.sent(EventType.JOB_MEMBERS, job=job)] == [taker]
         assert done(mesh, taker, job, CHAIN)
-    finally:
-        await mesh.close()
 
 
 async def test_a_taker_that_runs_nothing_with_a_free_slot_is_not_kept_by_busy_peers(
@@ -497,9 +439,8 @@ async def test_a_taker_that_runs_nothing_with_a_free_slot_is_not_kept_by_busy_pe
     """The busy rule keeps a job only for its own members: the idle self-added peer (a free
     slot, no run) is passed as before although the other non-member's slot is busy with a
     job of its own meanwhile; that one adds itself once its turn comes."""
-    mesh = JobMesh(4, CATALOG, CFG, lanes=True)
-    p0, p1, p2, p3 = mesh.peers
-    try:
+    async with closing(JobMesh(4, CATALOG, CFG, lanes=True)) as mesh:
+        p0, p1, p2, p3 = mesh.peers
         job = mesh.submit(p0, CHAIN, members=[p0, p1])
         await mesh.settle()
         idle, other = rendezvous(job, [p2, p3])
@@ -518,8 +459,6 @@ async def test_a_taker_that_runs_nothing_with_a_free_slot_is_not_kept_by_busy_pe
         await mesh.settle()
         await finish_all(mesh, rounds=30)
         assert done(mesh, other, job, CHAIN) and mesh[idle].runner.started == []
-    finally:
-        await mesh.close()
 
 
 async def test_a_taker_fetching_its_splits_input_for_4_leases_keeps_the_job() -> None:
@@ -529,9 +468,8 @@ async def test_a_taker_fetching_its_splits_input_for_4_leases_keeps_the_job() ->
     leases after the taker's add. Its heartbeats name the job in `working` (a fetch under
     way for it): that keeps the job as a run of it would; once the input came, the job is
     done on the taker alone."""
-    mesh = JobMesh(4, CATALOG, CFG, lanes=True)
-    p0, p1, p2, p3 = mesh.peers
-    try:
+    async with closing(JobMesh(4, CATALOG, CFG, lanes=True)) as mesh:
+        p0, p1, p2, p3 = mesh.peers
         files = {f"f{i}.txt": mesh[p0].store.add_bytes(f"item {i}".encode()) for i in range(3)}
         inp = str(sha256_cid(b"the input", "dag-pb", 1))  # (a valid CID for the spec)
         mesh.content.dirs[inp] = files
@@ -553,8 +491,6 @@ async def test_a_taker_fetching_its_splits_input_for_4_leases_keeps_the_job() ->
         await finish_all(mesh, rounds=20)
         assert [e.origin for e in mesh.sent(EventType.JOB_MEMBERS, job=job)] == [taker]
         assert done(mesh, taker, job, tasks) and mesh[taker].sched.working == []
-    finally:
-        await mesh.close()
 
 
 async def test_a_member_fetching_for_more_jobs_than_a_heartbeat_names_names_each_in_turn(
@@ -597,9 +533,8 @@ async def test_a_named_member_whose_log_takes_nothing_does_not_hold_its_job_for_
     can claim nothing more. On 5c96899 it was live, so no one took the job over while the
     outage lasted; now it keeps the job a lease past since then, and the non-member takes
     it over and finishes it."""
-    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
-    p0, p1, p2 = mesh.peers
-    try:
+    async with closing(JobMesh(3, CATALOG, CFG, lanes=True)) as mesh:
+        p0, p1, p2 = mesh.peers
         job = mesh.submit(p0, CHAIN, members=[p0, p1])
         await mesh.settle()
         # (the member that runs the first task: rendezvous by the job's id, which is drawn)
@@ -617,17 +552,14 @@ async def test_a_named_member_whose_log_takes_nothing_does_not_hold_its_job_for_
         assert (joined.origin, joined.payload["add"]) == (p2, [p2])
         assert joined.hlc >> 16 >= (held_at + 2 * CFG.lease_s) * 1000
         assert done(mesh, p2, job, CHAIN)
-    finally:
-        await mesh.close()
 
 
 async def test_a_named_member_busy_with_another_jobs_run_holds_its_job() -> None:
     """An honest busy member: its one slot runs another job's chunk for a minute (no free
     slot, but its runs fill its slots: it can claim, once one ends). Nobody takes its job
     over."""
-    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
-    p0, p1, _ = mesh.peers
-    try:
+    async with closing(JobMesh(3, CATALOG, CFG, lanes=True)) as mesh:
+        p0, p1, _ = mesh.peers
         mesh.submit(p0, [{"name": "long", "call": "T_WRITE", "params": {"files": 3}}],
                     members=[p0])
         await mesh.settle()
@@ -641,8 +573,6 @@ async def test_a_named_member_busy_with_another_jobs_run_holds_its_job() -> None
         await mesh.settle()
         await finish_all(mesh, rounds=10)
         assert done(mesh, p0, job, CHAIN) and mesh.sent(EventType.JOB_MEMBERS) == []
-    finally:
-        await mesh.close()
 
 
 async def test_a_non_member_looks_at_a_running_jobs_members_only_when_something_moved(
@@ -663,9 +593,8 @@ async def test_a_non_member_looks_at_a_running_jobs_members_only_when_something_
 
     monkeypatch.setattr(members, "ordered", ordered)
     monkeypatch.setattr(members, "home", home)
-    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
-    p0, p1, p2 = mesh.peers
-    try:
+    async with closing(JobMesh(3, CATALOG, CFG, lanes=True)) as mesh:
+        p0, p1, p2 = mesh.peers
         job = mesh.submit(p0, writes(2), members=[p0, p1])
         await mesh.settle()
         for _ in range(3):
@@ -675,18 +604,15 @@ async def test_a_non_member_looks_at_a_running_jobs_members_only_when_something_
         for _ in range(20):
             await mesh.advance(CFG.tick_s)
         assert mesh[p2].state not in looked
-    finally:
-        await mesh.close()
 
 
 async def test_a_job_spreads_only_to_peers_that_meet_its_tasks_requires() -> None:
     """Scale-out adds a peer only if it may run one of the job's tasks (its call and the
     task's `requires`): one that does not meet them would fold every lane and run nothing
     (591f744 added it: profile_mesh --lanes --kind dag0, the third peer at a member's cost)."""
-    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
-    p0, p1, p2 = mesh.peers
-    tasks = [{**t, "requires": {"labels": {"rack": "a"}}} for t in writes(12)]
-    try:
+    async with closing(JobMesh(3, CATALOG, CFG, lanes=True)) as mesh:
+        p0, p1, p2 = mesh.peers
+        tasks = [{**t, "requires": {"labels": {"rack": "a"}}} for t in writes(12)]
         for pid in (p0, p1):  # p2 is not labelled
             mesh.announce(pid, {"rack": "a"})
         await mesh.advance(0.01)
@@ -695,8 +621,6 @@ async def test_a_job_spreads_only_to_peers_that_meet_its_tasks_requires() -> Non
         await finish_all(mesh, duration_s=5.0, rounds=40)  # 5 s a run: 50 s of work on 2
         assert done(mesh, p0, job, tasks)
         assert mesh.sent(EventType.JOB_MEMBERS) == [] and mesh[p2].runner.started == []
-    finally:
-        await mesh.close()
 
 
 async def test_a_lanes_jobs_per_item_chunks_left_to_non_members_spread_it() -> None:
@@ -704,9 +628,8 @@ async def test_a_lanes_jobs_per_item_chunks_left_to_non_members_spread_it() -> N
     live peer that runs it, not its members' only: sized for its one member's slot, its one
     chunk was claimed at once, no open work was left and the job never spread; the other
     chunks are open work now, and the home adds peers that run them."""
-    mesh = JobMesh(4, CATALOG, replace(CFG, max_chunk_items=1000), lanes=True)
-    p0, *others = mesh.peers
-    try:
+    async with closing(JobMesh(4, CATALOG, replace(CFG, max_chunk_items=1000), lanes=True)) as mesh:
+        p0, *others = mesh.peers
         job = mesh.submit(p0, [{"name": "w", "call": "T_WRITE", "params": {"files": 40}},
                                {"name": "u", "call": "T_UPPER", "params": {},
                                 "depends": ["w"]}], members=[p0])
@@ -723,8 +646,6 @@ async def test_a_lanes_jobs_per_item_chunks_left_to_non_members_spread_it() -> N
         assert mesh.sent(EventType.JOB_MEMBERS, job=job)
         assert any(mesh[p].runner.started for p in others)
         assert task_status(mesh[p0].state, job, "u", CFG.max_attempts) == "done"
-    finally:
-        await mesh.close()
 
 
 async def test_a_peer_added_runs_nothing_of_the_job_until_it_holds_its_lanes_or_lease_s_passed(
@@ -733,9 +654,8 @@ async def test_a_peer_added_runs_nothing_of_the_job_until_it_holds_its_lanes_or_
     lanes; the joiner asks the adder for them at once (`JobMesh.pair`) and claims nothing of
     the job until it holds them; if none come within lease_s it runs the job from what it
     holds (as an orphan takeover would)."""
-    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
-    p0, p1, p2 = mesh.peers
-    try:
+    async with closing(JobMesh(3, CATALOG, CFG, lanes=True)) as mesh:
+        p0, p1, p2 = mesh.peers
         mesh.hold = lambda ev, to: to == p2 and lane_of(ev.origin) is not None  # none reach it
         job = mesh.submit(p0, writes(12), members=[p0, p1])
         await mesh.settle()
@@ -750,8 +670,6 @@ async def test_a_peer_added_runs_nothing_of_the_job_until_it_holds_its_lanes_or_
         for _ in range(3):  # (then it splits the tasks it holds no split of: its rank's wait)
             await mesh.advance(1.0)
         assert mesh[p2].runner.started  # the wait is bounded
-    finally:
-        await mesh.close()
 
 
 async def test_a_peer_added_and_restarted_before_the_lanes_came_waits_for_them_again(
@@ -760,9 +678,8 @@ async def test_a_peer_added_and_restarted_before_the_lanes_came_waits_for_them_a
     joiner restarted before the members' lanes came ran the job at once (split its tasks
     again, ran what the members ran). The wait is derived at `recover` from the JOB_MEMBERS
     held and the lanes the log holds (`members.first_adds`): nothing new is stored."""
-    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
-    p0, p1, p2 = mesh.peers
-    try:
+    async with closing(JobMesh(3, CATALOG, CFG, lanes=True)) as mesh:
+        p0, p1, p2 = mesh.peers
         held = True
         mesh.hold = lambda ev, to: held and to == p2 and lane_of(ev.origin) is not None
         job = mesh.submit(p0, writes(12), members=[p0, p1])
@@ -783,16 +700,13 @@ async def test_a_peer_added_and_restarted_before_the_lanes_came_waits_for_them_a
         ran = {k for pid in (p0, p1) for k in mesh[pid].runner.started}
         assert mesh[p2].runner.started and not ran & set(mesh[p2].runner.started)
         assert all(peer_of(s.origin) == p0 for s in mesh.sent(EventType.TASK_SPLIT))
-    finally:
-        await mesh.close()
 
 
 async def test_a_restarted_member_that_ran_some_of_a_job_does_not_wait_to_join() -> None:
     """A joiner that ran some of the job (its own lane holds events) joined: a restart
     does not make it wait again, and a member named at submission never waits."""
-    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
-    p0, p1, p2 = mesh.peers
-    try:
+    async with closing(JobMesh(3, CATALOG, CFG, lanes=True)) as mesh:
+        p0, p1, p2 = mesh.peers
         job = mesh.submit(p0, writes(12), members=[p0, p1])
         await mesh.settle()
         while not mesh[p2].runner.started:
@@ -804,14 +718,11 @@ async def test_a_restarted_member_that_ran_some_of_a_job_does_not_wait_to_join()
             await mesh.restart(pid)
             assert not mesh[pid].sched._joining
         assert members.first_adds(mesh[p2].state, p2, [job]) == {}
-    finally:
-        await mesh.close()
 
 
 async def test_a_peer_added_runs_the_open_chunks_once_the_lanes_come() -> None:
-    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
-    p0, p1, p2 = mesh.peers
-    try:
+    async with closing(JobMesh(3, CATALOG, CFG, lanes=True)) as mesh:
+        p0, p1, p2 = mesh.peers
         held = True
         mesh.hold = lambda ev, to: held and to == p2 and lane_of(ev.origin) is not None
         job = mesh.submit(p0, writes(12), members=[p0, p1])
@@ -825,8 +736,6 @@ async def test_a_peer_added_runs_the_open_chunks_once_the_lanes_come() -> None:
         assert mesh[p2].runner.started and not ran & set(mesh[p2].runner.started)
         assert not mesh[p2].sched.timed() or not mesh[p2].sched._joining
         assert peer_of(mesh.sent(EventType.CLAIM, job=job)[-1].payload["split"][0]) == p0
-    finally:
-        await mesh.close()
 
 
 async def test_both_members_start_a_jobs_implicit_tasks_at_once() -> None:
@@ -836,10 +745,9 @@ async def test_both_members_start_a_jobs_implicit_tasks_at_once() -> None:
     is not first for every task, the other member waiting a split wait per task (on
     30bc9d5 the replica started nothing for split_wait_s + 0.5 ms per task: bench_mesh's
     1,000-task dag ran ~85 % on its home)."""
-    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
-    p0, p1, p2 = mesh.peers
-    tasks = writes(12)
-    try:
+    async with closing(JobMesh(3, CATALOG, CFG, lanes=True)) as mesh:
+        p0, p1, p2 = mesh.peers
+        tasks = writes(12)
         job = mesh.submit(p0, tasks, implicit=True, members=[p0, p1])
         await mesh.settle()  # (no time passes: no split wait is over)
         assert mesh[p0].runner.started and mesh[p1].runner.started
@@ -847,8 +755,6 @@ async def test_both_members_start_a_jobs_implicit_tasks_at_once() -> None:
         assert done(mesh, p0, job, tasks) and mesh[p2].runner.started == []
         runs = Counter(key for p in mesh.peers.values() for key in p.runner.started)
         assert sum(runs.values()) == len(tasks)  # (none ran twice)
-    finally:
-        await mesh.close()
 
 
 async def test_a_job_its_members_finish_within_spread_s_stays_on_them_after_one_slow_run(
@@ -859,17 +765,14 @@ async def test_a_job_its_members_finish_within_spread_s_stays_on_them_after_one_
     peer in 3 of 6 jobs (2.6-3.2 s of open work estimated), whose joiner then waited for
     the lanes and the job ran at 575-659 tasks/s against 1,039-1,168 on two members (on
     30bc9d5 this job got a JOB_MEMBERS at its first tick)."""
-    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
-    p0, p1, p2 = mesh.peers
-    tasks = writes(12)
-    try:
+    async with closing(JobMesh(3, CATALOG, CFG, lanes=True)) as mesh:
+        p0, p1, p2 = mesh.peers
+        tasks = writes(12)
         mesh[p0].sched._runs.last_s["T_WRITE"] = 0.5  # (its last run, before the job: slow)
         job, start = mesh.submit(p0, tasks, implicit=True, members=[p0, p1]), mesh.clock()
         await finish_all(mesh, duration_s=0.001, step_s=0.05, rounds=15)
         assert mesh.clock() - start < CFG.spread_s and done(mesh, p0, job, tasks)
         assert mesh.sent(EventType.JOB_MEMBERS) == [] and mesh[p2].runner.started == []
-    finally:
-        await mesh.close()
 
 
 async def test_a_claim_made_while_the_add_travelled_is_not_run_again_by_the_joiner() -> None:
@@ -918,9 +821,8 @@ async def test_a_member_added_again_keeps_claiming_its_job() -> None:
     anyone, and `heads` are its word) made it wait to join: on 0e63aa2 p1 started no run
     of its job for lease_s while p0 ran on (again at each such add). Now only the add that
     makes a peer a member makes it wait (`members.joins`, `Scheduler._added`)."""
-    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
-    p0, p1, _ = mesh.peers
-    try:
+    async with closing(JobMesh(3, CATALOG, CFG, lanes=True)) as mesh:
+        p0, p1, _ = mesh.peers
         job = mesh.submit(p0, writes(40), members=[p0, p1])
         await mesh.settle()
         await finish_all(mesh, duration_s=0.5, rounds=3)
@@ -932,8 +834,6 @@ async def test_a_member_added_again_keeps_claiming_its_job() -> None:
         assert not mesh[p1].sched._joining
         await finish_all(mesh, duration_s=0.5, rounds=int(CFG.lease_s) - 2)
         assert len(mesh[p1].runner.started) - before >= int(CFG.lease_s) - 3
-    finally:
-        await mesh.close()
 
 
 async def test_a_second_add_does_not_make_a_joiner_wait_longer() -> None:
@@ -941,9 +841,8 @@ async def test_a_second_add_does_not_make_a_joiner_wait_longer() -> None:
     from that add: a later JOB_MEMBERS naming it (a second peer that saw itself home, or
     a member's with seqs that never come) neither re-arms the wait nor asks for its
     `heads` (on 0e63aa2 p2 waited lease_s from the last add: nothing run by then)."""
-    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
-    p0, p1, p2 = mesh.peers
-    try:
+    async with closing(JobMesh(3, CATALOG, CFG, lanes=True)) as mesh:
+        p0, p1, p2 = mesh.peers
         mesh.hold = lambda ev, to: to == p2 and lane_of(ev.origin) is not None  # none reach it
         job = mesh.submit(p0, writes(12), members=[p0, p1])
         await mesh.settle()
@@ -956,8 +855,6 @@ async def test_a_second_add_does_not_make_a_joiner_wait_longer() -> None:
         while mesh.clock() < added_at + CFG.lease_s + 3.0:  # (the first add's bound, then
             await mesh.advance(1.0)  # its rank's split wait, as a joiner whose lanes never came)
         assert mesh[p2].runner.started
-    finally:
-        await mesh.close()
 
 
 async def test_a_peer_added_before_its_jobs_submission_came_waits_for_the_lanes_too() -> None:
@@ -966,9 +863,8 @@ async def test_a_peer_added_before_its_jobs_submission_came_waits_for_the_lanes_
     wait: once the JOB_SUBMITTED came, the joiner split and ran the job at once (on
     a95f359, a run within a second). It waits for the lanes as of the add, as a joiner
     whose JOB_SUBMITTED came first does (`Scheduler._wait_to_join`)."""
-    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
-    p0, p1, p2 = mesh.peers
-    try:
+    async with closing(JobMesh(3, CATALOG, CFG, lanes=True)) as mesh:
+        p0, p1, p2 = mesh.peers
         submission_held = True
         mesh.hold = lambda ev, to: to == p2 and (lane_of(ev.origin) is not None or (
             submission_held and ev.type is EventType.JOB_SUBMITTED))
@@ -987,8 +883,6 @@ async def test_a_peer_added_before_its_jobs_submission_came_waits_for_the_lanes_
         for _ in range(3):  # (the bound: then from what it holds)
             await mesh.advance(1.0)
         assert mesh[p2].runner.started
-    finally:
-        await mesh.close()
 
 
 async def test_a_seq_an_adder_made_up_holds_a_joiner_only_until_that_lanes_next_event(
@@ -998,9 +892,8 @@ async def test_a_seq_an_adder_made_up_holds_a_joiner_only_until_that_lanes_next_
     (on a95f359: no run of p2's before it). The adder's clock had passed every event it
     held: once p2 holds that lane up to an event made after the add (p1's next claim or
     outcome), it holds all the adder held of it (`members.caught_up`), and runs."""
-    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
-    p0, p1, p2 = mesh.peers
-    try:
+    async with closing(JobMesh(3, CATALOG, CFG, lanes=True)) as mesh:
+        p0, p1, p2 = mesh.peers
         job = mesh.submit(p0, writes(40), members=[p0, p1])
         await mesh.settle()
         heads = mesh[p0].state.lane_heads([job])
@@ -1018,8 +911,6 @@ async def test_a_seq_an_adder_made_up_holds_a_joiner_only_until_that_lanes_next_
         assert job not in mesh[p2].sched._joining
         assert mesh[p2].runner.started  # (lease_s is 10 s)
         assert mesh[p2].state.heads[f"{p1}/{job}"] < made_up[f"{p1}/{job}"]
-    finally:
-        await mesh.close()
 
 
 async def test_a_joiner_waits_for_the_lane_of_a_member_whose_add_comes_after_its_own() -> None:
@@ -1158,10 +1049,9 @@ async def test_after_a_partition_every_peer_reports_one_result_of_the_job(lanes:
     outputs, as every peer does with lanes off (the reference: each folds both sides' task
     events). On 4f5ca2e p0's `failed` JOB_ENDED (the earlier by (hlc, origin, seq)) won on
     every peer: the non-member reported `failed`, the members `done`."""
-    mesh = JobMesh(3, CATALOG, CFG, lanes=lanes)
-    p0, p1, p2 = mesh.peers
-    tasks = writes(4)
-    try:
+    async with closing(JobMesh(3, CATALOG, CFG, lanes=lanes)) as mesh:
+        p0, p1, p2 = mesh.peers
+        tasks = writes(4)
         job = mesh.submit(p0, tasks, members=[p0, p1] if lanes else None)
         await mesh.settle()
         mesh.partition({p0}, {p1, p2})
@@ -1177,8 +1067,6 @@ async def test_after_a_partition_every_peer_reports_one_result_of_the_job(lanes:
         assert answers == dict.fromkeys(mesh.peers, answers[p0])
         if lanes:
             assert {mesh[pid].state.ended[job].origin for pid in mesh.peers} == {p1}
-    finally:
-        await mesh.close()
 
 
 async def cut_and_run(mesh: JobMesh, fails: dict[str, str], rounds: int = 80) -> None:
@@ -1203,10 +1091,9 @@ async def test_after_a_crossing_partition_every_peer_reports_the_job_done(lanes:
     which ranks first on every peer (`end_rank`: fewer failed), and only one (it ties with
     nothing later). With lanes off (the reference) every peer folds both sides' task
     events. On 5c96899 the members reported `done`, the non-member `failed`."""
-    mesh = JobMesh(3, CATALOG, CFG, lanes=lanes)
-    p0, p1, p2 = mesh.peers
-    tasks = writes(4)
-    try:
+    async with closing(JobMesh(3, CATALOG, CFG, lanes=lanes)) as mesh:
+        p0, p1, p2 = mesh.peers
+        tasks = writes(4)
         job = mesh.submit(p0, tasks, members=[p0, p1] if lanes else None)
         await mesh.settle()
         mesh.partition({p0}, {p1, p2})
@@ -1228,8 +1115,6 @@ async def test_after_a_crossing_partition_every_peer_reports_the_job_done(lanes:
             assert {mesh[pid].state.ended[job].id for pid in mesh.peers} == {better.id}
             await finish_all(mesh, rounds=10)
             assert len(mesh.sent(EventType.JOB_ENDED)) == 3  # (no end ties and goes out)
-    finally:
-        await mesh.close()
 
 
 async def crossed(mesh: JobMesh) -> str:
@@ -1266,30 +1151,24 @@ async def test_after_a_crossing_partition_the_next_member_ends_the_job_if_the_ho
     out: p1, whose fold makes the same end, is home once p0 is no longer live (the live
     peers changed: `_better` is looked at again) and emits it. (On 5c96899 no member
     ended the job again.)"""
-    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
-    p0, p1, _ = mesh.peers
-    try:
+    async with closing(JobMesh(3, CATALOG, CFG, lanes=True)) as mesh:
+        p0, p1, _ = mesh.peers
         job = await crossed(mesh)
         mesh.silent.add(p0)
         await finish_all(mesh, rounds=30)
         assert the_better_end(mesh, job) == (p1, "done")
-    finally:
-        await mesh.close()
 
 
 async def test_after_a_crossing_partition_a_home_restarted_in_its_grace_ends_the_job(
         ) -> None:
     """A home restarted between the heal and its better end (the grace is in memory only)
     looks at the ended jobs it is a member of once, at `recover`, and emits it then."""
-    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
-    p0, _, _ = mesh.peers
-    try:
+    async with closing(JobMesh(3, CATALOG, CFG, lanes=True)) as mesh:
+        p0, _, _ = mesh.peers
         job = await crossed(mesh)
         await mesh.restart(p0)
         await finish_all(mesh, rounds=10)
         assert the_better_end(mesh, job) == (p0, "done")
-    finally:
-        await mesh.close()
 
 
 async def test_an_ended_job_is_looked_at_again_only_when_an_event_of_it_is_noted(
@@ -1307,8 +1186,7 @@ async def test_an_ended_job_is_looked_at_again_only_when_an_event_of_it_is_noted
 
     better = scheduler.better_end
     monkeypatch.setattr(scheduler, "better_end", counted)
-    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
-    try:
+    async with closing(JobMesh(3, CATALOG, CFG, lanes=True)) as mesh:
         job = await crossed(mesh)
         await finish_all(mesh, rounds=10)
         assert the_better_end(mesh, job) is not None
@@ -1324,8 +1202,6 @@ async def test_an_ended_job_is_looked_at_again_only_when_an_event_of_it_is_noted
         assert {pid: mesh[pid].sched._merits.walked for pid in mesh.peers} == walked
         assert all(not mesh[pid].sched._better and not mesh[pid].sched._reend
                    for pid in mesh.peers)
-    finally:
-        await mesh.close()
 
 
 async def test_a_look_at_an_ended_job_reads_the_status_of_the_tasks_noted_since_the_last(
@@ -1338,10 +1214,9 @@ async def test_a_look_at_an_ended_job_reads_the_status_of_the_tasks_noted_since_
     `finished_at`: 80 statuses)."""
     import peer.jobs.ending as ending
     import peer.jobs.retention as retention
-    mesh = JobMesh(2, CATALOG, CFG, lanes=True)
-    p0, p1 = mesh.peers
-    tasks = writes(40)
-    try:
+    async with closing(JobMesh(2, CATALOG, CFG, lanes=True)) as mesh:
+        p0, p1 = mesh.peers
+        tasks = writes(40)
         job = mesh.submit(p0, tasks, members=[p0, p1])
         await mesh.settle()
         await cut_and_run(mesh, {p0: "w0", p1: "w0"}, rounds=60)
@@ -1365,8 +1240,6 @@ async def test_a_look_at_an_ended_job_reads_the_status_of_the_tasks_noted_since_
         assert mesh[p0].state.holds(late.id)
         assert counted == ["w1"] * 2  # (each member's look: p1's own event, p0's)
         assert mesh.sent(EventType.JOB_ENDED, job=job) == [end]  # (no better end)
-    finally:
-        await mesh.close()
 
 
 async def test_a_restart_looks_at_its_ended_jobs_a_bounded_number_of_tasks_a_tick(
@@ -1377,9 +1250,8 @@ async def test_a_restart_looks_at_its_ended_jobs_a_bounded_number_of_tasks_a_tic
     (here 3 jobs of 20 tasks ended `failed`, a tick stopping once it read 25 statuses: 40,
     then 20, then none)."""
     import peer.jobs.scheduler as scheduler
-    mesh = JobMesh(2, CATALOG, CFG, lanes=True)
-    p0, p1 = mesh.peers
-    try:
+    async with closing(JobMesh(2, CATALOG, CFG, lanes=True)) as mesh:
+        p0, p1 = mesh.peers
         jobs = []
         for i in range(3):
             jobs.append(mesh.submit(p0, [{**t, "params": {"files": 1, "tag": f"{i}{t['name']}"}}
@@ -1396,21 +1268,16 @@ async def test_a_restart_looks_at_its_ended_jobs_a_bounded_number_of_tasks_a_tic
             sched._better_ends(mesh.clock())
             walked.append(sched._merits.walked - before)
         assert walked == [40, 20, 0, 0] and not sched._reend and not sched._better
-    finally:
-        await mesh.close()
 
 
 async def test_after_a_crossing_partition_a_job_deleted_meanwhile_is_not_ended_again() -> None:
     """A job deleted within end_grace_s of the heal (its record gone: no fold of it left)
     gets no other end, and leaves the members' tables of ended jobs (`_sweep_gone`)."""
-    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
-    p0, p1, _ = mesh.peers
-    try:
+    async with closing(JobMesh(3, CATALOG, CFG, lanes=True)) as mesh:
+        p0, p1, _ = mesh.peers
         job = await crossed(mesh)
         mesh.emit(p1, EventType.JOB_DELETED, {"job": job, "reason": "test"})
         await finish_all(mesh, rounds=10)
         assert the_better_end(mesh, job) is None
         assert all(job in mesh[pid].state.deleted for pid in mesh.peers)
         assert not mesh[p0].sched._better and not mesh[p1].sched._better
-    finally:
-        await mesh.close()

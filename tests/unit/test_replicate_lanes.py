@@ -7,39 +7,29 @@ fold takes (`Replicator.ended`; through a node's fold: tests/unit/test_replicate
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from peer.errors import BanzaiError
 from peer.ipfs.replicate import Replicator, is_replica, mirrored, repair_peers, replica_peers
 from peer.log import Event, EventType, JobEnded
 from peer.log.lanes import lane
+from tests.helpers import ReplicaFakes
 
 P, M, N = "a" * 16, "b" * 16, "c" * 16  # producer, the other member, a non-member
 JOB = "j" + "0" * 12
 CIDS = [f"bafy{i:02d}" for i in range(24)]
 
 
-class Fakes:
+class Fakes(ReplicaFakes):
+    """`ReplicaFakes` as `me`, with the live peers and the outputs its fold takes from a
+    JOB_ENDED."""
+
     def __init__(self, me: str, live: Sequence[str]) -> None:
-        self.me = me
+        super().__init__(me=me)
         self.live = {p: {} for p in live if p != me}
-        self.fetched: list[str] = []
         self.folded = True  # the fold took each JOB_ENDED for its job's end
 
     def end_outputs(self, ev: Event) -> list[tuple[str, str]]:
         return [(o.cid, P) for o in ev.body_as(JobEnded).outputs.values()] if self.folded else []
-
-    async def ensure(self, cids: Sequence[str], hints: Sequence[str] = ()) -> None:
-        self.fetched += cids
-
-    def is_complete(self, cid: str) -> bool:
-        return cid in self.fetched
-
-    def pin_many(self, cids: Sequence[str]) -> None:
-        pass
-
-    def emit(self, typ: EventType, payload: dict[str, Any]) -> Event:
-        return Event(self.me, 1, 0, typ, payload)
 
     def replicator(self) -> Replicator:
         r = Replicator(self.me, 2, lambda: self.live, lambda c: {P}, self, self, self.emit,

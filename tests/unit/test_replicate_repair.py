@@ -4,38 +4,26 @@ live peers are replicated again at start and when a holder departs."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from typing import Any
 
 from peer.ipfs.replicate import Replicator, repair_peers
 from peer.log import Event, EventType
+from tests.helpers import ReplicaFakes
 
 
-class Fakes:
+class Fakes(ReplicaFakes):
+    """`ReplicaFakes`, and who provides each CID (this peer once it emitted it) and the live
+    peers."""
+
     def __init__(self) -> None:
-        self.fetched: list[str] = []
-        self.pinned: list[str] = []
-        self.emitted: list[tuple[EventType, dict[str, Any]]] = []
+        super().__init__()
         self.providers: dict[str, set[str]] = {}
         self.peers: dict[str, dict[str, Any]] = {}
 
-    async def ensure(self, cids: Sequence[str], hints: Sequence[str] = ()) -> None:
-        self.fetched += cids
-
-    def is_complete(self, cid: str) -> bool:
-        return cid in self.fetched
-
-    def pin(self, cid: str) -> None:
-        self.pinned.append(cid)
-
-    def pin_many(self, cids: Sequence[str]) -> None:
-        self.pinned.extend(cids)
-
     def emit(self, typ: EventType, payload: dict[str, Any]) -> Event:
-        self.emitted.append((typ, payload))
         for c in payload.get("cids", ()):
             self.providers.setdefault(c, set()).add("me")
-        return Event("me", len(self.emitted), 0, typ, payload)
+        return super().emit(typ, payload)
 
     def replicator(self, outputs: list[tuple[str, str, str]], **kw: Any) -> Replicator:
         return Replicator("me", 2, lambda: self.peers, lambda c: self.providers.get(c, set()),

@@ -35,6 +35,7 @@ from peer.log.snapframe import (
     thin_digest,
 )
 from peer.log.snapstream import Mismatch, StreamError, Trailer
+from tests.helpers import spooled
 
 ME = Identity.generate()
 EVENTS = b'{"events":[],"batches":[]}'
@@ -63,14 +64,7 @@ def _body(batches: list[tuple[str, list[tuple[Any, ...]]]],
 
 
 def _spool(body: bytes, cuts: list[int] | None = None) -> tuple[FrameSpool, io.BytesIO]:
-    out = io.BytesIO()
-    spool = FrameSpool(out, max_bytes=1 << 30)
-    at = 0
-    for c in sorted(cuts or []):
-        spool.feed(body[at:c])
-        at = max(at, c)
-    spool.feed(body[at:])
-    return spool, out
+    return spooled(lambda out: FrameSpool(out, max_bytes=1 << 30), body, cuts)
 
 
 def _read(out: io.BytesIO) -> list[tuple[str, list[tuple[Any, ...]]]]:

@@ -24,6 +24,7 @@ from peer.log.snapstream import (
     read_rows,
     row_lines,
 )
+from tests.helpers import spooled
 
 ME = Identity.generate()
 HEAD = b'{"events":[],"batches":[]}\n'
@@ -53,14 +54,7 @@ def _body(rows: list[tuple[str, list[tuple[Any, ...]]]], heads: dict[str, int] |
 
 
 def _spool(body: bytes, cuts: list[int] | None = None) -> tuple[Spool, io.BytesIO]:
-    out = io.BytesIO()
-    spool = Spool(out, max_bytes=1 << 30)
-    at = 0
-    for c in sorted(cuts or []):
-        spool.feed(body[at:c])
-        at = max(at, c)
-    spool.feed(body[at:])
-    return spool, out
+    return spooled(lambda out: Spool(out, max_bytes=1 << 30), body, cuts)
 
 
 def _read(out: io.BytesIO) -> list[tuple[str, list[tuple[Any, ...]]]]:
