@@ -192,6 +192,31 @@ def spooled(make: Callable[[io.BytesIO], _Spool], body: bytes,
     return spool, out
 
 
+class _NoStats:
+    def as_dict(self) -> dict[str, int]:
+        return {}
+
+
+class RecordingGossip:
+    """What a Node and /api/health use of gossip, faked: no peer is live, and the frames
+    pushed are recorded (`frames`)."""
+
+    address = "127.0.0.1:1"
+    stats = _NoStats()
+
+    def __init__(self) -> None:
+        self.frames: list[list[Event]] = []
+
+    def broadcast(self, events: Sequence[Event]) -> None:
+        self.frames.append(list(events))
+
+    def live_peers(self) -> dict[str, Any]:
+        return {}
+
+    async def close(self) -> None:
+        return None
+
+
 class ReplicaFakes:
     """What a `peer.ipfs.replicate.Replicator` is given as its store, fetcher and emitter,
     faked: the CIDs fetched (each in `flaky` fails once, NotFound), pinned and the events

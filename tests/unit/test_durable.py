@@ -40,6 +40,7 @@ from peer.mesh.membership import Membership
 from peer.mesh.swim import Member, State, Swim, SwimConfig, SwimNet
 from peer.mesh.view import MeshView
 from peer.node import Node
+from tests.helpers import RecordingGossip
 from tests.unit.api_client import api_client
 
 ORIGIN = "a" * 16
@@ -126,30 +127,6 @@ def test_a_failing_disk_is_recognised_through_wrapping() -> None:
     assert not disk_failing(ValueError("no"))
 
 
-class _Stats:
-    def as_dict(self) -> dict[str, int]:
-        return {}
-
-
-class _Gossip:
-    """What the node and /api/health use of gossip; records the pushed frames."""
-
-    address = "127.0.0.1:1"
-    stats = _Stats()
-
-    def __init__(self) -> None:
-        self.frames: list[list[Event]] = []
-
-    def broadcast(self, events: Sequence[Event]) -> None:
-        self.frames.append(list(events))
-
-    def live_peers(self) -> dict[str, Any]:
-        return {}
-
-    async def close(self) -> None:
-        return None
-
-
 class _Disk:
     """Wraps EventLog.append: fails with ENOSPC while `full`, counts transactions."""
 
@@ -172,7 +149,7 @@ class _Disk:
 def node(tmp_path: Path) -> Iterator[Node]:
     n = Node(PeerConfig(data_dir=tmp_path / "peer", slots=1, mdns=False))
     n.listeners.clear()  # no scheduler reactions: this is about the log
-    n.gossip = _Gossip()  # type: ignore[assignment]
+    n.gossip = RecordingGossip()  # type: ignore[assignment]
     yield n
     n.log.close()
 
@@ -1098,7 +1075,7 @@ async def test_a_deletion_of_a_compacted_job_during_a_failed_fsync_drops_nothing
     from tests.unit.test_compaction import ORIGIN, _rows, history
     n = Node(PeerConfig(data_dir=tmp_path / "p", slots=1, mdns=False, compact_recent_tasks=0))
     n.listeners[:] = [n.compactor.note]
-    n.gossip = _Gossip()  # type: ignore[assignment]
+    n.gossip = RecordingGossip()  # type: ignore[assignment]
     n.compactor.vvs = lambda: [dict(n.heads())]  # every member holds what we hold
     try:
         n._loop = asyncio.get_running_loop()

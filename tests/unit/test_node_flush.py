@@ -11,20 +11,10 @@ from typing import Any
 from peer.config import PeerConfig
 from peer.log import Event, EventLog, EventType
 from peer.node import Node
+from tests.helpers import RecordingGossip
 
 
-class _Gossip:
-    def __init__(self) -> None:
-        self.frames: list[list[Event]] = []
-
-    def broadcast(self, events: Sequence[Event]) -> None:
-        self.frames.append(list(events))
-
-    def live_peers(self) -> dict[str, Any]:
-        return {}
-
-
-def _node(d: Path) -> tuple[Node, list[int], _Gossip]:
+def _node(d: Path) -> tuple[Node, list[int], RecordingGossip]:
     node = Node(PeerConfig(data_dir=d, slots=1, mdns=False))
     node.listeners.clear()  # no scheduler reactions: this is about the log and the push
     txns: list[int] = []
@@ -35,7 +25,7 @@ def _node(d: Path) -> tuple[Node, list[int], _Gossip]:
         append(events, sync, keep_texts)
 
     node.log.append = spy  # type: ignore[method-assign]
-    gossip = _Gossip()
+    gossip = RecordingGossip()
     node.gossip = gossip  # type: ignore[assignment]
     return node, txns, gossip
 
@@ -332,7 +322,7 @@ async def test_a_snapshot_serves_no_turn_of_ours_before_its_fsync(tmp_path: Path
     node.log.close()
 
 
-class _Closing(_Gossip):
+class _Closing(RecordingGossip):
     def __init__(self) -> None:
         super().__init__()
         self.closed_after = -1

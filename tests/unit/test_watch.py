@@ -86,10 +86,7 @@ def test_nothing_is_stopped_without_a_tmpfs_or_above_the_floor(
 
 async def test_a_run_is_measured_only_once_the_disk_grew_by_its_bound(
         tmp_path: Path, shm: Path) -> None:
-    clock, runs = FakeTimer(), Runs()
-    used = [5 << 30]
-    watch = Watch(0.5, 0, 1 * MIB, runs, clock.call_later, lambda: Space(1 << 30, 1 << 30),
-                  lambda p: used[0])
+    clock, runs, used, watch = _disk_watch()
     small, big = _run(tmp_path, "small", 1), _run(tmp_path, "big", 2)
     (small.workdir).mkdir(parents=True)
     (small.workdir / "f").write_bytes(b"x" * 4096)
@@ -118,6 +115,16 @@ async def test_a_run_is_measured_only_once_the_disk_grew_by_its_bound(
     watch.close()
 
 
+def _disk_watch() -> tuple[FakeTimer, Runs, list[int], Watch]:
+    """(its clock, its runs, the bytes its disk has used (5 GiB: set it), a Watch of a 1 MiB
+    bound on what runs write to that disk, no tmpfs floor)."""
+    clock, runs = FakeTimer(), Runs()
+    used = [5 << 30]
+    watch = Watch(0.5, 0, 1 * MIB, runs, clock.call_later, lambda: Space(1 << 30, 1 << 30),
+                  lambda p: used[0])
+    return clock, runs, used, watch
+
+
 async def _walked(watch: Watch) -> None:
     for _ in range(500):  # bounded: the walk is short work on the watch's thread
         if not watch._walking:
@@ -130,10 +137,7 @@ async def test_a_run_growing_while_another_runs_directory_is_removed_is_still_me
     """With slots > 1 a run's mark counts the directories of the others: removing one lowers
     the file system's use by as much as the run may write unseen. The removal is counted as
     still there from its report (before it starts) and as written once it is done."""
-    clock, runs = FakeTimer(), Runs()
-    used = [5 << 30]
-    watch = Watch(0.5, 0, 1 * MIB, runs, clock.call_later, lambda: Space(1 << 30, 1 << 30),
-                  lambda p: used[0])
+    clock, runs, used, watch = _disk_watch()
     ended, grows = _run(tmp_path, "ended", 1), _run(tmp_path, "grows", 2)
     runs.runs = [ended, grows]
     for r in runs.runs:
@@ -154,10 +158,7 @@ async def test_a_run_growing_while_another_runs_directory_is_removed_is_still_me
 
 async def test_a_removal_done_before_a_check_still_counts_as_written(
         tmp_path: Path, shm: Path) -> None:
-    clock, runs = FakeTimer(), Runs()
-    used = [5 << 30]
-    watch = Watch(0.5, 0, 1 * MIB, runs, clock.call_later, lambda: Space(1 << 30, 1 << 30),
-                  lambda p: used[0])
+    clock, runs, used, watch = _disk_watch()
     small, grows = _run(tmp_path, "small", 1), _run(tmp_path, "grows", 2)
     runs.runs = [small, grows]
     watch.started(small)
