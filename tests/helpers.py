@@ -32,6 +32,7 @@ from typing import Any, Protocol, TypeVar
 import pytest
 
 from peer.errors import NotFound
+from peer.jobs.sim import JobMesh
 from peer.log import Event, EventType
 from scripts.scriptlib import TaskCtx as FakeCtx
 from scripts.scriptlib import auth_headers, load_script, lone_peer
@@ -176,6 +177,25 @@ async def closing(mesh: _Closes) -> AsyncIterator[_Closes]:
         yield mesh
     finally:
         await mesh.close()
+
+
+@asynccontextmanager
+async def meshes(catalog: Any, cfg: Any, **defaults: Any
+                 ) -> AsyncIterator[Callable[..., JobMesh]]:
+    """A maker of simulated meshes (`make(n=2, cfg=cfg, **kw)`: a JobMesh of `n` peers on
+    `catalog`, `defaults` under `kw`), each closed on the way out (a fixture's body)."""
+    made: list[JobMesh] = []
+
+    def make(n: int = 2, cfg: Any = cfg, **kw: Any) -> JobMesh:
+        mesh = JobMesh(n, catalog, cfg, **{**defaults, **kw})
+        made.append(mesh)
+        return mesh
+
+    try:
+        yield make
+    finally:
+        for m in made:
+            await m.close()
 
 
 def spooled(make: Callable[[io.BytesIO], _Spool], body: bytes,

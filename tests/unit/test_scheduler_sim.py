@@ -16,6 +16,7 @@ from peer.jobs.ports import SchedulerConfig
 from peer.jobs.sim import JobMesh
 from peer.log import Event, EventType
 from tasks import registry
+from tests.helpers import meshes
 
 CATALOG = registry.load(("tests.fixture_tasks",))
 CFG = SchedulerConfig(store=StoreConfig("/nonexistent"), lease_s=10.0, stagger_s=0.05,
@@ -32,17 +33,8 @@ MeshFactory = Callable[..., JobMesh]
 async def make_mesh(request: pytest.FixtureRequest) -> AsyncIterator[MeshFactory]:
     """Meshes whose peers emit single events (a mesh with a peer of the previous version)
     or a TURN per round: every scenario holds either way."""
-    meshes: list[JobMesh] = []
-
-    def make(n: int = 2, **kw: object) -> JobMesh:
-        kw.setdefault("batch", request.param)
-        mesh = JobMesh(n, CATALOG, CFG, **kw)  # type: ignore[arg-type]
-        meshes.append(mesh)
-        return mesh
-
-    yield make
-    for m in meshes:
-        await m.close()
+    async with meshes(CATALOG, CFG, batch=request.param) as make:
+        yield make
 
 
 def runners_of(mesh: JobMesh, key: str) -> list[str]:

@@ -18,6 +18,7 @@ from peer.jobs.ports import SchedulerConfig
 from peer.jobs.sim import JobMesh
 from peer.log import EventType
 from tasks import registry
+from tests.helpers import meshes
 
 CATALOG = registry.load(("tests.fixture_tasks",))
 CFG = SchedulerConfig(store=StoreConfig("/nonexistent"), lease_s=10.0, stagger_s=0.05,
@@ -33,16 +34,8 @@ MeshFactory = Callable[..., JobMesh]
 
 @pytest.fixture
 async def make_mesh() -> AsyncIterator[MeshFactory]:
-    meshes: list[JobMesh] = []
-
-    def make(n: int = 2, cfg: SchedulerConfig = CFG, **kw: object) -> JobMesh:
-        mesh = JobMesh(n, CATALOG, cfg, **kw)  # type: ignore[arg-type]
-        meshes.append(mesh)
-        return mesh
-
-    yield make
-    for m in meshes:
-        await m.close()
+    async with meshes(CATALOG, CFG) as make:
+        yield make
 
 
 def only_runner(mesh: JobMesh, key: str) -> str:
