@@ -17,8 +17,9 @@ from peer.http.app import GATE, make_app
 from peer.http.limits import serve
 from peer.http.tokens import load_or_create_token
 from peer.node import Node
+from tests.helpers import RecordingGossip
 from tests.unit.test_compaction import history
-from tests.unit.test_durable import _Gossip, _HeldFsyncs
+from tests.unit.test_durable import _HeldFsyncs
 
 PATIENCE_S = 10.0  # bound on any wait (never reached when it works)
 
@@ -27,7 +28,7 @@ PATIENCE_S = 10.0  # bound on any wait (never reached when it works)
 def node(tmp_path: Path) -> Iterator[Node]:
     n = Node(PeerConfig(data_dir=tmp_path / "peer", slots=1, mdns=False))
     n.listeners.clear()  # no scheduler reactions: this is about the log
-    n.gossip = _Gossip()  # type: ignore[assignment]
+    n.gossip = RecordingGossip()  # type: ignore[assignment]
     n.gossip.acknowledge = lambda origins: None  # type: ignore[attr-defined]
     yield n
     n.log.close()
