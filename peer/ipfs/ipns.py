@@ -429,6 +429,8 @@ class IpnsNames:
         if self.count < self.max_names:
             return
         self.held()  # (each file read once per version: its record and end of life known)
+        if len(self._origin) > len(self._seen):  # (files removed by hand or by another
+            self._origin = {f: o for f, o in self._origin.items() if f in self._seen}  # process)
         try:
             kept = self._kept()
         except BanzaiError as e:
@@ -552,8 +554,6 @@ class IpnsNames:
                 out[cached[1]] = cached[2]
         self._seen = seen
         self.count = count
-        if len(self._origin) > len(seen):  # (files removed by hand or by another process)
-            self._origin = {f: o for f, o in self._origin.items() if f in seen}
         return out
 
     def forget_expired(self, keep: Collection[str] | None = None,
