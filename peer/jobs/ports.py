@@ -58,9 +58,12 @@ class SchedulerConfig:
     progress_interval_s: float = 0.5
     tick_s: float = 0.25
     # A peer restarted on a log that holds work (`Scheduler.recover`) claims nothing new for
-    # up to this long, until a pair round shows it holds what a member holds
-    # (`Scheduler.heads_seen`): its replayed view misses what the mesh did meanwhile, and
-    # its claims from it lost to earlier ones, the runs wasted (session 51, helper i). 0: off
+    # up to this long, in each lanes job of its until a pair round shows it holds what a
+    # member of that job holds of its lanes, in the rest until a digest shows it holds what
+    # a member holds of the mesh streams (`Scheduler.heads_seen`): its replayed view misses
+    # what the mesh did meanwhile, and its claims from it lost to earlier ones, the runs
+    # wasted (session 51, helper i; per job since session 52, helper e). 0: off
+    # (--restart-hold-s)
     restart_hold_s: float = 3.0
     fetch_attempts: int = 3  # failed fetches of a task's results before recomputing them
     fetch_backoff_s: float = 1.0  # wait after a failed fetch, doubled after each further one

@@ -57,7 +57,7 @@ from peer.log import (
 )
 from peer.log.events import cut_text
 from peer.log.fold import SplitKey, end_flaw, n_chunks
-from peer.log.lanes import peer_of
+from peer.log.lanes import lane_of, peer_of
 from peer.rendezvous import rendezvous
 from tasks.registry import TaskDef
 
@@ -192,10 +192,15 @@ class Scheduler:
         self.claims_held = False
         self._held_back: dict[TaskKey, None] = {}
         # A restart on a log that holds work (`recover`): no new claim either until then
-        # (clock time), or until a pair round's vector of a member is covered here
-        # (`heads_seen`, kept by peer while settling)
+        # (clock time), or per part until a live member's vector of it is covered here
+        # (`heads_seen`, kept by peer while settling): each lanes job we are a member of
+        # (`_settle_jobs`) by a pair round's vector of its lanes, the rest (`_settle_mesh`:
+        # jobs replicated in full, lanes jobs of others) by a digest's of the mesh streams
         self._settle_until = -math.inf
+        self._settle_mesh = False
         self._settle_seen: dict[str, dict[str, int]] = {}
+        self._settle_jobs: dict[str, dict[str, dict[str, int]]] = {}
+        self._settled_jobs: set[str] = set()  # (those of `_settle_jobs` ended: not the mesh's)
         self._waits_peers: frozenset[str] = frozenset()  # the live peers of the last tick
         # Lanes jobs (`_lanes_tick`): the running ones held here, kept from the noted events
         # (`_note_lanes`); those an event was noted of since `_end_jobs` last looked at them;
@@ -326,42 +331,90 @@ class Scheduler:
         self._wait_to_join(self._lanes_live)
         if self.cfg.restart_hold_s > 0 and (self._dirty or self._lanes_live):
             self._settle_until = self.clock() + self.cfg.restart_hold_s
+            self._settle_mesh = True
+            self._settle_jobs = {j: {} for j in self._lanes_live
+                                 if self.peer_id in st.members_of[j]}
 
     @property
     def settling(self) -> bool:
         """True while a restarted peer waits to catch up before it claims (`recover`)."""
         return self._settle_until > -math.inf
 
-    @property
-    def _no_claims(self) -> bool:
-        """No new claim, split nor add now: `hold_claims`, or `settling`."""
-        return self.claims_held or self.settling
+    def _no_claims(self, job: str) -> bool:
+        """No new claim, split nor add in `job` now: `hold_claims`, or `job` still settling
+        (a lanes job of ours until a member's vector of its lanes is covered, any other
+        until a member's vector of the mesh streams is: `_look_settled`)."""
+        if self.claims_held:
+            return True
+        if not self.settling:
+            return False
+        return job in self._settle_jobs or (self._settle_mesh and job not in self._settled_jobs)
 
     def heads_seen(self, peer: str, vv: Mapping[str, int], mesh: bool = False) -> None:
-        """A live member's vector of the lanes we share (a pair round's), or of the mesh
-        streams (`mesh`: a digest's, counted only while no lanes job runs here: it says
-        nothing of lanes): while `settling`, once our heads cover one such vector we hold
-        what that member held, and claim."""
-        if self.settling and vv and not (mesh and self._lanes_live):
-            self._settle_seen[peer] = dict(vv)
+        """A live member's vector of the lanes we share (a pair round's: the lanes of the
+        jobs both are members of), or of the mesh streams (`mesh`: a digest's): while
+        `settling`, once our heads cover such a vector we hold what that member held of
+        them, and claim in the jobs it is of (`_look_settled`): a pair round's, per job
+        (its lanes' part of the vector), the jobs of that member only."""
+        if not self.settling or not vv:
+            return
+        if mesh:
+            if self._settle_mesh:
+                self._settle_seen[peer] = dict(vv)
+                self._wake.set()
+            return
+        parts: dict[str, dict[str, int]] = {}
+        for o, q in vv.items():
+            if (got := lane_of(o)) is not None and got[1] in self._settle_jobs:
+                parts.setdefault(got[1], {})[o] = q
+        for job, part in parts.items():
+            self._settle_jobs[job][peer] = part
+        if parts:
             self._wake.set()
 
     def _look_settled(self, now: float) -> None:
-        """End `settling` once its time is up or a vector `heads_seen` is covered here (the
-        tasks held back meanwhile are looked at again)."""
-        heads = self.state.heads
-        held = [p for p, vv in self._settle_seen.items()
-                if all(heads.get(o, 0) >= q for o, q in vv.items())]
-        if now < self._settle_until and not held:
+        """End `settling` of each part once its time is up or a vector of it `heads_seen`
+        is covered here (the tasks held back meanwhile in the parts ended are looked at
+        again)."""
+        heads, up = self.state.heads, now >= self._settle_until
+
+        def by(vvs: Mapping[str, Mapping[str, int]], what: str) -> str | None:
+            """Why `vvs`' part ends now (None: it does not)."""
+            if up:
+                return f"restart_hold_s ({self.cfg.restart_hold_s:g} s) passed"
+            p = next((p for p, vv in vvs.items()
+                      if all(heads.get(o, 0) >= q for o, q in vv.items())), None)
+            return None if p is None else f"we hold what {p[:16]} held of {what}"
+
+        ended: list[str] = []
+        if self._settle_mesh and (why := by(self._settle_seen, "the mesh streams")):
+            self._settle_mesh = False
+            self._settle_seen.clear()
+            ended.append(f"the jobs of the mesh streams ({why})")
+        for job, vvs in list(self._settle_jobs.items()):
+            if why := by(vvs, "its lanes"):
+                del self._settle_jobs[job]
+                self._settled_jobs.add(job)
+                ended.append(f"{job} ({why})")
+        if not ended:
             return
-        log.info("restarted: claims begin (%s)", f"we hold what {held[0][:16]} held" if held
-                 else f"no member's vector held within {self.cfg.restart_hold_s:g} s "
-                 "(restart_hold_s)")
-        self._settle_until = -math.inf
-        self._settle_seen.clear()
-        if not self.claims_held:
-            self._dirty.update(self._held_back)
-            self._held_back.clear()
+        log.info("restarted: claims begin in %s%s", "; ".join(ended[:4]),
+                 f" (and {len(ended) - 4} more)" if len(ended) > 4 else "")
+        if not self._settle_mesh and not self._settle_jobs:
+            self._settle_until = -math.inf
+            self._settled_jobs.clear()
+        self._release_held()
+
+    def _release_held(self) -> None:
+        """The tasks held back whose job may claim again are looked at again."""
+        if self.claims_held:
+            return
+        free = [k for k in self._held_back if not self._no_claims(k[0])]
+        for k in free:
+            del self._held_back[k]
+        self._dirty.update(free)
+        if free:
+            self._wake.set()
 
     async def close(self) -> None:
         if self._loop_task:
@@ -387,10 +440,8 @@ class Scheduler:
         (`_implied_here`); their outcomes wait in memory with our other events. Released,
         the tasks held back are looked at again at once."""
         self.claims_held = held
-        if not held and not self.settling:
-            self._dirty.update(self._held_back)
-            self._held_back.clear()
-            self._wake.set()
+        if not held:
+            self._release_held()
 
     def heard(self, peer: str, running: Iterable[Sequence[Any]] | None = None) -> None:
         """A sign of life from `peer`: renew the leases of its claims that it reports
@@ -1571,7 +1622,7 @@ class Scheduler:
             # to split a quarter of them twice (every duplicate split a wasted event, its
             # claims' runs killed).
             return
-        if self._no_claims:  # (a split or a cached TASK_DONE would wait unseen in memory,
+        if self._no_claims(job):  # (a split or a cached TASK_DONE would wait unseen in memory,
             self._held_back[(job, task)] = None  # while others split it too: review r2 M3)
             return
         input_cid = self.planner.input(job, spec)
@@ -1827,7 +1878,7 @@ class Scheduler:
         vouched for (a self-added one runs nothing a live vouched member can: `_for_vouched`;
         review rr of session 50, RR-2)."""
         skips = self._skips(job)
-        if self._no_claims or not members.running(self.state, job, self.cfg.max_attempts,
+        if self._no_claims(job) or not members.running(self.state, job, self.cfg.max_attempts,
                                                    skips):
             return
         capable = self._capable(job)
@@ -1879,7 +1930,7 @@ class Scheduler:
         wait_s = self._split_wait_s(job) + self.cfg.tick_s
         at = members.takeover_at(job, self.state, self.peer_id, callers, since,
                                  self.cfg.lease_s, wait_s)
-        if (at is None or now < at or self._no_claims  # (the add would wait unseen: the
+        if (at is None or now < at or self._no_claims(job)  # (the add would wait unseen: the
                 or not members.running(self.state, job, self.cfg.max_attempts,  # next rank
                                        self._skips(job))):  # takes it over; review r2 M3)
             return
@@ -2236,7 +2287,7 @@ class Scheduler:
                    ) -> Mapping[str, Mapping[str, Any]] | None:
         """`_claimers` of task `key`; None while claims are held (`hold_claims`: the task
         is noted held back), but for a chunk our own JOB_SUBMITTED claims (`implied`)."""
-        if self._no_claims and not implied:
+        if self._no_claims(key[0]) and not implied:
             self._held_back[key] = None
             return None
         return self._claimers(key, requires)

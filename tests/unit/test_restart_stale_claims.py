@@ -3,7 +3,8 @@ mesh did meanwhile (session 51, helper f's left: a real member's restart lost 11
 the others' earlier ones, 10 of them run to the end twice). Since session 51, helper i, a
 peer that restarts on a log holding work (`Scheduler.recover`) claims nothing new until a
 pair round shows it holds what a member holds (`Scheduler.heads_seen`) or
-`restart_hold_s` passed (a lone peer goes on then). On the in-memory job mesh."""
+`restart_hold_s` passed (a lone peer goes on then); since session 52, helper e, per lanes job
+(a member's vector of that job's lanes). On the in-memory job mesh."""
 
 from __future__ import annotations
 
@@ -43,15 +44,16 @@ def claims_after(mesh: JobMesh, pid: str, n: int) -> list[Event]:
     return [e for ev in mesh[pid].emitted[n:] for e in ev.singles if e.type == EventType.CLAIM]
 
 
-def lost(mesh: JobMesh, pid: str, claims: list[Event], judge: str) -> list[str]:
+def lost(mesh: JobMesh, pid: str, claims: list[Event], judge: str,
+         before_hlc: float = float("inf")) -> list[str]:
     """The tasks of `claims` (of `pid`) whose attempt another peer's claim wins, as `judge`
-    folds them."""
+    folds them (`before_hlc`: a claim made before it only, not a race with a live peer)."""
     st, out = mesh[judge].state, []
     for c in claims:
         p = c.payload
         w = st.chunk(p["job"], p["task"], p["chunk"]).winner(
             p["attempt"], st.split_id(p["job"], p["task"]))
-        if w is None or peer_of(w.origin) != pid:
+        if w is None or (peer_of(w.origin) != pid and w.hlc < before_hlc):
             out.append(p["task"])
     return out
 
@@ -135,5 +137,79 @@ async def test_a_restart_without_work_and_a_first_start_do_not_wait() -> None:
         mesh.submit(p0, writes(4), implicit=None, local=False)
         await mesh.settle()
         assert mesh.sent(EventType.CLAIM)
+    finally:
+        await mesh.close()
+
+
+async def test_a_member_covered_in_one_job_releases_that_job_only() -> None:
+    """p1 shares j1 with p0 and j2 with p2, and after its restart hears p0 only: p0's vector
+    of j1's lanes, once covered, lets p1 claim in j1, not in j2, whose lanes it holds as its
+    log left them until p2's vector of them is covered. Failed on a04f558d (the first
+    member's vector released every job: p1 claimed j2's tasks from its stale view)."""
+    mesh = JobMesh(3, CATALOG, CFG, lanes=True, slots=4)  # (room in p1 for both jobs)
+    try:
+        p0, p1, p2 = mesh.peers
+        j1 = mesh.submit(p0, writes(40), implicit=None, local=False, members=[p0, p1])
+        j2 = mesh.submit(p2, writes(160), implicit=None, local=False, members=[p2, p1])
+        await mesh.settle()
+        await run(mesh, (p0, p1, p2), 3)
+        mesh.silent.add(p1)  # (crashed: its runs die with it)
+        await run(mesh, (p0, p2), 12)
+        n = len(mesh[p1].emitted)
+        await mesh.restart(p1)
+        mesh.silent.discard(p1)
+        mesh.partition({p1}, {p0, p2})
+        mesh.cut.discard(frozenset((p0, p1)))  # it hears p0 only
+        sched, t0 = mesh[p1].sched, mesh.clock()
+        mesh.pair_round(p1, p0, j1)
+        await run(mesh, (p0, p1, p2), 5)
+        assert mesh.clock() - t0 < CFG.restart_hold_s / 2
+        mine = claims_after(mesh, p1, n)
+        assert mine and {c.payload["job"] for c in mine} == {j1}
+        assert lost(mesh, p1, mine, p0) == []
+        held = {k for k, why in sched.waiting().items() if why == SETTLING}
+        assert sched.settling and held and {k[0] for k in held} == {j2}
+        mesh.heal()
+        mesh.close_turns()
+        seen = max(e.hlc for ev in mesh[p2].emitted for e in ev.singles)  # (all p1 gets now)
+        mesh.pair_round(p1, p2, j2)  # (covered once its events come: j2 too)
+        await run(mesh, (p0, p1, p2), 2)
+        assert not sched.settling
+        assert mesh.clock() - t0 < CFG.restart_hold_s / 2
+        await run(mesh, (p0, p1, p2), 30)
+        in_j2 = [c for c in claims_after(mesh, p1, n) if c.payload["job"] == j2]
+        assert in_j2 and lost(mesh, p1, in_j2, p2, before_hlc=seen + 1) == []
+    finally:
+        await mesh.close()
+
+
+async def test_a_job_replicated_in_full_waits_for_a_members_vector_of_the_mesh_streams() -> None:
+    """Without lanes (a job replicated in full, as one below lanes_min_job_tasks): held until
+    a digest's vector of the mesh streams is covered, then no claim lost to one made while
+    it was away (as since session 51, helper i: a guard, not a change)."""
+    mesh = JobMesh(2, CATALOG, CFG, slots=2)
+    try:
+        p0, p1 = mesh.peers
+        mesh.submit(p0, writes(60), implicit=None, local=False)
+        await mesh.settle()
+        await run(mesh, (p0, p1), 3)
+        mesh.silent.add(p1)
+        await run(mesh, (p0,), 12)
+        n = len(mesh[p1].emitted)
+        await mesh.restart(p1)
+        mesh.silent.discard(p1)
+        mesh.partition({p1}, {p0})
+        sched, t0 = mesh[p1].sched, mesh.clock()
+        await run(mesh, (p0, p1), 3)
+        assert sched.settling and claims_after(mesh, p1, n) == []
+        assert SETTLING in sched.waiting().values()
+        mesh.heal()
+        mesh.close_turns()
+        seen = max(e.hlc for ev in mesh[p0].emitted for e in ev.singles)
+        await run(mesh, (p0, p1), 2)
+        assert not sched.settling and mesh.clock() - t0 < CFG.restart_hold_s / 2
+        await run(mesh, (p0, p1), 30)
+        mine = claims_after(mesh, p1, n)
+        assert mine and lost(mesh, p1, mine, p0, before_hlc=seen + 1) == []
     finally:
         await mesh.close()
