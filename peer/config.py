@@ -21,7 +21,7 @@ from typing import Any, Union, cast, get_args, get_origin, get_type_hints
 from peer.errors import ConfigError, SpecError
 from peer.gcpace import MAX_YOUNG_ALLOCS
 from peer.jobs.placement import check_label
-from peer.jobs.ports import MAX_INPUT_ENTRIES
+from peer.jobs.ports import MAX_INPUT_ENTRIES, RESTART_HOLD_S
 from peer.mesh.addr import parse_addr
 
 
@@ -228,6 +228,13 @@ class PeerConfig:
     max_attempts: int = field(default=3, metadata=setting(
         "attempts of a task chunk before it fails (default 3)"))
     lease_s: float = field(default=10.0, metadata=setting("claim lease in seconds"))
+    restart_hold_s: float = field(default=RESTART_HOLD_S, metadata=setting(
+        "after a restart on a data dir whose log holds unfinished work, claim nothing new "
+        "for up to this many seconds: in each lanes job until this peer holds what a live "
+        "member of that job holds of its lanes, in the others until it holds what a live "
+        "peer holds of the mesh (the replayed log misses what the mesh did meanwhile; "
+        f"claims made from it lose to the others' earlier ones; default {RESTART_HOLD_S:g}; "
+        "0 = no hold)"))
     lanes: bool = field(default=True, metadata=setting(
         "do not use lanes (partial replication, docs/design/partial-replication.md): every "
         "peer then holds every job's task events. With lanes (the default since session 44; "
@@ -361,6 +368,7 @@ class PeerConfig:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls: --tls-cert and --tls-key go together", field="tls_cert")
         self._check_bounds()
+        self._check_hold()
         self._check_http()
         self._check_lifecycle()
         self.label_map()  # ConfigError naming a bad label
@@ -392,6 +400,12 @@ class PeerConfig:
         if self.store == "kubo" and self.ipfs_api:
             from peer.ipfs.kubo import parse_api_url
             parse_api_url(self.ipfs_api)
+
+    def _check_hold(self) -> None:
+        if not (self.restart_hold_s >= 0 and math.isfinite(self.restart_hold_s)):  # (NaN too)
+            raise ConfigError(f"restart_hold_s (--restart-hold-s): must be a number of seconds, "
+                              f"0 or more (0: no hold), got {self.restart_hold_s}",
+                              field="restart_hold_s")
 
     def _check_bounds(self) -> None:
         if self.replicas < 1:

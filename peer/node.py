@@ -358,6 +358,7 @@ class Node:
                             task_modules=cfg.task_modules, max_attempts=cfg.max_attempts,
                             fetch_allow=cfg.fetch_allow,
                             lease_s=cfg.lease_s, task_timeout_s=cfg.task_timeout_s,
+                            restart_hold_s=cfg.restart_hold_s,
                             kind_settings=kinds.peer_settings(
                                 log_max_bytes=cfg.task_log_max_bytes, secrets=cfg.task_secrets,
                                 runtime=cfg.container_runtime, network=cfg.container_network,

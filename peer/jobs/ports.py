@@ -24,6 +24,10 @@ T = TypeVar("T")
 # alone 35 MB: docs/benchmarks.md, session 51 helper e), so this bound keeps one split under
 # ~170 MB
 MAX_INPUT_ENTRIES = 250_000
+# The longest a restarted peer waits to hold what the other members did meanwhile before it
+# claims (SchedulerConfig.restart_hold_s, --restart-hold-s): its catch-up took ~2 s
+# (docs/benchmarks.md, "Session 51, helper i")
+RESTART_HOLD_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,7 @@ class SchedulerConfig:
     # what the mesh did meanwhile, and its claims from it lost to earlier ones, the runs
     # wasted (session 51, helper i; per job since session 52, helper e). 0: off
     # (--restart-hold-s)
-    restart_hold_s: float = 3.0
+    restart_hold_s: float = RESTART_HOLD_S
     fetch_attempts: int = 3  # failed fetches of a task's results before recomputing them
     fetch_backoff_s: float = 1.0  # wait after a failed fetch, doubled after each further one
     fetch_max_backoff_s: float = 30.0

@@ -418,3 +418,34 @@ def test_a_join_address_the_mesh_would_refuse_is_a_config_error(join: str, words
 def test_a_join_host_name_and_ipv6_address_still_load() -> None:
     cfg = load({"join": ["Peer-A.lan:7000", "[::1]:7000", "localhost:7001"]}, env={})
     assert cfg.join == ("Peer-A.lan:7000", "[::1]:7000", "localhost:7001")
+
+
+# -- --restart-hold-s (session 52, helper e) ----------------------------------------------
+@pytest.mark.parametrize(("argv", "held_s"), [
+    ([], 3.0), (["--restart-hold-s", "0"], 0.0), (["--restart-hold-s", "1.5"], 1.5)])
+def test_restart_hold_s_is_a_flag_and_reaches_the_scheduler(
+        tmp_path: Path, argv: list[str], held_s: float) -> None:
+    from peer.node import Node
+
+    cfg, _ = from_args([*argv, "--data-dir", str(tmp_path / "peer"), "--no-mdns"])
+    assert cfg.restart_hold_s == held_s
+    node = Node(cfg)
+    try:
+        assert node.scheduler.cfg.restart_hold_s == held_s
+    finally:
+        node.log.close()
+
+
+@pytest.mark.parametrize("value", ["-1", "-0.5", "inf", "-inf", "1e999"])
+def test_a_negative_or_endless_restart_hold_is_an_error_naming_the_flag(value: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        from_args([f"--restart-hold-s={value}"])
+    assert e.value.field == "restart_hold_s" and "--restart-hold-s" in e.value.message
+    assert "0 or more" in e.value.message
+
+
+@pytest.mark.parametrize("value", ["nan", "soon", ""])
+def test_a_restart_hold_that_is_no_number_is_an_error_naming_it(value: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load({}, env={"BANZAI_RESTART_HOLD_S": value})
+    assert e.value.field == "restart_hold_s" and "restart_hold_s" in e.value.message
