@@ -2275,7 +2275,6 @@ def _gone_vouch(s: MeshState, ev: Event | None, job: str, facts: GoneLanes,
     """A vouched add of `add` to gone `job` (fixed `facts`), `ev`'s (None: one that left
     memory, `_gone_revouch`): `_gone_members`."""
     wait = s._gone_waits.get(job)
-    journal = s.wait_journal
     new = _walk_waiting(s, ev, job, wait, add, facts.vouched)
     if not new:
         return
@@ -2299,14 +2298,24 @@ def _gone_vouch(s: MeshState, ev: Event | None, job: str, facts: GoneLanes,
         _take_done(s, ev, wait, new & wait.done.keys())
     if wait is None or grown.sub is None:
         return
-    due = [(p, e) for p in sorted(added) for e in wait.lanes.take_after(p, grown.sub)]
-    freed = sum(held_cost(e) for _, e in due)
-    s.wait_free(wait, freed)  # (folded: their room is free again, as a walked add's)
+    _gone_lane_tail(s, ev, job, wait, [
+        (p, e) for p in sorted(added) for e in wait.lanes.take_after(p, grown.sub)], grown.sub)
+
+
+def _gone_lane_tail(s: MeshState, ev: Event | None, job: str, wait: GoneWait,
+                    due: list[tuple[str, Event]], sub: Order | None) -> None:
+    """The lane events of gone `job` that waited in `wait` under peers now vouched for
+    (`due`: (peer, event), taken out of `wait` already), `ev`'s doing (None: no undo noted):
+    their room is free again (as a walked add's), the journal says they left, and those
+    ordered after `sub` (the job's JOB_SUBMITTED; None: none) fold; those before it are let
+    go (the live fold never folds them either). `_gone_vouch`'s and `_gone_settle`'s."""
+    s.wait_free(wait, sum(held_cost(e) for _, e in due))
     for p, part in due:
-        if journal is not None:
-            journal.held(job, HELD_LANE, p, part, kept=False)
+        if s.wait_journal is not None:
+            s.wait_journal.held(job, HELD_LANE, p, part, kept=False)
         s._undo_note(ev, (UNDO_FREED, job, p, part))
-        s.fold_only(part)
+        if sub is not None and sub < part.order:
+            s.fold_only(part)
 
 
 def _gone_settle(s: MeshState, job: str) -> None:
@@ -2329,14 +2338,7 @@ def _gone_settle(s: MeshState, job: str) -> None:
     if wait.done.keys() & vouched:
         _take_done(s, None, wait, wait.done.keys() & vouched)
     for p in sorted(wait.lanes.lanes.keys() & vouched):
-        held = wait.lanes.lanes.pop(p)
-        freed = sum(held_cost(e) for e in held)
-        s.wait_free(wait, freed)
-        for part in held:
-            if s.wait_journal is not None:
-                s.wait_journal.held(job, HELD_LANE, p, part, kept=False)
-            if facts.sub is not None and facts.sub < part.order:
-                s.fold_only(part)
+        _gone_lane_tail(s, None, job, wait, [(p, e) for e in wait.lanes.lanes.pop(p)], facts.sub)
 
 
 def _walk_waiting(s: MeshState, ev: Event | None, job: str, wait: GoneWait | None,
