@@ -421,7 +421,7 @@ class EmbeddedStore:
         """A directory's links in reverse name order, to be `_drained` (`info`'s, or a HAMT's
         read now); TooLarge naming `root` and `limit` once they and the `held` entries listed
         so far pass `limit` (read no further: a HAMT may hold millions)."""
-        links = self._reader.links(c) if info.sharded else iter(info.links)
+        links = self._reader.entries(c, info)
         most = None if limit is None else max(limit - held, 0)
         got = list(links if most is None else islice(links, most + 1))
         if limit is not None and most is not None and len(got) > most:
@@ -514,8 +514,7 @@ class EmbeddedStore:
                 raise TooLarge(f"{cid} nests directories more than {MAX_DIR_DEPTH} deep",
                                field="cid")
             os.makedirs(at, exist_ok=True)  # (FileExistsError if a file is there, as before)
-            links = self._reader.links(node) if info.sharded else iter(info.links)
-            stack.append(_placed(links, at))
+            stack.append(_placed(self._reader.entries(node, info), at))
 
     def block_file(self, cid: str) -> Path | None:
         """The store's own file holding the whole content of file `cid`, verified now,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import stat as stat_mod
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Literal, Protocol
 
@@ -188,6 +188,10 @@ class Info:
     links: tuple[Link, ...]
     symlink: bool = False  # a UnixFS symlink: a "file" whose bytes are the target path
     sharded: bool = False  # a HAMT (its links: `Reader.links`, unless `info` listed them)
+    # a HAMT read without its shards: its root shard's node, decoded and checked already, for
+    # `Reader.entries` (so that the block is not read again)
+    shard: tuple[dagpb.PBNode, dagpb.UnixFSData] | None = field(
+        default=None, compare=False, repr=False)
 
 
 def check_file(c: Cid, node: dagpb.PBNode, fs: dagpb.UnixFSData) -> int:
@@ -242,7 +246,7 @@ class Reader:
         dag_bytes = len(block) + sum(link.tsize or 0 for link in node.links)
         if hamt.is_shard(fs) and not shards:
             hamt.slots(c, node, fs)
-            return Info("dir", dag_bytes, (), sharded=True)
+            return Info("dir", dag_bytes, (), sharded=True, shard=(node, fs))
         if hamt.is_shard(fs):
             entries = sorted(hamt.entries(self.get, c, node, fs),
                              key=lambda e: e.name.encode("utf-8"))
@@ -294,6 +298,18 @@ class Reader:
         if not check_names:
             return found
         return (Link(check_name(e.name), e.cid, e.tsize) for e in found)
+
+    def entries(self, c: Cid, info: Info) -> Iterator[Link]:
+        """The entries of directory `c` one at a time, given its `info` (`info(c, shards=False)`'s):
+        a basic directory's links as `info` holds them, a HAMT's as `links` gives them, from
+        the root shard `info` holds (its block is not read again: once per directory of a
+        task's input and of each listing for planning, session 51's reread). Names are
+        checked (`info`'s are unless it was made without)."""
+        if info.shard is None:
+            return iter(info.links)
+        node, fs = info.shard
+        return (Link(check_name(e.name), e.cid, e.tsize)
+                for e in hamt.entries(self.get, c, node, fs))
 
     def head(self, c: Cid) -> tuple[Kind, int]:
         """Kind and size of `c` as `info` gives them, from its own block: a HAMT's entries are

@@ -335,3 +335,25 @@ def test_the_input_bound_is_a_peer_setting(tmp_path: Path, opened: list[Any]) ->
         planner = node.scheduler.planner
         assert planner.max_input_entries == raised
         assert planner.max_assembly_entries == max(MAX_ASSEMBLY_ENTRIES, 8 * raised)
+
+
+def test_materialize_and_planning_read_a_hamts_root_shard_once(store: EmbeddedStore,
+                                                               tmp_path: Path) -> None:
+    """`file_cids` and `materialize` read a HAMT's root shard once (session 51's reread: its
+    kind was read, then its entries read it again), and each sub-shard once."""
+    root = _hamt(store, 600)
+    outer = store.make_dir({"d": root})
+    reads: dict[Cid, int] = {}
+    get = store._reader.get
+
+    def counted(c: Cid) -> bytes:
+        reads[c] = reads.get(c, 0) + 1
+        return get(c)
+
+    store._reader.get = counted
+    for run in (lambda: store.file_cids(outer), lambda: store.materialize(outer, tmp_path / "m")):
+        reads.clear()
+        run()
+        shards = {c: n for c, n in reads.items() if c.codec == DAG_PB}
+        assert shards[parse_cid(root)] == 1
+        assert set(shards.values()) == {1}, shards
