@@ -20,6 +20,7 @@ from typing import Any, Union, cast, get_args, get_origin, get_type_hints
 
 from peer.errors import ConfigError, SpecError
 from peer.gcpace import MAX_YOUNG_ALLOCS
+from peer.ipfs.store import MAX_MATERIALIZE_ENTRIES
 from peer.jobs.placement import check_label
 from peer.jobs.ports import MAX_INPUT_ENTRIES, RESTART_HOLD_S
 from peer.mesh.addr import parse_addr
@@ -254,6 +255,10 @@ class PeerConfig:
         "most files and directories a task's input may hold to be split per item or merged "
         "here (a split names every item: ~670 bytes an item while it is made); past it the "
         f"task fails naming its input and this bound (default {MAX_INPUT_ENTRIES})"))
+    max_materialize_entries: int = field(default=MAX_MATERIALIZE_ENTRIES, metadata=setting(
+        "most files and directories a task's input (or one item of it) may hold to be written "
+        "to its scratch directory, an inode each (tmpfs memory); past it the run fails naming "
+        f"the input and this bound (default {MAX_MATERIALIZE_ENTRIES})"))
     max_tasks_per_job: int = field(default=1000, metadata=setting(
         "most tasks in one submitted pipeline (default 1000)"))
     max_workflow_bytes: int = field(default=2_000_000, metadata=setting(
@@ -418,7 +423,7 @@ class PeerConfig:
             raise ConfigError(f"log_level: unknown level {self.log_level!r}", field="log_level")
         for name, least in (("max_tasks_per_job", 1), ("max_workflow_bytes", 1),
                             ("max_body_bytes", 1), ("lanes_min_job_tasks", 0),
-                            ("max_input_entries", 1),
+                            ("max_input_entries", 1), ("max_materialize_entries", 1),
                             ("gossip_max_connections", 1)):
             if getattr(self, name) < least:
                 raise ConfigError(f"{name}: must be at least {least}, got "

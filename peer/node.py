@@ -315,7 +315,8 @@ class Node:
         self.state.settle_waits()  # (what waits under a peer vouched already: R1-3)
         self._after_replay()
         self._setup_signing(self.mesh_secrets.secrets)
-        store_cfg = StoreConfig(str(cfg.data_dir / "store"), cfg.store, cfg.ipfs_api)
+        store_cfg = StoreConfig(str(cfg.data_dir / "store"), cfg.store, cfg.ipfs_api,
+                                cfg.max_materialize_entries)
         self.store = open_store(store_cfg)
         sweep_stale(cfg.data_dir, self.store)  # what a kill -9 left; nothing writes yet
         self.images: dict[str, str] = {}  # container images held (name -> sha256:ID)

@@ -34,6 +34,7 @@ from peer.errors import (
 from peer.ipfs import car, dag, dagpb, hamt, ipld
 from peer.ipfs.blocks import BlockStore, PinSet, Staging, StoreLock, check_root, sync_fs
 from peer.ipfs.store import (
+    MAX_MATERIALIZE_ENTRIES,
     CarOptions,
     DirLink,
     Entry,
@@ -65,10 +66,7 @@ def _segments(path: str) -> list[str]:
 # blocks' own (the reader refuses a file whose nodes declare other sizes), checked before
 # each file is written, so a DAG that claims 240 TB never starts filling the disk.
 MAX_MATERIALIZE_BYTES = 256 * 2**30
-# ... and entries (files and directories, at every level, below the CID): each is an inode
-# of the scratch directory (tmpfs memory), and a HAMT is written as it is read (review rr of
-# session 51, RR-10). Four times the planner's bound on a listed input (MAX_INPUT_ENTRIES)
-MAX_MATERIALIZE_ENTRIES = 1_000_000
+# ... and entries: MAX_MATERIALIZE_ENTRIES, peer.ipfs.store's (--max-materialize-entries)
 MAX_DIR_DEPTH = 256  # nested directories of a materialized tree (Linux paths end at 4 KiB)
 _SIZES_KEPT = 8192  # DAG sizes remembered (~1 MB at most): make_dir's children
 

@@ -43,6 +43,7 @@ import aiohttp
 
 from peer.errors import BanzaiError, ConfigError, StoreError
 from peer.ipfs.embedded import EmbeddedStore
+from peer.ipfs.store import MAX_MATERIALIZE_ENTRIES
 from peer.privfile import read_private, replace_private
 
 log = logging.getLogger("banzai.kubo")
@@ -323,8 +324,9 @@ class KuboStore(EmbeddedStore):
     """The Kubo-backed Store: the embedded working store at `root`, mirrored by the peer's
     KuboMirror into the Kubo node at `api` (`client`; opening one makes no request)."""
 
-    def __init__(self, root: Path, api: str) -> None:
-        super().__init__(root)
+    def __init__(self, root: Path, api: str,
+                 max_materialize_entries: int = MAX_MATERIALIZE_ENTRIES) -> None:
+        super().__init__(root, max_materialize_entries=max_materialize_entries)
         self.client = KuboClient(api)
 
 

@@ -24,6 +24,11 @@ from peer.errors import ConfigError, DataError, TooLarge
 from peer.ipfs.unixfs import Kind
 
 STORE_KINDS = ("embedded", "kubo")
+# What `materialize` writes for one CID at most in entries (files and directories, at every
+# level, below the CID): each is an inode of the scratch directory (tmpfs memory), and a HAMT
+# is written as it is read (review rr of session 51, RR-10). Four times the planner's bound
+# on a listed input (MAX_INPUT_ENTRIES); a peer's is --max-materialize-entries
+MAX_MATERIALIZE_ENTRIES = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +192,9 @@ class StoreConfig:
     root_dir: str
     kind: str = "embedded"  # one of STORE_KINDS
     ipfs_api: str | None = None
+    # files and directories `materialize` writes for one CID at most (a task's input, an
+    # item: in the peer's workers, which open the store a work order names)
+    max_materialize_entries: int = MAX_MATERIALIZE_ENTRIES
 
     def __post_init__(self) -> None:
         if self.kind not in STORE_KINDS:
@@ -194,13 +202,18 @@ class StoreConfig:
                               field="store")
         if self.kind == "kubo" and not self.ipfs_api:
             raise ConfigError("store kubo needs --ipfs-api URL", field="ipfs_api")
+        if self.max_materialize_entries < 1:
+            raise ConfigError(f"max_materialize_entries: must be at least 1, got "
+                              f"{self.max_materialize_entries}", field="max_materialize_entries")
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "root_dir": self.root_dir, "ipfs_api": self.ipfs_api}
+        return {"kind": self.kind, "root_dir": self.root_dir, "ipfs_api": self.ipfs_api,
+                "max_materialize_entries": self.max_materialize_entries}
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> StoreConfig:
-        return cls(str(obj["root_dir"]), obj["kind"], obj.get("ipfs_api"))
+        return cls(str(obj["root_dir"]), obj["kind"], obj.get("ipfs_api"),
+                   int(obj.get("max_materialize_entries", MAX_MATERIALIZE_ENTRIES)))
 
 
 def open_store(cfg: StoreConfig) -> Store:
@@ -211,10 +224,10 @@ def open_store(cfg: StoreConfig) -> Store:
         from peer.ipfs.kubo import KuboStore
 
         assert cfg.ipfs_api is not None  # checked by StoreConfig
-        return KuboStore(Path(cfg.root_dir), cfg.ipfs_api)
+        return KuboStore(Path(cfg.root_dir), cfg.ipfs_api, cfg.max_materialize_entries)
     from peer.ipfs.embedded import EmbeddedStore
 
-    return EmbeddedStore(Path(cfg.root_dir))
+    return EmbeddedStore(Path(cfg.root_dir), max_materialize_entries=cfg.max_materialize_entries)
 
 
 def too_many_entries(cid: str, limit: int) -> TooLarge:

@@ -357,3 +357,30 @@ def test_materialize_and_planning_read_a_hamts_root_shard_once(store: EmbeddedSt
         shards = {c: n for c, n in reads.items() if c.codec == DAG_PB}
         assert shards[parse_cid(root)] == 1
         assert set(shards.values()) == {1}, shards
+
+
+def test_the_materialize_bound_is_a_peer_setting_that_reaches_its_workers(
+        tmp_path: Path, opened: list[Any]) -> None:
+    """--max-materialize-entries (RR-10's bound had no flag; the input bound has one) reaches
+    the peer's store and the store a work order names, which its worker opens (`runner`),
+    and a bad value is refused naming it."""
+    import dataclasses
+
+    from peer.config import from_args
+    from peer.errors import ConfigError
+    from peer.ipfs.store import MAX_MATERIALIZE_ENTRIES
+    from peer.jobs import runner
+    from peer.node import Node
+
+    assert from_args([])[0].max_materialize_entries == MAX_MATERIALIZE_ENTRIES
+    cfg, _ = from_args(["--max-materialize-entries", "10"])
+    node = Node(dataclasses.replace(cfg, data_dir=tmp_path / "d", mdns=False))
+    opened.append(node)
+    worker = runner._store(node.scheduler.cfg.store.to_json())  # as a work order carries it
+    root = node.store.make_dir({f"f{i}": node.store.add_bytes(b"%d" % i) for i in range(11)})
+    for store in (node.store, worker):
+        with pytest.raises(TooLarge, match=f"{root} holds more than 10 files and directories"):
+            store.materialize(root, tmp_path / "m")
+    with pytest.raises(ConfigError, match="max_materialize_entries: must be at least 1") as e:
+        dataclasses.replace(cfg, max_materialize_entries=0)
+    assert e.value.field == "max_materialize_entries"
