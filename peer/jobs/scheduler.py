@@ -71,6 +71,12 @@ MAX_WORKING = 16
 # look at for the next (a restart looks at each one in memory: ~1 µs a status, 4-5 ms)
 _REEND_TASKS = 4000
 IDLE_TICK_S = 2.0  # the loop's tick when nothing waits on time (events wake it at once)
+# An assembly that meets a store's error or a missing block (maybe passing: a full disk, a
+# block collected under it) is tried again after fetch_backoff_s, doubled each time up to
+# fetch_max_backoff_s; its ASSEMBLY_TRIES-th failed try fails the task for good, naming the
+# cause (with the defaults ~1.5 min after the first: before, it was tried at every look
+# without end, and never if no event came)
+ASSEMBLY_TRIES = 8
 FILL_PER_ROUND = 32  # starved tasks a round looks at, at most, for its free slots
 FILL_SCAN = 32  # starved tasks scanned for one this peer comes first for (`_next_starved`)
 OPEN_HINTS = 4096  # running lanes jobs whose open task `_open_task` remembers (then anew)
@@ -135,7 +141,9 @@ class Scheduler:
         self._claim_seen = Leases(cfg.lease_s, self._claimed_by)  # others' claims: holder
         # last heard (and by peer, `Leases.of`: what a heartbeat reads)
         self._mine: dict[AttemptKey, tuple[str, int]] = {}  # our claims (-> split) to check
-        self._assembly_failed: set[TaskKey] = set()  # logged once
+        # tasks whose assembly failed here, to be tried again: (tries, first failure, not
+        # again before; None once `_waiting` made it due)
+        self._assembly_failed: dict[TaskKey, tuple[int, float, float | None]] = {}
         self._lost: dict[TaskKey, str] = {}  # assemblies that lack a deleted cache entry
         self._lonely: set[TaskKey] = set()  # tasks whose input is elsewhere, no peer live
         self._cannot: set[TaskKey] = set()  # ready tasks whose call this peer does not run
@@ -559,7 +567,8 @@ class Scheduler:
         return bool(self._dirty or self._mine or self._starved or self._ready_since
                     or self._claim_seen or self._unplaced or self._partial_due
                     or self.locality.waiting or self.locality.stalled or self._orphaned
-                    or self._ending or self._joining or self._reend or self.settling)
+                    or self._ending or self._joining or self._reend or self.settling
+                    or any(at is not None for _, _, at in self._assembly_failed.values()))
 
     def sleep_s(self) -> float:
         """How long the loop may wait for an event before its next round: a tick while
@@ -977,6 +986,7 @@ class Scheduler:
         cannot = self._cannot  # (their leases are the claimers' to fail: `_evaluate` stops)
         keys |= {k for k in self._claim_seen.lapsed(now) if k not in cannot}
         keys.update(self.locality.due(now))
+        keys.update(self._assembly_due(now))
         live = frozenset(self._peers())
         if live != self._waits_peers:
             self._waits_peers = live
@@ -1011,7 +1021,7 @@ class Scheduler:
                 self.locality.stalled, self._unplaced, self._partial_due, self._partial_sent,
                 self._partial_sig, self._results_seen, self._prefetched, self._looked,
                 self._deferred, self._last_done, self._taken, self._held_back,
-                self._vouched_wait, self._unvouched_mark)
+                self._vouched_wait, self._unvouched_mark, self._assembly_failed)
 
     def _sweep_gone(self) -> None:
         """Jobs that left memory (compacted or deleted) leave every table here keyed by
@@ -1029,8 +1039,7 @@ class Scheduler:
         for table in (*self._task_tables(), self._lost, self._starved, self.live.logs,
                       self.live.metrics):
             _prune(table, left)
-        for keys in (self._assembly_failed, self._lonely, self._cannot,
-                     self._partial_fetching):
+        for keys in (self._lonely, self._cannot, self._partial_fetching):
             keys.difference_update([k for k in keys if left(k)])
         for job in [j for j in {*self._end_refused, *self._reend, *self._better}
                     if j in st.compacted or j in st.deleted]:  # (`_better_ends`' tables)
@@ -1227,7 +1236,9 @@ class Scheduler:
         each CHUNK_FAILED made the task dirty again: without end, review r1 of session 49).
         Every chunk done, the error came from assembling the output: `final` (an error that
         every look meets again, e.g. a listing past the planner's bound) fails the task at
-        its last chunk (`claims.assembly_failure`), else it is retried at each look."""
+        its last chunk (`claims.assembly_failure`), else (a store's, a missing block's) it is
+        tried again after a backoff, and fails so at its ASSEMBLY_TRIES-th try
+        (`_assembly_retry`)."""
         job, task = key
         if self._done_here(key) or (
                 key in self.state.splits and self._failed_here(job, task)):
@@ -1236,16 +1247,54 @@ class Scheduler:
             self.emit(EventType.TASK_SPLIT, {"job": job, "task": task, "input": None,
                                              "chunks": [[]], "kept": {}})
         payload = claims.task_failure(self.state, job, task, cut_text(error))
+        if payload is None and not final:  # every chunk done: the error came from assembling
+            last = self._assembly_retry(key, error)  # the output; maybe passing: again later
+            if last is None:
+                return
+            error, final = last, True
         if payload is None and final:  # every chunk done: the task ends, failed (RR-4)
             log.warning("%s/%s: assembling the output failed: %s", job, task, error)
             payload = claims.assembly_failure(self.state, job, task,
                                               cut_text(f"assembling the output: {error}"))
-        if payload is None:  # every chunk is done: the error came from assembling the output
-            if key not in self._assembly_failed:  # retried at each tick: logged once
-                self._assembly_failed.add(key)
-                log.warning("%s/%s: assembling the output failed: %s", job, task, error)
+        if payload is None:  # (no split)
             return
         self.emit(EventType.CHUNK_FAILED, payload)
+
+    def _assembly_retry(self, key: TaskKey, error: str) -> str | None:
+        """Task `key`'s assembly failed here with `error`, a store's or a missing block's
+        (maybe passing): None while it is to be tried again, after fetch_backoff_s doubled
+        at each try up to fetch_max_backoff_s (`_assembly_due`; the scheduler's clock), else,
+        at its ASSEMBLY_TRIES-th try, the error the task fails with for good (the cause, the
+        tries and how long they took)."""
+        now = self.clock()
+        tries, first, _ = self._assembly_failed.get(key, (0, now, None))
+        tries += 1
+        if tries >= ASSEMBLY_TRIES:
+            self._assembly_failed.pop(key, None)
+            return f"{error} (tried {tries} times over {now - first:.0f} s)"
+        if tries == 1:  # (logged once; the last try's is the task's failure)
+            log.warning("%s/%s: assembling the output failed, to be tried again: %s", *key,
+                        error)
+        wait = min(self.cfg.fetch_backoff_s * 2 ** (tries - 1), self.cfg.fetch_max_backoff_s)
+        self._assembly_failed[key] = (tries, first, now + wait)
+        return None
+
+    def _assembly_due(self, now: float) -> list[TaskKey]:
+        """The failed assemblies whose backoff is over (`_assembly_retry`): looked at once
+        more each (then not again by time: a try that fetches first, say, is looked at as
+        its data comes)."""
+        due = [k for k, (_, _, at) in self._assembly_failed.items()
+               if at is not None and at <= now]
+        for k in due:
+            tries, first, _ = self._assembly_failed[k]
+            self._assembly_failed[k] = (tries, first, None)
+        return due
+
+    def _assembly_waits(self, key: TaskKey) -> bool:
+        """Is task `key`'s assembly in its backoff after a failure (not tried before then,
+        whatever event makes the task looked at)?"""
+        retry = self._assembly_failed.get(key)
+        return retry is not None and retry[2] is not None and self.clock() < retry[2]
 
     # -- evaluation of one task ----------------------------------------------------------
     def _evaluate(self, job: str, task: str) -> None:
@@ -1977,6 +2026,8 @@ class Scheduler:
         # is assembled by the peer that ran it. Results that no live peer can provide are
         # recomputed: their chunks are reopened.
         # A task with a reduce is made of its last chunk's output, as a whole task is.
+        if self._assembly_waits((job, task)):  # (failed here: tried again after its backoff)
+            return
         whole = not tdef.per_item or tdef.reduce is not None
         last = len(chunks) - 1 if tdef.reduce is not None else 0
         first = peer_of(split.origin)

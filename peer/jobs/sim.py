@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
-from peer.errors import BanzaiError
+from peer.errors import BanzaiError, StoreError
 from peer.ipfs.store import Entry, StoreConfig, too_many_entries
 from peer.jobs.ports import SchedulerConfig
 from peer.jobs.scheduler import Scheduler
@@ -71,6 +71,10 @@ class MemoryStore:
         self.content = content
         self.local: set[str] = set()
         self.pinned: set[str] = set()
+        # while set, `stat` and `file_cids` fail with this StoreError (a disk that fails);
+        # `refused` counts them
+        self.broken: str | None = None
+        self.refused = 0
 
     def add_bytes(self, data: bytes, cid_version: int = 1) -> str:
         cid = "bafkfile" + hashlib.sha256(data).hexdigest()[:32]
@@ -86,6 +90,7 @@ class MemoryStore:
         return cid
 
     def stat(self, cid: str) -> Entry:
+        self._check()
         if cid in self.content.dirs:
             return Entry("", cid, 0, "dir")
         if cid in self.content.files:
@@ -101,10 +106,16 @@ class MemoryStore:
                 yield Entry(path, sub, len(self.content.files.get(sub, b"")), "file")
 
     def file_cids(self, cid: str, limit: int | None = None) -> list[tuple[str, str]]:
+        self._check()
         out = [(e.path, e.cid) for e in self.walk(cid)]
         if limit is not None and len(out) > limit:  # (files alone: the sim's dirs are flat)
             raise too_many_entries(cid, limit)
         return out
+
+    def _check(self) -> None:
+        if self.broken is not None:
+            self.refused += 1
+            raise StoreError(self.broken)
 
     def has(self, cid: str) -> bool:
         return cid in self.local
