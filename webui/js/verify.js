@@ -236,12 +236,77 @@ function tooBig(size, cidStr) {
   }
 }
 
-/** Entries of a directory from its verified blocks: [{name, cid, tsize}] (HAMT shards walked). */
-export async function readDir(cidStr) {
+/** A directory's entries a page at a time from its verified blocks: `await l.next(n)` gives
+ *  up to `n` more [{name, cid, tsize}] in its listing order (a basic directory's links, a
+ *  HAMT's depth first in bucket order, as the peer's gateway lists and pages it), `l.done`
+ *  once none is left. A HAMT's sub-shards are read as the walk reaches them: a page of a
+ *  directory of millions reads the few shards it lists, never the whole directory. */
+export async function dirLister(cidStr) {
   const st = await statNode(cidStr);
   if (st.kind !== "dir") throw new VerifyError(`${cidStr} is not a directory`, cidStr);
-  if (st.unixfs.type === 1) return st.node.links.map(({ name, cid, tsize }) => ({ name, cid, tsize }));
-  return readShard(cidStr, st.node, st.unixfs);
+  if (st.unixfs.type === 1) {
+    const links = st.node.links;
+    let at = 0;
+    return {
+      done: links.length === 0,
+      async next(n) {
+        const out = links.slice(at, at + n).map(({ name, cid, tsize }) => ({ name, cid, tsize }));
+        at += out.length;
+        this.done = at >= links.length;
+        return out;
+      },
+    };
+  }
+  const w = { root: cidStr, seen: new Set([cidStr]), entries: 0 };
+  const width = checkShard(cidStr, st.node, st.unixfs, 0);
+  noteShard(w, st.node, width);
+  // per level from the root: the shard's links, the next one's index, its bucket width and fanout
+  const stack = [{ links: st.node.links, at: 0, width, fanout: st.unixfs.fanout }];
+  const pull = async () => {
+    while (stack.length) {
+      const top = stack[stack.length - 1];
+      if (top.at >= top.links.length) { stack.pop(); continue; }
+      const link = top.links[top.at++];
+      if (link.name.length > top.width) return { name: link.name.slice(top.width), cid: link.cid, tsize: link.tsize };
+      if (stack.length > 64) throw new VerifyError(`HAMT ${cidStr} is too deep`, cidStr);
+      const sub = decodeNode(await getBlock(link.cid));
+      const fs = decodeUnixfs(sub.data);
+      const subWidth = checkShard(link.cid, sub, fs, top.fanout);
+      noteShard(w, sub, subWidth);
+      stack.push({ links: sub.links, at: 0, width: subWidth, fanout: fs.fanout });
+    }
+    return null;
+  };
+  let ahead = await pull(); // (one entry ahead: `done` is known as the last page ends)
+  return {
+    done: ahead === null,
+    async next(n) {
+      const out = [];
+      while (ahead !== null && out.length < n) {
+        out.push(ahead);
+        ahead = await pull();
+      }
+      this.done = ahead === null;
+      return out;
+    },
+  };
+}
+
+/** A HAMT shard's links counted against the walk's bounds as it is read (review r1 F8: every
+ *  bucket may link one sub-shard, 1024^k entries from k+1 blocks; a sub-shard linked twice
+ *  is refused). */
+function noteShard(w, node, width) {
+  for (const link of node.links) {
+    if (link.name.length > width) {
+      if (++w.entries > MAX_DIR_ENTRIES) {
+        throw new BoundError(`HAMT directory ${w.root} has more than ${MAX_DIR_ENTRIES} entries: not listed in the browser`, w.root);
+      }
+    } else if (w.seen.has(link.cid)) {
+      throw new VerifyError(`HAMT directory ${w.root}: shard ${link.cid} is linked more than once`, w.root);
+    } else if (w.seen.add(link.cid).size > MAX_WALK_BLOCKS) {
+      throw new BoundError(`HAMT directory ${w.root} has more than ${MAX_WALK_BLOCKS} shards: not listed in the browser`, w.root);
+    }
+  }
 }
 
 /** Buckets a HAMT shard's bitfield marks (big-endian bytes: bucket 0 is the last byte's low bit). */
@@ -276,38 +341,15 @@ function checkShard(cidStr, node, fs, fanout) {
   return width;
 }
 
-async function readShard(cidStr, node, fs, fanout = 0, depth = 0, walk = null) {
-  const width = checkShard(cidStr, node, fs, fanout);
-  if (depth > 64) throw new VerifyError(`HAMT ${cidStr} is too deep`, cidStr);
-  // (review r1 F8: every bucket may link one sub-shard: 1024^k entries from k+1 blocks)
-  const w = walk || { root: cidStr, seen: new Set([cidStr]), entries: 0 };
-  for (const link of node.links) {
-    if (link.name.length > width) {
-      if (++w.entries > MAX_DIR_ENTRIES) {
-        throw new BoundError(`HAMT directory ${w.root} has more than ${MAX_DIR_ENTRIES} entries: not listed in the browser`, w.root);
-      }
-    } else if (w.seen.has(link.cid)) {
-      throw new VerifyError(`HAMT directory ${w.root}: shard ${link.cid} is linked more than once`, w.root);
-    } else if (w.seen.add(link.cid).size > MAX_WALK_BLOCKS) {
-      throw new BoundError(`HAMT directory ${w.root} has more than ${MAX_WALK_BLOCKS} shards: not listed in the browser`, w.root);
-    }
-  }
-  const parts = await Promise.all(node.links.map(async (link) => {
-    if (link.name.length > width) return [{ name: link.name.slice(width), cid: link.cid, tsize: link.tsize }];
-    const sub = decodeNode(await getBlock(link.cid));
-    return readShard(link.cid, sub, decodeUnixfs(sub.data), fs.fanout, depth + 1, w);
-  }));
-  const out = parts.flat();
-  if (depth === 0) out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  return out;
-}
-
 /** Follow `path` (a/b/c) from `root` through verified directory blocks; returns the CID. */
 export async function resolvePath(root, path) {
   let cur = root;
   for (const seg of String(path || "").split("/").filter(Boolean)) {
-    const entries = await readDir(cur);
-    const hit = entries.find((e) => e.name === seg);
+    // (read until the name is found: a HAMT's lookup by the name's hash, as the peer's, would
+    // read one shard a level; this reads up to the whole directory for a name near its end)
+    const l = await dirLister(cur);
+    let hit = null;
+    while (!hit && !l.done) hit = (await l.next(1024)).find((e) => e.name === seg);
     if (!hit) throw new GatewayError(`no "${seg}" in directory ${cur}`, { status: 404 });
     cur = hit.cid;
   }

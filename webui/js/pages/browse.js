@@ -10,7 +10,7 @@ import { parseNpy } from "../npy.js";
 import { OpenCid } from "../opencid.js";
 import { gatewayBase, gatewayLabel, gwUrl } from "../settings.js";
 import { CidChip, CopyButton, Empty, ErrorBox, Spinner, fmtBytes, fmtDuration, html, shortCid, usePageTitle } from "../ui.js";
-import { BoundError, GatewayError, VerifyError, readDir, readFile, resolvePath, statNode } from "../verify.js";
+import { BoundError, GatewayError, VerifyError, dirLister, readFile, resolvePath, statNode } from "../verify.js";
 
 const AUTO_VERIFY_BYTES = 64 * 1024 * 1024;
 const TEXT_EXT = new Set(["json", "md", "txt", "csv", "yaml", "yml", "toml", "log", "tsv", "xml", "html"]);
@@ -18,6 +18,10 @@ const AUDIO_EXT = new Set(["wav", "flac", "mp3", "ogg"]);
 // "Recent outputs": the newest jobs with outputs among this many newest (session 49, review
 // rr S6: each refetch asked for the whole list, up to 1,000 entries, for 8 cards)
 const OUTPUT_JOBS = 50;
+// Entries a page of a directory's listing shows, and asks the gateway's JSON listing for
+// (`?limit=&after=`): a directory of a million entries is read a page at a time, at the
+// "more" control, never whole into the tab (session 52, helper d)
+export const DIR_PAGE = 500;
 
 const ext = (name) => (name.includes(".") ? name.split(".").pop().toLowerCase() : "");
 const joinPath = (path, name) => (path ? `${path}/${name}` : name);
@@ -206,58 +210,103 @@ function FileView({ root, path, cid, size }) {
 
 // ------------------------------------------------------------------ directories
 
-async function gatewayListing(cid) {
+/** One page of the gateway's JSON listing of `cid` after the entry named `after` (null: from
+ *  the first): {links, next} (`next`: the next page's cursor, null after the last, undefined
+ *  when the gateway does not page: its answer is the whole listing), or null if it cannot
+ *  be read (then each entry's own block says its kind). */
+async function gatewayPage(cid, after) {
   try {
-    const r = await fetch(gwUrl(cid), { headers: { Accept: "application/json" } });
+    const q = `limit=${DIR_PAGE}${after === null ? "" : `&after=${encodeURIComponent(after)}`}`;
+    const r = await fetch(gwUrl(cid, "", q), { headers: { Accept: "application/json" } });
     if (!r.ok) return null;
     const d = await r.json();
-    return Array.isArray(d.Links) ? d.Links : null;
+    if (!Array.isArray(d.Links)) return null;
+    return { links: d.Links, next: typeof d.Next === "string" || d.Next === null ? d.Next : undefined };
   } catch {
     return null;
   }
 }
 
-async function listDir(cid) {
-  const [entries, links] = await Promise.all([readDir(cid), gatewayListing(cid)]);
-  const byName = new Map((links || []).map((l) => [l.Name, l]));
-  if (links) {
-    for (const e of entries) {
-      const l = byName.get(e.name);
-      if (!l || l.Hash !== e.cid) {
-        throw new VerifyError(`the gateway's listing of ${cid} does not match its verified directory block (${e.name})`, cid);
+/** A directory listed a page at a time: `await d.page()` gives the next DIR_PAGE entries
+ *  [{name, cid, tsize, kind, size}], their names and CIDs from the verified blocks
+ *  (`dirLister`), their kinds and sizes from the gateway's listing, asked for as far as the
+ *  entries shown (a row the gateway lists otherwise is a VerifyError); `d.done` after the
+ *  last. */
+async function dirPages(cid) {
+  const lister = await dirLister(cid);
+  const rows = new Map(); // the gateway's rows read and not yet matched, by name
+  let after = null, gwEnd = false, gwOff = false;
+  const gatewayRow = async (name) => {
+    // (the peer's pages come in the verified order: the row is on the next page at most;
+    // a few pages more for a gateway that orders otherwise, never without end)
+    for (let asked = 0; !rows.has(name) && !gwEnd && asked < 4; asked++) {
+      const p = await gatewayPage(cid, after);
+      if (!p) {
+        gwOff = true;
+        return null;
       }
+      for (const l of p.links) rows.set(l.Name, l);
+      if (typeof p.next === "string" && p.links.length && p.next !== after) after = p.next;
+      else gwEnd = true;
     }
-  }
-  const out = [];
-  for (const e of entries) {
-    const l = byName.get(e.name);
-    let kind = l ? l.Type : parseCid(e.cid).codec === 0x55 ? "file" : null;
-    let size = l ? l.Size : e.tsize;
-    if (!kind) {
-      const st = await statNode(e.cid);
-      kind = st.kind;
-      if (st.size !== null) size = st.size;
-    }
-    out.push({ ...e, kind, size });
-  }
-  return out.sort((a, b) => (a.kind === b.kind ? (a.name < b.name ? -1 : 1) : a.kind === "dir" ? -1 : 1));
+    const l = rows.get(name);
+    rows.delete(name);
+    return l;
+  };
+  return {
+    done: lister.done,
+    async page() {
+      const out = [];
+      for (const e of await lister.next(DIR_PAGE)) {
+        const l = gwOff ? null : await gatewayRow(e.name);
+        if (!gwOff && (!l || l.Hash !== e.cid)) {
+          throw new VerifyError(`the gateway's listing of ${cid} does not match its verified directory block (${e.name})`, cid);
+        }
+        let kind = l ? l.Type : parseCid(e.cid).codec === 0x55 ? "file" : null;
+        let size = l ? l.Size : e.tsize;
+        if (!kind) {
+          const st = await statNode(e.cid);
+          kind = st.kind;
+          if (st.size !== null) size = st.size;
+        }
+        out.push({ ...e, kind, size });
+      }
+      this.done = lister.done;
+      return out;
+    },
+  };
 }
 
+const byKindThenName = (a, b) => (a.kind === b.kind ? (a.name < b.name ? -1 : 1) : a.kind === "dir" ? -1 : 1);
+
 function DirView({ root, path, cid }) {
-  const [st, setSt] = useState({ entries: null, err: null });
+  // entries: those shown, in the listing's order (a directory of one page: dirs first, by
+  // name); more: the pager while entries are left, else null; busy: a page being read
+  const [st, setSt] = useState({ entries: null, err: null, more: null, busy: false });
   useEffect(() => {
     let alive = true;
-    listDir(cid).then((entries) => alive && setSt({ entries, err: null }))
-      .catch((err) => alive && setSt({ entries: null, err }));
+    (async () => {
+      const pages = await dirPages(cid);
+      const first = await pages.page();
+      if (alive) setSt({ entries: pages.done ? first.sort(byKindThenName) : first, err: null, more: pages.done ? null : pages, busy: false });
+    })().catch((err) => alive && setSt({ entries: null, err, more: null, busy: false }));
     return () => { alive = false; };
   }, [cid]);
+  const showMore = () => {
+    const pages = st.more;
+    if (!pages || st.busy) return;
+    setSt((s) => ({ ...s, busy: true }));
+    pages.page().then((next) => setSt((s) => ({ entries: [...s.entries, ...next], err: null, more: pages.done ? null : pages, busy: false })))
+      .catch((err) => setSt((s) => ({ ...s, err, more: null, busy: false })));
+  };
   const entries = st.entries;
   const metrics = entries && entries.find((e) => e.name === "metrics.json" && e.kind === "file");
-  const state = entries ? "ok" : st.err ? errorState(st.err) : "pending";
+  const state = st.err ? errorState(st.err) : entries ? "ok" : "pending";
   const files = entries ? entries.filter((e) => e.kind === "file").length : 0;
+  const paged = entries && (st.more || entries.length > DIR_PAGE);
   return html`<div>
-    <div class="preview-head"><h2 class="small-title">${entries ? `${entries.length} entr${entries.length === 1 ? "y" : "ies"}${files ? ` · ${files} file${files === 1 ? "" : "s"}` : ""}` : "Directory"}</h2>
-      <${VerifyBadge} state=${state} detail=${state === "ok" ? "directory block hashed; listing matches" : st.err?.message} /></div>
+    <div class="preview-head"><h2 class="small-title">${entries ? `${entries.length.toLocaleString("en-US")} entr${entries.length === 1 ? "y" : "ies"}${st.more ? " shown" : ""}${files ? ` · ${files} file${files === 1 ? "" : "s"}` : ""}` : "Directory"}</h2>
+      <${VerifyBadge} state=${state} detail=${state === "ok" ? `directory block${paged ? "s" : ""} hashed; listing matches` : st.err?.message} /></div>
     <${GatewayProblem} err=${st.err} />
     ${!entries && !st.err ? html`<${Spinner} label="Listing…" />` : null}
     ${metrics ? html`<${MetricsFile} cid=${metrics.cid} size=${metrics.size} />` : null}
@@ -276,6 +325,9 @@ function DirView({ root, path, cid }) {
         </td>
       </tr>`)}</tbody>
     </table></div>` : null}
+    ${st.more ? html`<p class="dir-more-row"><button class="btn dir-more" type="button" disabled=${st.busy} onClick=${showMore}>
+      ${st.busy ? "Listing…" : `Show ${DIR_PAGE} more`}</button>
+      <span class="muted small"> The directory is listed a page at a time, in its listing order.</span></p>` : null}
   </div>`;
 }
 
