@@ -336,9 +336,17 @@ class EmbeddedStore:
             kind, size = self._reader.head(link.cid)
             out.append(Entry(link.name, str(link.cid), size if kind == "file" else link.tsize,
                              kind))
+        placed = not isinstance(links, hamt.Entries) or links.placed()  # (before `next`)
         following = next(links, None)
         if following is None or not out:
             return out, None
+        # A HAMT's cursor resumes at its name's hash: only if the page's last entry is there
+        # is that after it (an entry outside its bucket, then one held at both places, would
+        # pass the check below and skip or loop: session 51 helper h's Left, one hash a page)
+        if not placed:
+            raise BadDag(f"{cid}: a page cannot end at its entry {out[-1].path!r}: the HAMT "
+                         "holds it outside the bucket its name's hash gives (list it whole, "
+                         "without limit and after)", field="after")
         # The cursor resumes after the entry of that name found by name (a basic directory's
         # first, a HAMT's at its name's hash): after this page's last entry only if that is
         # it. A HAMT that holds an entry outside its bucket (a hostile DAG) would make pages

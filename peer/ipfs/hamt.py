@@ -216,14 +216,17 @@ def _walk(get: GetBlock, c: Cid, shape: _Shape, root: list[Slot],
 
 
 def _walk_from(get: GetBlock, c: Cid, shape: _Shape, stack: list[tuple[Iterator[Slot], int]],
-               ) -> Iterator[tuple[Slot, bytes | None]]:
+               trail: list[int] | None = None) -> Iterator[tuple[Slot, bytes | None]]:
     """`_walk` from a position: `stack` holds, per level from the root, the slots still to
-    come there and the level's depth (the deepest last)."""
+    come there and the level's depth (the deepest last); `trail`, if given, the buckets of
+    the sub-shards above the deepest level, kept so as the walk goes (a slot's place)."""
     while stack:
         it, depth = stack[-1]
         s = next(it, None)
         if s is None:
             stack.pop()
+            if trail and len(trail) >= len(stack):
+                trail.pop()
         elif s.name is not None:
             yield s, None
         else:
@@ -231,20 +234,60 @@ def _walk_from(get: GetBlock, c: Cid, shape: _Shape, stack: list[tuple[Iterator[
             sub = _sub(s.cid, block, shape, depth + 1, c)
             yield s, block
             stack.append((iter(sub), depth + 1))
+            if trail is not None:
+                trail.append(s.bucket)
 
 
-def entries(get: GetBlock, c: Cid, node: PBNode, fs: UnixFSData) -> Iterator[Link]:
+class Entries:
+    """The entries of a HAMT as `entries` gives them, one at a time (an iterator of Link);
+    `placed()` says whether the entry last given is where its name's hash puts it (a hostile
+    DAG may hold an entry in another bucket: resuming after its name, which hashes down the
+    shards, would resume elsewhere). Names pass through `check` as they are given."""
+
+    def __init__(self, walk: Iterator[tuple[Slot, bytes | None]], trail: list[int],
+                 shape: _Shape) -> None:
+        self._walk = walk
+        self._trail = trail  # the buckets of the sub-shards above the slot last given
+        self._shape = shape
+        self._last: Slot | None = None
+        self.check: Callable[[str], str] | None = None
+
+    def __iter__(self) -> Entries:
+        return self
+
+    def __next__(self) -> Link:
+        for s, block in self._walk:
+            if block is None and s.name is not None:
+                self._last = s
+                name = s.name if self.check is None else self.check(s.name)
+                return Link(name, s.cid, s.tsize)
+        self._last = None
+        raise StopIteration
+
+    def placed(self) -> bool:
+        """Is the entry last given in the bucket its name's hash gives at every level from
+        the root (one hash: a page's cursor is checked so, not every entry)? True if none
+        was given (or the walk ended)."""
+        s = self._last
+        if s is None or s.name is None:
+            return True
+        h = name_hash(s.name)
+        return all(_bucket(h, depth, self._shape.bits) == b
+                   for depth, b in enumerate((*self._trail, s.bucket)))
+
+
+def entries(get: GetBlock, c: Cid, node: PBNode, fs: UnixFSData) -> Entries:
     """Every entry of the HAMT rooted at `c`, depth first in bucket order (boxo's listing
     order), one at a time: a sub-shard is read when the iteration reaches it, so memory holds
     one shard per level, never the entries. The root shard is checked (BadDag) before this
     returns."""
     shape, root = _checked(c, node, fs)
-    return (Link(s.name, s.cid, s.tsize) for s, block in _walk(get, c, shape, root)
-            if block is None and s.name is not None)
+    trail: list[int] = []
+    return Entries(_walk_from(get, c, shape, [(iter(root), 0)], trail), trail, shape)
 
 
 def entries_after(get: GetBlock, c: Cid, node: PBNode, fs: UnixFSData,
-                  name: str) -> Iterator[Link] | None:
+                  name: str) -> Entries | None:
     """The entries of the HAMT rooted at `c` that follow entry `name` in `entries`' order, as
     `entries` gives them (None if `name` is no entry of it). A page's cursor: the name's hash
     says where it is, so only the shards on its way are read to resume there (one per level),
@@ -252,6 +295,7 @@ def entries_after(get: GetBlock, c: Cid, node: PBNode, fs: UnixFSData,
     h = name_hash(name)
     shape, current = _checked(c, node, fs)
     stack: list[tuple[Iterator[Slot], int]] = []
+    trail: list[int] = []  # the sub-shards' buckets on the way
     depth = 0
     while True:
         b = _bucket(h, depth, shape.bits)
@@ -265,9 +309,9 @@ def entries_after(get: GetBlock, c: Cid, node: PBNode, fs: UnixFSData,
                 return None
             break
         depth += 1
+        trail.append(hit.bucket)
         current = _sub(hit.cid, get(hit.cid), shape, depth, c)
-    return (Link(s.name, s.cid, s.tsize) for s, block in _walk_from(get, c, shape, stack)
-            if block is None and s.name is not None)
+    return Entries(_walk_from(get, c, shape, stack, trail), trail, shape)
 
 
 def lookup(get: GetBlock, c: Cid, node: PBNode, fs: UnixFSData,

@@ -297,6 +297,9 @@ class Reader:
             raise ArgError(f"after: {after!r} is no entry of {c}", field="after")
         if not check_names:
             return found
+        if isinstance(found, hamt.Entries):  # (kept as such: a page's cursor asks `placed`)
+            found.check = check_name
+            return found
         return (Link(check_name(e.name), e.cid, e.tsize) for e in found)
 
     def entries(self, c: Cid, info: Info) -> Iterator[Link]:
@@ -308,8 +311,9 @@ class Reader:
         if info.shard is None:
             return iter(info.links)
         node, fs = info.shard
-        return (Link(check_name(e.name), e.cid, e.tsize)
-                for e in hamt.entries(self.get, c, node, fs))
+        found = hamt.entries(self.get, c, node, fs)
+        found.check = check_name
+        return found
 
     def head(self, c: Cid) -> tuple[Kind, int]:
         """Kind and size of `c` as `info` gives them, from its own block: a HAMT's entries are

@@ -384,3 +384,49 @@ def test_the_materialize_bound_is_a_peer_setting_that_reaches_its_workers(
     with pytest.raises(ConfigError, match="max_materialize_entries: must be at least 1") as e:
         dataclasses.replace(cfg, max_materialize_entries=0)
     assert e.value.field == "max_materialize_entries"
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3, 4])
+def test_a_hamt_entry_outside_its_bucket_then_one_held_twice_ends_no_page(
+        store: EmbeddedStore, limit: int) -> None:
+    """Session 51 helper h's Left: a HAMT whose third entry is renamed as its first (outside
+    its bucket) and whose fourth as its second (so that what follows the misplaced entry is
+    what follows the true one: the resume check passed). A page ending at the misplaced
+    entry resumed at the true one: with limit 1 a client following `Next` looped for ever
+    ([a] [b] [a] [b]...); with 3 a cursor was given there, the next page refused. Now no page
+    ends at an entry outside its bucket (one hash a page): the pages a client follows are
+    the listing's, in order, up to a refusal naming that entry."""
+    leaf = parse_cid(store.add_bytes(b"x"))
+    built = hamt.build([hamt.Link(n, leaf, 1) for n in ("a", "b", "c", "d", "e")], 1)
+    [(_, block)] = built.blocks  # (5 names: one shard, each in a bucket of its own)
+    node = dagpb.decode_node(block)
+    links = list(node.links)
+    for i in (2, 3):
+        name = (links[i - 2].name or "")[2:]
+        links[i] = dagpb.PBLink(links[i].hash, (links[i].name or "")[:2] + name, links[i].tsize)
+    root = _put(store, dagpb.encode_node(dagpb.PBNode(tuple(links), node.data)))
+    whole = [lk.name for lk in store.dir_links(root)]
+    assert whole[:2] == whole[2:4] and len(whole) == 5
+    got: list[str] = []
+    after = None
+    for _ in range(20):  # (bounded: a loop is what this looks for)
+        try:
+            page, after = store.ls_page(root, after, limit)
+        except BadDag as e:
+            assert "outside the bucket" in str(e), e
+            assert f"its entry {whole[len(got) + limit - 1]!r}" in str(e), e
+            break
+        got += [e.path for e in page]
+        if after is None:
+            break
+    else:
+        raise AssertionError(f"the pages did not end: {got}")
+    assert got == whole[:len(got)], got  # (in order: nothing repeated or skipped)
+    assert len(got) + limit in (3, 4)  # (refused at the page ending at the third or fourth)
+
+
+def test_a_cursor_is_still_given_at_every_entry_of_a_true_hamt(store: EmbeddedStore) -> None:
+    """The placement check refuses no page of a HAMT as built (sub-shards two levels deep)."""
+    root = _hamt(store, 600)
+    for limit in (1, 7):
+        assert sum(len(p) for p in _pages(store, root, limit)) == 600
