@@ -279,8 +279,9 @@ def test_the_browse_page_lists_a_large_directory_a_page_at_a_time(
     """The Browse page read a directory's whole listing (the gateway's JSON and every HAMT
     shard, up to 2^20 entries in the tab). A HAMT of 1,200 entries (imported as a CAR) now
     shows 500, each verified, from the shards those need and a gateway page asked with
-    `?limit=`; "more" shows the next page, to the last, every entry once. (Session 52,
-    helper d; fails on a04f558d: 1,200 rows at once, no page asked.)"""
+    `?limit=`; "more" shows the next page, to the last, every entry once; a path through it
+    reads the shards on the name's way. (Session 52, helper d; fails on a04f558d: 1,200
+    rows at once, no page asked.)"""
     from peer.ipfs import hamt
     from tests.helpers import car_form
 
@@ -324,3 +325,16 @@ def test_the_browse_page_lists_a_large_directory_a_page_at_a_time(
     assert sorted(names) == [f"item{i:05d}.txt" for i in range(n)]
     assert len(listings) == 3 and all("after=" in u for u in listings[1:]), listings
     assert set(raw) & shards == shards  # (each shard read, once the last page is shown)
+    # a path through it is looked up by the name's hash (murmur3-x64-64 in the tab, as the
+    # peer's): the shards on its way, not the listing (before: the whole HAMT, every shard)
+    names = ["", "a", "item00777.txt", "x" * 15, "y" * 16, "z" * 17, "é✓😀 name", "q" * 100]
+    hashes = page.evaluate("""async (names) => {
+        const v = await import('./ui/js/verify.js');
+        return names.map((n) => v.murmur64(new TextEncoder().encode(n)).toString()); }""", names)
+    assert [int(h) for h in hashes] == [hamt.name_hash(n) for n in names]
+    page.goto(f"{peer.url}/#/ipfs/{built.root}/item00777.txt")
+    raw.clear()
+    page.reload()  # (a fresh tab: no block cached)
+    expect(page.locator(".text-preview [data-verify='ok']")).to_be_visible()
+    expect(page.locator(".text-preview pre.code")).to_contain_text("paged")
+    assert 1 <= len(set(raw) & shards) <= 3, len(set(raw) & shards)

@@ -341,15 +341,80 @@ function checkShard(cidStr, node, fs, fanout) {
   return width;
 }
 
+// murmur3-x64-64 of a HAMT's names: h1 of MurmurHash3_x64_128, seed 0 (peer/ipfs/hamt.py
+// name_hash), in BigInt
+const M64 = (1n << 64n) - 1n;
+const MC1 = 0x87c37b91114253d5n, MC2 = 0x4cf5ad432745937fn;
+const rotl64 = (x, r) => ((x << BigInt(r)) | (x >> BigInt(64 - r))) & M64;
+function fmix64(k) {
+  k ^= k >> 33n;
+  k = (k * 0xff51afd7ed558ccdn) & M64;
+  k ^= k >> 33n;
+  k = (k * 0xc4ceb9fe1a85ec53n) & M64;
+  return k ^ (k >> 33n);
+}
+const mixK1 = (k) => (rotl64((k * MC1) & M64, 31) * MC2) & M64;
+const mixK2 = (k) => (rotl64((k * MC2) & M64, 33) * MC1) & M64;
+
+/** The 64-bit murmur3-x64-64 hash of `bytes` (a Uint8Array), as a BigInt. */
+export function murmur64(bytes) {
+  const len = bytes.length, blocks = len >> 4;
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let h1 = 0n, h2 = 0n;
+  for (let i = 0; i < blocks; i++) {
+    h1 ^= mixK1(dv.getBigUint64(i * 16, true));
+    h1 = (((rotl64(h1, 27) + h2) & M64) * 5n + 0x52dce729n) & M64;
+    h2 ^= mixK2(dv.getBigUint64(i * 16 + 8, true));
+    h2 = (((rotl64(h2, 31) + h1) & M64) * 5n + 0x38495ab5n) & M64;
+  }
+  const t = blocks * 16, rem = len & 15;
+  let k1 = 0n, k2 = 0n;
+  for (let i = rem - 1; i >= 8; i--) k2 ^= BigInt(bytes[t + i]) << BigInt((i - 8) * 8);
+  if (rem > 8) h2 ^= mixK2(k2);
+  for (let i = Math.min(rem, 8) - 1; i >= 0; i--) k1 ^= BigInt(bytes[t + i]) << BigInt(i * 8);
+  if (rem > 0) h1 ^= mixK1(k1);
+  h1 ^= BigInt(len);
+  h2 ^= BigInt(len);
+  h1 = (h1 + h2) & M64;
+  h2 = (h2 + h1) & M64;
+  return (fmix64(h1) + fmix64(h2)) & M64;
+}
+
+/** The CID of entry `name` of the HAMT whose root shard `st` (statNode's) is, or null:
+ *  looked up by the name's hash as the peer and Kubo look it up, one verified shard a level
+ *  (never the directory's listing). */
+async function shardLookup(cidStr, st, name) {
+  const h = murmur64(new TextEncoder().encode(name));
+  let cur = cidStr, node = st.node, fs = st.unixfs, fanout = 0;
+  for (let depth = 0; depth <= 64; depth++) {
+    const width = checkShard(cur, node, fs, fanout);
+    const bits = Math.log2(fs.fanout), shift = 64 - (depth + 1) * bits;
+    if (shift < 0) return null;
+    const bucket = Number((h >> BigInt(shift)) & BigInt(fs.fanout - 1));
+    const link = node.links.find((l) => parseInt(l.name.slice(0, width), 16) === bucket);
+    if (!link) return null;
+    if (link.name.length > width) return link.name.slice(width) === name ? link.cid : null;
+    fanout = fs.fanout;
+    cur = link.cid;
+    node = decodeNode(await getBlock(cur));
+    fs = decodeUnixfs(node.data);
+  }
+  throw new VerifyError(`HAMT ${cidStr} is too deep`, cidStr);
+}
+
 /** Follow `path` (a/b/c) from `root` through verified directory blocks; returns the CID. */
 export async function resolvePath(root, path) {
   let cur = root;
   for (const seg of String(path || "").split("/").filter(Boolean)) {
-    // (read until the name is found: a HAMT's lookup by the name's hash, as the peer's, would
-    // read one shard a level; this reads up to the whole directory for a name near its end)
-    const l = await dirLister(cur);
+    const st = await statNode(cur);
+    if (st.kind !== "dir") throw new VerifyError(`${cur} is not a directory`, cur);
     let hit = null;
-    while (!hit && !l.done) hit = (await l.next(1024)).find((e) => e.name === seg);
+    if (st.unixfs.type === 5) {
+      const cid = await shardLookup(cur, st, seg);
+      hit = cid && { cid };
+    } else {
+      hit = st.node.links.find((l) => l.name === seg);
+    }
     if (!hit) throw new GatewayError(`no "${seg}" in directory ${cur}`, { status: 404 });
     cur = hit.cid;
   }
