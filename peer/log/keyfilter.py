@@ -26,7 +26,9 @@ class KeyFilter:
         self._bits = bytearray(bits >> 3)
         self._mask = bits - 1
         self.capacity = bits // BITS_PER_KEY
-        self.count = 0  # texts added (a text added twice counts twice)
+        # texts added that set a bit (a text added again, or one whose both bits were set
+        # already, is not counted: provider sets rewritten would fill it otherwise)
+        self.count = 0
 
     @property
     def full(self) -> bool:
@@ -37,8 +39,11 @@ class KeyFilter:
         h = hash(key) & MASK64
         bits, mask = self._bits, self._mask
         i, j = h & mask, (h >> 32) & mask
-        bits[i >> 3] |= 1 << (i & 7)
-        bits[j >> 3] |= 1 << (j & 7)
+        bi, bj = 1 << (i & 7), 1 << (j & 7)
+        if bits[i >> 3] & bi and bits[j >> 3] & bj:
+            return
+        bits[i >> 3] |= bi
+        bits[j >> 3] |= bj
         self.count += 1
 
     def add_all(self, keys: Iterable[str]) -> None:

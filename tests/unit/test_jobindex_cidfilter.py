@@ -113,6 +113,16 @@ def test_a_filter_answers_maybe_for_every_key_added() -> None:
     added = [f"a{i}" for i in range(1000)]
     f.add_all(added)
     assert all(f.maybe(k) for k in added)
-    assert f.count == 1000 and not f.full
+    assert 990 <= f.count <= 1000 and not f.full  # (a key whose bits were set is not counted)
     others = sum(f.maybe(f"b{i}") for i in range(10_000))
     assert others < 500  # (about 1.4 %: 140 expected; a "maybe" costs a look, never a miss)
+
+
+def test_a_key_added_again_is_not_counted_again() -> None:
+    """Review r1 of session 52, finding 4: a CID's provider set rewritten (a key added again)
+    counted again, so the filter soon called itself full and the provider table was scanned
+    anew at every reap."""
+    f = KeyFilter(10)
+    for _ in range(3 * f.capacity):
+        f.add("same")
+    assert f.count == 1 and not f.full and f.maybe("same")
