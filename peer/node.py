@@ -1540,6 +1540,9 @@ class Node:
     def block_digests(self, origin: str) -> Mapping[int, str]:
         return self.state.block_digests(origin)
 
+    def block_sizes(self, origin: str) -> Mapping[int, int]:
+        return self.state.block_sizes(origin)
+
     # -- the LaneSink of gossip (lanes on): the lanes of the jobs given, as served above --
     def lane_jobs(self) -> list[str]:
         """The live lanes jobs we are a member of; the compacted ones whose lanes wait for
@@ -1580,6 +1583,9 @@ class Node:
 
     def lane_block_digests(self, origin: str, jobs: Collection[str]) -> Mapping[int, str]:
         return self.state.block_digests(origin, jobs)
+
+    def lane_block_sizes(self, origin: str, jobs: Collection[str]) -> Mapping[int, int]:
+        return self.state.block_sizes(origin, jobs)
 
     def lane_events_in(self, origin: str, blocks: Iterable[int],
                        jobs: Collection[str]) -> list[Event]:

@@ -46,10 +46,16 @@ def wins(challenger: Event, held: Event) -> bool:
 
 def block_digest(log: Mapping[int, Event], block: int) -> str:
     """The digest of the events of `log` (seq -> event, one origin) in `block`; "" if none."""
+    return _block(log, block)[0]
+
+
+def _block(log: Mapping[int, Event], block: int) -> tuple[str, int]:
+    """The digest of the events of `log` in `block` ("" if none) and how many it covers."""
     hashes = [held_hash(e) for q in block_seqs(block) if (e := log.get(q)) is not None]
     if not hashes:
-        return ""
-    return hashlib.sha256(CONTENTS_DOMAIN + b"".join(hashes)).hexdigest()[:HEX_CHARS]
+        return "", 0
+    return (hashlib.sha256(CONTENTS_DOMAIN + b"".join(hashes)).hexdigest()[:HEX_CHARS],
+            len(hashes))
 
 
 @dataclass
@@ -57,6 +63,9 @@ class ContentSums:
     """Per origin, the digests of its blocks and of the whole; recomputed where dirty."""
 
     blocks: dict[str, dict[int, str]] = field(default_factory=dict)  # non-empty blocks only
+    # and how many events each covers (anti-entropy exchanges a differing block only while
+    # both sides' counts agree: a count that differs is an eviction out of phase)
+    sizes: dict[str, dict[int, int]] = field(default_factory=dict)
     origins: dict[str, str] = field(default_factory=dict)  # fresh origin digests
     dirty: dict[str, set[int]] = field(default_factory=dict)
     lanes: dict[str, str] = field(default_factory=dict)  # lane origin -> its job (peer.log.lanes)
@@ -75,7 +84,7 @@ class ContentSums:
 
     def forget(self, origin: str) -> None:
         """`origin` is no longer held at all (a lane forgotten: MeshState.forget_lanes)."""
-        for table in (self.blocks, self.origins, self.dirty, self.lanes):
+        for table in (self.blocks, self.sizes, self.origins, self.dirty, self.lanes):
             table.pop(origin, None)
         self._total = None
 
@@ -84,19 +93,21 @@ class ContentSums:
         for origin, dirty in self.dirty.items():
             log = by_origin.get(origin, {})
             blocks = self.blocks.setdefault(origin, {})
+            sizes = self.sizes.setdefault(origin, {})
             for b in dirty:
-                d = block_digest(log, b)
+                d, n = _block(log, b)
                 if d:
-                    blocks[b] = d
+                    blocks[b], sizes[b] = d, n
                 else:
                     blocks.pop(b, None)
+                    sizes.pop(b, None)
             if blocks:
                 h = hashlib.sha256(CONTENTS_DOMAIN + _name(origin))
                 for b in sorted(blocks):
                     h.update(_INDEX.pack(b) + bytes.fromhex(blocks[b]))
                 self.origins[origin] = h.hexdigest()[:HEX_CHARS]
             else:
-                del self.blocks[origin]
+                del self.blocks[origin], self.sizes[origin]
                 self.origins.pop(origin, None)
         self.dirty.clear()
 

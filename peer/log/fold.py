@@ -1848,6 +1848,27 @@ class MeshState:
         self.sums.refresh(self.by_origin)
         return dict(self.sums.blocks.get(origin, {}))
 
+    def block_sizes(self, origin: str, scope: Collection[str] | None = None,
+                    ) -> dict[int, int]:
+        """Block -> how many of `origin`'s events up to its head are in memory there (of
+        `block_digests`' blocks; those wholly beyond the head left out: 0). At equal heads
+        two peers hold the same seqs up to it, so counts that differ are events one of them
+        let go of from memory (compaction, `compact`); an event beyond a gap is never let go
+        of, and is what an exchange may bring (peer.mesh.antientropy)."""
+        if not in_scope(origin, scope):
+            return {}
+        self.sums.refresh(self.by_origin)
+        head = self.heads.get(origin, 0)
+        out: dict[int, int] = {}
+        for b, n in self.sums.sizes.get(origin, {}).items():
+            seqs = block_seqs(b)
+            if seqs[-1] <= head:
+                out[b] = n
+            elif seqs[0] <= head:  # (the head's block: counted up to the head)
+                log = self.by_origin.get(origin, {})
+                out[b] = sum(1 for q in range(seqs[0], head + 1) if q in log)
+        return out
+
     def block_digest(self, origin: str, block: int) -> str:
         """The digest of `origin`'s held contents in `block` ("" if none), computed now."""
         return block_digest(self.by_origin.get(origin, {}), block)

@@ -39,6 +39,7 @@ from enum import Enum
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from peer.log import Event
+from peer.log.contents import block_seqs
 from peer.log.lanes import lane_of
 from peer.mesh.addr import parse_addr
 from peer.mesh.wire import (
@@ -52,6 +53,7 @@ from peer.mesh.wire import (
     parse_digests,
     parse_jobs,
     parse_nonce,
+    parse_sizes,
     parse_vv,
 )
 
@@ -161,6 +163,11 @@ class ContentSink(Protocol):
         """Block -> the digest of `origin`'s held contents in it (non-empty blocks)."""
         ...
 
+    def block_sizes(self, origin: str) -> Mapping[int, int]:
+        """Block -> how many of its events up to `origin`'s head its digest covers (of
+        `block_digests`' blocks; 0 or left out: none)."""
+        ...
+
     def events_in(self, origin: str, blocks: Iterable[int]) -> list[Event]:
         """`origin`'s held events in these blocks that we serve, in seq order."""
         ...
@@ -218,6 +225,9 @@ class LaneSink(Protocol):
     def lane_block_digests(self, origin: str, jobs: Collection[str]) -> Mapping[int, str]:
         ...
 
+    def lane_block_sizes(self, origin: str, jobs: Collection[str]) -> Mapping[int, int]:
+        ...
+
     def lane_events_in(self, origin: str, blocks: Iterable[int],
                        jobs: Collection[str]) -> list[Event]:
         ...
@@ -244,6 +254,9 @@ class _Scoped:
 
     def block_digests(self, origin: str) -> Mapping[int, str]:
         return self._l.lane_block_digests(origin, self.jobs)
+
+    def block_sizes(self, origin: str) -> Mapping[int, int]:
+        return self._l.lane_block_sizes(origin, self.jobs)
 
     def events_in(self, origin: str, blocks: Iterable[int]) -> list[Event]:
         return self._l.lane_events_in(origin, blocks, self.jobs)
@@ -355,6 +368,8 @@ class AntiEntropy:
         self.unverified = 0  # frames that proved nothing and so got at most a handshake
         self.unbound = 0  # vectors not noted: the frame was not proven to be its sender's
         self.floors_unread = 0  # DIGEST_REPLY "cf"s malformed or over MAX_FLOORS_SENT
+        self.sizes_unread = 0  # DIGEST_REPLY "bc"s malformed (ignored: blocks sent as before)
+        self.out_of_phase = 0  # differing blocks not exchanged: their sizes differ (`_send_fix`)
         self.throttled = 0  # full DIGESTs not answered: MAX_DIGEST_ANSWERS in their window
 
     # -- cookies -------------------------------------------------------------------------
@@ -611,14 +626,14 @@ class AntiEntropy:
         if more:
             self._note_pull(f.reply_to, scope, missing, mine)
         cs = f.body.get("cs")
-        blocks = None if cs is None else self._differing(theirs, mine, cs, contents)
+        blocks, sizes = ({}, {}) if cs is None else self._differing(theirs, mine, cs, contents)
         nonce = secrets.token_hex(COOKIE_BYTES) if blocks and self._nonces else None
         cf = None if jobs is not None or self._floors is None else (
             self._floors.floors_above(theirs, MAX_FLOORS_SENT))
         if missing or ahead or blocks or cf:
             self._link.send_events([f.reply_to], missing, reply=Reply(
                 vv, more, blocks or None, keys.get("n"), keys.get("e"), nonce, jobs,
-                dict(cf) if cf else None))
+                dict(cf) if cf else None, sizes or None))
         if blocks and f.reply_to:
             awaited = self._fixes_awaited
             asks = awaited.pop(f.reply_to, [])
@@ -698,19 +713,22 @@ class AntiEntropy:
         return next(iter(awaited))
 
     def _differing(self, theirs: Mapping[str, int], mine: Mapping[str, int],
-                   cs: Any, contents: ContentSink | None) -> Blocks:
+                   cs: Any, contents: ContentSink | None,
+                   ) -> tuple[Blocks, dict[str, list[int]]]:
         """Our block digests (of `contents`) of each origin at equal heads whose contents
-        differ from the sender's `cs` (bounded: the rest waits for a later round). An origin
+        differ from the sender's `cs` (bounded: the rest waits for a later round), and how
+        many events each covers ("bc", one per row: `_send_fix`). An origin
         only one side gives a digest of is not compared: a digest is left out while its
         events are not all on disk (`ContentSink.content_digests`), which on a busy peer is
         most of the time, and its blocks (up to BLOCK_SEQS events each, sent both ways) would
         only repeat what the pushes carry; a later round compares it, as a DIGEST_SUM without
         a content sum does."""
         if contents is None:
-            return {}
+            return {}, {}
         their_cs = parse_digests(cs)
         ours = contents.content_digests()
         out: Blocks = {}
+        sizes: dict[str, list[int]] = {}
         n = 0
         for o in sorted(set(their_cs) & set(ours)):
             if theirs.get(o, 0) != mine.get(o, 0) or their_cs[o] == ours[o]:
@@ -718,9 +736,11 @@ class AntiEntropy:
             rows = sorted(contents.block_digests(o).items())
             if n + len(rows) > self._max_blocks:
                 break
+            held = contents.block_sizes(o)
             out[o] = rows
+            sizes[o] = [held.get(b, 0) for b, _ in rows]
             n += len(rows)
-        return out
+        return out, sizes
 
     def on_digest_reply(self, f: Frame) -> None:
         """Merge the events; push what the replier lacks; pull again while it says `more`
@@ -732,6 +752,7 @@ class AntiEntropy:
         theirs = None if vv is None else parse_vv(vv)
         blk = f.body.get("blk")
         blocks = None if blk is None else parse_blocks(blk, self._max_blocks)
+        sizes = None if blocks is None else self._sizes(f.body.get("bc"), blocks)
         bn = parse_nonce(f.body, "bn")
         trust = self._trust(f)
         if trust is Trust.NONE:
@@ -748,7 +769,19 @@ class AntiEntropy:
         if f.body.get("more") and new:
             self.send_digest(f.reply_to, echo=f.body.get("n"), jobs=jobs)
         if blocks is not None and contents is not None and f.reply_to:
-            self._send_fix(f.reply_to, blocks, bn, contents, jobs)
+            self._send_fix(f.reply_to, blocks, bn, contents, jobs, sizes, sink.heads())
+
+    def _sizes(self, bc: Any, blocks: Blocks) -> dict[str, dict[int, int]] | None:
+        """A DIGEST_REPLY's block sizes ("bc"), None without them (the previous release) or
+        if they do not read (counted, `sizes_unread`: the blocks go as that release sent
+        them; the round's push and pull never fail for the hint)."""
+        if bc is None:
+            return None
+        try:
+            return parse_sizes(bc, blocks)
+        except ValueError:
+            self.sizes_unread += 1
+            return None
 
     def _floors_told(self, f: Frame) -> None:
         """A (mesh round's) DIGEST_REPLY's "cf": its sender's floors above our vector, told to
@@ -774,24 +807,45 @@ class AntiEntropy:
         self._floors.floors_heard(f.sender, floors)
 
     def _send_fix(self, addr: str, theirs: Blocks, echo: str | None, contents: ContentSink,
-                  jobs: list[str] | None) -> None:
+                  jobs: list[str] | None, sizes: Mapping[str, Mapping[int, int]] | None,
+                  heads: Mapping[str, int]) -> None:
         """Our events of the blocks whose digests differ from the replier's (a bounded part:
         the rest in later rounds), and our digests of them ("fix", echoing the nonce of its
         block digests): it keeps what wins and sends back its own events of each block that
-        still differs."""
+        still differs.
+
+        With the replier's `sizes` ("bc": how many of each block's events up to the head its
+        digest covers), a differing block whose count is not ours is not named (counted,
+        `out_of_phase`), and of its events only those beyond our head go: at equal heads
+        both hold the same seqs up to it, so a count that differs is events one side let
+        go of from memory (a job compacted on its own pass, the other's pass not run yet),
+        whose copies the other drops on receipt (session 52, helper a: at 3 peers, two
+        thirds of a receiver's events were such copies), while an event beyond a gap is
+        never let go of and may be one the replier lacks (a pull's frames can be filled by
+        those it holds: the exchange is its way in). Each side's next pass makes the counts
+        agree; a rival content among the events both keep is then compared and settled.
+        Without `sizes` (the previous release), every differing block, as before."""
         fix: Blocks = {}
         events: list[Event] = []
         n = 0
         for o, rows in theirs.items():
             their = dict(rows)
             mine = contents.block_digests(o)
+            counts = None if sizes is None else sizes.get(o)
+            held = {} if counts is None else contents.block_sizes(o)
+            head = heads.get(o, 0)
             for b in sorted(b for b in set(their) | set(mine) if their.get(b) != mine.get(b)):
                 if n >= FIX_BLOCKS or len(events) >= FIX_EVENTS:
                     break
+                if counts is not None and counts.get(b, 0) != held.get(b, 0):
+                    self.out_of_phase += 1
+                    if block_seqs(b)[-1] > head:
+                        events += [e for e in contents.events_in(o, [b]) if e.seq > head]
+                    continue
                 fix.setdefault(o, []).append((b, mine.get(b, "")))
                 events += contents.events_in(o, [b])
                 n += 1
-        if fix:
+        if fix or events:  # (only beyond-head events: an empty "fix", its answer nothing)
             self._link.send_events([addr], events, fix=fix,
                                    fix_echo=echo if self._nonces else None, jobs=jobs)
 

@@ -288,6 +288,10 @@ class GossipStats:
     ae_unverified: int = 0
     ae_unbound: int = 0
     ae_floors_unread: int = 0  # DIGEST_REPLY "cf"s malformed or too long (ignored, in part)
+    ae_sizes_unread: int = 0  # DIGEST_REPLY "bc"s malformed (ignored: blocks sent as before)
+    # differing blocks not exchanged: the two sides' in-memory counts differ (compaction
+    # out of phase, antientropy.AntiEntropy._send_fix)
+    ae_out_of_phase: int = 0
     # full DIGESTs not answered: their address had MAX_DIGEST_ANSWERS answered in its window
     ae_throttled: int = 0
 
@@ -408,6 +412,8 @@ class Gossip:
         self._stats.ae_unverified = self._ae.unverified
         self._stats.ae_unbound = self._ae.unbound
         self._stats.ae_floors_unread = self._ae.floors_unread
+        self._stats.ae_sizes_unread = self._ae.sizes_unread
+        self._stats.ae_out_of_phase = self._ae.out_of_phase
         self._stats.ae_throttled = self._ae.throttled
         if self.swim is not None:
             self._stats.swim_dropped_updates = self.swim.stats.dropped_updates

@@ -84,6 +84,9 @@ class MemorySink:
     def lane_block_digests(self, origin: str, jobs: Collection[str]) -> Mapping[int, str]:
         return self.state.block_digests(origin, jobs)
 
+    def lane_block_sizes(self, origin: str, jobs: Collection[str]) -> Mapping[int, int]:
+        return self.state.block_sizes(origin, jobs)
+
     def lane_events_in(self, origin: str, blocks: Iterable[int],
                        jobs: Collection[str]) -> list[Event]:
         return self.state.events_in(origin, blocks, jobs)
@@ -115,6 +118,9 @@ class MemorySink:
 
     def block_digests(self, origin: str) -> Mapping[int, str]:
         return self.state.block_digests(origin)
+
+    def block_sizes(self, origin: str) -> Mapping[int, int]:
+        return self.state.block_sizes(origin)
 
     def events_in(self, origin: str, blocks: Iterable[int]) -> list[Event]:
         return self.state.events_in(origin, blocks)

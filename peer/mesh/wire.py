@@ -70,6 +70,16 @@ class Kind(IntEnum):
 # echo our cookie ("k": "s" a sum, "d" a digest, "a" an ack, which then goes again). A
 # DIGEST_REPLY with "blk" carries "bn", a nonce that its "fix" echoes ("fn" in that EVENTS
 # frame).
+# Block sizes (session 52, helper a; peers of the previous release ignore the key): a
+# DIGEST_REPLY with "blk" carries "bc" ({origin: [count, ...]}, one per "blk" row of that
+# origin, in its order): how many of the block's events up to the origin's head its digest
+# covers. The asker sends its events of (and names in "fix") only the differing blocks whose
+# counts agree with its own; of one whose count differs, only its events beyond its head
+# (in an EVENTS frame with an empty "fix" if that is all): a count that differs is, at
+# equal heads, events one side let go of from memory (compaction, each peer on its own
+# pass) and the other has not yet, which no exchange settles (a copy of an event that left
+# memory is dropped on receipt). A "bc" the asker cannot read is ignored (every differing
+# block exchanged, as before).
 # Compaction floors (review rr of session 48, S7; peers of the previous release ignore the
 # key): a mesh round's DIGEST_REPLY carries "cf" ({origin: seq}, at most 256) when the
 # replier dropped events (compacted) above the asker's vector of origins it names: the
@@ -221,6 +231,7 @@ class Reply(NamedTuple):
     blk_nonce: str | None = None
     jobs: Sequence[str] | None = None  # a pair round's (LANES_FEATURE): the jobs it covers
     floors: Mapping[str, int] | None = None  # "cf": the replier's floors above the asker
+    sizes: Mapping[str, Sequence[int]] | None = None  # "bc": per "blk" row, its event count
 
 
 def dumps(obj: Any) -> bytes:
@@ -304,7 +315,9 @@ def reply_body(batch: Sequence[bytes], reply: Reply, signed: Sequence[bytes] = (
             + dumps(reply.more) + _batches(signed) + _blocks(b"blk", reply.blocks)
             + _str(b"bn", reply.blk_nonce if reply.blocks else None) + _str(b"n", reply.cookie)
             + _str(b"e", reply.echo) + _jobs(reply.jobs)
-            + (b',"cf":' + dumps(dict(reply.floors)) if reply.floors else b"") + b"}")
+            + (b',"cf":' + dumps(dict(reply.floors)) if reply.floors else b"")
+            + (b',"bc":' + dumps({o: list(n) for o, n in reply.sizes.items()})
+               if reply.sizes and reply.blocks else b"") + b"}")
 
 
 class Packed(NamedTuple):
@@ -536,6 +549,24 @@ def parse_blocks(obj: Any, max_blocks: int) -> Blocks:
     return out
 
 
+def parse_sizes(obj: Any, blocks: Blocks) -> dict[str, dict[int, int]]:
+    """A DIGEST_REPLY's block sizes ("bc") as origin -> block -> count, for the origins of
+    `blocks` (its "blk") it gives a count per row of; ValueError if malformed (not an
+    object, an origin's counts not a list of as many non-negative ints as its rows)."""
+    if not isinstance(obj, dict):
+        raise ValueError("block sizes are not an object")
+    out: dict[str, dict[int, int]] = {}
+    for origin, rows in blocks.items():
+        n = obj.get(origin)
+        if n is None:
+            continue
+        if not (isinstance(n, list) and len(n) == len(rows)
+                and all(type(c) is int and 0 <= c < 2**31 for c in n)):
+            raise ValueError(f"bad block sizes of origin {origin[:64]!r}")
+        out[origin] = {b: c for (b, _), c in zip(rows, n, strict=True)}
+    return out
+
+
 MAX_MEMBER_ID_BYTES = 255  # as a frame header's sender id
 TABLE_HASH_CHARS = 32
 
@@ -608,4 +639,4 @@ __all__ = ["FLAG_MAC", "FRAME_SLACK_BYTES", "MAGIC", "MAX_MEMBER_ID_BYTES", "MAX
            "encode_event", "encode_frame", "events_body", "frame_header", "heartbeat_body",
            "pack_events", "pack_frames", "parse_blocks", "parse_digests", "parse_events",
            "parse_info", "parse_jobs", "parse_member_id", "parse_member_ids", "parse_nonce",
-           "parse_table", "parse_table_hash", "parse_vv", "reply_body", "seal"]
+           "parse_sizes", "parse_table", "parse_table_hash", "parse_vv", "reply_body", "seal"]

@@ -48,7 +48,7 @@ class FakeLink:
 
     def send_events(self, addrs: Sequence[str], events: Sequence[Event], *, ttl: int = 0,
                     reply: Reply | None = None, fix: Any = None,
-                    fix_echo: str | None = None) -> None:
+                    fix_echo: str | None = None, jobs: Sequence[str] | None = None) -> None:
         self.sent.append(Sent(list(addrs), list(events), ttl, reply, fix, fix_echo))
 
     def merge(self, events: Sequence[Event]) -> list[Event]:
@@ -139,6 +139,9 @@ class Contents:
         return {"me": "d"}
 
     def block_digests(self, origin: str) -> Mapping[int, str]:
+        return {}
+
+    def block_sizes(self, origin: str) -> Mapping[int, int]:
         return {}
 
     def events_in(self, origin: str, blocks: Iterable[int]) -> list[Event]:
@@ -345,6 +348,9 @@ class PartialContents(Contents):
 
     def block_digests(self, origin: str) -> Mapping[int, str]:
         return self.sink.block_digests(origin)
+
+    def block_sizes(self, origin: str) -> Mapping[int, int]:
+        return self.sink.block_sizes(origin)
 
     def events_in(self, origin: str, blocks: Iterable[int]) -> list[Event]:
         return self.sink.events_in(origin, blocks)

@@ -423,6 +423,110 @@ def test_a_restart_keeps_the_digests_of_a_compacted_log(tmp_path: Path,
     assert m.state.content_digests() == digests
 
 
+def _rounds(c: Cluster, n: int = 3) -> int:
+    """`n` rounds of anti-entropy both ways between the two peers of `c`, on the fake clock;
+    returns the events they sent."""
+    a, b = c.peers
+    before = a.gossip.stats.events_out + b.gossip.stats.events_out
+    for _ in range(n):
+        c.clock.advance(c.cfg.anti_entropy_s)
+        for p, q in ((a, b), (b, a)):
+            p.gossip.anti_entropy(q.addr)
+            c.net.pump()
+    return a.gossip.stats.events_out + b.gossip.stats.events_out - before
+
+
+def _out_of_phase(rival: bool = False) -> tuple[Cluster, list[Event]]:
+    """Two peers at equal heads holding one block of a finished job, a live job and a
+    PROVIDE (of two contents if `rival`: b holds the other); a compacted the job, b's pass
+    has not run yet (session 51 helper a's jobs0: each peer compacts on its own 5 s pass)."""
+    c = Cluster(2)
+    a, b = c.peers
+    evs = _job_events()
+    q = len(evs) + 1
+    a.sink.merge([*evs, provide(evs[0].origin, q, 0, hlc=evs[-1].hlc + 1)])
+    b.sink.merge([*evs, provide(evs[0].origin, q, int(rival), hlc=evs[-1].hlc + 1)])
+    a.sink.state.compact(["job000"])
+    assert dict(a.sink.state.heads) == dict(b.sink.state.heads)
+    assert a.sink.state.content_sum() != b.sink.state.content_sum()
+    introduce(c)  # (their first round swapped cookies: antientropy.py)
+    return c, evs
+
+
+def test_equal_heads_out_of_compaction_phase_send_no_events() -> None:
+    """At equal heads, a peer that compacted a job and one whose pass has not run yet differ
+    in the block that held it (its events left the first one's memory): the digests name the
+    block, its counts differ, and no event goes either way (before: the whole block both
+    ways at every round, each copy dropped on receipt). Once b compacts too, they agree."""
+    c, _ = _out_of_phase()
+    a, b = c.peers
+    held = (sorted(a.sink.state.events), sorted(b.sink.state.events))
+    assert _rounds(c) == 0
+    assert (sorted(a.sink.state.events), sorted(b.sink.state.events)) == held
+    assert a.gossip.stats.ae_out_of_phase + b.gossip.stats.ae_out_of_phase >= 2
+    b.sink.state.compact(["job000"])
+    assert a.sink.state.content_sum() == b.sink.state.content_sum()
+    assert _rounds(c) == 0
+
+
+def test_a_rival_among_the_events_both_keep_is_settled_once_their_passes_agree() -> None:
+    """A rival content in a block whose counts differ (compaction out of phase) waits: the
+    block is not exchanged. Once b's pass compacted the same job the counts agree, the block
+    is exchanged and both hold the winner (a rival where the counts agree is settled at the
+    first round, as before: test_peers_that_exchanged_digests_both_ways_...)."""
+    c, evs = _out_of_phase(rival=True)
+    a, b = c.peers
+    q = (evs[0].origin, len(evs) + 1)
+    first = held_hash(a.sink.state.events[q]), held_hash(b.sink.state.events[q])
+    _rounds(c)
+    assert (held_hash(a.sink.state.events[q]), held_hash(b.sink.state.events[q])) == first
+    b.sink.state.compact(["job000"])
+    assert _rounds(c) > 0
+    assert held_hash(a.sink.state.events[q]) == held_hash(b.sink.state.events[q]) == min(first)
+    assert a.sink.state.content_sum() == b.sink.state.content_sum()
+
+
+def test_a_reply_without_block_sizes_exchanges_every_differing_block() -> None:
+    """A replier of the previous release sends "blk" without "bc": the asker sends its events
+    of every block that differs, as before; a "bc" that does not read is ignored likewise
+    (counted), the round's push and pull unharmed."""
+    from peer.mesh.antientropy import AntiEntropy
+
+    evs = _job_events()
+    sink = MemorySink("me")
+    sink.merge(evs)
+    origin = evs[0].origin
+    rows = [[0, "0" * 32]]
+    for bc, unread in ((None, 0), ({origin: [1]}, 0), ({origin: ["x"]}, 1), ([], 1)):
+        link = FakeLink(sink)
+        ae = AntiEntropy(sink, link, FakePeers(), max_events_per_frame=4, contents=sink)
+        body: dict[str, Any] = {"events": [], "vv": None, "more": False, "blk": {origin: rows}}
+        if bc is not None:
+            body["bc"] = bc
+        ae.on_digest_reply(Frame(Kind.DIGEST_REPLY, "banzai", "peer", ASKER, body))
+        sent = [e.id for s_ in link.sent for e in s_.events]
+        if bc == {origin: [1]}:  # (a count that is not ours: out of phase, nothing sent)
+            assert sent == [] and ae.out_of_phase == 1
+        else:
+            assert sent == [e.id for e in evs] and ae.out_of_phase == 0
+        assert ae.sizes_unread == unread
+
+
+@pytest.mark.parametrize(("bc", "ok"), [
+    ({"o": [3, 0]}, {"o": {0: 3, 2: 0}}), ({}, {}), ({"p": [1]}, {}),
+    ([], None), ({"o": [3]}, None), ({"o": [3, -1]}, None), ({"o": [3, "1"]}, None),
+    ({"o": [3, True]}, None), ({"o": {"0": 3}}, None), ({"o": [3, 2**31]}, None)])
+def test_block_sizes_off_the_wire(bc: Any, ok: dict[str, dict[int, int]] | None) -> None:
+    from peer.mesh.wire import parse_sizes
+
+    blocks = {"o": [(0, "ab"), (2, "cd")]}
+    if ok is None:
+        with pytest.raises(ValueError):
+            parse_sizes(bc, blocks)
+    else:
+        assert parse_sizes(bc, blocks) == ok
+
+
 # -- deleted jobs' events leave memory (peer.log.fold.MeshState.gone) ---------------------------
 
 
