@@ -578,14 +578,9 @@ async def _record_parts(node: Host, cids: Sequence[tuple[Any, bool]], kind: str,
     shown: list[list[Any]] = []
     for (cid, fetchable), part in zip(cids, parts, strict=True):
         if part is None:
-            why = ("is a self-added member's, not held here: it is not fetched"
-                   if not fetchable else
-                   f"was served by no live peer less than {MISS_TTL_S:.0f} s ago"
-                   if cache.missed(cid) else
-                   f"is not held here and was not fetched (at most {MAX_RECORD_FETCHES} "
-                   "records are fetched per read: read again)")
-            part = _unshown(cid, why, kind)
+            part = _unshown(cid, _not_fetched(cid, fetchable, cache), kind)
         shown.append(part if isinstance(part, list) else [])
+    spent = len(fetch)
     left = 0
     for i in reversed(range(len(parts))):  # (from the last: what the read needs of each)
         part = parts[i]
@@ -596,12 +591,27 @@ async def _record_parts(node: Host, cids: Sequence[tuple[Any, bool]], kind: str,
             if need is not None and need <= len(part.lines):
                 left += part.total - len(part.lines)
                 shown[i] = part.lines
-            else:  # (more than its tail: read whole again)
-                got = await _held_list(node, cids[i][0], kind, cache, fetch=False, whole=True)
+            else:  # (more than its tail: read whole again, fetched again if it is no
+                # longer held here, e.g. another peer's failed run's record, collected here
+                # since: a cache, RR-5; as a missing record is: review r1 of session 52, 1)
+                cid, fetchable = cids[i]
+                may = fetchable and not cache.missed(cid) and spent < MAX_RECORD_FETCHES
+                spent += may
+                got = await _held_list(node, cid, kind, cache, fetch=may, whole=True)
                 shown[i] = got if isinstance(got, list) else _unshown(
-                    cids[i][0], "is held neither here nor by a live peer", kind)
+                    cid, _not_fetched(cid, fetchable, cache), kind)
         need = _less(need, len(shown[i]))
     return left, [x for part in shown for x in part]
+
+
+def _not_fetched(cid: str, fetchable: bool, cache: RecordCache) -> str:
+    """Why a run record not held here was not fetched by a read (completes "the run record
+    <cid> ...")."""
+    return ("is a self-added member's, not held here: it is not fetched" if not fetchable
+            else f"was served by no live peer less than {MISS_TTL_S:.0f} s ago"
+            if cache.missed(cid) else
+            f"is not held here and was not fetched (at most {MAX_RECORD_FETCHES} "
+            "records are fetched per read: read again)")
 
 
 def _unshown(cid: str, why: str, kind: str) -> list[str]:
@@ -642,7 +652,7 @@ async def _held_list(node: Host, cid: Any, kind: str, cache: RecordCache, fetch:
                 raise
             return _unshown(cid, f"was sent larger than a run record may be ({bound} bytes) "
                             "by every live peer asked", kind)
-        return await _record_list(node, cid, kind, cache)
+        return await _record_list(node, cid, kind, cache, whole)
     except TooLarge:  # (its own size, read here: remembered, either list)
         why = f"is larger than a run record may be ({bound} bytes)"
         cache.refuse(cid, "", why)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from peer.errors import NotFound
 from peer.http import app as app_module
 from peer.http.records import TAIL_LINES, RecordCache, Tail, list_bytes
 from peer.log import Event, EventType
@@ -203,3 +204,47 @@ async def test_a_tail_read_across_records_reads_a_kept_tail_only_where_it_needs_
     assert len(parsed_in) == 2
     assert await app_module._record_parts(n, cids, "log", cache, 1500) == (0, whole)
     assert len(parsed_in) == 3
+
+
+class _Serves:
+    """A fetcher a live peer answers (`data` stored here when asked), or none (NotFound):
+    the CIDs asked for."""
+
+    def __init__(self, n: Node, data: bytes | None) -> None:
+        self.n, self.data, self.asked = n, data, list[str]()
+
+    async def ensure(self, cids: Any, hints: Any = (), max_bytes: int | None = None) -> None:
+        self.asked.extend(cids)
+        if self.data is None:
+            raise NotFound("no live peer holds it")
+        self.n.store.add_bytes(self.data)
+
+
+@pytest.mark.parametrize("served", [True, False])
+async def test_a_kept_tail_whose_record_was_collected_is_fetched_again_for_a_whole_read(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch,
+        served: bool) -> None:
+    """Review r1 of session 52, finding 1: a record over the cache's budget is kept as its
+    `Tail`; another peer's failed run's record fetched by a read is collected here by the
+    next gc (RR-5). A read of more than the tail then read the store only (no fetch) and said
+    the record "is held neither here nor by a live peer", no peer asked. Now it is fetched,
+    as a missing record is; that line only if no live peer served it."""
+    n, _ = _one_recorded_chunk(tmp_path, opened, monkeypatch)
+    [(big, _)] = app_module.record_cids(n.state, "job000", "t0")
+    data = b"".join(n.store.cat(big))
+    cache = RecordCache(max_bytes=16_000)
+    cids = [(big, True)]
+    assert len(await app_module._record_lists(n, cids, "log", cache)) == 3000
+    assert isinstance(cache.get(big, "log"), Tail)
+    n.store.gc((), 0.0)  # (unpinned, no root: collected)
+    assert not n.store.has(big)
+    fetcher = _Serves(n, data if served else None)
+    n.fetcher.ensure = fetcher.ensure  # type: ignore[method-assign]
+    left, lines = await app_module._record_parts(n, cids, "log", cache, None)
+    assert fetcher.asked == [big]
+    assert (left, lines) == ((0, [f"done {i}" for i in range(3000)]) if served else (
+        0, [f"[banzai] the run record {big} is held neither here nor by a live peer: its "
+            "lines are not shown"]))
+    if not served:  # (missed lately: not asked again, and said so)
+        left, lines = await app_module._record_parts(n, cids, "log", cache, None)
+        assert fetcher.asked == [big] and "was served by no live peer" in lines[0]
