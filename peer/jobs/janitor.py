@@ -11,7 +11,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from peer.jobs.retention import (
     gc_roots,
     job_facts,
     kept_listings,
+    plan_evictions,
     plan_job_deletions,
     plan_unpins,
 )
@@ -288,22 +289,42 @@ class Janitor:
         some: in `freed`, reported and unprovided all the same)."""
         ret = self.cfg.retention
         collected = False
+        evicted: list[str] = []
         if ret.keep_outputs_s is not None or ret.store_max_bytes is not None:
             if ret.store_max_bytes is not None:  # measure the store without its garbage
                 freed.append(await self._gc(jobs))
                 collected = True
             facts = await asyncio.to_thread(self._store_facts, ret.store_max_bytes is not None)
+            sizes = await asyncio.to_thread(self._copies_sizes, jobs) if (
+                ret.store_max_bytes is not None) else {}
             known = set(self.state.outputs.values())  # in memory, and pinned ones of the index
             known.update(await asyncio.to_thread(
                 lambda: [c for c in self.archived_outputs() if c in facts.pins]))
             jobs = self._refreshed(jobs)  # (the awaits above let events fold)
+            # other peers' failed runs' records fetched here go first, then outputs
+            evicted = plan_evictions(jobs, sizes, facts.used_bytes, ret)
+            if evicted:
+                facts = replace(facts, used_bytes=facts.used_bytes - sum(
+                    sizes[c] for c in evicted))
+                log.info("storage: over --store-max-gb: %d copy(ies) of other peers' failed "
+                         "runs' records fetched here by reads are no longer kept",
+                         len(evicted))
             unpinned.extend(plan_unpins(jobs, facts, known, now, ret))
             if unpinned:
                 await asyncio.to_thread(self._unpin, unpinned)
                 for hook in self.on_unpinned:
                     await hook(unpinned)
-        if unpinned or not collected:
-            freed.append(await self._gc(self._refreshed(jobs)))
+        if unpinned or evicted or not collected:
+            freed.append(await self._gc(self._refreshed(jobs), evicted))
+
+    def _copies_sizes(self, jobs: Sequence[JobFacts]) -> dict[str, int]:
+        """The DAG bytes of each copy of another peer's failed run's record held here
+        (`JobFacts.fetched`; one not held is left out): `plan_evictions`'."""
+        out: dict[str, int] = {}
+        for cid in {c for j in jobs for c in j.fetched}:
+            with contextlib.suppress(NotFound):
+                out[cid] = self.store.dag_size(cid)
+        return out
 
     def _store_facts(self, measure: bool) -> StoreFacts:
         """The pins, and with `measure` (a store budget) their DAG sizes and the store's
@@ -322,8 +343,8 @@ class Janitor:
             with contextlib.suppress(NotFound):  # unpinned meanwhile (pin rm)
                 self.store.unpin(cid)
 
-    async def _gc(self, jobs: list[JobFacts]) -> GcStats:
-        roots = gc_roots(self.state, jobs)
+    async def _gc(self, jobs: list[JobFacts], evicted: Sequence[str] = ()) -> GcStats:
+        roots = gc_roots(self.state, jobs, evicted)
         stats = await asyncio.to_thread(self.store.gc, roots, self.cfg.gc_grace_s)
         if stats.blocks:
             for fn in self.forget:

@@ -7,14 +7,15 @@ pins are outputs by how they were made, whatever the mesh still records: one not
 from when it was pinned, and is kept for UNNAMED_MIN_AGE_S whatever the bounds), and
 everything a live job made or still needs. Of the rest (outputs of finished and deleted jobs),
 outputs of jobs finished more than `keep_outputs_s` ago are unpinned; then, while the store
-holds more than `store_max_bytes`, outputs go oldest job first (however recent). Pure: no I/O,
-no clock.
+holds more than `store_max_bytes`, outputs go oldest job first (however recent); before
+them, copies of other peers' failed runs' records a read fetched here (`plan_evictions`:
+kept while their job is when no budget is set). Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from peer.errors import ConfigError
@@ -59,6 +60,10 @@ class JobFacts:
     # its chunks' run logs kept while the record is: the done runs', and the failed runs'
     # made by the peer that reads the facts (`me`; every one where it is not given)
     logs: frozenset[str]
+    # the failed runs' records another peer made (`me` given): a copy here is one a read
+    # fetched, a cache. Kept as `logs` are while no store budget is set; under one, counted
+    # against it and the first to go (`plan_evictions`; review r1 of session 52, finding 2)
+    fetched: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,35 @@ def plan_unpins(jobs: Sequence[JobFacts], store: StoreFacts, known_outputs: Iter
     return unpin
 
 
+def plan_evictions(jobs: Sequence[JobFacts], sizes: Mapping[str, int], used_bytes: int,
+                   cfg: RetentionConfig) -> list[str]:
+    """Under a store budget (`store_max_bytes`), the copies of other peers' failed runs'
+    records (`JobFacts.fetched`) gc no longer keeps while the store (`used_bytes`) exceeds
+    it: oldest job first (live jobs last), as outputs are unpinned, and before any output
+    (a copy is a cache: its maker holds the record as a root, and a read fetches it again).
+    `sizes`: those held here (DAG bytes); one not in it is not held, or not measured yet
+    (kept). None without a budget: each is kept while its job is (as before RR-5: a copy
+    may be the only one left once its maker is gone). A record this peer made too (`logs`
+    of any job) is never one."""
+    if cfg.store_max_bytes is None or used_bytes <= cfg.store_max_bytes:
+        return []
+    own: set[str] = set()
+    ended: dict[str, float] = {}  # copy -> when the newest job naming it ended (inf: live)
+    for j in jobs:
+        own |= j.logs
+        end = float("inf") if j.finished_s is None else j.finished_s
+        for c in j.fetched:
+            if c in sizes:
+                ended[c] = max(ended.get(c, end), end)
+    out: list[str] = []
+    for _, c in sorted((t, c) for c, t in ended.items() if c not in own):
+        if used_bytes <= cfg.store_max_bytes:
+            break
+        out.append(c)
+        used_bytes -= sizes[c]
+    return out
+
+
 def plan_job_deletions(jobs: Sequence[JobFacts], now_s: float, keep_jobs_s: float | None,
                        ) -> list[str]:
     """Finished jobs that ended more than `keep_jobs_s` ago, oldest first."""
@@ -151,13 +185,10 @@ def _unread(cid: str) -> None:
 def job_facts(state: MeshState, max_attempts: int, listed: Listed = _unread,
               me: str | None = None) -> list[JobFacts]:
     """Every job of the state, live or finished (see `finished_at`); `me`: the peer whose
-    gc they are for (`JobFacts.logs`: another peer's failed run's record fetched here by a
-    read is a cache, no root; review rr of session 51, RR-5)."""
-    out = [_facts(state, job, ev, max_attempts, listed) for job, ev in state.jobs.items()]
-    if me is None:
-        return out
-    return [replace(f, logs=f.logs - elsewhere) if (
-        elsewhere := _made_elsewhere(failed_by(state, f.job), me)) else f for f in out]
+    gc they are for (another peer's failed run's record fetched here by a read is a cache:
+    `JobFacts.fetched`, not `logs`; review rr of session 51, RR-5)."""
+    return [_facts(state, job, ev, max_attempts, listed, me)
+            for job, ev in state.jobs.items()]
 
 
 def kept_listings(state: MeshState, job: str) -> list[str]:
@@ -184,8 +215,9 @@ def archived_facts(job: str, facts: Mapping[str, Any], outputs_too: bool = True,
     check_facts(facts)  # (a snapshot's rows were checked so as they came)
     outputs = frozenset(facts.get("outputs", ()) if outputs_too else ())
     logs = frozenset(facts.get("logs", ()))
+    elsewhere = _made_elsewhere(facts.get("failed_by"), me)
     return JobFacts(job, float(facts.get("finished_s", 0.0)), outputs, outputs,
-                    logs - _made_elsewhere(facts.get("failed_by"), me))
+                    logs - elsewhere, frozenset(elsewhere & logs))
 
 
 def archived_logs(job: str, facts: Mapping[str, Any], me: str | None = None) -> JobFacts:
@@ -239,27 +271,36 @@ def failed_by(state: MeshState, job: str) -> dict[str, list[str]]:
     is too (a root on every peer): the same on every peer that folded the same events,
     whichever of them writes the job's facts (the narrowing of session 51, helper g, wrote
     what the writer made: review r2 M1)."""
-    done: set[str] = set()
-    made: dict[str, set[str]] = {}
     ev = state.jobs.get(job)
     if ev is None:
         return {}
-    for t in ev.body_as(JobSubmitted).workflow["tasks"]:
+    return _run_records(state, job, ev.body_as(JobSubmitted).workflow["tasks"])[1]
+
+
+def _run_records(state: MeshState, job: str, tasks: Iterable[Mapping[str, Any]],
+                 ) -> tuple[set[str], dict[str, list[str]]]:
+    """`job`'s chunks' run records, in one walk of its chunks: (every one, `failed_by`)."""
+    done: set[str] = set()
+    made: dict[str, set[str]] = {}
+    for t in tasks:
         for c in _chunks(state, job, t["name"]):
             if c.done is not None and (log := c.done.body_as(ChunkDone).log):
                 done.add(log)
             for f in c.failures.values():
                 if (log := f.body_as(ChunkFailed).log):
                     made.setdefault(peer_of(f.origin), set()).add(log)
-    return {p: sorted(cids - done) for p, cids in made.items() if cids - done}
+    every = done.union(*made.values())
+    return every, {p: sorted(cids - done) for p, cids in made.items() if cids - done}
 
 
 def _facts(state: MeshState, job: str, ev: Event, max_attempts: int,
-           listed: Listed = _unread) -> JobFacts:
+           listed: Listed = _unread, me: str | None = None) -> JobFacts:
+    """`job_facts` of one job: its chunks walked once for its run records (a second walk
+    for `failed_by`, per janitor cycle, was review r1 of session 52, finding 6)."""
     tasks: list[Mapping[str, Any]] = list(ev.body_as(JobSubmitted).workflow["tasks"])
     outputs: set[str] = set()
     needs: set[str] = {str(t["cid"]) for t in tasks if t.get("cid")}
-    logs: set[str] = set()
+    logs, failed = _run_records(state, job, tasks)  # (failed runs' records: session 51)
     for t in tasks:
         done = state.task_done.get((job, t["name"]))
         if done is not None:
@@ -271,8 +312,6 @@ def _facts(state: MeshState, job: str, ev: Event, max_attempts: int,
             needs.update(c for c in [b.output, *_items(b.cache)] if c)
             if b.log:
                 logs.add(b.log)
-        for c in _chunks(state, job, t["name"]):  # failed runs' records (session 51)
-            logs.update(c.logs())
         split = state.splits.get((job, t["name"]))
         if split is not None:
             for ref in ("input", "listing", "kept_listing"):  # (listings: a large split)
@@ -287,8 +326,9 @@ def _facts(state: MeshState, job: str, ev: Event, max_attempts: int,
         partial = state.partials.get((job, t["name"]))
         if partial is not None:  # the directory the job view shows while the task runs
             needs.add(partial.body_as(Partial).output)
+    elsewhere = _made_elsewhere(failed, me)
     return JobFacts(job, finished_at(state, job, tasks, max_attempts), frozenset(outputs),
-                    frozenset(needs), frozenset(logs))
+                    frozenset(needs), frozenset(logs - elsewhere), frozenset(elsewhere))
 
 
 def _chunks_done(state: MeshState, job: str, task: str) -> Iterator[Event]:
@@ -353,11 +393,14 @@ def _chunks(state: MeshState, job: str, task: str) -> Iterable[ChunkState]:
     return state.split_chunks(job, task).values()
 
 
-def gc_roots(state: MeshState, jobs: Sequence[JobFacts]) -> set[str]:
-    """What gc keeps besides pins: what live jobs made or need, every kept job's run logs, and
-    item results recorded since the oldest live job began (a running chunk's items that no
-    event ties to a job yet)."""
-    roots: set[str] = set()
+def gc_roots(state: MeshState, jobs: Sequence[JobFacts], evicted: Iterable[str] = (),
+             ) -> set[str]:
+    """What gc keeps besides pins: what live jobs made or need, every kept job's run logs
+    (copies of other peers' failed runs' records too, less `evicted`: `plan_evictions`),
+    and item results recorded since the oldest live job began (a running chunk's items
+    that no event ties to a job yet)."""
+    roots: set[str] = set().union(*(j.fetched for j in jobs))
+    roots.difference_update(evicted)
     live = [j for j in jobs if j.finished_s is None]
     for j in jobs:
         roots |= j.logs

@@ -4,8 +4,9 @@
 M2: a self-added (unvouched) member's failure's record is not fetched once its job is
 compacted either (the record lists it under `unvouched_logs`). RR-5/M1: a failed run's
 record is a gc root on the peer that made it (its CHUNK_FAILED's origin), whoever wrote the
-job's record and facts; a copy fetched here by a read of another peer's is a cache,
-collected by the next gc."""
+job's record and facts; a copy fetched here by a read of another peer's is a cache: kept
+while its job is if no store budget is set (it may be the only copy left once its maker is
+gone), the first to go under one (review r1 of session 52, finding 2)."""
 
 from __future__ import annotations
 
@@ -22,13 +23,16 @@ from peer.http.app import _archived_record, record_cids
 from peer.http.records import RecordCache
 from peer.http.views import job_record
 from peer.ipfs import EmbeddedStore
+from peer.jobs import retention
 from peer.jobs.janitor import Janitor, JanitorConfig
 from peer.jobs.retention import (
+    JobFacts,
     RetentionConfig,
     archived_facts,
     archived_logs,
     failed_by,
     job_facts,
+    plan_evictions,
     record_facts,
 )
 from peer.jobs.sim import JobMesh
@@ -129,24 +133,64 @@ def _stored_failures(store: EmbeddedStore) -> tuple[str, str, list[Event]]:
                   _named(failure(R, 1, 1400, 1), r)]
 
 
-def _janitor(me: str, state: MeshState, store: EmbeddedStore) -> Janitor:
-    cfg = JanitorConfig(RetentionConfig(), gc_interval_s=0, gc_grace_s=0)
+def _janitor(me: str, state: MeshState, store: EmbeddedStore,
+             budget: int | None = None) -> Janitor:
+    cfg = JanitorConfig(RetentionConfig(store_max_bytes=budget), gc_interval_s=0,
+                        gc_grace_s=0)
     return Janitor(cfg, me, state, store, lambda *a, **k: None)  # type: ignore[arg-type,return-value]
 
 
-async def test_another_peers_failed_runs_record_fetched_here_is_collected_its_own_kept(
+async def test_another_peers_failed_runs_record_fetched_here_is_kept_without_a_budget(
         tmp_path: Path) -> None:
-    """RR-5: each failed run's record a kept job names was a gc root on every peer that held
-    it (a read fetches it), as long as the job was kept (for ever without --keep-jobs-days),
-    outside store_max_bytes (on a04f558d R kept X's). Now on R, X's is a cache, collected
-    by the next gc; R's own is kept, and on X the reverse."""
+    """Review r1 of session 52, finding 2: RR-5 made a copy of another peer's failed run's
+    record fetched here by a read a cache, collected by the next gc (after gc_grace_s) even
+    with no store budget set, where keeping it cost nothing: once its maker left, the only
+    copy (the one a user debugging the failure read) went within minutes. Without a budget
+    each is kept while its job is (as on a04f558d), on R and on X alike."""
     for me in (R, X):
         store = EmbeddedStore(tmp_path / me / "store")
         x, r, evs = _stored_failures(store)
         report = await _janitor(me, lanes_fold(evs, me), store).cycle()
-        own, fetched = (r, x) if me == R else (x, r)
-        assert store.has(own) and not store.has(fetched), me
-        assert report.gc.blocks == 1
+        assert store.has(x) and store.has(r), me
+        assert report.gc.blocks == 0
+
+
+async def test_under_a_budget_another_peers_failed_runs_record_goes_first_its_own_kept(
+        tmp_path: Path) -> None:
+    """RR-5 under a store budget: the copy counts against it; over it, the copy goes (its
+    maker holds the record as a root), this peer's own record never does; within it, both
+    are kept."""
+    for me in (R, X):
+        for budget, kept in ((0, False), (1 << 30, True)):
+            store = EmbeddedStore(tmp_path / me / str(budget) / "store")
+            x, r, evs = _stored_failures(store)
+            report = await _janitor(me, lanes_fold(evs, me), store, budget).cycle()
+            own, fetched = (r, x) if me == R else (x, r)
+            assert (store.has(own), store.has(fetched)) == (True, kept), (me, budget)
+            assert report.gc.blocks == (0 if kept else 1)
+
+
+def test_copies_go_oldest_job_first_until_within_the_budget_never_an_own_record() -> None:
+    """`plan_evictions`: the copies held here, oldest job first (a live job's last), until
+    the store is within the budget; none without a budget or within it; one this peer made
+    too (another job's `logs`) never; one not held (no size) never."""
+    jobs = [JobFacts("new", 20.0, frozenset(), frozenset(), frozenset(), frozenset(["b"])),
+            JobFacts("live", None, frozenset(), frozenset(), frozenset(), frozenset(["c"])),
+            JobFacts("old", 10.0, frozenset(), frozenset(), frozenset(["own"]),
+                     frozenset(["a", "gone"])),
+            JobFacts("mine", 30.0, frozenset(), frozenset(), frozenset(["own2"]),
+                     frozenset()),
+            JobFacts("again", 5.0, frozenset(), frozenset(), frozenset(),
+                     frozenset(["own2"]))]
+    sizes = {"a": 10, "b": 10, "c": 10, "own2": 10}
+
+    def plan(used: int, budget: int | None) -> list[str]:
+        return plan_evictions(jobs, sizes, used, RetentionConfig(store_max_bytes=budget))
+
+    assert plan(100, None) == [] and plan(100, 100) == []
+    assert plan(105, 100) == ["a"]
+    assert plan(115, 100) == ["a", "b"]
+    assert plan(1000, 100) == ["a", "b", "c"]
 
 
 async def test_a_peers_own_failed_runs_record_is_kept_under_facts_another_peer_wrote(
@@ -155,8 +199,8 @@ async def test_a_peers_own_failed_runs_record_is_kept_under_facts_another_peer_w
     carries them); session 51's narrowing wrote the writer's records only, so R, taking H's
     snapshot, collected the only copy of its own. Now the facts list each failed run's
     record by the peer that made it (`failed_by`: the same on every peer), and each peer
-    keeps its own: R keeps R's and collects X's copy, whoever wrote them. Facts of an
-    earlier release (no `failed_by`) keep every record, as there."""
+    keeps its own: R keeps R's and (under a store budget) collects X's copy, whoever wrote
+    them. Facts of an earlier release (no `failed_by`) keep every record, as there."""
     store = EmbeddedStore(tmp_path / "store")
     x, r, evs = _stored_failures(store)
     by = {me: failed_by(lanes_fold(evs, me), J) for me in (H, R, X)}
@@ -166,7 +210,8 @@ async def test_a_peers_own_failed_runs_record_is_kept_under_facts_another_peer_w
     old = {k: v for k, v in written.items() if k != "failed_by"}
     assert archived_logs(J, old, me=R).logs == frozenset([x, r])
     assert archived_facts(J, written, me=X).logs == frozenset([x])
-    janitor = _janitor(R, MeshState(), store)  # (J compacted here: not in memory)
+    assert archived_facts(J, written, me=X).fetched == frozenset([r])
+    janitor = _janitor(R, MeshState(), store, 0)  # (J compacted here: not in memory)
     janitor.archived = lambda: [archived_logs(J, written, me=R)]
     await janitor.cycle()
     assert store.has(r) and not store.has(x)
@@ -222,3 +267,24 @@ async def test_a_cancelled_runs_record_is_kept_bounded_and_collected_as_a_failur
             assert cid not in next(f for f in job_facts(st, 3, me=other) if f.job == job).logs
     finally:
         await mesh.close()
+
+
+def test_job_facts_walk_each_tasks_chunks_once_for_their_run_records(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review r1 of session 52, finding 6: `job_facts` with `me` walked every chunk of every
+    job again for `failed_by` (per janitor cycle, on the loop): four walks of a task's
+    chunks, now three (its done runs' outputs and needs, its run records, its end)."""
+    x, r = _cid("X's"), _cid("R's")
+    s = lanes_fold([SUB, ADD, HSPLIT, _named(failure(X, 1, 1300, 0), x),
+                    _named(failure(R, 1, 1400, 1), r)])
+    walks: list[str] = []
+    chunks = retention._chunks
+
+    def counted(state: MeshState, job: str, task: str) -> Any:
+        walks.append(task)
+        return chunks(state, job, task)
+
+    monkeypatch.setattr(retention, "_chunks", counted)
+    [facts] = job_facts(s, 3, me=R)
+    assert (facts.logs, facts.fetched) == (frozenset([r]), frozenset([x]))
+    assert walks == ["t0"] * 3
