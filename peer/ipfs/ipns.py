@@ -334,6 +334,11 @@ MAX_LIFETIME_S = 365 * 86400.0
 # that many; with nothing that may go, the record is refused.
 MAX_NAMES = 10_000
 EVICT_FRACTION = 64
+# The origin (`IpnsNames.put`) of every record put through the Kubo RPC's routing/put (a
+# local client): one share, so a client minting names there pushes out its own first; each
+# was a share of one, the last to go, so that it pushed out a member's names first (review
+# r1 of session 52, finding 3). No member's id begins with "/".
+RPC_ORIGIN = "/routing/put"
 
 
 class OlderRecord(IpnsError):
@@ -364,9 +369,13 @@ class IpnsNames:
         # file name -> ((mtime_ns, size), the name, its record or None if invalid): held()
         # validates a file once per version, then only checks its end of life
         self._seen: dict[str, tuple[tuple[int, int], str, Record | None]] = {}
-        # file name -> the member whose event brought the record held (`put`'s `origin`),
-        # for `_make_room`'s shares; in memory only (a file written before a restart, by
-        # this peer, or by a copy another member sent again has none: counted as its own)
+        # file name -> the member whose event brought the record held (`put`'s `origin`;
+        # RPC_ORIGIN: routing/put's), for `_make_room`'s shares; in memory only. A file
+        # written before a restart, or by this peer, has none: counted as its own share.
+        # (Not one shared "unknown" share: after a restart that would be the largest, and
+        # a member minting names would push out every name held before it down to its own
+        # share; a member's republish, at least every half of a record's lifetime, gives
+        # an honest name its origin again. This peer's own names are `kept` anyway.)
         self._origin: dict[str, str] = {}
         self._unread: str | None = None  # why the records cannot be read (logged once)
         self._putting = threading.Lock()  # a put's check and write, one at a time (threads)

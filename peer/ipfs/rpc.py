@@ -48,7 +48,7 @@ from peer.errors_http import HttpError, Surface, http_error, unexpected
 from peer.ipfs import car, parse_cid
 from peer.ipfs.dagput import Blocks
 from peer.ipfs.gateway import write_stream
-from peer.ipfs.ipns import MAX_RECORD_BYTES, IpnsNames
+from peer.ipfs.ipns import MAX_RECORD_BYTES, RPC_ORIGIN, IpnsNames
 from peer.ipfs.publish import IpnsService, parse_duration
 from peer.ipfs.store import Entry, GcStats, Store
 from peer.ipfs.unixfs import MAX_DEPTH
@@ -851,7 +851,7 @@ class IpnsRpc:
         name = _ipns_arg(request)
         record = await _one_part(request, MAX_RECORD_BYTES)
         try:
-            await asyncio.to_thread(self.names.put, name, record)
+            await asyncio.to_thread(self.names.put, name, record, RPC_ORIGIN)  # (one share)
         except (IpnsError, ArgError) as exc:
             self.refused["routing/put"] += 1
             log.info("routing/put %s refused: %s", name[:80], exc.message)

@@ -972,6 +972,32 @@ def test_a_member_minting_names_pushes_out_its_own_names_not_an_honest_one(
     assert not svc.names.path(honest[0].name).exists() and svc.names.path(late.name).exists()
 
 
+async def test_names_put_through_routing_put_are_one_share_not_each_its_own(
+        aiohttp_client: Any, tmp_path: Path) -> None:
+    """Review r1 of session 52, finding 3: a record put through routing/put had no origin,
+    each a share of one, the last to go: a local client minting names there pushed out a
+    member's names first (all three here, on 9de055f1). Now they are one share
+    (ipns.RPC_ORIGIN): the client's own go first, the member's stay."""
+    now = [NOW.timestamp()]
+    svc, _ = _service(tmp_path, now)
+    svc.names.max_names = 6
+    honest = [Key() for _ in range(3)]
+    for i, k in enumerate(honest):  # (one member's three names: a gateway's users, say;
+        svc.names.put(k.name, k.record("/ipfs/a"), "honest")  # as its events' are put)
+        _written(svc.names, k, now[0] - 1000 + i)  # (written long before the client's)
+    app = web.Application()
+    rpc.add_routes(app, EmbeddedStore(tmp_path / "store"), names=svc.names)
+    c: Client = await aiohttp_client(app)
+    minted = [Key() for _ in range(12)]
+    for k in minted:
+        r = await _put(c, k.name, k.record("/ipfs/a"))
+        assert r.status == 200, await r.text()
+    held = set(svc.names.held())
+    assert held >= {k.name for k in honest}
+    assert len(held) == 6 and svc.names.full == 0
+    assert {k.name for k in minted[-3:]} <= held  # (the client's newest, down to a share)
+
+
 def test_a_record_signed_for_centuries_is_removed_a_year_after_it_was_written(
         tmp_path: Path) -> None:
     """Its end of life counts as at most MAX_LIFETIME_S (a year) after its file was written:
