@@ -230,10 +230,11 @@ def archived_logs(job: str, facts: Mapping[str, Any], me: str | None = None) -> 
 
 def _made_elsewhere(failed_by: Any, me: str | None) -> set[str]:
     """Of a compacted job's facts' `failed_by` (`record_facts`), the failed runs' records
-    made by a peer other than `me` only: no gc root here (RR-5: a copy a read fetched is a
-    cache). None where `me` is not given, or `failed_by` is absent (an earlier release's
-    facts: every record a root, as there) or is not what `record_facts` writes (a member's
-    snapshot row may hold anything: read as absent, the reading that keeps more)."""
+    made by a peer other than `me` only: `JobFacts.fetched` here (RR-5: a copy a read
+    fetched is a cache, kept unless a store budget evicts it). None where `me` is not
+    given, or `failed_by` is absent (an earlier release's facts: every record a root, as
+    there) or is not what `record_facts` writes (a member's snapshot row may hold anything:
+    read as absent, the reading that keeps more)."""
     if me is None or type(failed_by) is not dict:
         return set()
     out: set[str] = set()
