@@ -97,15 +97,15 @@ def test_a_full_filter_is_read_anew_and_misses_nothing(db: sqlite3.Connection,
     monkeypatch.setattr(keyfilter, "MIN_BITS", 64)  # (room for 4 CIDs; full past 8)
     index = JobIndex(db)
     assert index.providers_sound()
-    cids = [_cid(f"k{i}") for i in range(9)]
+    cids = [_cid(f"k{i}") for i in range(40)]  # (full past 8 even where keys share bits)
     index.put([], [], [(c, "peerA") for c in cids])
     reads = _reads(db)
     assert index.providers_of(C1) is None and len(reads) == 1  # (full: every look-up asks)
-    assert index.providers_sound()  # (the next reap's: read anew, sized for 9)
+    assert index.providers_sound()  # (the next reap's: read anew, sized for 40)
     reads.clear()
     assert all(index.providers_of(c) == {"peerA"} for c in cids)
     assert index.providers_of(C2) is None
-    assert len(reads) <= 10  # (one per row's CID; C2 in all likelihood none)
+    assert len(reads) <= len(cids) + 1  # (one per row's CID; C2 in all likelihood none)
 
 
 def test_a_filter_answers_maybe_for_every_key_added() -> None:
