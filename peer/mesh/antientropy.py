@@ -96,6 +96,16 @@ PAD_CHARS = 64
 # Compaction floors a DIGEST_REPLY carries ("cf") at most: those of ours above the asker's
 # vector, of origins it names (one is enough to start its catch-up; the rest say how far)
 MAX_FLOORS_SENT = 256
+# A differing block skipped as out of phase (`_send_fix`: the two sides' in-memory counts
+# differ) with one address is exchanged whole once it has been skipped there for this long
+# (several 5 s compaction passes): two peers whose in-memory sets of a block differ for good
+# (different `compact_recent_tasks`, a job one keeps and the other compacted) still compare
+# its rivals, at most once per bound (session 52, helper i). The first skips are remembered
+# per address (at most OUT_OF_PHASE_EACH blocks, the least recently skipped forgotten) for at
+# most OUT_OF_PHASE_PEERS addresses (one no live member holds forgotten first)
+OUT_OF_PHASE_S = 30.0
+OUT_OF_PHASE_EACH = 256
+OUT_OF_PHASE_PEERS = 64
 
 HeadsSeen = Callable[[str, Mapping[str, int]], None]  # (peer id, its version vector)
 
@@ -370,6 +380,11 @@ class AntiEntropy:
         self.floors_unread = 0  # DIGEST_REPLY "cf"s malformed or over MAX_FLOORS_SENT
         self.sizes_unread = 0  # DIGEST_REPLY "bc"s malformed (ignored: blocks sent as before)
         self.out_of_phase = 0  # differing blocks not exchanged: their sizes differ (`_send_fix`)
+        # exchanged all the same: skipped with that address for OUT_OF_PHASE_S (`_send_fix`)
+        self.out_of_phase_due = 0
+        # address -> (origin, block) -> when a round with it first skipped that block as out
+        # of phase (our clock), the least recently skipped first (`_phase_due`)
+        self._phase: dict[str, dict[tuple[str, int], float]] = {}
         self.throttled = 0  # full DIGESTs not answered: MAX_DIGEST_ANSWERS in their window
 
     # -- cookies -------------------------------------------------------------------------
@@ -824,6 +839,10 @@ class AntiEntropy:
         never let go of and may be one the replier lacks (a pull's frames can be filled by
         those it holds: the exchange is its way in). Each side's next pass makes the counts
         agree; a rival content among the events both keep is then compared and settled.
+        A block skipped so with `addr` for OUT_OF_PHASE_S goes whole all the same
+        (`_phase_due`, counted `out_of_phase_due`): in-memory sets that differ for good
+        (session 52, helper i) would otherwise never compare its rivals. A block seen
+        agreeing (same digest, or same count) is forgotten.
         Without `sizes` (the previous release), every differing block, as before."""
         fix: Blocks = {}
         events: list[Event] = []
@@ -834,10 +853,16 @@ class AntiEntropy:
             counts = None if sizes is None else sizes.get(o)
             held = {} if counts is None else contents.block_sizes(o)
             head = heads.get(o, 0)
-            for b in sorted(b for b in set(their) | set(mine) if their.get(b) != mine.get(b)):
+            differ = sorted(b for b in set(their) | set(mine) if their.get(b) != mine.get(b))
+            skipped, still = self._phase.get(addr, {}), set(differ)
+            for k in [k for k in skipped if k[0] == o and k[1] not in still]:
+                del skipped[k]  # (it agrees now)
+            for b in differ:
                 if n >= FIX_BLOCKS or len(events) >= FIX_EVENTS:
                     break
-                if counts is not None and counts.get(b, 0) != held.get(b, 0):
+                if counts is None or counts.get(b, 0) == held.get(b, 0):
+                    skipped.pop((o, b), None)  # (its counts agree: exchanged as before)
+                elif not self._phase_due(addr, o, b):
                     self.out_of_phase += 1
                     if block_seqs(b)[-1] > head:
                         events += [e for e in contents.events_in(o, [b]) if e.seq > head]
@@ -845,9 +870,37 @@ class AntiEntropy:
                 fix.setdefault(o, []).append((b, mine.get(b, "")))
                 events += contents.events_in(o, [b])
                 n += 1
+        if not self._phase.get(addr, True):
+            del self._phase[addr]
         if fix or events:  # (only beyond-head events: an empty "fix", its answer nothing)
             self._link.send_events([addr], events, fix=fix,
                                    fix_echo=echo if self._nonces else None, jobs=jobs)
+
+    def _phase_due(self, addr: str, origin: str, block: int) -> bool:
+        """Whether `origin`'s `block`, whose counts differ from `addr`'s, goes all the same:
+        rounds with `addr` skipped it for OUT_OF_PHASE_S (then its timer starts again at
+        its next skip; a compaction pass out of phase lasts one pass, 5 s, so a block still
+        out of phase after several is one whose in-memory sets differ for good, and only an
+        exchange compares its rivals). Else its first skip is noted (bounded: the module's
+        constants)."""
+        now = self._clock()
+        phase = self._phase
+        skipped = phase.pop(addr, None)
+        if skipped is None:
+            skipped = {}
+            if len(phase) >= OUT_OF_PHASE_PEERS:
+                gone = next((a for a in phase if self._peers.peer_at(a) is None),
+                            next(iter(phase)))
+                del phase[gone]
+        phase[addr] = skipped  # (the most recent address last)
+        first = skipped.pop((origin, block), None)
+        if first is not None and now - first >= OUT_OF_PHASE_S:
+            self.out_of_phase_due += 1
+            return True
+        skipped[(origin, block)] = now if first is None else first
+        if len(skipped) > OUT_OF_PHASE_EACH:
+            del skipped[next(iter(skipped))]
+        return False
 
     def on_fix(self, f: Frame) -> None:
         """An EVENTS frame with "fix" (its events are merged already): send back our events

@@ -292,6 +292,9 @@ class GossipStats:
     # differing blocks not exchanged: the two sides' in-memory counts differ (compaction
     # out of phase, antientropy.AntiEntropy._send_fix)
     ae_out_of_phase: int = 0
+    # differing blocks whose counts differ exchanged all the same: skipped with that peer for
+    # antientropy.OUT_OF_PHASE_S (in-memory sets that differ for good)
+    ae_out_of_phase_due: int = 0
     # full DIGESTs not answered: their address had MAX_DIGEST_ANSWERS answered in its window
     ae_throttled: int = 0
 
@@ -414,6 +417,7 @@ class Gossip:
         self._stats.ae_floors_unread = self._ae.floors_unread
         self._stats.ae_sizes_unread = self._ae.sizes_unread
         self._stats.ae_out_of_phase = self._ae.out_of_phase
+        self._stats.ae_out_of_phase_due = self._ae.out_of_phase_due
         self._stats.ae_throttled = self._ae.throttled
         if self.swim is not None:
             self._stats.swim_dropped_updates = self.swim.stats.dropped_updates

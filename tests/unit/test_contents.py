@@ -486,6 +486,63 @@ def test_a_rival_among_the_events_both_keep_is_settled_once_their_passes_agree()
     assert a.sink.state.content_sum() == b.sink.state.content_sum()
 
 
+def test_a_block_out_of_phase_for_good_is_exchanged_after_the_bound() -> None:
+    """Two peers whose in-memory sets of a block differ for good (b never compacts the job a
+    compacted: a different `compact_recent_tasks`) and a rival in that block: within
+    OUT_OF_PHASE_S of the first skip no event goes; past it the block goes whole both ways
+    and the rival is settled (session 52 helper a's "left"); then the timer starts again."""
+    from peer.mesh.antientropy import OUT_OF_PHASE_S
+
+    c, evs = _out_of_phase(rival=True)
+    a, b = c.peers
+    q = (evs[0].origin, len(evs) + 1)
+    first = held_hash(a.sink.state.events[q]), held_hash(b.sink.state.events[q])
+    # (each side's timer started at its first skip, the first rounds': introduce's and ours)
+    quiet = round(OUT_OF_PHASE_S / c.cfg.anti_entropy_s) - 2
+    assert _rounds(c, quiet) == 0
+    assert (held_hash(a.sink.state.events[q]), held_hash(b.sink.state.events[q])) == first
+    assert a.gossip.stats.ae_out_of_phase_due + b.gossip.stats.ae_out_of_phase_due == 0
+    assert _rounds(c, 4) > 0  # (each side's timer runs out: one exchange each)
+    assert held_hash(a.sink.state.events[q]) == held_hash(b.sink.state.events[q]) == min(first)
+    assert a.gossip.stats.ae_out_of_phase_due == b.gossip.stats.ae_out_of_phase_due == 1
+    assert a.sink.state.content_sum() != b.sink.state.content_sum()  # (still out of phase)
+    assert _rounds(c, quiet - 4) == 0  # (the timers started again)
+
+
+def test_out_of_phase_skips_are_remembered_within_bounds() -> None:
+    """The first skips are kept per address (OUT_OF_PHASE_EACH blocks, the least recently
+    skipped forgotten) for OUT_OF_PHASE_PEERS addresses (one no live member holds goes
+    first); a block seen agreeing is forgotten; a forgotten one's timer starts again."""
+    from peer.mesh import antientropy as ae_mod
+    from peer.mesh.antientropy import AntiEntropy
+
+    now = [0.0]
+    sink = MemorySink("me")
+    evs = _job_events()
+    sink.merge(evs)
+    origin = evs[0].origin
+    ae = AntiEntropy(sink, FakeLink(sink), FakePeers(), max_events_per_frame=4,
+                     contents=sink, clock=lambda: now[0])
+    each, peers = ae_mod.OUT_OF_PHASE_EACH, ae_mod.OUT_OF_PHASE_PEERS
+    for blk in range(each + 1):
+        assert not ae._phase_due("x:1", origin, blk)
+    assert len(ae._phase["x:1"]) == each and (origin, 0) not in ae._phase["x:1"]
+    for i in range(peers + 1):
+        ae._phase_due(f"y:{i}", origin, 0)
+    assert len(ae._phase) == peers and "x:1" not in ae._phase
+    now[0] = ae_mod.OUT_OF_PHASE_S
+    assert ae._phase_due("y:64", origin, 0) and ae.out_of_phase_due == 1
+    assert not ae._phase_due("y:64", origin, 0)  # (its timer started again)
+    assert not ae._phase_due("x:1", origin, 7)  # (forgotten with its address: anew)
+    # a reply whose digest of the block agrees (the origin's other block differs) forgets it
+    ae._phase_due("z:1", origin, 0)
+    assert (origin, 0) in ae._phase["z:1"]
+    ours = sink.block_digests(origin)[0]
+    ae._send_fix("z:1", {origin: [(0, ours), (5, "0" * 32)]}, None, sink, None,
+                 {origin: {0: 0, 5: 0}}, sink.heads())
+    assert "z:1" not in ae._phase or (origin, 0) not in ae._phase["z:1"]
+
+
 def test_a_reply_without_block_sizes_exchanges_every_differing_block() -> None:
     """A replier of the previous release sends "blk" without "bc": the asker sends its events
     of every block that differs, as before; a "bc" that does not read is ignored likewise
