@@ -579,8 +579,8 @@ class IpnsNames:
         cutoff = self.clock() - grace_s
         with self._putting:  # (not between a put's check and its write)
             due = [(fname, version) for fname, (version, name, rec) in list(self._seen.items())
-                   if rec is not None and name not in kept and min(
-                       rec.eol.timestamp(), version[0] / 1e9 + MAX_LIFETIME_S) <= cutoff]
+                   if rec is not None and name not in kept
+                   and end_of_life_s(rec.eol, version[0] / 1e9) <= cutoff]
             gone = self._remove(due[:limit])
         if gone:
             log.info("removed %d IPNS record file(s) expired more than %.0f days ago (an end "
@@ -687,13 +687,19 @@ def event_rank(name: str, record: str) -> tuple[str, Rank] | None:
         return None
 
 
+def end_of_life_s(eol: datetime, written_s: float) -> float:
+    """When a record of end of life `eol`, written (or brought by an event) at `written_s`,
+    counts as ended: at most MAX_LIFETIME_S after it was written (the files'
+    `forget_expired` and the log's `log_expired`)."""
+    return min(eol.timestamp(), written_s + MAX_LIFETIME_S)
+
+
 def log_expired(r: Rank, event_ms: int, now_ms: int) -> bool:
     """Has the record of rank `r`, brought by an event made at `event_ms`, ended for the log
-    (peer.log.jobless.Records): its end of life, counted at most MAX_LIFETIME_S after the
-    event, more than EXPIRED_KEEP_S before `now_ms`? The rule `forget_expired` applies to
-    the record files (there the file's mtime stands for the event)."""
-    end_s = min(r[1].timestamp(), event_ms / 1000 + MAX_LIFETIME_S)
-    return (end_s + EXPIRED_KEEP_S) * 1000 <= now_ms
+    (peer.log.jobless.Records): its `end_of_life_s` more than EXPIRED_KEEP_S before
+    `now_ms`? The rule `forget_expired` applies to the record files (there the file's mtime
+    stands for the event)."""
+    return (end_of_life_s(r[1], event_ms / 1000) + EXPIRED_KEEP_S) * 1000 <= now_ms
 
 
 def record_etag(raw: bytes) -> str:

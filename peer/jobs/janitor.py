@@ -295,8 +295,8 @@ class Janitor:
                 freed.append(await self._gc(jobs))
                 collected = True
             facts = await asyncio.to_thread(self._store_facts, ret.store_max_bytes is not None)
-            sizes = await asyncio.to_thread(self._copies_sizes, jobs) if (
-                ret.store_max_bytes is not None) else {}
+            over = ret.store_max_bytes is not None and facts.used_bytes > ret.store_max_bytes
+            sizes = await asyncio.to_thread(self._copies_sizes, jobs) if over else {}
             known = set(self.state.outputs.values())  # in memory, and pinned ones of the index
             known.update(await asyncio.to_thread(
                 lambda: [c for c in self.archived_outputs() if c in facts.pins]))

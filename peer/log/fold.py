@@ -1298,7 +1298,8 @@ class MeshState:
                 self.park_done(wait, peer, ev, text=text) if kind == HELD_DONE
                 else wait.lanes.holds(ev, peer) or self._hold_loaded(wait, peer, ev, text)):
             if key != held_key(ev, text)[0] and journal is not None:
-                journal.held(job, kind, peer, ev)  # (a row keyed otherwise: written anew)
+                journal.held(job, kind, peer, ev, text=text)  # (a row keyed otherwise:
+                # written anew)
                 journal.let_go(job, kind, key)
             return True
         if journal is not None:

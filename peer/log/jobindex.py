@@ -379,10 +379,8 @@ class JobIndex:
                 db.executemany(_CACHE_UPSERT,
                                [(e.kind, e.key, _dumps(e.value), *e.order) for e in entries])
                 db.executemany("DELETE FROM provider_index WHERE cid = ?", [(c,) for c in cids])
-                adds = self._cids_only(providers,
-                                       "is not written (a member's PROVIDE of something else)")
-                self._owe_cids(adds)
-                db.executemany(_PROVIDER_ADD, adds)
+                db.executemany(_PROVIDER_ADD, self._provider_rows(
+                    providers, "is not written (a member's PROVIDE of something else)"))
             self._count += new  # (committed)
         finally:
             self._forget_absent()
@@ -1165,9 +1163,7 @@ class JobIndex:
         return self._valid(row, PROVIDER_KINDS,
                            f"the job index's provider row of {str(row[0])[:64]!r}", fate)
 
-    def _cids_only(self, rows: Iterable[Sequence[Any]],
-                   fate: str = "is not taken (a snapshot's provider row of something else)",
-                   ) -> list[Sequence[Any]]:
+    def _cids_only(self, rows: Iterable[Sequence[Any]], fate: str) -> list[Sequence[Any]]:
         """The provider rows of `rows` that name a CID and a peer id (PROVIDER_KINDS), as
         they are written; the others are left out (logged once each, saying `fate`): a
         member's PROVIDE may name any text, and a peer of release e418a64 stored and sends
@@ -1207,8 +1203,8 @@ class JobIndex:
             self._cids_owed = False
             try:
                 cids = self._cid_filter()
-                for _ in _noting(cids, self._read("SELECT cid FROM provider_index")):
-                    pass
+                cids.add_all(r[0] for r in self._read("SELECT cid FROM provider_index")
+                             if type(r[0]) is str)
                 self._cids = cids
             except StoreError as e:  # (left None: every look-up asks the file)
                 log.warning("%s", e)
@@ -1218,9 +1214,12 @@ class JobIndex:
         """An empty KeyFilter sized for provider_index's rows."""
         return KeyFilter(int(self._one("SELECT count(*) FROM provider_index")[0]))
 
-    def _provider_rows(self, rows: Iterable[Sequence[Any]]) -> list[Sequence[Any]]:
-        """A snapshot's provider `rows` to write (`_cids_only`), their CIDs in the filter."""
-        out = self._cids_only(rows)
+    def _provider_rows(self, rows: Iterable[Sequence[Any]],
+                       fate: str = "is not taken (a snapshot's provider row of something else)",
+                       ) -> list[Sequence[Any]]:
+        """Provider `rows` to write (`_cids_only`, logging `fate`), their CIDs in the
+        filter."""
+        out = self._cids_only(rows, fate)
         self._owe_cids(out)
         return out
 
@@ -1231,8 +1230,7 @@ class JobIndex:
         cids = self._cids
         if cids is None:
             return
-        for r in rows:
-            cids.add(r[0])
+        cids.add_all(r[0] for r in rows)
         if cids.full:
             self._cids, self._cids_owed = None, True
 
