@@ -616,7 +616,8 @@ class Scheduler:
         try:
             self._evaluate(*key)
         except BanzaiError as e:  # (a store's or a missing block's: retried when assembling)
-            self._fail_task(key, str(e), final=not isinstance(e, (StoreError, NotFound)))
+            self._fail_task(key, str(e), final=not isinstance(e, (StoreError, NotFound)),
+                            missing=isinstance(e, NotFound))
         except Exception as e:  # a bug must not stop the scheduler
             log.exception("scheduler error on %s", key)
             self._fail_task(key, f"internal error: {e}")
@@ -1229,7 +1230,8 @@ class Scheduler:
                 self._reend.add(job)
                 log.exception("ending job %s again", job)
 
-    def _fail_task(self, key: TaskKey, error: str, final: bool = False) -> None:
+    def _fail_task(self, key: TaskKey, error: str, final: bool = False,
+                   missing: bool = False) -> None:
         """Fail a task for good (a non-retryable error in its first unfinished chunk), once:
         a task failed already is left (an error that every evaluation meets, e.g. a
         workflow this release's spec refuses, failed the next attempt at each one, and
@@ -1238,7 +1240,8 @@ class Scheduler:
         every look meets again, e.g. a listing past the planner's bound) fails the task at
         its last chunk (`claims.assembly_failure`), else (a store's, a missing block's) it is
         tried again after a backoff, and fails so at its ASSEMBLY_TRIES-th try
-        (`_assembly_retry`)."""
+        (`_assembly_retry`); a missing block's (`missing`) also drops the "complete here"
+        note of what the assembly reads, so that the next try walks and fetches it."""
         job, task = key
         if self._done_here(key) or (
                 key in self.state.splits and self._failed_here(job, task)):
@@ -1249,6 +1252,8 @@ class Scheduler:
         payload = claims.task_failure(self.state, job, task, cut_text(error))
         if payload is None and not final:  # every chunk done: the error came from assembling
             last = self._assembly_retry(key, error)  # the output; maybe passing: again later
+            if missing:
+                self._unmark_read(key)
             if last is None:
                 return
             error, final = last, True
@@ -1259,6 +1264,22 @@ class Scheduler:
         if payload is None:  # (no split)
             return
         self.emit(EventType.CHUNK_FAILED, payload)
+
+    def _unmark_read(self, key: TaskKey) -> None:
+        """Task `key`'s assembly met a missing block: forget that the DAGs it reads (the
+        chunks' outputs and item results, the input) are complete here, so that the next try
+        walks them and fetches what is missing. (A block gone otherwise than by this peer's
+        janitor, e.g. Kubo's own gc or a distrusted block, left the memo saying complete:
+        every try met the same NotFound and the task failed without a fetch; review r2 of
+        session 52, finding 2.)"""
+        split = self.state.splits.get(key)
+        chunks = self.planner.chunks(split) if split is not None else None
+        if split is None or chunks is None or any(
+                claims.chunk_done(self.state.chunk(*key, i)) is None for i in range(len(chunks))):
+            return
+        for c in (*self.planner.chunk_outputs(*key, len(chunks)), split.payload.get("input")):
+            if c:
+                self.data.unmark(c)
 
     def _assembly_retry(self, key: TaskKey, error: str) -> str | None:
         """Task `key`'s assembly failed here with `error`, a store's or a missing block's

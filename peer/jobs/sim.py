@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
-from peer.errors import BanzaiError, StoreError
+from peer.errors import BanzaiError, NotFound, StoreError
 from peer.ipfs.store import Entry, StoreConfig, too_many_entries
 from peer.jobs.ports import SchedulerConfig
 from peer.jobs.scheduler import Scheduler
@@ -75,6 +75,9 @@ class MemoryStore:
         # `refused` counts them
         self.broken: str | None = None
         self.refused = 0
+        # CIDs whose blocks went missing here (another program's gc, say) while `local`
+        # still says they are held: `stat` and `file_cids` raise NotFound until fetched again
+        self.lost: set[str] = set()
 
     def add_bytes(self, data: bytes, cid_version: int = 1) -> str:
         cid = "bafkfile" + hashlib.sha256(data).hexdigest()[:32]
@@ -90,7 +93,7 @@ class MemoryStore:
         return cid
 
     def stat(self, cid: str) -> Entry:
-        self._check()
+        self._check(cid)
         if cid in self.content.dirs:
             return Entry("", cid, 0, "dir")
         if cid in self.content.files:
@@ -106,16 +109,18 @@ class MemoryStore:
                 yield Entry(path, sub, len(self.content.files.get(sub, b"")), "file")
 
     def file_cids(self, cid: str, limit: int | None = None) -> list[tuple[str, str]]:
-        self._check()
+        self._check(cid)
         out = [(e.path, e.cid) for e in self.walk(cid)]
         if limit is not None and len(out) > limit:  # (files alone: the sim's dirs are flat)
             raise too_many_entries(cid, limit)
         return out
 
-    def _check(self) -> None:
+    def _check(self, cid: str) -> None:
         if self.broken is not None:
             self.refused += 1
             raise StoreError(self.broken)
+        if cid in self.lost and cid in self.local:
+            raise NotFound(f"a block of {cid} is not in this peer's store")
 
     def has(self, cid: str) -> bool:
         return cid in self.local
@@ -147,6 +152,9 @@ class MemoryData:
     def mark(self, cid: str) -> None:
         self.store.local.add(cid)
 
+    def unmark(self, cid: str) -> None:  # (here the memo is `local` itself: walked, fetched)
+        self.store.local.discard(cid)
+
     async def ensure(self, cids: Sequence[str], hints: Sequence[str] = ()) -> None:
         if self.stall:
             fut = asyncio.get_running_loop().create_future()
@@ -154,6 +162,7 @@ class MemoryData:
             await fut
         for cid in cids:
             if cid not in self.store.local:
+                self.store.lost.discard(cid)
                 self.store.stat(cid)  # BanzaiError if nobody has it
                 self.fetched.append(cid)
                 self.store.local.add(cid)

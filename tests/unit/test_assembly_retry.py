@@ -92,3 +92,40 @@ async def test_an_assembly_failing_for_a_while_is_tried_again_and_done() -> None
         assert not m["p0"].sched._assembly_failed  # (left with the task done, at a tick)
     finally:
         await m.close()
+
+
+async def test_an_assembly_missing_a_block_noted_complete_fetches_it_again() -> None:
+    """A block of a chunk's output went missing here by another cause than this peer's
+    janitor (Kubo's own gc, a distrusted block), its DAG still noted complete: each try
+    met the same NotFound without a fetch, and the task failed at the last one. The retry
+    now drops the note of what the assembly reads: the next try fetches it and the task is
+    done. (Session 52, helper h, review r2 finding 2; fails on 95469dfe: CHUNK_FAILED.)"""
+    m = JobMesh(1, CATALOG, CFG)
+    st, data = m["p0"].store, m["p0"].data
+    try:
+        wf = with_splits(from_obj({"name": "x", "tasks": [
+            {"name": "fetch", "call": "FETCH_FESTVOX", "args": URLS}]}, CATALOG), CATALOG,
+            True, True)
+        m.emit("p0", EventType.JOB_SUBMITTED, {"job": "j1", "workflow": wf.to_json()})
+        outs: list[str] = []
+        for _ in range(20):  # bounded: each round finishes the chunks running
+            await m.settle()
+            await m.advance(0.3)
+            for k in list(m["p0"].runner.running):
+                out = st.make_dir({k.replace("/", "-"): st.add_bytes(k.encode())})
+                outs.append(out)
+                if len(outs) == 3:  # (lost before the last chunk is recorded done)
+                    st.lost.add(outs[0])
+                m["p0"].runner.finish(k, {"output": out})
+            if len(outs) == 3:
+                break
+        assert len(outs) == 3 and outs[0] in st.local  # (still noted complete)
+        for _ in range(240):  # bounded: 120 s of the fake clock
+            if m.events(EventType.TASK_DONE, task="fetch"):
+                break
+            await m.advance(0.5)
+        assert not m.events(EventType.CHUNK_FAILED, task="fetch")
+        assert m.events(EventType.TASK_DONE, task="fetch")
+        assert outs[0] in data.fetched
+    finally:
+        await m.close()
