@@ -207,6 +207,10 @@ class Scheduler:
         self._settle_until = -math.inf
         self._settle_mesh = False
         self._settle_seen: dict[str, dict[str, int]] = {}
+        # (the peers whose events the replayed log held: only their digests' vectors end the
+        # mesh part; a peer new to us, its log empty, holds nothing the mesh did, review r2
+        # of session 52, finding 4)
+        self._settle_known: frozenset[str] = frozenset()
         self._settle_jobs: dict[str, dict[str, dict[str, int]]] = {}
         self._settled_jobs: set[str] = set()  # (those of `_settle_jobs` ended: not the mesh's)
         self._waits_peers: frozenset[str] = frozenset()  # the live peers of the last tick
@@ -340,6 +344,7 @@ class Scheduler:
         if self.cfg.restart_hold_s > 0 and (self._dirty or self._lanes_live):
             self._settle_until = self.clock() + self.cfg.restart_hold_s
             self._settle_mesh = True
+            self._settle_known = frozenset(peer_of(o) for o in st.heads) - {self.peer_id}
             self._settle_jobs = {j: {} for j in self._lanes_live
                                  if self.peer_id in st.members_of[j]}
 
@@ -363,11 +368,14 @@ class Scheduler:
         jobs both are members of), or of the mesh streams (`mesh`: a digest's): while
         `settling`, once our heads cover such a vector we hold what that member held of
         them, and claim in the jobs it is of (`_look_settled`): a pair round's, per job
-        (its lanes' part of the vector), the jobs of that member only."""
+        (its lanes' part of the vector), the jobs of that member only. A digest's counts
+        only from a peer whose events the replayed log held (`recover`): not from a peer
+        new to us, whose log may be empty. (A known peer restarted at the same moment as
+        this one may still end it with a vector as stale as ours: the limit of this rule.)"""
         if not self.settling or not vv:
             return
         if mesh:
-            if self._settle_mesh:
+            if self._settle_mesh and peer in self._settle_known:
                 self._settle_seen[peer] = dict(vv)
                 self._wake.set()
             return

@@ -213,3 +213,32 @@ async def test_a_job_replicated_in_full_waits_for_a_members_vector_of_the_mesh_s
         assert mine and lost(mesh, p1, mine, p0, before_hlc=seen + 1) == []
     finally:
         await mesh.close()
+
+
+async def test_a_digest_from_a_peer_new_to_us_does_not_end_the_mesh_hold() -> None:
+    """A job replicated in full: a digest's vector that this restarted peer covers, from a
+    peer whose events its replayed log does not hold (one just joined, its log empty), ended
+    the hold of the mesh part at once; now only a known peer's does (p0's, here), or the
+    time. (Session 52, helper h, review r2 finding 4; fails on 95469dfe: claims at once.)"""
+    mesh = JobMesh(2, CATALOG, CFG, slots=2)
+    try:
+        p0, p1 = mesh.peers
+        mesh.submit(p0, writes(60), implicit=None, local=False)
+        await mesh.settle()
+        await run(mesh, (p0, p1), 3)
+        mesh.silent.add(p1)
+        await run(mesh, (p0,), 12)
+        n = len(mesh[p1].emitted)
+        await mesh.restart(p1)
+        mesh.silent.discard(p1)
+        mesh.partition({p1}, {p0})
+        sched = mesh[p1].sched
+        assert sched.settling
+        sched.heads_seen("fresh", {p0: 1}, mesh=True)  # (below p1's heads: covered)
+        await run(mesh, (p1,), 3)
+        assert sched.settling and claims_after(mesh, p1, n) == []
+        sched.heads_seen(p0, {p0: 1}, mesh=True)  # a peer the log knows: ends it
+        await run(mesh, (p1,), 2)
+        assert not sched.settling
+    finally:
+        await mesh.close()
