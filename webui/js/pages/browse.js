@@ -1,7 +1,7 @@
 // CID browser: directories and files through the gateway, every block verified against its
 // CID; WAV playback, MFCC heatmaps from .npy, LEARN metrics, downloads (files and CARs).
 
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import { useLive } from "../api.js";
 import { Canvas, drawHeatmap } from "../charts.js";
 import { parseCid } from "../cid.js";
@@ -22,6 +22,12 @@ const OUTPUT_JOBS = 50;
 // (`?limit=&after=`): a directory of a million entries is read a page at a time, at the
 // "more" control, never whole into the tab (session 52, helper d)
 export const DIR_PAGE = 500;
+// a gateway's listing rows kept unmatched, and its pages asked for one page of entries: past
+// either, the gateway is not asked again for that directory; kinds and sizes come from the
+// verified blocks (review r2 of session 52, finding 3: a gateway padding its pages, or
+// answering a row at a time, held any number of rows in the tab and cost a request an entry)
+export const GW_ROWS_KEPT = 4 * DIR_PAGE;
+export const GW_ASKS_PER_PAGE = 8;
 
 const ext = (name) => (name.includes(".") ? name.split(".").pop().toLowerCase() : "");
 const joinPath = (path, name) => (path ? `${path}/${name}` : name);
@@ -231,21 +237,35 @@ async function gatewayPage(cid, after) {
  *  [{name, cid, tsize, kind, size}], their names and CIDs from the verified blocks
  *  (`dirLister`), their kinds and sizes from the gateway's listing, asked for as far as the
  *  entries shown (a row the gateway lists otherwise is a VerifyError); `d.done` after the
- *  last. */
+ *  last; `d.note`: why the gateway's listing is no longer asked (null while it is). */
 async function dirPages(cid) {
   const lister = await dirLister(cid);
   const rows = new Map(); // the gateway's rows read and not yet matched, by name
-  let after = null, gwEnd = false, gwOff = false;
+  let after = null, gwEnd = false, gwOff = false, asks = 0;
+  const pager = { done: lister.done, note: null };
+  const off = (note) => {
+    gwOff = true;
+    rows.clear();
+    pager.note = note;
+    return null;
+  };
   const gatewayRow = async (name) => {
     // (the peer's pages come in the verified order: the row is on the next page at most;
     // a few pages more for a gateway that orders otherwise, never without end)
     for (let asked = 0; !rows.has(name) && !gwEnd && asked < 4; asked++) {
+      if (asks >= GW_ASKS_PER_PAGE) {
+        return off(`The gateway's listing took more than ${GW_ASKS_PER_PAGE} requests for a page; kinds and sizes are read from the verified blocks.`);
+      }
+      asks++;
       const p = await gatewayPage(cid, after);
       if (!p) {
         gwOff = true;
         return null;
       }
       for (const l of p.links) rows.set(l.Name, l);
+      if (rows.size > GW_ROWS_KEPT) {
+        return off(`The gateway's listing sent more than ${GW_ROWS_KEPT.toLocaleString("en-US")} rows not yet shown; kinds and sizes are read from the verified blocks.`);
+      }
       if (typeof p.next === "string" && p.links.length && p.next !== after) after = p.next;
       else gwEnd = true;
     }
@@ -253,9 +273,9 @@ async function dirPages(cid) {
     rows.delete(name);
     return l;
   };
-  return {
-    done: lister.done,
+  return Object.assign(pager, {
     async page() {
+      asks = 0;
       const out = [];
       for (const e of await lister.next(DIR_PAGE)) {
         const l = gwOff ? null : await gatewayRow(e.name);
@@ -274,7 +294,7 @@ async function dirPages(cid) {
       this.done = lister.done;
       return out;
     },
-  };
+  });
 }
 
 const byKindThenName = (a, b) => (a.kind === b.kind ? (a.name < b.name ? -1 : 1) : a.kind === "dir" ? -1 : 1);
@@ -282,22 +302,28 @@ const byKindThenName = (a, b) => (a.kind === b.kind ? (a.name < b.name ? -1 : 1)
 function DirView({ root, path, cid }) {
   // entries: those shown, in the listing's order (a directory of one page: dirs first, by
   // name); more: the pager while entries are left, else null; busy: a page being read
-  const [st, setSt] = useState({ entries: null, err: null, more: null, busy: false });
+  // (mounted afresh for each directory, `key`ed by its CID; a page read is applied only while
+  // its pager is still the one shown: review r2 of session 52, finding 1, another
+  // directory's page, error or pager was put into the one opened meanwhile)
+  const [st, setSt] = useState({ entries: null, err: null, more: null, busy: false, note: null });
+  const alive = useRef(true);
+  useEffect(() => () => { alive.current = false; }, []);
   useEffect(() => {
-    let alive = true;
+    let live = true;
     (async () => {
       const pages = await dirPages(cid);
       const first = await pages.page();
-      if (alive) setSt({ entries: pages.done ? first.sort(byKindThenName) : first, err: null, more: pages.done ? null : pages, busy: false });
-    })().catch((err) => alive && setSt({ entries: null, err, more: null, busy: false }));
-    return () => { alive = false; };
+      if (live) setSt({ entries: pages.done ? first.sort(byKindThenName) : first, err: null, more: pages.done ? null : pages, busy: false, note: pages.note });
+    })().catch((err) => live && setSt({ entries: null, err, more: null, busy: false, note: null }));
+    return () => { live = false; };
   }, [cid]);
   const showMore = () => {
     const pages = st.more;
     if (!pages || st.busy) return;
     setSt((s) => ({ ...s, busy: true }));
-    pages.page().then((next) => setSt((s) => ({ entries: [...s.entries, ...next], err: null, more: pages.done ? null : pages, busy: false })))
-      .catch((err) => setSt((s) => ({ ...s, err, more: null, busy: false })));
+    const apply = (f) => alive.current && setSt((s) => (s.more === pages ? f(s) : s));
+    pages.page().then((next) => apply((s) => ({ entries: [...s.entries, ...next], err: null, more: pages.done ? null : pages, busy: false, note: pages.note })))
+      .catch((err) => apply((s) => ({ ...s, err, more: null, busy: false })));
   };
   const entries = st.entries;
   const metrics = entries && entries.find((e) => e.name === "metrics.json" && e.kind === "file");
@@ -308,6 +334,7 @@ function DirView({ root, path, cid }) {
     <div class="preview-head"><h2 class="small-title">${entries ? `${entries.length.toLocaleString("en-US")} entr${entries.length === 1 ? "y" : "ies"}${st.more ? " shown" : ""}${files ? ` · ${files} file${files === 1 ? "" : "s"}` : ""}` : "Directory"}</h2>
       <${VerifyBadge} state=${state} detail=${state === "ok" ? `directory block${paged ? "s" : ""} hashed; listing matches` : st.err?.message} /></div>
     <${GatewayProblem} err=${st.err} />
+    ${st.note ? html`<p class="muted small dir-note">${st.note}</p>` : null}
     ${!entries && !st.err ? html`<${Spinner} label="Listing…" />` : null}
     ${metrics ? html`<${MetricsFile} cid=${metrics.cid} size=${metrics.size} />` : null}
     ${entries && !entries.length ? html`<${Empty}>Empty directory.</${Empty}>` : null}
@@ -401,7 +428,7 @@ export function BrowsePage({ cid, path }) {
     </div>
     ${st.phase === "loading" ? html`<${Spinner} label="Resolving and verifying…" />` : null}
     ${st.phase === "error" ? html`<div>${st.err.status === 404 ? null : html`<${VerifyBadge} state=${errorState(st.err)} detail=${st.err.message} />`}<${GatewayProblem} err=${st.err} /></div>` : null}
-    ${st.phase === "ready" && st.kind === "dir" ? html`<${DirView} root=${cid} path=${path} cid=${st.target} />` : null}
+    ${st.phase === "ready" && st.kind === "dir" ? html`<${DirView} key=${st.target} root=${cid} path=${path} cid=${st.target} />` : null}
     ${st.phase === "ready" && st.kind === "file" ? html`<${FileView} root=${cid} path=${path} cid=${st.target} size=${st.size} />` : null}
   </div>`;
 }
