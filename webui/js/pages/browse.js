@@ -304,7 +304,8 @@ function DirView({ root, path, cid }) {
   // name); more: the pager while entries are left, else null; busy: a page being read
   // (mounted afresh for each directory, `key`ed by its CID; a page read is applied only while
   // its pager is still the one shown: review r2 of session 52, finding 1, another
-  // directory's page, error or pager was put into the one opened meanwhile)
+  // directory's page, error or pager would go into the one opened meanwhile were this view
+  // kept mounted across navigation; app.js's key on BrowsePage is what prevented it)
   const [st, setSt] = useState({ entries: null, err: null, more: null, busy: false, note: null });
   const alive = useRef(true);
   useEffect(() => () => { alive.current = false; }, []);
