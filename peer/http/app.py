@@ -471,12 +471,6 @@ def record_cids(st: MeshState, job: str, task: str) -> list[tuple[str, bool]]:
     return out
 
 
-async def _archived_record(node: Host, record: dict[str, Any], task: str, kind: str,
-                           cache: RecordCache | None = None) -> list[Any]:
-    """A compacted job's task log or metrics, whole (`_archived_lists`)."""
-    return (await _archived_lists(node, record, task, kind, cache))[1]
-
-
 async def _archived_lists(node: Host, record: dict[str, Any], task: str, kind: str,
                           cache: RecordCache | None = None, need: int | None = None,
                           ) -> tuple[int, list[Any]]:
@@ -546,12 +540,6 @@ class _NoRecord(Exception):
 
 
 MAX_RECORD_FETCHES = 8  # run records missing here fetched per read of a task's log, together
-
-
-async def _record_lists(node: Host, cids: Sequence[tuple[Any, bool]], kind: str,
-                        cache: RecordCache) -> list[Any]:
-    """`_record_parts`, whole."""
-    return (await _record_parts(node, cids, kind, cache))[1]
 
 
 async def _record_parts(node: Host, cids: Sequence[tuple[Any, bool]], kind: str,

@@ -175,18 +175,18 @@ async def test_a_run_record_that_is_not_one_is_a_line_naming_its_cid(
     record names: CIDs a member chose, whose bytes are any content. Such bytes are a line
     naming the CID and what is wrong, not a 500 (a KeyError, a TypeError, a RecursionError);
     the other records are served (was a 422 for the whole log: session 51, helper g, RR-2)."""
-    from peer.http.app import _archived_record
+    from peer.http.app import _archived_lists
 
     node = Node(PeerConfig(data_dir=tmp_path / "peer", slots=1, mdns=False))
     try:
         good = node.store.add_bytes(b'{"log": ["a", "b"], "metrics": [{"m": 1}]}')
         bad = node.store.add_bytes(stored)
         record = {"id": "j1", "tasks": [{"name": "t", "logs": [good, bad]}]}
-        *lines, said = await _archived_record(node, record, "t", "log")
+        *lines, said = (await _archived_lists(node, record, "t", "log"))[1]
         assert lines == ["a", "b"]
         assert said.startswith(f"[banzai] the run record {bad} is no run record ({shown}")
         assert said.endswith("): its lines are not shown")
-        assert await _archived_record(node, record, "t", "metrics") == [{"m": 1}]
+        assert (await _archived_lists(node, record, "t", "metrics"))[1] == [{"m": 1}]
     finally:
         node.log.close()
 

@@ -17,8 +17,8 @@ from peer.errors import NotFound, TooLarge
 from peer.http.app import (
     MAX_RECORD_FETCHES,
     RECORD_SLACK_BYTES,
-    _archived_record,
-    _record_lists,
+    _archived_lists,
+    _record_parts,
     json_values_at_most,
     record_cids,
     record_max_bytes,
@@ -162,13 +162,13 @@ async def test_a_fetch_sent_too_large_is_a_miss_asked_again_not_refused_for_good
     cache = RecordCache()
     now = [0.0]
     cache.clock = lambda: now[0]
-    lines = await _archived_record(n, record, "t", "log", cache)
+    lines = (await _archived_lists(n, record, "t", "log", cache))[1]
     assert lines == [f"[banzai] the run record {real} was sent larger than a run record may "
                      f"be ({record_max_bytes(10 << 20)} bytes) by every live peer asked: its "
                      "lines are not shown"]
     liar[0] = False
     now[0] += MISS_TTL_S
-    assert await _archived_record(n, record, "t", "log", cache) == ["the real lines"]
+    assert (await _archived_lists(n, record, "t", "log", cache))[1] == ["the real lines"]
 
 
 async def test_a_held_cid_that_is_no_run_record_is_a_line_and_the_rest_is_served(
@@ -230,7 +230,7 @@ async def test_a_read_fetches_a_few_missing_records_together_and_remembers_a_mis
     now = [0.0]
     cache.clock = lambda: now[0]
 
-    lines = await _archived_record(n, record, "t", "log", cache)
+    lines = (await _archived_lists(n, record, "t", "log", cache))[1]
     assert sorted(fetches.asked) == sorted(gone[:8])  # (in any order: together)
     nobody = "is held neither here nor by a live peer"
     later = ("is not held here and was not fetched (at most 8 records are fetched per read: "
@@ -240,15 +240,15 @@ async def test_a_read_fetches_a_few_missing_records_together_and_remembers_a_mis
                      *(f"[banzai] the run record {c} {later}: its lines are not shown"
                        for c in gone[8:])]
     fetches.all_in.clear()
-    lines = await _archived_record(n, record, "t", "log", cache)
+    lines = (await _archived_lists(n, record, "t", "log", cache))[1]
     assert sorted(fetches.asked[8:]) == sorted(gone[8:16])  # (the 8 missed: not again)
     assert lines[1] == (f"[banzai] the run record {gone[0]} was served by no live peer less "
                         "than 60 s ago: its lines are not shown")
     now[0] += MISS_TTL_S
     fetches.all_in.clear()
-    await _archived_record(n, record, "t", "log", cache)
+    (await _archived_lists(n, record, "t", "log", cache))[1]
     assert sorted(fetches.asked[16:]) == sorted(gone[:8])  # (a minute on: asked again)
-    assert await _archived_record(n, record, "t", "metrics", cache) == []
+    assert (await _archived_lists(n, record, "t", "metrics", cache))[1] == []
 
 
 def test_a_self_added_members_failures_records_are_not_fetched() -> None:
@@ -272,7 +272,7 @@ async def test_a_self_added_members_missing_record_is_a_line_not_a_fetch(
     fetches = _Fetches(1)
     n.fetcher.ensure = fetches.ensure  # type: ignore[method-assign]
     missing = _cid("x")
-    lines = await _record_lists(n, [(missing, False)], "log", RecordCache())
+    lines = (await _record_parts(n, [(missing, False)], "log", RecordCache()))[1]
     assert fetches.asked == []
     assert lines == [f"[banzai] the run record {missing} is a self-added member's, not held "
                      "here: it is not fetched: its lines are not shown"]
@@ -305,18 +305,18 @@ async def test_a_refused_record_is_remembered_not_read_again(
     n = _node(tmp_path / "a", opened, log_max=1024)
     big = n.store.add_bytes(json.dumps({"log": ["ab"] * 100_000, "metrics": []}).encode())
     cache = RecordCache()
-    first = await _record_lists(n, [(big, True)], "log", cache)
+    first = (await _record_parts(n, [(big, True)], "log", cache))[1]
     assert cache.refused(big, "log") is not None
 
     def unread(cid: str) -> Any:
         raise AssertionError(f"{cid} read again")
 
     monkeypatch.setattr(n.store, "stat", unread)
-    assert await _record_lists(n, [(big, True)], "log", cache) == first
-    assert await _record_lists(n, [(big, True)], "metrics", cache) == []
+    assert (await _record_parts(n, [(big, True)], "log", cache))[1] == first
+    assert (await _record_parts(n, [(big, True)], "metrics", cache))[1] == []
     assert cache.refused(big, "metrics") == cache.refused(big, "log")  # (either list)
     junk = n.store.add_bytes(b'{"log": 7, "metrics": []}')  # (no log list: metrics read)
     monkeypatch.undo()
-    assert len(await _record_lists(n, [(junk, True)], "log", cache)) == 1
-    assert await _record_lists(n, [(junk, True)], "metrics", cache) == []
+    assert len((await _record_parts(n, [(junk, True)], "log", cache))[1]) == 1
+    assert (await _record_parts(n, [(junk, True)], "metrics", cache))[1] == []
     assert cache.refused(junk, "log") and cache.refused(junk, "metrics") is None

@@ -19,7 +19,7 @@ import pytest
 
 from peer.config import PeerConfig
 from peer.errors import NotFound
-from peer.http.app import _archived_record, record_cids
+from peer.http.app import _archived_lists, record_cids
 from peer.http.records import RecordCache
 from peer.http.views import job_record
 from peer.ipfs import EmbeddedStore
@@ -88,7 +88,7 @@ async def test_a_compacted_jobs_self_added_members_record_is_not_fetched(
     record = _lanes_record()
     [t] = record["tasks"]
     assert (t["logs"], t["unvouched_logs"]) == ([THEIRS, OURS], [THEIRS])
-    lines = await _archived_record(n, record, "t0", "log", RecordCache())
+    lines = (await _archived_lists(n, record, "t0", "log", RecordCache()))[1]
     assert fetches.asked == [OURS]
     assert lines == [f"[banzai] the run record {THEIRS} is a self-added member's, not held "
                      "here: it is not fetched: its lines are not shown",
@@ -106,12 +106,12 @@ async def test_a_record_without_the_key_fetches_each_and_a_malformed_one_none(
     record = _lanes_record()
     [t] = record["tasks"]
     del t["unvouched_logs"]
-    await _archived_record(n, record, "t0", "log", RecordCache())
+    (await _archived_lists(n, record, "t0", "log", RecordCache()))[1]
     assert sorted(fetches.asked) == sorted([THEIRS, OURS])
     for bad in ("x", [7], {THEIRS: 1}):
         fetches.asked.clear()
         t["unvouched_logs"] = bad
-        lines = await _archived_record(n, record, "t0", "log", RecordCache())
+        lines = (await _archived_lists(n, record, "t0", "log", RecordCache()))[1]
         assert fetches.asked == [] and len(lines) == 2, bad
 
 

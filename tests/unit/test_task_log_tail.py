@@ -196,7 +196,7 @@ async def test_a_tail_read_across_records_reads_a_kept_tail_only_where_it_needs_
     [(big, _)] = app_module.record_cids(n.state, "job000", "t0")
     cache = RecordCache(max_bytes=16_000)
     cids = [(big, True), (small, True)]
-    whole = await app_module._record_lists(n, cids, "log", cache)
+    whole = (await app_module._record_parts(n, cids, "log", cache))[1]
     assert len(whole) == 3010 and len(parsed_in) == 2
     assert await app_module._record_parts(n, cids, "log", cache, 5) == (3000, whole[-10:])
     assert await app_module._record_parts(n, cids, "log", cache, 1000) == (
@@ -234,7 +234,7 @@ async def test_a_kept_tail_whose_record_was_collected_is_fetched_again_for_a_who
     data = b"".join(n.store.cat(big))
     cache = RecordCache(max_bytes=16_000)
     cids = [(big, True)]
-    assert len(await app_module._record_lists(n, cids, "log", cache)) == 3000
+    assert len((await app_module._record_parts(n, cids, "log", cache))[1]) == 3000
     assert isinstance(cache.get(big, "log"), Tail)
     n.store.gc((), 0.0)  # (unpinned, no root: collected)
     assert not n.store.has(big)
