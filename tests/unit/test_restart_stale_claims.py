@@ -39,6 +39,22 @@ async def run(mesh: JobMesh, pids: tuple[str, ...], rounds: int) -> None:
         await mesh.advance(STEP_S)
 
 
+async def restarted_cut_off(mesh: JobMesh) -> int:
+    """A job of 60 tasks replicated in full, run by both peers, then by p0 alone while p1 is
+    silent; p1 restarted and cut off from p0. How many events p1 had emitted before."""
+    p0, p1 = mesh.peers
+    mesh.submit(p0, writes(60), implicit=None, local=False)
+    await mesh.settle()
+    await run(mesh, (p0, p1), 3)
+    mesh.silent.add(p1)
+    await run(mesh, (p0,), 12)
+    n = len(mesh[p1].emitted)
+    await mesh.restart(p1)
+    mesh.silent.discard(p1)
+    mesh.partition({p1}, {p0})
+    return n
+
+
 def claims_after(mesh: JobMesh, pid: str, n: int) -> list[Event]:
     mesh.close_turns()
     return [e for ev in mesh[pid].emitted[n:] for e in ev.singles if e.type == EventType.CLAIM]
@@ -190,15 +206,7 @@ async def test_a_job_replicated_in_full_waits_for_a_members_vector_of_the_mesh_s
     mesh = JobMesh(2, CATALOG, CFG, slots=2)
     try:
         p0, p1 = mesh.peers
-        mesh.submit(p0, writes(60), implicit=None, local=False)
-        await mesh.settle()
-        await run(mesh, (p0, p1), 3)
-        mesh.silent.add(p1)
-        await run(mesh, (p0,), 12)
-        n = len(mesh[p1].emitted)
-        await mesh.restart(p1)
-        mesh.silent.discard(p1)
-        mesh.partition({p1}, {p0})
+        n = await restarted_cut_off(mesh)
         sched, t0 = mesh[p1].sched, mesh.clock()
         await run(mesh, (p0, p1), 3)
         assert sched.settling and claims_after(mesh, p1, n) == []
@@ -223,15 +231,7 @@ async def test_a_digest_from_a_peer_new_to_us_does_not_end_the_mesh_hold() -> No
     mesh = JobMesh(2, CATALOG, CFG, slots=2)
     try:
         p0, p1 = mesh.peers
-        mesh.submit(p0, writes(60), implicit=None, local=False)
-        await mesh.settle()
-        await run(mesh, (p0, p1), 3)
-        mesh.silent.add(p1)
-        await run(mesh, (p0,), 12)
-        n = len(mesh[p1].emitted)
-        await mesh.restart(p1)
-        mesh.silent.discard(p1)
-        mesh.partition({p1}, {p0})
+        n = await restarted_cut_off(mesh)
         sched = mesh[p1].sched
         assert sched.settling
         sched.heads_seen("fresh", {p0: 1}, mesh=True)  # (below p1's heads: covered)
