@@ -72,6 +72,7 @@ from peer.log.gonewait import (
     held_cost,
     held_key,
     held_problem,
+    held_text,
 )
 from peer.log.ids import submitter_problem
 from peer.log.jobless import leaves_memory
@@ -1222,8 +1223,7 @@ class MeshState:
         """TASK_DONE or CHUNK_DONE `ev` of the lane of `peer`, not vouched for, waits in
         `wait` (`GoneWait.done`; once: a refold parks it again at no cost), `by`'s fold
         parking it; False if a bound lets it go."""
-        if text is None and ev.held is None:  # (its row text, made once: `held_key`)
-            text = event_text(ev)
+        text = held_text(ev, text)  # (made once: `held_key`)
         key = held_key(ev, text)[0]
         if key in wait.done.get(peer, ()):
             return True
@@ -2438,7 +2438,7 @@ def _gone_task_fold(s: MeshState, ev: Event, job: str) -> bool:
         return True
     if not (facts.fixed and facts.lanes) or (wait := s.gone_wait(job)).lanes.holds(ev, lane[0]):
         return False
-    text = event_text(ev) if ev.held is None else None  # (its row text, made once: `held_key`)
+    text = held_text(ev)  # (made once: `held_key`)
     if s.wait_room(wait, held_cost(ev, text)):
         wait.lanes.hold(ev, lane[0])  # (a vouched member may add its peer: `_gone_members`)
         if s.wait_journal is not None:

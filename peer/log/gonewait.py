@@ -55,6 +55,14 @@ def held_key(ev: Event, text: str | None = None) -> tuple[str, int]:
     return got
 
 
+def held_text(ev: Event, text: str | None = None) -> str | None:
+    """Held event `ev`'s row text for its first steps: `text` if made already, else made now
+    unless its key is kept on it (`held_key`: then None, and the row's write makes it)."""
+    if text is None and ev.held is None:
+        text = event_text(ev)
+    return text
+
+
 def held_cost(ev: Event, text: str | None = None) -> int:
     """What held event `ev` (of row text `text`, if made already) costs (HELD_UNIT;
     HELD_REFUSED over HELD_TEXT_MAX)."""
